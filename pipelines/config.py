@@ -1,0 +1,279 @@
+"""Layered, strict configuration.
+
+Layers: ``conf/base.yml``, then each ``--conf`` file in order, then ``--set a.b=c`` overrides (values
+parsed as YAML scalars). The merged mapping is validated once into frozen, typed objects; unknown keys,
+wrong types and missing values raise :class:`ConfigError` naming the file (or ``--set``) and the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BASE_CONF = PROJECT_ROOT / "conf" / "base.yml"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the file and key."""
+
+
+# YAML has lists, not tuples: accept a list for these (items stay strictly typed).
+StrTuple = Annotated[tuple[str, ...], Field(strict=False)]
+IntTuple = Annotated[tuple[int, ...], Field(strict=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ProjectConf(_Strict):
+    name: str
+
+
+class LakeConf(_Strict):
+    root: str
+    engine: Literal["auto", "bridge", "native"] = "auto"
+    tables: dict[str, str]
+
+
+class LandingConf(_Strict):
+    root: str
+
+
+class SparkConf(_Strict):
+    master: str = "local[2]"
+    app_name: str = "churnlake"
+    driver_memory: str = "6g"
+    shuffle_partitions: int = Field(8, ge=1)
+    ui_enabled: bool = False
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class MlflowConf(_Strict):
+    tracking_uri: str = ""
+    registry_uri: str = ""
+    experiment: str = "churn"
+
+
+class ChurnConf(_Strict):
+    gap_months: int = Field(1, ge=0, le=6)
+    window_months: int = Field(1, ge=1, le=6)
+    counted_reasons: StrTuple
+    involuntary_reasons: StrTuple = ()
+    excluded_reasons: StrTuple = ()
+    prepaid_inactivity_days: int | None = Field(None, ge=1)
+
+
+class CohortConf(_Strict):
+    boundaries: IntTuple
+    names: StrTuple
+
+    @field_validator("boundaries")
+    @classmethod
+    def _increasing(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if list(v) != sorted(set(v)) or any(b <= 0 for b in v):
+            raise ValueError("boundaries must be positive and strictly increasing")
+        return v
+
+
+class FeaturesConf(_Strict):
+    trend_months: int = Field(3, ge=2, le=12)
+    contagion_months: int = Field(3, ge=1, le=12)
+    frequent_contact_min_calls: int = Field(3, ge=1)
+    night_start_hour: int = Field(22, ge=0, le=23)
+    night_end_hour: int = Field(6, ge=0, le=23)
+    lifecycle_onboarding_months: int = Field(3, ge=1)
+    lifecycle_decline_contract_months: int = Field(3, ge=0)
+    lifecycle_decline_inactive_days: int = Field(7, ge=1)
+
+
+class GatesConf(_Strict):
+    enabled: bool = True
+    max_quarantine_rate: float = Field(0.05, ge=0, le=1)
+    cdr_daily_volume_tolerance: float = Field(0.5, gt=0)
+    cdr_trailing_months: int = Field(3, ge=1)
+    require_all_cdr_days: bool = True
+    unique_subscription_snapshot: bool = True
+
+
+class IngestConf(_Strict):
+    late_days: int = Field(7, ge=0, le=31)
+    gates: GatesConf = Field(default_factory=GatesConf)
+
+
+class SampleDataConf(_Strict):
+    subscribers: int = Field(5000, ge=10)
+    seed: int = 7
+    format: Literal["csv", "parquet"] = "csv"
+    gzip_share: float = Field(0.3, ge=0, le=1)
+    cdr_events_per_subscriber: int = Field(40, ge=1)
+    bad_rows: float = Field(0.0, ge=0, le=0.5)
+    file_faults: bool = False
+    files_per_month: int = Field(2, ge=1, le=50)
+
+
+class Config(_Strict):
+    """The effective configuration of one run (frozen)."""
+
+    project: ProjectConf
+    lake: LakeConf
+    landing: LandingConf
+    spark: SparkConf
+    mlflow: MlflowConf
+    churn: ChurnConf
+    cohorts: CohortConf
+    features: FeaturesConf
+    ingest: IngestConf
+    sample_data: SampleDataConf
+
+    @property
+    def lake_root(self) -> str:
+        return _absolute(self.lake.root)
+
+    @property
+    def landing_root(self) -> str:
+        return _absolute(self.landing.root)
+
+    def table_path(self, name: str) -> str:
+        """Folder of a table under the lake root; unknown table names are errors."""
+        try:
+            folder = self.lake.tables[name]
+        except KeyError:
+            raise ConfigError(f"lake.tables: no table named {name!r} in the config") from None
+        return f"{self.lake_root.rstrip('/')}/{folder}"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{self.lake_root.rstrip('/')}/mlflow/mlflow.db"
+
+    def config_hash(self) -> str:
+        """Stable hash of the effective config, recorded in the run manifest."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _absolute(path: str) -> str:
+    if "://" in path:
+        return path
+    return os.path.abspath(path)
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return data
+
+
+def _merge(
+    base: dict[str, Any], layer: Mapping[str, Any], source: str, origin: dict[str, str], prefix: str = ""
+) -> None:
+    """Deep-merge ``layer`` into ``base``, remembering which source set each key."""
+    for key, value in layer.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict) and value:
+            _merge(base[key], value, source, origin, dotted + ".")
+        else:
+            base[key] = copy.deepcopy(value)
+            origin[dotted] = source
+            if isinstance(value, Mapping):
+                for sub in _leaf_keys(value, dotted + "."):
+                    origin[sub] = source
+
+
+def _leaf_keys(mapping: Mapping[str, Any], prefix: str) -> list[str]:
+    keys = []
+    for k, v in mapping.items():
+        keys.append(f"{prefix}{k}")
+        if isinstance(v, Mapping):
+            keys.extend(_leaf_keys(v, f"{prefix}{k}."))
+    return keys
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``a.b.c=value``; the value is read as a YAML scalar (``2`` -> int, ``[a, b]`` -> list)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if not isinstance(value, str | int | float | bool | list | dict | type(None)):
+        value = raw  # dates and other YAML types stay text
+    return key, value
+
+
+def _nest(key: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+    return out
+
+
+def _source_of(loc: Sequence[Any], origin: Mapping[str, str]) -> tuple[str, str]:
+    dotted = ".".join(str(p) for p in loc)
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:i])
+        if candidate in origin:
+            return origin[candidate], dotted
+    return str(BASE_CONF), dotted
+
+
+def load_config(
+    conf_files: Sequence[str | Path] = (),
+    overrides: Sequence[str] = (),
+    *,
+    base: str | Path = BASE_CONF,
+) -> Config:
+    """Load base, each conf file and the ``key=value`` overrides into one validated :class:`Config`."""
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for path in [Path(base), *(Path(p) for p in conf_files)]:
+        _merge(merged, _load_yaml(path), str(path), origin)
+    for text in overrides:
+        key, value = parse_override(text)
+        _merge(merged, _nest(key, value), f"--set {key}", origin)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            source, dotted = _source_of(err["loc"], origin)
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            else:
+                msg = f"{err['msg']} (got {err.get('input')!r})"
+            lines.append(f"{source}: {dotted}: {msg}")
+        raise ConfigError("invalid configuration: " + "; ".join(lines)) from None
+
+
+def effective_config_yaml(cfg: Config) -> str:
+    """The effective config as YAML, for logging at job start."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,60 @@
+"""Tables by name: the lake root and table folders come from config, the engine from ``lake.engine``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from pipelines import delta
+from pipelines.config import Config
+
+
+class Lake:
+    """Read and write the pipeline's Delta tables by logical name."""
+
+    def __init__(self, spark: SparkSession, cfg: Config) -> None:
+        self.spark = spark
+        self.cfg = cfg
+        self.engine = cfg.lake.engine
+
+    def path(self, name: str) -> str:
+        return self.cfg.table_path(name)
+
+    def exists(self, name: str) -> bool:
+        return delta.table_exists(self.path(name))
+
+    def version(self, name: str) -> int | None:
+        return delta.table_version(self.path(name))
+
+    def read(self, name: str, *, version: int | None = None) -> DataFrame:
+        return delta.read_delta(self.spark, self.path(name), version=version, engine=self.engine)
+
+    def read_or_none(self, name: str) -> DataFrame | None:
+        return self.read(name) if self.exists(name) else None
+
+    def write(
+        self,
+        df: DataFrame,
+        name: str,
+        *,
+        mode: delta.WriteMode = "append",
+        partition_by: Sequence[str] = (),
+        replace_partitions: Mapping[str, Sequence[Any]] | None = None,
+        merge_schema: bool = False,
+        commit_metadata: Mapping[str, Any] | None = None,
+    ) -> delta.WriteResult:
+        return delta.write_delta(
+            df,
+            self.path(name),
+            mode=mode,
+            partition_by=partition_by,
+            replace_partitions=replace_partitions,
+            merge_schema=merge_schema,
+            engine=self.engine,
+            commit_metadata=commit_metadata,
+        )
+
+    def versions(self, names: Sequence[str]) -> dict[str, int | None]:
+        return {n: self.version(n) for n in names}

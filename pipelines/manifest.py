@@ -1,0 +1,124 @@
+"""The run manifest: one row per stage run in the ``pipeline_runs`` Delta table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from pyspark.sql import types as T
+
+from pipelines.config import PROJECT_ROOT, Config
+from pipelines.lake import Lake
+
+log = logging.getLogger(__name__)
+
+RUNS_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType()),
+        T.StructField("stage", T.StringType()),
+        T.StructField("month", T.StringType()),
+        T.StructField("started_at", T.TimestampType()),
+        T.StructField("ended_at", T.TimestampType()),
+        T.StructField("duration_s", T.DoubleType()),
+        T.StructField("status", T.StringType()),
+        T.StructField("config_hash", T.StringType()),
+        T.StructField("code_version", T.StringType()),
+        T.StructField("input_versions", T.StringType()),
+        T.StructField("output_versions", T.StringType()),
+        T.StructField("model_versions", T.StringType()),
+        T.StructField("row_counts", T.StringType()),
+        T.StructField("flags", T.StringType()),
+        T.StructField("error", T.StringType()),
+    ]
+)
+
+
+def code_version() -> str:
+    """``git describe`` of the checkout when available, else the installed package version."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        try:
+            return metadata.version("churnlake")
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+
+@dataclass
+class RunRecord:
+    """What a stage fills in while it runs; written to ``pipeline_runs`` when it ends."""
+
+    stage: str
+    month: str | None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    input_versions: dict[str, int | None] = field(default_factory=dict)
+    output_versions: dict[str, int | None] = field(default_factory=dict)
+    model_versions: dict[str, Any] = field(default_factory=dict)
+    row_counts: dict[str, int] = field(default_factory=dict)
+    flags: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def recorded_run(lake: Lake, stage: str, month: str | None) -> Iterator[RunRecord]:
+    """Record a stage run: success or failure (with the error), timings and table versions."""
+    record = RunRecord(stage=stage, month=month)
+    started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    t0 = time.perf_counter()
+    status, error = "success", None
+    try:
+        yield record
+    except BaseException as exc:
+        status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+        raise
+    finally:
+        _write_run(lake, lake.cfg, record, started, time.perf_counter() - t0, status, error)
+
+
+def _write_run(
+    lake: Lake,
+    cfg: Config,
+    record: RunRecord,
+    started: dt.datetime,
+    duration: float,
+    status: str,
+    error: str | None,
+) -> None:
+    row = (
+        record.run_id,
+        record.stage,
+        record.month,
+        started,
+        started + dt.timedelta(seconds=duration),
+        round(duration, 3),
+        status,
+        cfg.config_hash(),
+        code_version(),
+        json.dumps(record.input_versions, sort_keys=True),
+        json.dumps(record.output_versions, sort_keys=True),
+        json.dumps(record.model_versions, sort_keys=True, default=str),
+        json.dumps(record.row_counts, sort_keys=True),
+        json.dumps(record.flags, sort_keys=True, default=str),
+        error,
+    )
+    try:
+        df = lake.spark.createDataFrame([row], RUNS_SCHEMA)
+        lake.write(df, "pipeline_runs", mode="append")
+    except Exception:  # the manifest must never hide the stage's own error
+        log.exception("could not record run %s of %s", record.run_id, record.stage)

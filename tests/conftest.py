@@ -1,0 +1,45 @@
+"""One session-scoped local Spark for the whole suite; lake and landing in temp folders."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_CONF = ROOT / "conf" / "test.yml"
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pipelines.config import load_config
+    from pipelines.spark import get_spark
+
+    cfg = load_config([TEST_CONF])
+    session = get_spark(cfg)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """Build a config rooted in this test's temp folder, with extra ``key=value`` overrides."""
+    from pipelines.config import load_config
+
+    def _make(*overrides: str):
+        return load_config(
+            [TEST_CONF],
+            [f"lake.root={tmp_path / 'lake'}", f"landing.root={tmp_path / 'landing'}", *overrides],
+        )
+
+    return _make
+
+
+@pytest.fixture
+def lake(spark, make_cfg):
+    from pipelines.lake import Lake
+
+    return Lake(spark, make_cfg())

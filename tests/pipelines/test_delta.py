@@ -1,0 +1,213 @@
+"""The Delta layer on real local Spark and real Delta tables in temp folders."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.testing import assertDataFrameEqual
+
+from pipelines.delta import (
+    MissingColumnsError,
+    SchemaMismatchError,
+    read_delta,
+    table_history,
+    table_version,
+    vacuum,
+    write_delta,
+)
+
+SCHEMA = T.StructType(
+    [
+        T.StructField("subscriber_id", T.StringType()),
+        T.StructField("month", T.StringType()),
+        T.StructField("calls", T.IntegerType()),
+        T.StructField("fee", T.DecimalType(10, 2)),
+        T.StructField("event_ts", T.TimestampType()),
+        T.StructField("day", T.DateType()),
+        T.StructField("active", T.BooleanType()),
+    ]
+)
+
+
+def rows(month: str, ids: list[str], calls: int = 1) -> list[tuple]:
+    ts = dt.datetime(int(month[:4]), int(month[5:7]), 1, 12, 30, 0)
+    return [(sid, month, calls + i, Decimal("9.99"), ts, ts.date(), i % 2 == 0) for i, sid in enumerate(ids)]
+
+
+def test_write_append_overwrite_partitions(spark, tmp_path: Path):
+    path = str(tmp_path / "t")
+    jan = spark.createDataFrame(rows("2024-01", ["a", "b"]), SCHEMA)
+    feb = spark.createDataFrame(rows("2024-02", ["c"]), SCHEMA)
+    r0 = write_delta(jan, path, mode="append", partition_by=["month"])
+    assert (r0.version, r0.rows_added) == (0, 2)
+    assertDataFrameEqual(read_delta(spark, path), jan)
+
+    write_delta(feb, path, mode="append")
+    assertDataFrameEqual(read_delta(spark, path), jan.unionByName(feb))
+
+    # replace only January: February untouched, January's rows are exactly the new ones
+    jan2 = spark.createDataFrame(rows("2024-01", ["x"], calls=7), SCHEMA)
+    r2 = write_delta(jan2, path, mode="overwrite", replace_partitions={"month": ["2024-01"]})
+    assert r2.version == 2
+    assertDataFrameEqual(read_delta(spark, path), jan2.unionByName(feb))
+
+    # rerun of the same partition overwrite is idempotent
+    write_delta(jan2, path, mode="overwrite", replace_partitions={"month": ["2024-01"]})
+    assertDataFrameEqual(read_delta(spark, path), jan2.unionByName(feb))
+
+    # full overwrite
+    write_delta(feb, path, mode="overwrite")
+    assertDataFrameEqual(read_delta(spark, path), feb)
+    assert table_version(path) == 4
+    ops = [h["operation"] for h in table_history(path)]
+    assert len(ops) == 5
+
+    # time travel
+    assertDataFrameEqual(read_delta(spark, path, version=0), jan)
+    assertDataFrameEqual(read_delta(spark, path, version=2), jan2.unionByName(feb))
+
+
+def test_partition_overwrite_rejects_rows_outside_partitions(spark, tmp_path: Path):
+    path = str(tmp_path / "t")
+    write_delta(spark.createDataFrame(rows("2024-01", ["a"]), SCHEMA), path, partition_by=["month"])
+    feb = spark.createDataFrame(rows("2024-02", ["c"]), SCHEMA)
+    with pytest.raises(ValueError, match="outside the partitions being replaced"):
+        write_delta(feb, path, mode="overwrite", replace_partitions={"month": ["2024-01"]})
+    assert table_version(path) == 0
+    assert not list((tmp_path / "t").glob("month=2024-02/*.parquet"))
+
+
+def test_replacing_a_partition_with_no_rows_empties_it(spark, tmp_path: Path):
+    path = str(tmp_path / "t")
+    both = spark.createDataFrame(rows("2024-01", ["a"]) + rows("2024-02", ["b"]), SCHEMA)
+    write_delta(both, path, partition_by=["month"])
+    write_delta(
+        spark.createDataFrame([], SCHEMA), path, mode="overwrite", replace_partitions={"month": ["2024-01"]}
+    )
+    assert [r.subscriber_id for r in read_delta(spark, path).collect()] == ["b"]
+
+
+def test_other_engines_read_identically_with_partitions_and_stats(spark, tmp_path: Path):
+    import polars as pl
+
+    from pipelines.sql import duckdb_connect
+
+    path = str(tmp_path / "t")
+    df = spark.createDataFrame(rows("2024-01", ["a", "b"]) + rows("2024/02 x", ["c"], calls=5), SCHEMA)
+    write_delta(df, path, partition_by=["month"])
+
+    table = DeltaTable(path)
+    got = table.to_pyarrow_table().sort_by("subscriber_id").to_pylist()
+    assert [(r["subscriber_id"], r["month"], r["calls"]) for r in got] == [
+        ("a", "2024-01", 1),
+        ("b", "2024-01", 2),
+        ("c", "2024/02 x", 5),
+    ]
+    assert got[0]["event_ts"] == dt.datetime(2024, 1, 1, 12, 30, tzinfo=dt.UTC)
+    assert got[0]["fee"] == Decimal("9.99")
+
+    # per-file statistics in the log, readable by delta-rs
+    actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    jan = [a for a in actions if a["partition.month"] == "2024-01"]
+    assert sum(a["num_records"] for a in jan) == 2
+    assert (min(a["min.calls"] for a in jan), max(a["max.calls"] for a in jan)) == (1, 2)
+    assert min(a["min.subscriber_id"] for a in jan) == "a"
+    assert max(a["max.subscriber_id"] for a in jan) == "b"
+    assert sum(a["null_count.fee"] for a in jan) == 0
+    feb = [a for a in actions if a["partition.month"] == "2024/02 x"]
+    assert [(a["min.event_ts"], a["max.day"]) for a in feb] == [
+        (dt.datetime(2024, 2, 1, 12, 30, tzinfo=dt.UTC), dt.date(2024, 2, 1))
+    ]
+
+    pol = pl.read_delta(path).sort("subscriber_id")
+    assert pol["month"].to_list() == ["2024-01", "2024-01", "2024/02 x"]
+    assert pol["calls"].to_list() == [1, 2, 5]
+
+    con = duckdb_connect()
+    out = con.execute(
+        f"SELECT month, count(*), sum(calls) FROM delta_scan('{path}') GROUP BY month ORDER BY month"
+    ).fetchall()
+    assert out == [("2024-01", 2, 3), ("2024/02 x", 1, 5)]
+
+    # and Spark through the layer agrees
+    assertDataFrameEqual(read_delta(spark, path), df)
+
+
+def test_schema_enforcement(spark, tmp_path: Path):
+    path = str(tmp_path / "t")
+    write_delta(spark.createDataFrame(rows("2024-01", ["a"]), SCHEMA), path, partition_by=["month"])
+    base = spark.createDataFrame(rows("2024-02", ["b"]), SCHEMA)
+
+    with pytest.raises(MissingColumnsError, match="missing columns fee, active"):
+        write_delta(base.drop("fee", "active"), path)
+    with pytest.raises(SchemaMismatchError, match=r"calls \(table int, data string\)"):
+        write_delta(base.withColumn("calls", F.col("calls").cast("string")), path)
+    with pytest.raises(SchemaMismatchError, match="new columns extra"):
+        write_delta(base.withColumn("extra", F.lit(1)), path)
+    assert table_version(path) == 0
+
+    # new columns when asked: old rows read back with null
+    write_delta(base.withColumn("extra", F.lit(1)), path, merge_schema=True)
+    got = {r.subscriber_id: r.extra for r in read_delta(spark, path).collect()}
+    assert got == {"a": None, "b": 1}
+
+
+def _boom(value: int) -> int:
+    if value >= 3:
+        raise RuntimeError("executor died halfway")
+    return value
+
+
+def test_failed_write_leaves_previous_version_and_vacuum_cleans(spark, tmp_path: Path):
+    path = str(tmp_path / "t")
+    first = spark.createDataFrame(rows("2024-01", ["a", "b"]), SCHEMA)
+    write_delta(first, path, partition_by=["month"])
+    boom = F.udf(_boom, T.IntegerType())
+    bad = spark.createDataFrame(rows("2024-01", ["c", "d", "e", "f"]), SCHEMA).repartition(2)
+    bad = bad.withColumn("calls", boom("calls"))
+    with pytest.raises(Exception, match="executor died halfway"):
+        write_delta(bad, path, mode="overwrite", replace_partitions={"month": ["2024-01"]})
+    assert table_version(path) == 0
+    assertDataFrameEqual(read_delta(spark, path), first)
+
+    # a killed job: leftovers in staging and an orphan data file, never committed
+    orphan_dir = tmp_path / "t" / "_staging" / "deadbeef" / "month=2024-01"
+    orphan_dir.mkdir(parents=True)
+    (orphan_dir / "part-0.parquet").write_bytes(b"PAR1junk")
+    orphan = tmp_path / "t" / "month=2024-01" / "part-orphan.parquet"
+    orphan.write_bytes(b"PAR1junk")
+    old = 1_000_000_000
+    os.utime(orphan, (old, old))
+    assertDataFrameEqual(read_delta(spark, path), first)
+    removed = vacuum(path, retention_hours=0)
+    assert any("deadbeef" in r for r in removed)
+    assert not orphan.exists()
+    assert not (tmp_path / "t" / "_staging" / "deadbeef").exists()
+    assertDataFrameEqual(read_delta(spark, path), first)
+
+
+def test_commit_is_one_transaction_with_metadata(spark, tmp_path: Path):
+    path = str(tmp_path / "t")
+    df = spark.createDataFrame(rows("2024-01", ["a", "b"]) + rows("2024-02", ["c"]), SCHEMA).repartition(3)
+    write_delta(df, path, partition_by=["month"], commit_metadata={"churnlake.run_id": "r1"})
+    log_files = sorted((tmp_path / "t" / "_delta_log").glob("*.json"))
+    assert len(log_files) == 1
+    commit = [json.loads(line) for line in log_files[0].read_text().splitlines()]
+    info = next(c["commitInfo"] for c in commit if "commitInfo" in c)
+    assert info["churnlake.run_id"] == "r1"
+    adds = [c["add"] for c in commit if "add" in c]
+    assert sum(json.loads(a["stats"])["numRecords"] for a in adds) == 3
+
+
+def test_read_missing_table_is_clear(spark, tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="no Delta table"):
+        read_delta(spark, str(tmp_path / "nothing"))
