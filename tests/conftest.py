@@ -43,3 +43,19 @@ def lake(spark, make_cfg):
     from pipelines.lake import Lake
 
     return Lake(spark, make_cfg())
+
+
+GEN_MONTHS = ("2024-01", "2024-02", "2024-03", "2024-04", "2024-05", "2024-06", "2024-07")
+
+
+@pytest.fixture(scope="session")
+def landing(tmp_path_factory):
+    """Seven months of generated landing data (3,000 subscribers) with bad rows and file faults."""
+    from pipelines.sample_data.writer import GenerateOptions, generate
+
+    root = tmp_path_factory.mktemp("landing")
+    generate(
+        root,
+        GenerateOptions(months=GEN_MONTHS, subscribers=3000, seed=11, bad_rows=0.003, file_faults=True),
+    )
+    return root

@@ -1,0 +1,520 @@
+"""Writes simulated months as landing files per the contract, with late records, duplicates and faults.
+
+Every injected fault is recorded in ``<landing_root>/_sample_manifest/`` (outside the source folders):
+``faults.jsonl`` (source, month, file, row, reason) and ``manifest.json`` (per source-month counts of rows
+written, late records, duplicates, and file-level faults), so tests can check ingest caught exactly those.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from features import contract as C
+from features.calendar import add_months, month_start
+from pipelines.sample_data.simulate import MonthOutput, OperatorSimulation
+
+log = logging.getLogger(__name__)
+
+MANIFEST_DIR = "_sample_manifest"
+BURN_IN_MONTHS = 3
+LATE_SHARE = 0.04  # of the events of a month's last 7 days, delivered in the next month's folder
+DUPLICATE_SHARE = 0.003
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    months: tuple[str, ...]
+    subscribers: int
+    seed: int
+    bad_rows: float = 0.0
+    file_faults: bool = False
+    fmt: str = "csv"
+    gzip_share: float = 0.3
+    files_per_month: int = 2
+    events_per_subscriber: int = 40
+
+
+@dataclass
+class GenerateReport:
+    rows: dict[str, int] = field(default_factory=dict)
+    cdr_rows: int = 0
+    seconds: float = 0.0
+    churn: list[dict[str, float]] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------- formatting
+def _ids(prefix: str, values: np.ndarray, width: int = 7) -> pa.Array:
+    values = np.asarray(values, dtype=np.int64)
+    mask = values < 0
+    text = pc.cast(pa.array(np.where(mask, 0, values) + 10**width), pa.string())
+    text = pc.utf8_replace_slice(text, 0, 1, prefix)
+    return pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), text)
+
+
+def _dates(values: np.ndarray) -> pa.Array:
+    return pc.cast(pa.array(values.astype("datetime64[D]"), from_pandas=True), pa.string())
+
+
+def _timestamps(seconds: np.ndarray) -> pa.Array:
+    seconds = np.asarray(seconds, dtype=np.int64)
+    arr = pa.array(seconds, pa.timestamp("s"), mask=seconds < 0)
+    return pc.cast(arr, pa.string())
+
+
+def _strings(values: Any) -> pa.Array:
+    if isinstance(values, tuple):  # (codes, labels): -1 is null
+        codes, labels = values
+        return pc.take(
+            pa.array(labels.astype(object) if labels.dtype.kind == "U" else labels, pa.string()),
+            pa.array(codes, pa.int64(), mask=codes < 0),
+        )
+    if isinstance(values, np.ndarray) and values.dtype.kind in "US":
+        return pa.array(values.astype(str), pa.string())
+    return pa.array(
+        list(values) if not isinstance(values, np.ndarray) else values, pa.string(), from_pandas=True
+    )
+
+
+def _numbers(values: np.ndarray) -> pa.Array:
+    return pc.cast(pa.array(values), pa.string())
+
+
+def _bools(values: np.ndarray) -> pa.Array:
+    return pc.cast(pa.array(np.asarray(values, dtype=bool)), pa.string())
+
+
+def format_month(out: MonthOutput) -> dict[str, pa.Table]:
+    """All sources of a month as string tables in the contract's text formats."""
+    s = out.subscriptions
+    subs = pa.table(
+        {
+            "subscriber_id": _ids("S", s["subscriber_id"]),
+            "msisdn": _numbers(s["msisdn"]),
+            "customer_id": _ids("C", s["customer_id"]),
+            "household_id": _ids("H", s["household_id"]),
+            "segment": _strings(s["segment"]),
+            "plan_type": _strings(s["plan_type"]),
+            "plan_id": _strings(s["plan_id"]),
+            "monthly_fee": _numbers(s["monthly_fee"]),
+            "activation_date": _dates(s["activation_date"]),
+            "contract_end_date": _dates(s["contract_end_date"]),
+            "status": _strings(s["status"]),
+            "deactivation_date": _dates(s["deactivation_date"]),
+            "deactivation_reason": _strings(s["deactivation_reason"]),
+            "port_out_operator": _strings(s["port_out_operator"]),
+            "acquisition_channel": _strings(s["acquisition_channel"]),
+            "region": _strings(s["region"]),
+            "handset_age_months": pc.cast(
+                pa.array(s["handset_age_months"], pa.int64(), mask=s["handset_age_months"] < 0), pa.string()
+            ),
+            "marketing_consent": _bools(s["marketing_consent"]),
+            "snapshot_date": _dates(s["snapshot_date"]),
+        }
+    )
+    c = out.cdr
+    cdr = pa.table(
+        {
+            "record_id": _ids("R", c["record_id"], 11),
+            "msisdn": _numbers(c["msisdn"]),
+            "event_ts": _timestamps(c["event_ts"]),
+            "event_type": _strings(c["event_type"]),
+            "direction": _strings(c["direction"]),
+            "duration_s": _numbers(c["duration_s"]),
+            "volume_kb": _numbers(c["volume_kb"]),
+            "other_party": _strings(c["other_party"]),
+            "other_party_operator": _strings(c["other_party_operator"]),
+            "cell_id": _strings(c["cell_id"]),
+            "roaming": _bools(c["roaming"]),
+            "roaming_country": _strings(c["roaming_country"]),
+            "charge": _numbers(c["charge"]),
+        }
+    )
+    b = out.billing
+    billing = pa.table(
+        {
+            "subscriber_id": _ids("S", b["subscriber_id"]),
+            "bill_month": _strings(b["bill_month"]),
+            **{
+                k: _numbers(b[k])
+                for k in (
+                    "invoice_amount",
+                    "recurring_charge",
+                    "usage_charge",
+                    "roaming_charge",
+                    "discount_amount",
+                    "paid_amount",
+                )
+            },
+            "payment_date": _dates(b["payment_date"]),
+            "overdue_days": _numbers(b["overdue_days"]),
+            "balance_due": _numbers(b["balance_due"]),
+            "topup_count": _numbers(b["topup_count"]),
+            "topup_amount": _numbers(b["topup_amount"]),
+        }
+    )
+    k = out.care
+    care = pa.table(
+        {
+            "contact_id": _ids("K", k["contact_id"], 9),
+            "subscriber_id": _ids("S", k["subscriber_id"]),
+            "contact_ts": _timestamps(k["contact_ts"]),
+            "channel": _strings(k["channel"]),
+            "category": _strings(k["category"]),
+            "resolved": _bools(k["resolved"]),
+        }
+    )
+    tables = {"subscriptions": subs, "cdr": cdr, "billing": billing, "care": care}
+    if out.campaign_outcomes is not None:
+        o = out.campaign_outcomes
+        tables["campaign_outcomes"] = pa.table(
+            {
+                "campaign_month": _strings(o["campaign_month"]),
+                "subscriber_id": _ids("S", o["subscriber_id"]),
+                "offer_id": _strings(o["offer_id"]),
+                "channel": _strings(o["channel"]),
+                "contacted": _bools(o["contacted"]),
+                "accepted": _bools(o["accepted"]),
+                "contact_ts": _timestamps(o["contact_ts"]),
+                "feedback_code": _strings(o["feedback_code"]),
+            }
+        )
+    return tables
+
+
+# ------------------------------------------------------------------------------------ faults
+def _fault_catalog(source: str, month: str) -> list[tuple[str, str | None, str, bool]]:
+    """(column, replacement text or None for null, reason code, representable in Parquet)."""
+    nxt2 = month_start(add_months(month, 2)).isoformat() + " 10:00:00"
+    old = (np.datetime64(month_start(month)) - np.timedelta64(20, "D")).astype(str) + " 10:00:00"
+    other_month = add_months(month, -5)
+    return {
+        "cdr": [
+            ("event_ts", None, f"{C.MISSING_REQUIRED}:event_ts", True),
+            ("event_ts", "2024-13-45 25:61:00", f"{C.UNPARSEABLE}:event_ts", False),
+            ("event_type", "video", f"{C.INVALID_VALUE}:event_type", True),
+            ("duration_s", "-5", f"{C.INVALID_VALUE}:duration_s", True),
+            ("volume_kb", "12kb", f"{C.UNPARSEABLE}:volume_kb", False),
+            ("event_ts", nxt2, C.FUTURE_EVENT, True),
+            ("event_ts", old, C.TOO_OLD_EVENT, True),
+            ("msisdn", "39990000001", C.UNKNOWN_MSISDN, True),
+            ("roaming", "maybe", f"{C.UNPARSEABLE}:roaming", False),
+        ],
+        "subscriptions": [
+            ("segment", "retail", f"{C.INVALID_VALUE}:segment", True),
+            ("activation_date", "31/01/2020", f"{C.UNPARSEABLE}:activation_date", False),
+            ("plan_id", None, f"{C.MISSING_REQUIRED}:plan_id", True),
+        ],
+        "billing": [
+            ("bill_month", other_month, C.MONTH_MISMATCH, True),
+            ("invoice_amount", "12,50", f"{C.UNPARSEABLE}:invoice_amount", False),
+            ("overdue_days", "-3", f"{C.INVALID_VALUE}:overdue_days", True),
+        ],
+        "care": [
+            ("category", "spam", f"{C.INVALID_VALUE}:category", True),
+            ("contact_ts", None, f"{C.MISSING_REQUIRED}:contact_ts", True),
+            ("resolved", "perhaps", f"{C.UNPARSEABLE}:resolved", False),
+        ],
+        "campaign_outcomes": [
+            ("contacted", "yes?", f"{C.UNPARSEABLE}:contacted", False),
+            ("subscriber_id", None, f"{C.MISSING_REQUIRED}:subscriber_id", True),
+        ],
+    }[source]
+
+
+def inject_faults(
+    table: pa.Table,
+    source: str,
+    month: str,
+    rate: float,
+    eligible: np.ndarray,
+    rng: np.random.Generator,
+    fmt: str,
+) -> tuple[pa.Table, np.ndarray, list[str]]:
+    """Corrupt about ``rate`` of the eligible rows; return the table, row indexes and reason codes."""
+    candidates = np.flatnonzero(eligible)
+    k = round(rate * table.num_rows)
+    if k == 0 or candidates.size == 0:
+        return table, np.array([], dtype=np.int64), []
+    rows = np.sort(rng.choice(candidates, min(k, candidates.size), replace=False))
+    catalog = [f for f in _fault_catalog(source, month) if fmt == "csv" or f[3]]
+    which = rng.integers(0, len(catalog), rows.size)
+    for i, (column, value, _reason, _) in enumerate(catalog):
+        chosen = rows[which == i]
+        if chosen.size == 0:
+            continue
+        mask = np.zeros(table.num_rows, dtype=bool)
+        mask[chosen] = True
+        col = table.column(column).combine_chunks()
+        new = pc.if_else(pa.array(mask), pa.scalar(value, pa.string()), col)
+        table = table.set_column(table.schema.get_field_index(column), column, new)
+    reasons = [catalog[w][2] for w in which]
+    return table, rows, reasons
+
+
+# ------------------------------------------------------------------------------------ typing
+_ARROW_TYPES = {
+    "string": pa.string(),
+    "month": pa.string(),
+    "int": pa.int32(),
+    "bigint": pa.int64(),
+    "decimal": pa.float64(),
+    "boolean": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us"),
+}
+
+
+def typed(table: pa.Table, source: str) -> pa.Table:
+    """The string table in natural Parquet types (faults written here are all representable)."""
+    cols = {}
+    for col in C.CONTRACT[source]:
+        arr = table.column(col.name)
+        if col.kind == "timestamp":
+            cols[col.name] = pc.cast(pc.strptime(arr, "%Y-%m-%d %H:%M:%S", "s"), pa.timestamp("us"))
+        else:
+            cols[col.name] = pc.cast(arr, _ARROW_TYPES[col.kind])
+    return pa.table(cols)
+
+
+# ------------------------------------------------------------------------------------ writing
+def _write_part(table: pa.Table, path: Path, fmt: str, gz: bool) -> None:
+    if fmt == "parquet":
+        pq.write_table(table, path)
+    elif gz:  # Python's gzip at level 1: Arrow's gzip stream is ten times slower here
+        with gzip.open(path, "wb", compresslevel=1) as stream:
+            pacsv.write_csv(table, stream)
+    else:
+        pacsv.write_csv(table, str(path))
+
+
+def write_source_month(
+    root: Path,
+    source: str,
+    month: str,
+    table: pa.Table,
+    fault_rows: np.ndarray,
+    fault_reasons: list[str],
+    opts: GenerateOptions,
+    rng: np.random.Generator,
+) -> list[dict[str, Any]]:
+    """Split into files (mixed formats, column orders, an extra column); return fault records."""
+    folder = root / source / f"month={month}"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    n = table.num_rows
+    parts = max(1, min(opts.files_per_month, n)) if n else 1
+    bounds = np.linspace(0, n, parts + 1).astype(int)
+    records = []
+    for p in range(parts):
+        lo, hi = bounds[p], bounds[p + 1]
+        part = table.slice(lo, hi - lo)
+        if opts.fmt == "parquet":
+            part = typed(part, source)
+        if p == 1:  # any column order
+            part = part.select(list(reversed(part.column_names)))
+        if p == 0 and opts.fmt == "csv":  # extra columns are ignored (and reported) by ingest
+            part = part.append_column(
+                "extract_system", pa.array(["mediation-01"] * part.num_rows, pa.string())
+            )
+        gz = opts.fmt == "csv" and rng.random() < opts.gzip_share
+        name = f"part-{p:03d}." + ("parquet" if opts.fmt == "parquet" else "csv.gz" if gz else "csv")
+        _write_part(part, folder / name, opts.fmt, gz)
+        in_part = (fault_rows >= lo) & (fault_rows < hi)
+        for row, reason in zip(
+            fault_rows[in_part], np.asarray(fault_reasons, dtype=object)[in_part], strict=True
+        ):
+            records.append(
+                {"source": source, "month": month, "file": name, "row": int(row - lo + 1), "reason": reason}
+            )
+    (folder / C.SUCCESS_MARKER).touch()
+    return records
+
+
+def _file_faults(root: Path, month: str, tables: dict[str, pa.Table]) -> list[dict[str, Any]]:
+    """One file with a missing required column (billing) and one file that is not CSV (care)."""
+    billing = tables["billing"].slice(0, 5).drop_columns(["paid_amount"])
+    pacsv.write_csv(billing, str(root / "billing" / f"month={month}" / "part-late-fix.csv"))
+    (root / "care" / f"month={month}" / "export.xlsx").write_bytes(b"PK\x03\x04not a csv file\x00\x01")
+    return [
+        {
+            "source": "billing",
+            "month": month,
+            "file": "part-late-fix.csv",
+            "fault": "missing_columns",
+            "columns": ["paid_amount"],
+        },
+        {"source": "care", "month": month, "file": "export.xlsx", "fault": "unreadable_file"},
+    ]
+
+
+def _write_and_record(
+    root: Path,
+    source: str,
+    month: str,
+    table: pa.Table,
+    fault_rows: np.ndarray,
+    reasons: list[str],
+    opts: GenerateOptions,
+    seed: int,
+    faults_out: Any,
+) -> None:
+    records = write_source_month(
+        root, source, month, table, fault_rows, reasons, opts, np.random.default_rng(seed)
+    )
+    for record in records:
+        faults_out.write(json.dumps(record) + "\n")
+
+
+def generate(landing_root: str | Path, opts: GenerateOptions) -> GenerateReport:
+    """Simulate and write ``opts.months`` (consecutive) of all five sources under ``landing_root``."""
+    t0 = time.perf_counter()
+    root = Path(landing_root)
+    root.mkdir(parents=True, exist_ok=True)
+    months = list(opts.months)
+    first = add_months(months[0], -BURN_IN_MONTHS)
+    sim = OperatorSimulation(opts.subscribers, opts.seed, first, opts.events_per_subscriber)
+    rng = np.random.default_rng(opts.seed + 1)
+    manifest_dir = root / MANIFEST_DIR
+    manifest_dir.mkdir(exist_ok=True)
+    faults_out = (manifest_dir / "faults.jsonl").open("w")
+    summary: dict[str, Any] = {
+        "options": {**opts.__dict__, "months": months},
+        "source_months": {},
+        "file_faults": [],
+    }
+    report = GenerateReport()
+    carry: pa.Table | None = None  # late and duplicated CDRs for the next month's folder
+    carry_late = carry_dup = 0
+    prev_ids: np.ndarray | None = None
+    for _ in range(BURN_IN_MONTHS):
+        sim.step(emit=False)
+    # write month i on a thread while month i+1 is simulated (Arrow's CSV writer releases the GIL)
+    pool = ThreadPoolExecutor(max_workers=1)
+    pending: list[Future[Any]] = []
+    for i, month in enumerate(months):
+        out = sim.step()
+        report.churn.append({"month": month, **out.stats})
+        tables = format_month(out)
+        cdr = tables["cdr"]
+        n = cdr.num_rows
+        event_ts = out.cdr["event_ts"]
+        last_week = event_ts >= (
+            np.datetime64(month_start(add_months(month, 1))) - np.timedelta64(7, "D")
+        ).astype("datetime64[s]").astype(np.int64)
+        is_last = i == len(months) - 1
+        late = last_week & (rng.random(n) < LATE_SHARE) & (not is_last)
+        dup = ~late & (rng.random(n) < DUPLICATE_SHARE)
+        dup_next = dup & (rng.random(n) < 0.3) & (not is_last)
+        dup_same = dup & ~dup_next
+        now = cdr.filter(pa.array(~late))
+        dup_rows = cdr.filter(pa.array(dup_same))
+        parts = [p for p in (carry, now, dup_rows) if p is not None]
+        month_cdr = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        n_carried = carry.num_rows if carry is not None else 0
+        late_in, dup_in = carry_late, carry_dup
+        carry = cdr.filter(pa.array(late | dup_next))
+        carry_late, carry_dup = int(late.sum()), int(dup_next.sum())
+        tables["cdr"] = month_cdr
+        # faults go to rows that are neither carried-in, nor duplicated, nor to be duplicated
+        eligible = {
+            "cdr": np.concatenate(
+                [np.zeros(n_carried, bool), ~(dup[~late]), np.zeros(dup_rows.num_rows, bool)]
+            ),
+        }
+        # a quarantined snapshot row must not orphan the subscriber: only those seen the month before
+        sub_ids = out.subscriptions["subscriber_id"]
+        eligible["subscriptions"] = (
+            np.isin(sub_ids, prev_ids) & (out.subscriptions["status"] == "active")
+            if prev_ids is not None
+            else np.zeros(sub_ids.size, bool)
+        )
+        prev_ids = sub_ids
+        for source in ("billing", "care", "campaign_outcomes"):
+            if source in tables:
+                eligible[source] = np.ones(tables[source].num_rows, bool)
+        for source, table in tables.items():
+            fault_rows, reasons = np.array([], dtype=np.int64), []
+            if opts.bad_rows > 0:
+                table, fault_rows, reasons = inject_faults(
+                    table, source, month, opts.bad_rows, eligible[source], rng, opts.fmt
+                )
+            for future in pending:
+                future.result()
+            pending = [
+                pool.submit(
+                    _write_and_record,
+                    root,
+                    source,
+                    month,
+                    table,
+                    fault_rows,
+                    reasons,
+                    opts,
+                    int(rng.integers(0, 2**31)),
+                    faults_out,
+                )
+            ]
+            summary["source_months"][f"{source}/{month}"] = {
+                "rows": table.num_rows,
+                "faults": int(fault_rows.size),
+                **(
+                    {
+                        "late_in": late_in,
+                        "duplicates_from_previous": dup_in,
+                        "duplicates_same_month": int(dup_same.sum()),
+                    }
+                    if source == "cdr"
+                    else {}
+                ),
+            }
+            report.rows[source] = report.rows.get(source, 0) + table.num_rows
+        report.cdr_rows += month_cdr.num_rows
+        if opts.file_faults and is_last:
+            for future in pending:
+                future.result()
+            summary["file_faults"] = _file_faults(root, month, tables)
+        log.info(
+            "generated %s: %d subscribers, %d CDRs (churn prepaid %.3f, postpaid %.3f)",
+            month,
+            tables["subscriptions"].num_rows,
+            month_cdr.num_rows,
+            out.stats["churn_prepaid"],
+            out.stats["churn_postpaid"],
+        )
+    for future in pending:
+        future.result()
+    pool.shutdown()
+    faults_out.close()
+    report.seconds = time.perf_counter() - t0
+    summary["churn"] = report.churn
+    (manifest_dir / "manifest.json").write_text(json.dumps(summary, indent=1, default=str))
+    return report
+
+
+def read_faults(landing_root: str | Path) -> list[dict[str, Any]]:
+    path = Path(landing_root) / MANIFEST_DIR / "faults.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_manifest(landing_root: str | Path) -> dict[str, Any]:
+    return json.loads((Path(landing_root) / MANIFEST_DIR / "manifest.json").read_text())
+
+
+def parse_months(months: Sequence[str]) -> tuple[str, ...]:
+    return tuple(months)
