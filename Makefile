@@ -6,8 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONF ?=
 SET ?=
-MONTH ?= 2024-09
-DEMO_MONTHS ?= 2024-01..2024-09
+MONTH ?= 2024-06
+DEMO_MONTHS ?= 2024-01..2024-06
 DEMO_SUBSCRIBERS ?= 5000
 JOB_ARGS = $(foreach c,$(CONF),--conf $(c)) $(foreach s,$(SET),--set $(s))
 

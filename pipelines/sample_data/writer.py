@@ -420,7 +420,8 @@ def generate(landing_root: str | Path, opts: GenerateOptions) -> GenerateReport:
         is_last = i == len(months) - 1
         late = last_week & (rng.random(n) < LATE_SHARE) & (not is_last)
         dup = ~late & (rng.random(n) < DUPLICATE_SHARE)
-        dup_next = dup & (rng.random(n) < 0.3) & (not is_last)
+        # a record redelivered in the next folder is a late one (older records would be too old there)
+        dup_next = dup & last_week & (rng.random(n) < 0.6) & (not is_last)
         dup_same = dup & ~dup_next
         now = cdr.filter(pa.array(~late))
         dup_rows = cdr.filter(pa.array(dup_same))

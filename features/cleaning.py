@@ -1,0 +1,122 @@
+"""Row validation of landing extracts (pure DataFrame -> DataFrame).
+
+Input: every contract column as text (as read from CSV, or Parquet values cast to text). Output: the
+typed columns plus ``_reasons``, an array of quarantine reason codes (empty = the row is good).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import Column as SparkColumn
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from features import contract as C
+
+DECIMAL = T.DecimalType(18, 4)
+SPARK_TYPES: dict[str, T.DataType] = {
+    "string": T.StringType(),
+    "month": T.StringType(),
+    "int": T.IntegerType(),
+    "bigint": T.LongType(),
+    "decimal": DECIMAL,
+    "boolean": T.BooleanType(),
+    "date": T.DateType(),
+    "timestamp": T.TimestampType(),
+}
+REASONS_COL = "_reasons"
+
+
+def _parse(raw: SparkColumn, kind: str) -> SparkColumn:
+    if kind in ("string", "month"):
+        return raw
+    if kind == "int":
+        return F.when(raw.rlike(r"^\s*[+-]?\d{1,10}\s*$"), F.trim(raw).cast("int"))
+    if kind == "bigint":
+        return F.when(raw.rlike(r"^\s*[+-]?\d{1,19}\s*$"), F.trim(raw).cast("bigint"))
+    if kind == "decimal":
+        return F.when(raw.rlike(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"), F.trim(raw).cast(DECIMAL))
+    if kind == "boolean":
+        low = F.lower(F.trim(raw))
+        return F.when(low.isin("true", "1"), F.lit(True)).when(low.isin("false", "0"), F.lit(False))
+    if kind == "date":
+        return F.when(raw.rlike(r"^\d{4}-\d{2}-\d{2}$"), F.to_date(raw, "yyyy-MM-dd"))
+    if kind == "timestamp":
+        return F.when(
+            raw.rlike(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?$"),
+            F.to_timestamp(F.substring(raw, 1, 19), "yyyy-MM-dd HH:mm:ss"),
+        )
+    raise ValueError(f"unknown column kind {kind!r}")
+
+
+def validate_rows(
+    df: DataFrame,
+    *,
+    source: str,
+    month: str,
+    late_days: int,
+) -> DataFrame:
+    """Type every contract column of ``source`` and list each row's reasons for quarantine.
+
+    Rules: a required field that is null or unparseable; a value outside its domain or negative where it
+    cannot be; a ``bill_month``/``campaign_month`` of the wrong form or (bills) not the folder's month;
+    an event dated after its delivery month or more than ``late_days`` before it.
+    """
+    start = dt.datetime.fromisoformat(month + "-01")
+    year, mon = start.year + (start.month // 12), start.month % 12 + 1
+    next_start = dt.datetime(year, mon, 1)
+    oldest = start - dt.timedelta(days=late_days)
+    checks: list[SparkColumn] = []
+    typed: dict[str, SparkColumn] = {}
+    for col in C.CONTRACT[source]:
+        raw = F.when(F.trim(F.col(col.name)) != "", F.col(col.name))
+        value = _parse(raw, col.kind)
+        typed[col.name] = value.cast(SPARK_TYPES[col.kind]).alias(col.name)
+        if not col.nullable:
+            checks.append(F.when(raw.isNull(), F.lit(f"{C.MISSING_REQUIRED}:{col.name}")))
+        checks.append(F.when(raw.isNotNull() & value.isNull(), F.lit(f"{C.UNPARSEABLE}:{col.name}")))
+        if col.kind == "month":
+            checks.append(
+                F.when(
+                    raw.isNotNull() & ~raw.rlike(r"^\d{4}-(0[1-9]|1[0-2])$"),
+                    F.lit(f"{C.UNPARSEABLE}:{col.name}"),
+                )
+            )
+        if col.domain:
+            checks.append(
+                F.when(raw.isNotNull() & ~raw.isin(*col.domain), F.lit(f"{C.INVALID_VALUE}:{col.name}"))
+            )
+        if col.non_negative:
+            checks.append(F.when(value < 0, F.lit(f"{C.INVALID_VALUE}:{col.name}")))
+    if source == "billing":
+        checks.append(F.when(F.col("bill_month") != F.lit(month), F.lit(C.MONTH_MISMATCH)))
+    event_col = {"cdr": "event_ts", "care": "contact_ts"}.get(source)
+    if event_col:
+        ts = typed[event_col]
+        checks.append(F.when(ts >= F.lit(next_start), F.lit(C.FUTURE_EVENT)))
+        if source == "cdr":
+            checks.append(F.when(ts < F.lit(oldest), F.lit(C.TOO_OLD_EVENT)))
+    reasons = F.filter(F.array(*checks), lambda x: x.isNotNull())
+    passthrough = [c for c in df.columns if c not in typed]
+    raw_json = F.to_json(F.struct(*[F.col(c.name) for c in C.CONTRACT[source]]))
+    return df.select(*passthrough, *typed.values(), reasons.alias(REASONS_COL), raw_json.alias("_raw"))
+
+
+def resolve_msisdn(cdr: DataFrame, intervals: DataFrame) -> DataFrame:
+    """Attach ``subscriber_id`` to each CDR by the number's owner **at event time** (numbers are recycled).
+
+    ``intervals``: ``msisdn, subscriber_id, valid_from (date), valid_to (date, inclusive)``. Events whose
+    number belongs to nobody at that time keep a null ``subscriber_id``.
+    """
+    day = F.to_date("event_ts")
+    ranked = intervals.select(
+        F.col("msisdn").alias("_m"), F.col("subscriber_id"), F.col("valid_from"), F.col("valid_to")
+    )
+    joined = cdr.join(
+        F.broadcast(ranked),
+        (cdr["msisdn"] == F.col("_m")) & (day >= F.col("valid_from")) & (day <= F.col("valid_to")),
+        "left",
+    )
+    return joined.drop("_m", "valid_from", "valid_to")

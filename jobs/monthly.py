@@ -1,0 +1,41 @@
+"""Job: all stages of a month in order (or of several months: --months 2024-01..2024-06).
+
+python jobs/monthly.py --month 2024-06 [--allow-incomplete] [--override-gates]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipelines.runner import job_parser, month_range, month_type, run_job
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = job_parser(__doc__, month=False)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--month", type=month_type, help="month to process, YYYY-MM")
+    group.add_argument("--months", type=month_range, help="YYYY-MM..YYYY-MM, processed in order")
+    parser.add_argument("--allow-incomplete", action="store_true")
+    parser.add_argument("--override-gates", action="store_true")
+
+    def body(args, cfg):
+        from pipelines.monthly import run_monthly
+        from pipelines.spark import get_spark
+
+        months = args.months or [args.month]
+        run_monthly(
+            get_spark(cfg),
+            cfg,
+            months,
+            allow_incomplete=args.allow_incomplete,
+            override_gates=args.override_gates,
+        )
+
+    return run_job("monthly", parser, body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

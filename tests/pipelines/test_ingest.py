@@ -1,0 +1,133 @@
+"""Ingest on generated landing data with injected faults: real Spark, real Delta tables."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from pyspark.sql import functions as F
+
+from pipelines.delta import MissingColumnsError
+from pipelines.ingest import (
+    GateFailedError,
+    IncompleteDeliveryError,
+    UnreadableFileError,
+    ingest_month,
+)
+from pipelines.lake import Lake
+from pipelines.sample_data.writer import read_faults, read_manifest
+
+
+@pytest.fixture(scope="module")
+def ingested(spark, landing, tmp_path_factory):
+    from pipelines.config import load_config
+    from tests.conftest import TEST_CONF
+
+    lake_root = tmp_path_factory.mktemp("lake")
+    cfg = load_config([TEST_CONF], [f"lake.root={lake_root}", f"landing.root={landing}"])
+    reports = {m: ingest_month(spark, cfg, m) for m in ("2024-01", "2024-02", "2024-03")}
+    return Lake(spark, cfg), reports
+
+
+def _table(lake: Lake, name: str):
+    return lake.read(name)
+
+
+def test_counts_reconcile_and_every_fault_is_quarantined_with_its_reason(ingested, landing):
+    lake, reports = ingested
+    faults = read_faults(landing)
+    manifest = read_manifest(landing)
+    quarantine = _table(lake, "quarantine")
+    for month in ("2024-02", "2024-03"):
+        for source, report in reports[month].items():
+            assert report.rows_read == report.rows_loaded + report.rows_quarantined + report.duplicates
+            expected = {
+                (f["file"], f["row"], f["reason"])
+                for f in faults
+                if f["source"] == source and f["month"] == month
+            }
+            got = {
+                (r.file, r.row_number, r.reason)
+                for r in quarantine.where((F.col("source") == source) & (F.col("month") == month)).collect()
+            }
+            assert got == expected, (source, month, sorted(got ^ expected)[:5])
+            if source == "cdr":
+                info = manifest["source_months"][f"cdr/{month}"]
+                assert report.duplicates == info["duplicates_same_month"] + info["duplicates_from_previous"]
+        assert (
+            reports[month]["subscriptions"].rows_read
+            == manifest["source_months"][f"subscriptions/{month}"]["rows"]
+        )
+
+
+def test_quarantine_keeps_raw_values(ingested):
+    lake, _ = ingested
+    row = _table(lake, "quarantine").where(F.col("reason") == "invalid_value:event_type").first()
+    assert '"event_type":"video"' in row.raw_values
+    assert row.row_number >= 1
+
+
+def test_late_cdrs_land_in_the_previous_month_without_duplicates(ingested, landing):
+    lake, reports = ingested
+    cdr = _table(lake, "cdr")
+    late = cdr.where((F.col("event_month") == "2024-02") & (F.col("delivery_month") == "2024-03"))
+    assert late.count() == reports["2024-03"]["cdr"].late_records > 0
+    assert late.agg(F.min("event_ts")).first()[0].day >= 22
+    assert cdr.groupBy("record_id").count().where("count > 1").count() == 0
+
+
+def test_rerun_and_redelivery_leave_identical_tables(ingested, spark, landing):
+    lake, _ = ingested
+    tables = ("subscriptions", "cdr", "billing", "care", "quarantine")
+    before = {t: sorted(tuple(map(repr, r)) for r in lake.read(t).collect()) for t in tables}
+    ingest_month(spark, lake.cfg, "2024-03")
+    after = {t: sorted(tuple(map(repr, r)) for r in lake.read(t).collect()) for t in tables}
+    for t in tables:
+        assert before[t] == after[t], t
+
+
+def test_missing_success_marker_is_refused(spark, make_cfg, landing, tmp_path):
+    copy = tmp_path / "landing"
+    shutil.copytree(landing / "billing" / "month=2024-01", copy / "billing" / "month=2024-01")
+    (copy / "billing" / "month=2024-01" / "_SUCCESS").unlink()
+    cfg = make_cfg(f"landing.root={copy}")
+    with pytest.raises(IncompleteDeliveryError, match="no _SUCCESS marker"):
+        ingest_month(spark, cfg, "2024-01", sources=["billing"])
+    assert not Lake(spark, cfg).exists("billing")
+    reports = ingest_month(spark, cfg, "2024-01", sources=["billing"], allow_incomplete=True)
+    assert reports["billing"].incomplete_delivery and Lake(spark, cfg).exists("billing")
+
+
+def test_broken_files_fail_the_source_month_and_write_nothing(spark, make_cfg, landing):
+    cfg = make_cfg(f"landing.root={landing}")
+    with pytest.raises(MissingColumnsError, match=r"part-late-fix\.csv: missing columns paid_amount"):
+        ingest_month(spark, cfg, "2024-07", sources=["billing"])
+    with pytest.raises(UnreadableFileError, match=r"export\.xlsx: not a CSV"):
+        ingest_month(spark, cfg, "2024-07", sources=["care"])
+    lake = Lake(spark, cfg)
+    assert not lake.exists("billing") and not lake.exists("care") and not lake.exists("quarantine")
+    runs = lake.read("pipeline_runs").collect()
+    assert {(r.stage, r.status) for r in runs} == {("ingest:billing", "failed"), ("ingest:care", "failed")}
+
+
+def test_failed_gate_fails_with_a_clear_message_and_writes_no_data(spark, make_cfg, landing):
+    cfg = make_cfg(f"landing.root={landing}", "ingest.gates.max_quarantine_rate=0.0001")
+    with pytest.raises(GateFailedError, match=r"billing 2024-02: data-quality gate failed.*quarantine rate"):
+        ingest_month(spark, cfg, "2024-02", sources=["billing"])
+    lake = Lake(spark, cfg)
+    assert not lake.exists("billing")
+    dq = lake.read("data_quality").first()
+    assert dq.publishable is False and "quarantine rate" in dq.gate_failures
+    ingest_month(spark, cfg, "2024-02", sources=["billing"], override_gates=True)
+    dq = lake.read("data_quality").first()
+    assert dq.gates_overridden and dq.publishable and lake.read("billing").count() == dq.rows_loaded
+
+
+def test_data_quality_report(ingested):
+    lake, reports = ingested
+    dq = {(r.source, r.month): r for r in lake.read("data_quality").collect()}
+    cdr = dq[("cdr", "2024-02")]
+    assert cdr.rows_read == reports["2024-02"]["cdr"].rows_read
+    assert cdr.publishable and cdr.distinct_subscribers > 2500
+    assert '"part-000' in dq[("billing", "2024-02")].extra_columns
+    assert '"2024-02-15"' in cdr.daily_counts
