@@ -347,12 +347,15 @@ def write_delta(
                 f"write to {path}: partition columns {partition_by} differ from the table's {existing_parts}"
             )
         partition_by = existing_parts
-        target = check_schema(df.schema, spark_schema_of(path), table=path, merge_schema=merge_schema)
+        table_schema = spark_schema_of(path)
+        target = check_schema(df.schema, table_schema, table=path, merge_schema=merge_schema)
+        new_columns = [f for f in target.fields if f.name not in table_schema.fieldNames()]
     else:
         missing = [c for c in partition_by if c not in df.columns]
         if missing:
             raise MissingColumnsError(missing, f"write to {path} (partition columns)")
         target = T.StructType([T.StructField(f.name, f.dataType, True) for f in df.schema.fields])
+        new_columns = []
     if replace_partitions is not None:
         bad = [c for c in replace_partitions if c not in partition_by]
         if bad:
@@ -360,7 +363,9 @@ def write_delta(
     df = df.select(*target.fieldNames())
     if resolve_engine(spark, engine) == "native":
         return _write_native(df, path, mode, partition_by, replace_partitions, merge_schema)
-    return _write_bridge(df, path, target, mode, partition_by, replace_partitions, exists, commit_metadata)
+    return _write_bridge(
+        df, path, target, mode, partition_by, replace_partitions, exists, commit_metadata, new_columns
+    )
 
 
 def _write_native(
@@ -397,6 +402,7 @@ def _write_bridge(
     replace_partitions: Mapping[str, Sequence[Any]] | None,
     exists: bool,
     commit_metadata: Mapping[str, Any] | None,
+    new_columns: Sequence[T.StructField] = (),
 ) -> WriteResult:
     fs, root = _fs(path)
     txn = uuid.uuid4().hex
@@ -431,10 +437,10 @@ def _write_bridge(
             )
         else:
             table = DeltaTable(path)
-            known = set(spark_schema_of(path).fieldNames())
-            new_fields = [f for f in schema.fields if f.name not in known]
-            if new_fields:  # merge_schema: the commit alone would not change the table's schema
-                table.alter.add_columns(new_fields)
+            if new_columns:  # merge_schema: the commit alone would not change the table's schema
+                table.alter.add_columns(
+                    DeltaSchema.from_arrow(_arrow_schema(T.StructType(list(new_columns)))).fields
+                )
                 table = DeltaTable(path)
             filters = None
             if replace_partitions is not None:

@@ -64,37 +64,11 @@ class GateFailedError(RuntimeError):
     """A data-quality gate failed: the month is not publishable."""
 
 
-QUARANTINE_SCHEMA = T.StructType(
-    [
-        T.StructField("source", T.StringType()),
-        T.StructField("month", T.StringType()),
-        T.StructField("file", T.StringType()),
-        T.StructField("row_number", T.LongType()),
-        T.StructField("reason", T.StringType()),
-        T.StructField("reasons", T.StringType()),
-        T.StructField("raw_values", T.StringType()),
-    ]
-)
-
-DQ_SCHEMA = T.StructType(
-    [
-        T.StructField("source", T.StringType()),
-        T.StructField("month", T.StringType()),
-        T.StructField("files", T.IntegerType()),
-        T.StructField("rows_read", T.LongType()),
-        T.StructField("rows_loaded", T.LongType()),
-        T.StructField("rows_quarantined", T.LongType()),
-        T.StructField("duplicates", T.LongType()),
-        T.StructField("late_records", T.LongType()),
-        T.StructField("distinct_subscribers", T.LongType()),
-        T.StructField("quarantine_by_reason", T.StringType()),
-        T.StructField("extra_columns", T.StringType()),
-        T.StructField("daily_counts", T.StringType()),
-        T.StructField("incomplete_delivery", T.BooleanType()),
-        T.StructField("gate_failures", T.StringType()),
-        T.StructField("gates_overridden", T.BooleanType()),
-        T.StructField("publishable", T.BooleanType()),
-    ]
+DQ_SCHEMA = (
+    "source string, month string, files int, rows_read bigint, rows_loaded bigint, rows_quarantined bigint, "
+    "duplicates bigint, late_records bigint, distinct_subscribers bigint, quarantine_by_reason string, "
+    "extra_columns string, daily_counts string, incomplete_delivery boolean, gate_failures string, "
+    "gates_overridden boolean, publishable boolean"
 )
 
 

@@ -14,31 +14,15 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from pyspark.sql import types as T
-
 from pipelines.config import PROJECT_ROOT, Config
 from pipelines.lake import Lake
 
 log = logging.getLogger(__name__)
 
-RUNS_SCHEMA = T.StructType(
-    [
-        T.StructField("run_id", T.StringType()),
-        T.StructField("stage", T.StringType()),
-        T.StructField("month", T.StringType()),
-        T.StructField("started_at", T.TimestampType()),
-        T.StructField("ended_at", T.TimestampType()),
-        T.StructField("duration_s", T.DoubleType()),
-        T.StructField("status", T.StringType()),
-        T.StructField("config_hash", T.StringType()),
-        T.StructField("code_version", T.StringType()),
-        T.StructField("input_versions", T.StringType()),
-        T.StructField("output_versions", T.StringType()),
-        T.StructField("model_versions", T.StringType()),
-        T.StructField("row_counts", T.StringType()),
-        T.StructField("flags", T.StringType()),
-        T.StructField("error", T.StringType()),
-    ]
+RUNS_SCHEMA = (
+    "run_id string, stage string, month string, started_at timestamp, ended_at timestamp, duration_s double, "
+    "status string, config_hash string, code_version string, input_versions string, output_versions string, "
+    "model_versions string, row_counts string, flags string, error string"
 )
 
 

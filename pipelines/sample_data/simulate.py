@@ -472,7 +472,6 @@ class OperatorSimulation:
         span_frac: np.ndarray,
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         rng = self.rng
-        m = self.month_index
         start_s = start.astype("datetime64[s]").astype(np.int64)
         act = np.maximum((self.act_day[idx] - start).astype(int), 0)
         deact = self.deact_day[idx]
@@ -571,7 +570,6 @@ class OperatorSimulation:
             "charge": charge[order],
             "_subscriber": sub[order],
         }
-        del m
         return cdr, charges, roam_charges
 
     def _msisdn_hash(self) -> np.ndarray:

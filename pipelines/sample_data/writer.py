@@ -12,7 +12,6 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -515,7 +514,3 @@ def read_faults(landing_root: str | Path) -> list[dict[str, Any]]:
 
 def read_manifest(landing_root: str | Path) -> dict[str, Any]:
     return json.loads((Path(landing_root) / MANIFEST_DIR / "manifest.json").read_text())
-
-
-def parse_months(months: Sequence[str]) -> tuple[str, ...]:
-    return tuple(months)
