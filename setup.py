@@ -7,7 +7,9 @@ setup(
     version="0.1.0",
     description="Telecom churn warning and retention pipeline on Spark and Delta Lake",
     python_requires=">=3.11,<3.13",
-    packages=find_packages(include=["pipelines", "pipelines.*", "features", "features.*", "models", "models.*"]),
+    packages=find_packages(
+        include=["pipelines", "pipelines.*", "features", "features.*", "models", "models.*"]
+    ),
     include_package_data=True,
     install_requires=[
         "pyspark>=4.0,<5",

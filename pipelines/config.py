@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BASE_CONF = PROJECT_ROOT / "conf" / "base.yml"
@@ -71,6 +71,8 @@ class ChurnConf(_Strict):
     involuntary_reasons: StrTuple = ()
     excluded_reasons: StrTuple = ()
     prepaid_inactivity_days: int | None = Field(None, ge=1)
+    # A deactivation in the gap month: "exclude" (label null: neither churner nor stayer) or "count".
+    gap_churn: Literal["exclude", "count"] = "exclude"
 
 
 class CohortConf(_Strict):
@@ -84,6 +86,12 @@ class CohortConf(_Strict):
             raise ValueError("boundaries must be positive and strictly increasing")
         return v
 
+    @model_validator(mode="after")
+    def _one_name_per_cohort(self) -> CohortConf:
+        if len(self.names) != len(self.boundaries) + 1:
+            raise ValueError(f"names needs {len(self.boundaries) + 1} entries (one more than boundaries)")
+        return self
+
 
 class FeaturesConf(_Strict):
     trend_months: int = Field(3, ge=2, le=12)
@@ -94,6 +102,7 @@ class FeaturesConf(_Strict):
     lifecycle_onboarding_months: int = Field(3, ge=1)
     lifecycle_decline_contract_months: int = Field(3, ge=0)
     lifecycle_decline_inactive_days: int = Field(7, ge=1)
+    lifecycle_growth_months: int = Field(12, ge=1)
 
 
 class GatesConf(_Strict):

@@ -126,6 +126,14 @@ def partition_columns_of(path: str) -> list[str]:
     return list(DeltaTable(path).metadata().partition_columns)
 
 
+def partition_values(path: str, columns: Sequence[str]) -> set[tuple[str | None, ...]]:
+    """Distinct partition values (as strings) of the live files: what a table holds, without a Spark job."""
+    if not table_exists(path):
+        return set()
+    actions = pa.table(DeltaTable(path).get_add_actions(flatten=True)).to_pylist()
+    return {tuple(_partition_value_str(a.get(f"partition.{c}")) for c in columns) for a in actions}
+
+
 def _arrow_schema(schema: T.StructType) -> pa.Schema:
     return to_arrow_schema(schema, timezone="UTC")
 

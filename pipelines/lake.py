@@ -28,6 +28,9 @@ class Lake:
     def version(self, name: str) -> int | None:
         return delta.table_version(self.path(name))
 
+    def partition_values(self, name: str, *columns: str) -> set[tuple[str | None, ...]]:
+        return delta.partition_values(self.path(name), columns)
+
     def read(self, name: str, *, version: int | None = None) -> DataFrame:
         return delta.read_delta(self.spark, self.path(name), version=version, engine=self.engine)
 

@@ -1,4 +1,4 @@
-"""Stage: every stage of one month, in order (today: ingest; later stages are added here)."""
+"""Stage: every stage of one month, in order (ingest, then features and labels)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from pyspark.sql import SparkSession
 
+from pipelines.build_features import build_features_month
 from pipelines.config import Config
 from pipelines.ingest import ingest_month
 
@@ -18,3 +19,5 @@ def run_monthly(spark: SparkSession, cfg: Config, months: Sequence[str], **inges
     for i, month in enumerate(months, 1):
         log.info("monthly %s (%d/%d): ingest", month, i, len(months))
         ingest_month(spark, cfg, month, **ingest_options)
+        log.info("monthly %s (%d/%d): build_features", month, i, len(months))
+        build_features_month(spark, cfg, month)

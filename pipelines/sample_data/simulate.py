@@ -673,6 +673,21 @@ class OperatorSimulation:
         req = idx[leaving]
         req_ts = (self.deact_day[req] - rng.integers(0, 6, req.size)).astype("datetime64[s]").astype(np.int64)
         req_ts = np.maximum(req_ts, start.astype("datetime64[s]").astype(np.int64)) + 10 * 3600
+        # ... some filed in the last days of the month before a churn that is due next month (a hard
+        # warning for the scoring population; some of them will be retained or change their mind)
+        due = idx[
+            self.active[idx]
+            & (self.episode_churn[idx] == m + 1)
+            & ~self.false_alarm[idx]
+            & (rng.random(idx.size) < 0.15)
+        ]
+        due_ts = (
+            start.astype("datetime64[s]").astype(np.int64)
+            + (ndays - 1 - rng.integers(0, 3, due.size)) * 86400
+            + 11 * 3600
+        )
+        req = np.concatenate([req, due])
+        req_ts = np.concatenate([req_ts, due_ts])
         sub = np.concatenate([sub, req])
         ts = np.concatenate([ts, req_ts])
         cat = np.concatenate([cat, np.full(req.size, 5)])

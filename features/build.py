@@ -1,0 +1,140 @@
+"""The subscriber-month feature frame: every family joined on ``subscriber_id`` (pure).
+
+Point in time: the inputs are cut here, not only by the caller. Snapshots after M, bills after M, care
+contacts after the end of M, CDRs dated after M **or delivered after M** (late records of M that only
+arrive with M+1's delivery were not known when M was scored) are never read. Rebuilding M after later
+months were loaded gives the same rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from features.billing import compute_billing_features
+from features.calendar import add_months, month_start
+from features.care import compute_care_features
+from features.roaming import compute_roaming_features
+from features.social import churned_numbers, compute_contact_pairs, compute_social_features
+from features.tenure import compute_tenure_features, select_population, with_lifecycle_stage
+from features.usage import compute_cdr_daily, compute_usage_features, summarize_cdr_months
+
+KEY = ("subscriber_id", "month")
+CDR_COLUMNS = (
+    "subscriber_id",
+    "event_ts",
+    "event_type",
+    "direction",
+    "duration_s",
+    "volume_kb",
+    "other_party",
+    "other_party_operator",
+    "roaming",
+    "roaming_country",
+)
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """Feature windows and rules (from ``features``, ``cohorts`` and ``churn`` in the config)."""
+
+    trend_months: int = 3
+    contagion_months: int = 3
+    frequent_contact_min_calls: int = 3
+    night_start_hour: int = 22
+    night_end_hour: int = 6
+    cohort_boundaries: tuple[int, ...] = (6, 12)
+    cohort_names: tuple[str, ...] = ("new", "early", "established")
+    lifecycle_onboarding_months: int = 3
+    lifecycle_growth_months: int = 12
+    lifecycle_decline_contract_months: int = 3
+    lifecycle_decline_inactive_days: int = 7
+    counted_reasons: tuple[str, ...] = ("port_out", "voluntary")
+
+    @property
+    def cdr_months(self) -> int:
+        """How many months of CDRs (ending at M) the features read."""
+        return max(self.trend_months, self.contagion_months, 2)
+
+
+def cdr_window_months(month: str, params: FeatureParams) -> list[str]:
+    return [add_months(month, -k) for k in range(params.cdr_months)]
+
+
+def select_cdr_window(cdr: DataFrame, *, month: str, params: FeatureParams) -> DataFrame:
+    """The CDR columns features need, of the window's event months, as known at the end of M."""
+    months = cdr_window_months(month, params)
+    next_start = dt.datetime.combine(month_start(add_months(month, 1)), dt.time())
+    known = F.col("event_month").isin(*months) & (F.col("event_ts") < F.lit(next_start))
+    if "delivery_month" in cdr.columns:
+        known = known & (F.col("delivery_month") <= month)
+    return cdr.where(known).select(*CDR_COLUMNS)
+
+
+def build_feature_frame(
+    *,
+    month: str,
+    snapshots: DataFrame,
+    cdr_window: DataFrame,
+    billing: DataFrame,
+    care: DataFrame,
+    available_cdr_months: Sequence[str],
+    params: FeatureParams,
+) -> DataFrame:
+    """One row per subscriber active at the end of ``month``, key ``(subscriber_id, month)``.
+
+    ``snapshots``: the subscription table (any months; only M, M-1 and the contagion window up to M are
+    read). ``cdr_window``: from :func:`select_cdr_window`. ``billing`` / ``care``: the silver tables.
+    ``available_cdr_months``: months whose CDRs are loaded (others count as unknown, not as zero usage).
+    """
+    p = params
+    n = p.trend_months
+    snapshots = snapshots.where(F.col("month") <= month)
+    population = select_population(snapshots.where(F.col("month") == month))
+    previous = snapshots.where(F.col("month") == add_months(month, -1))
+    billing = billing.where(F.col("bill_month") <= month)
+    if "month" in care.columns:
+        care = care.where(F.col("month") <= month)
+
+    tenure = compute_tenure_features(
+        population, previous, month=month, boundaries=p.cohort_boundaries, names=p.cohort_names
+    )
+    daily = compute_cdr_daily(
+        cdr_window, night_start_hour=p.night_start_hour, night_end_hour=p.night_end_hour
+    )
+    summary = summarize_cdr_months(daily, month=month, trend_months=n)
+    usage = compute_usage_features(
+        population, summary, month=month, trend_months=n, available_months=available_cdr_months
+    )
+    pairs = compute_contact_pairs(cdr_window, month=month, contagion_months=p.contagion_months)
+    churned = churned_numbers(
+        snapshots, month=month, contagion_months=p.contagion_months, counted_reasons=p.counted_reasons
+    )
+    social = compute_social_features(
+        population,
+        pairs,
+        churned,
+        summary,
+        month=month,
+        min_calls=p.frequent_contact_min_calls,
+        available_months=available_cdr_months,
+    )
+    roaming = compute_roaming_features(population, summary, billing, month=month, trend_months=n)
+    bills = compute_billing_features(population, billing, month=month, trend_months=n)
+    contacts = compute_care_features(population, care, month=month, trend_months=n)
+    df = tenure
+    for family in (usage, social, roaming, bills, contacts):
+        df = df.join(family, "subscriber_id", "left")
+    df = with_lifecycle_stage(
+        df,
+        onboarding_months=p.lifecycle_onboarding_months,
+        growth_months=p.lifecycle_growth_months,
+        decline_contract_months=p.lifecycle_decline_contract_months,
+        decline_inactive_days=p.lifecycle_decline_inactive_days,
+    )
+    first = ["subscriber_id", "month", "cohort", "lifecycle_stage", "hard_warning"]
+    return df.withColumn("month", F.lit(month)).select(*first, *[c for c in df.columns if c not in first])

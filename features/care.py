@@ -1,0 +1,67 @@
+"""Care features and the port-out hard warning (pure).
+
+A ``port_out_request`` is the churn process already under way: it is **not** a model feature (it would
+leak the label). It only raises ``hard_warning``, reported next to the score. Contacts of that category
+are left out of every count below.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from features.calendar import add_months, month_end, month_start
+
+FEATURE_CATEGORIES = ("billing", "network", "device", "plan_change", "complaint", "other")
+PORT_OUT_REQUEST = "port_out_request"
+
+
+def compute_care_features(
+    population: DataFrame, care: DataFrame, *, month: str, trend_months: int
+) -> DataFrame:
+    """Per subscriber of ``population``, from contacts dated up to the end of M:
+
+    - ``care_contacts_m0`` and ``care_<category>_m0`` for each category but port-out requests;
+    - ``care_contacts_Nm``, ``unresolved_contacts_Nm`` and ``unresolved_complaints_Nm`` over M-N+1..M;
+    - ``days_since_last_care_contact``: from the last contact (any earlier month) to the end of M; null
+      when the subscriber never contacted care;
+    - ``hard_warning`` (a port-out request dated in M) and ``port_out_request_date`` (its first date).
+    """
+    n = trend_months
+    end = month_end(month)
+    next_start = month_start(add_months(month, 1))
+    m0_start = month_start(month)
+    window_start = month_start(add_months(month, -(n - 1)))
+    ts = F.col("contact_ts")
+    known = care.where(ts < F.lit(dt.datetime.combine(next_start, dt.time())))
+    category = F.col("category")
+    normal = category != PORT_OUT_REQUEST
+    in_m0 = ts >= F.lit(dt.datetime.combine(m0_start, dt.time()))
+    in_window = ts >= F.lit(dt.datetime.combine(window_start, dt.time()))
+    unresolved = ~F.col("resolved")
+    agg = known.groupBy("subscriber_id").agg(
+        F.count_if(normal & in_m0).alias("care_contacts_m0"),
+        *[F.count_if(in_m0 & (category == c)).alias(f"care_{c}_m0") for c in FEATURE_CATEGORIES],
+        F.count_if(normal & in_window).alias(f"care_contacts_{n}m"),
+        F.count_if(normal & in_window & unresolved).alias(f"unresolved_contacts_{n}m"),
+        F.count_if(in_window & unresolved & (category == "complaint")).alias(f"unresolved_complaints_{n}m"),
+        F.max(F.when(normal, F.to_date(ts))).alias("_last"),
+        F.min(F.when(in_m0 & ~normal, F.to_date(ts))).alias("port_out_request_date"),
+    )
+    counts = [
+        "care_contacts_m0",
+        *[f"care_{c}_m0" for c in FEATURE_CATEGORIES],
+        f"care_contacts_{n}m",
+        f"unresolved_contacts_{n}m",
+        f"unresolved_complaints_{n}m",
+    ]
+    df = population.select("subscriber_id").join(agg, "subscriber_id", "left").fillna(0, subset=counts)
+    return df.select(
+        "subscriber_id",
+        *counts,
+        F.datediff(F.lit(end), F.col("_last")).alias("days_since_last_care_contact"),
+        F.col("port_out_request_date").isNotNull().alias("hard_warning"),
+        "port_out_request_date",
+    )

@@ -1,0 +1,51 @@
+"""Roaming features: events, days, countries, data abroad and billed roaming charges (pure).
+
+Heavy roamers are valuable and sensitive to roaming prices; these columns let the model (and the
+``roaming_cost`` reason family) see that profile. Events come from the CDR summary of
+:mod:`features.usage`; charges from the bills.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from features.calendar import add_months
+
+
+def compute_roaming_features(
+    population: DataFrame,
+    summary: DataFrame,
+    billing: DataFrame,
+    *,
+    month: str,
+    trend_months: int,
+) -> DataFrame:
+    """Per subscriber of ``population``: ``roaming_events_m0``, ``roaming_out_events_m0``,
+    ``roaming_days_m0``, ``roaming_countries_m0`` (distinct countries), ``roaming_data_mb_m0``,
+    ``roaming_usage_share_m0`` (share of this month's events abroad; null without events),
+    ``roaming_charge_m0`` (billed in M; null without a bill) and ``roaming_charge_avg_Nm`` (mean over
+    the bills of M-N+1..M).
+    """
+    n = trend_months
+    months = [add_months(month, -k) for k in range(n)]
+    bills = (
+        billing.where(F.col("bill_month").isin(*months))
+        .groupBy("subscriber_id")
+        .agg(
+            F.sum(F.when(F.col("bill_month") == month, F.col("roaming_charge"))).alias("roaming_charge_m0"),
+            F.avg("roaming_charge").alias(f"roaming_charge_avg_{n}m"),
+        )
+    )
+    counts = ["roaming_events", "roaming_out_events", "roaming_days", "roaming_data_mb"]
+    df = population.select("subscriber_id").join(summary, "subscriber_id", "left")
+    return df.select(
+        "subscriber_id",
+        *[F.coalesce(F.col(f"{c}__0"), F.lit(0)).alias(f"{c}_m0") for c in counts],
+        F.size(F.coalesce("roaming_countries__0", F.array().cast("array<string>"))).alias(
+            "roaming_countries_m0"
+        ),
+        F.when(F.col("events__0") > 0, F.col("roaming_events__0") / F.col("events__0")).alias(
+            "roaming_usage_share_m0"
+        ),
+    ).join(bills, "subscriber_id", "left")

@@ -1,0 +1,147 @@
+"""build_features on generated data: point in time, labels against the landing files, the job contract."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from pipelines.build_features import InputNotReadyError, build_features_month
+from pipelines.ingest import ingest_month
+from pipelines.lake import Lake
+from tests.conftest import TEST_CONF
+
+
+def _rows(lake: Lake, table: str, month: str) -> list[tuple]:
+    df = lake.read(table).where(F.col("month") == month)
+    return sorted(tuple(r) for r in df.select(*sorted(df.columns)).collect())
+
+
+@pytest.fixture(scope="module")
+def built(spark, landing, tmp_path_factory):
+    """Ingest 2024-01..03 and build 2024-03; then load 04 and 05, build 05 and rebuild 03."""
+    from pipelines.config import load_config
+
+    root = tmp_path_factory.mktemp("features_lake")
+    cfg = load_config([TEST_CONF], [f"lake.root={root}", f"landing.root={landing}"])
+    lake = Lake(spark, cfg)
+    for month in ("2024-01", "2024-02", "2024-03"):
+        ingest_month(spark, cfg, month)
+    first = build_features_month(spark, cfg, "2024-03")
+    before = {t: _rows(lake, t, "2024-03") for t in ("features_monthly", "labels_monthly")}
+    for month in ("2024-04", "2024-05"):
+        ingest_month(spark, cfg, month)
+    # building 2024-05 settles the labels of 2024-03, whose window (2024-05) has now closed
+    later = build_features_month(spark, cfg, "2024-05")
+    again = build_features_month(spark, cfg, "2024-03")
+    after_features = _rows(lake, "features_monthly", "2024-03")
+    return lake, cfg, first, again, later, before, after_features
+
+
+def test_rebuilding_a_month_after_later_data_arrived_gives_identical_features(built):
+    lake, _, first, again, _, before, after_features = built
+    assert first.subscribers == again.subscribers > 2000
+    # the CDRs of 2024-03 grew with the late records delivered in 2024-04: none may leak into M
+    late = lake.read("cdr").where(
+        (F.col("event_month") == "2024-03") & (F.col("delivery_month") == "2024-04")
+    )
+    assert late.count() > 0
+    assert after_features == before["features_monthly"]
+
+
+def test_feature_table_shape_and_population(built, landing):
+    lake, _, first, _, _, _, _ = built
+    features = lake.read("features_monthly").where(F.col("month") == "2024-03")
+    snapshot = lake.read("subscriptions").where(
+        (F.col("month") == "2024-03") & (F.col("status") != "deactivated")
+    )
+    assert features.count() == snapshot.count() == first.subscribers
+    assert features.groupBy("subscriber_id").count().where("count > 1").count() == 0
+    cohorts = {r.cohort: r["count"] for r in features.groupBy("cohort").count().collect()}
+    assert set(cohorts) == {"new", "early", "established"}
+    # port-out requests filed at the end of the month raise hard warnings for active lines
+    assert first.hard_warnings > 0
+    assert features.where(F.col("hard_warning") & F.col("port_out_request_date").isNull()).count() == 0
+
+
+def _landing_frame(landing, source: str, month: str) -> pd.DataFrame:
+    folder = landing / source / f"month={month}"
+    frames = [pd.read_csv(p, dtype=str) for p in sorted(folder.glob("*.csv*"))]
+    frames += [pd.read_parquet(p).astype(str) for p in sorted(folder.glob("*.parquet"))]
+    return pd.concat(frames)
+
+
+def test_labels_match_the_landing_snapshots(built, landing):
+    lake, _, _, _, later, before, _ = built
+    assert later.label_months == ["2024-03", "2024-05"]
+    # built before the window closed, the month was pending
+    assert {r[3] for r in before["labels_monthly"]} == {False}
+    labels = lake.read("labels_monthly")
+    mature = {r.subscriber_id: r for r in labels.where(F.col("month") == "2024-03").collect()}
+    assert all(r.label_available for r in mature.values())
+    assert labels.where((F.col("month") == "2024-05") & F.col("label_available")).count() == 0
+    # independent truth from the raw landing files: deactivated in May for port_out/voluntary
+    may = _landing_frame(landing, "subscriptions", "2024-05")
+    may = may[(may.status == "deactivated") & may.deactivation_date.str.startswith("2024-05", na=False)]
+    churned = set(may[may.deactivation_reason.isin(["port_out", "voluntary"])].subscriber_id) & set(mature)
+    labelled = {s for s, r in mature.items() if r.is_churn}
+    assert labelled == churned and len(churned) > 20
+    april = _landing_frame(landing, "subscriptions", "2024-04")
+    gap = set(april[april.status == "deactivated"].subscriber_id) & set(mature)
+    assert {s for s, r in mature.items() if r.label_status == "gap_churn"} == gap
+
+
+def test_job_contract(built, capsys):
+    from jobs.build_features import main
+
+    lake, cfg, _, _, _, _, _ = built
+    overrides = [
+        "--conf",
+        str(TEST_CONF),
+        "--set",
+        f"lake.root={cfg.lake_root}",
+        "--set",
+        f"landing.root={cfg.landing_root}",
+    ]
+    assert main(["--month", "2024-06", *overrides]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(
+        "ERROR build_features: InputNotReadyError: 2024-06: not ingested yet for subscriptions"
+    )
+    runs = lake.read("pipeline_runs").where(
+        (F.col("stage") == "build_features") & (F.col("month") == "2024-05")
+    )
+    assert runs.where(F.col("status") == "success").count() == 1
+
+
+def test_unpublished_month_is_refused(built, spark):
+    lake, cfg, _, _, _, _, _ = built
+    dq = lake.read("data_quality").where((F.col("source") == "cdr") & (F.col("month") == "2024-05"))
+    lake.write(
+        dq.withColumn("publishable", F.lit(False)),
+        "data_quality",
+        mode="overwrite",
+        partition_by=["source", "month"],
+        replace_partitions={"source": ["cdr"], "month": ["2024-05"]},
+    )
+    with pytest.raises(InputNotReadyError, match="gates failed for cdr"):
+        build_features_month(spark, cfg, "2024-05")
+
+
+def test_every_feature_column_is_documented_in_the_readme(built):
+    from features.usage import TREND_MEASURES
+    from tests.conftest import ROOT
+
+    lake = built[0]
+    readme = (ROOT / "README.md").read_text()
+    suffixes = ("_m0", "_m1", "_avg_3m", "_chg_1m", "_ratio_avg_3m")
+
+    def documented(col: str) -> bool:
+        if f"`{col}`" in readme:
+            return True
+        if any(col == f"{m}{s}" for m in TREND_MEASURES for s in suffixes):
+            return True
+        return col.startswith("care_") and col.endswith("_m0") and f"`{col[5:-3]}`" in readme
+
+    missing = [c for c in lake.read("features_monthly").columns if not documented(c)]
+    assert not missing, missing
