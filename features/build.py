@@ -21,7 +21,12 @@ from features.care import compute_care_features
 from features.roaming import compute_roaming_features
 from features.social import churned_numbers, compute_contact_pairs, compute_social_features
 from features.tenure import compute_tenure_features, select_population, with_lifecycle_stage
-from features.usage import compute_cdr_daily, compute_usage_features, summarize_cdr_months
+from features.usage import (
+    compute_cdr_daily,
+    compute_usage_features,
+    count_roaming_countries,
+    summarize_cdr_months,
+)
 
 KEY = ("subscriber_id", "month")
 CDR_COLUMNS = (
@@ -123,7 +128,8 @@ def build_feature_frame(
         min_calls=p.frequent_contact_min_calls,
         available_months=available_cdr_months,
     )
-    roaming = compute_roaming_features(population, summary, billing, month=month, trend_months=n)
+    countries = count_roaming_countries(cdr_window, month=month)
+    roaming = compute_roaming_features(population, summary, countries, billing, month=month, trend_months=n)
     bills = compute_billing_features(population, billing, month=month, trend_months=n)
     contacts = compute_care_features(population, care, month=month, trend_months=n)
     df = tenure

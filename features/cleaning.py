@@ -68,12 +68,26 @@ def validate_rows(
     year, mon = start.year + (start.month // 12), start.month % 12 + 1
     next_start = dt.datetime(year, mon, 1)
     oldest = start - dt.timedelta(days=late_days)
+    contract = C.CONTRACT[source]
+    names = [c.name for c in contract]
+    passthrough = [c for c in df.columns if c not in names]
+    # Three projections, so each value is normalised and parsed once and every check reads a column
+    # (one projection would re-evaluate the parse inside each conditional check).
+    norm = df.select(
+        *passthrough,
+        *names,
+        *[F.when(F.trim(F.col(n)) != "", F.col(n)).alias(f"__n_{n}") for n in names],
+    )
+    parsed = norm.select(
+        *norm.columns,
+        *[
+            _parse(F.col(f"__n_{c.name}"), c.kind).cast(SPARK_TYPES[c.kind]).alias(f"__v_{c.name}")
+            for c in contract
+        ],
+    )
     checks: list[SparkColumn] = []
-    typed: dict[str, SparkColumn] = {}
-    for col in C.CONTRACT[source]:
-        raw = F.when(F.trim(F.col(col.name)) != "", F.col(col.name))
-        value = _parse(raw, col.kind)
-        typed[col.name] = value.cast(SPARK_TYPES[col.kind]).alias(col.name)
+    for col in contract:
+        raw, value = F.col(f"__n_{col.name}"), F.col(f"__v_{col.name}")
         if not col.nullable:
             checks.append(F.when(raw.isNull(), F.lit(f"{C.MISSING_REQUIRED}:{col.name}")))
         checks.append(F.when(raw.isNotNull() & value.isNull(), F.lit(f"{C.UNPARSEABLE}:{col.name}")))
@@ -91,17 +105,23 @@ def validate_rows(
         if col.non_negative:
             checks.append(F.when(value < 0, F.lit(f"{C.INVALID_VALUE}:{col.name}")))
     if source == "billing":
-        checks.append(F.when(F.col("bill_month") != F.lit(month), F.lit(C.MONTH_MISMATCH)))
+        checks.append(F.when(F.col("__v_bill_month") != F.lit(month), F.lit(C.MONTH_MISMATCH)))
     event_col = {"cdr": "event_ts", "care": "contact_ts"}.get(source)
     if event_col:
-        ts = typed[event_col]
+        ts = F.col(f"__v_{event_col}")
         checks.append(F.when(ts >= F.lit(next_start), F.lit(C.FUTURE_EVENT)))
         if source == "cdr":
             checks.append(F.when(ts < F.lit(oldest), F.lit(C.TOO_OLD_EVENT)))
-    reasons = F.filter(F.array(*checks), lambda x: x.isNotNull())
-    passthrough = [c for c in df.columns if c not in typed]
-    raw_json = F.to_json(F.struct(*[F.col(c.name) for c in C.CONTRACT[source]]))
-    return df.select(*passthrough, *typed.values(), reasons.alias(REASONS_COL), raw_json.alias("_raw"))
+    checked = parsed.select(*parsed.columns, F.array_compact(F.array(*checks)).alias(REASONS_COL))
+    # raw values only where they are needed: the rejected rows
+    # (tested on the checks themselves: reading the reasons array twice would build it twice)
+    raw_json = F.when(F.coalesce(*checks).isNotNull(), F.to_json(F.struct(*[F.col(n) for n in names])))
+    return checked.select(
+        *passthrough,
+        *[F.col(f"__v_{n}").alias(n) for n in names],
+        REASONS_COL,
+        raw_json.alias("_raw"),
+    )
 
 
 def resolve_msisdn(cdr: DataFrame, intervals: DataFrame) -> DataFrame:

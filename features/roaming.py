@@ -16,13 +16,15 @@ from features.calendar import add_months
 def compute_roaming_features(
     population: DataFrame,
     summary: DataFrame,
+    countries: DataFrame,
     billing: DataFrame,
     *,
     month: str,
     trend_months: int,
 ) -> DataFrame:
     """Per subscriber of ``population``: ``roaming_events_m0``, ``roaming_out_events_m0``,
-    ``roaming_days_m0``, ``roaming_countries_m0`` (distinct countries), ``roaming_data_mb_m0``,
+    ``roaming_days_m0``, ``roaming_countries_m0`` (distinct countries, from ``countries``: see
+    :func:`features.usage.count_roaming_countries`), ``roaming_data_mb_m0``,
     ``roaming_usage_share_m0`` (share of this month's events abroad; null without events),
     ``roaming_charge_m0`` (billed in M; null without a bill) and ``roaming_charge_avg_Nm`` (mean over
     the bills of M-N+1..M).
@@ -38,13 +40,15 @@ def compute_roaming_features(
         )
     )
     counts = ["roaming_events", "roaming_out_events", "roaming_days", "roaming_data_mb"]
-    df = population.select("subscriber_id").join(summary, "subscriber_id", "left")
+    df = (
+        population.select("subscriber_id")
+        .join(summary, "subscriber_id", "left")
+        .join(countries, "subscriber_id", "left")
+    )
     return df.select(
         "subscriber_id",
         *[F.coalesce(F.col(f"{c}__0"), F.lit(0)).alias(f"{c}_m0") for c in counts],
-        F.size(F.coalesce("roaming_countries__0", F.array().cast("array<string>"))).alias(
-            "roaming_countries_m0"
-        ),
+        F.coalesce("roaming_countries__0", F.lit(0)).alias("roaming_countries_m0"),
         F.when(F.col("events__0") > 0, F.col("roaming_events__0") / F.col("events__0")).alias(
             "roaming_usage_share_m0"
         ),

@@ -18,7 +18,9 @@ from features.usage import known_month
 
 
 def compute_contact_pairs(cdr: DataFrame, *, month: str, contagion_months: int) -> DataFrame:
-    """Calls and SMS per ``(subscriber_id, other_party)`` in the window, in M (``events_m0``) and M-1."""
+    """Calls and SMS per ``(subscriber_id, contact)`` in the window, in M (``events_m0``) and M-1.
+
+    ``contact`` is the 64-bit hash of ``other_party`` (see :func:`churned_numbers`)."""
     first = month_start(add_months(month, -(contagion_months - 1)))
     m1_start = month_start(add_months(month, -1))
     m0_start = month_start(month)
@@ -29,7 +31,9 @@ def compute_contact_pairs(cdr: DataFrame, *, month: str, contagion_months: int) 
             & F.col("other_party").isNotNull()
             & (ts >= F.lit(min(first, m1_start)))
         )
-        .groupBy("subscriber_id", "other_party")
+        # a 64-bit hash of the number: an eighth of the 64-character hex to shuffle; a collision within one
+        # subscriber's contacts is vanishingly rare
+        .groupBy("subscriber_id", F.xxhash64("other_party").alias("contact"))
         .agg(
             F.count_if(ts >= F.lit(first)).alias("events_window"),
             F.count_if(ts >= F.lit(m0_start)).alias("events_m0"),
@@ -41,7 +45,7 @@ def compute_contact_pairs(cdr: DataFrame, *, month: str, contagion_months: int) 
 def churned_numbers(
     snapshots: DataFrame, *, month: str, contagion_months: int, counted_reasons: Sequence[str]
 ) -> DataFrame:
-    """Hashed numbers (``other_party``) of subscribers who churned in the window, as known at M."""
+    """Numbers (``contact``: hash of ``other_party``) of subscribers who churned in the window, known at M."""
     first = month_start(add_months(month, -(contagion_months - 1)))
     return (
         snapshots.where(
@@ -50,7 +54,7 @@ def churned_numbers(
             & F.col("deactivation_reason").isin(*counted_reasons)
             & F.col("deactivation_date").between(F.lit(first), F.lit(month_end(month)))
         )
-        .select(F.sha2(F.col("msisdn"), 256).alias("other_party"))
+        .select(F.xxhash64(F.sha2(F.col("msisdn"), 256)).alias("contact"))
         .distinct()
         .withColumn("_churned", F.lit(True))
     )
@@ -75,7 +79,7 @@ def compute_social_features(
       ``churned_frequent_contacts`` and ``churned_contact_share`` among them (null without frequent
       contacts).
     """
-    flagged = pairs.join(F.broadcast(churned), "other_party", "left")
+    flagged = pairs.join(F.broadcast(churned), "contact", "left")
     frequent = F.col("events_window") >= min_calls
     per_sub = flagged.groupBy("subscriber_id").agg(
         F.count_if(F.col("events_m0") > 0).alias("distinct_contacts_m0"),

@@ -11,6 +11,7 @@ in the lake, gives null (unknown), never 0; a month on network without events gi
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 from pyspark.sql import Column, DataFrame
@@ -85,7 +86,6 @@ def compute_cdr_daily(cdr: DataFrame, *, night_start_hour: int, night_end_hour: 
             n(roaming).alias("roaming_events"),
             n(roaming & out).alias("roaming_out_events"),
             total(roaming & data, F.col("volume_kb")).alias("roaming_data_kb"),
-            F.collect_set(F.when(roaming, F.col("roaming_country"))).alias("roaming_countries"),
         )
         .withColumn("month", F.date_format("day", "yyyy-MM"))
     )
@@ -108,7 +108,7 @@ def _daily_measure(name: str) -> Column:
 def summarize_cdr_months(daily: DataFrame, *, month: str, trend_months: int) -> DataFrame:
     """One row per subscriber: raw monthly sums ``<measure>__<k>`` for month M-k (k < trend_months).
 
-    Also ``out_days__0`` (days of M with outgoing activity) and ``roaming_countries__0``.
+    Also ``out_day_mask__0``: the days of M with outgoing activity as a bit mask.
     """
     months = [add_months(month, -k) for k in range(trend_months)]
     aggs = []
@@ -119,15 +119,22 @@ def summarize_cdr_months(daily: DataFrame, *, month: str, trend_months: int) -> 
     in_m0 = F.col("month") == month
     for measure in CURRENT_MEASURES:
         aggs.append(F.sum(F.when(in_m0, _daily_measure(measure))).alias(f"{measure}__0"))
-    aggs.append(
-        F.collect_list(F.when(in_m0 & (F.col("out_events") > 0), F.dayofmonth("day"))).alias("out_days__0")
-    )
-    aggs.append(
-        F.array_distinct(F.flatten(F.collect_list(F.when(in_m0, F.col("roaming_countries"))))).alias(
-            "roaming_countries__0"
-        )
-    )
+    # days of M with outgoing activity as a bit mask (bit d-1 = day d): a plain aggregate, no lists
+    day_bit = F.expr("shiftleft(1L, dayofmonth(day) - 1)")
+    active_bit = F.when(in_m0 & (F.col("out_events") > 0), day_bit)
+    aggs.append(F.coalesce(F.bit_or(active_bit), F.lit(0).cast("long")).alias("out_day_mask__0"))
     return daily.where(F.col("month").isin(*months)).groupBy("subscriber_id").agg(*aggs)
+
+
+def count_roaming_countries(cdr: DataFrame, *, month: str) -> DataFrame:
+    """Distinct roaming countries per subscriber in M (``roaming_countries__0``), over roaming events only."""
+    start = dt.datetime.combine(month_start(month), dt.time())
+    roaming = F.col("roaming") & (F.col("event_ts") >= F.lit(start)) & F.col("roaming_country").isNotNull()
+    return (
+        cdr.where(roaming)
+        .groupBy("subscriber_id")
+        .agg(F.count_distinct("roaming_country").alias("roaming_countries__0"))
+    )
 
 
 def known_month(population_activation: Column, month: str, available_months: Sequence[str]) -> Column:
@@ -135,6 +142,13 @@ def known_month(population_activation: Column, month: str, available_months: Seq
     if month not in available_months:
         return F.lit(False)
     return population_activation <= F.lit(month_end(month))
+
+
+def longest_zero_run(mask: Column, first_day: Column, last_day: int) -> Column:
+    """Longest run of days ``first_day..last_day`` whose bit (day d = bit d-1) is not set in ``mask``."""
+    bits = F.reverse(F.lpad(F.bin(mask), last_day, "0"))  # character d-1 is day d
+    span = F.substr(bits, first_day, F.lit(last_day) - first_day + 1)
+    return F.array_max(F.transform(F.split(span, "1"), lambda run: F.length(run)))
 
 
 def longest_inactive_run(days: Column, first_day: Column, last_day: int) -> Column:
@@ -197,9 +211,9 @@ def compute_usage_features(
             out.append(value(measure, 0).alias(f"{measure}_m0"))
     out += [
         (F.lit(last_day) - first_day + 1).alias("days_on_network_m0"),
-        longest_inactive_run(
-            F.coalesce(F.col("out_days__0"), F.array().cast("array<int>")), first_day, last_day
-        ).alias("max_inactive_run_days_m0"),
+        longest_zero_run(F.coalesce("out_day_mask__0", F.lit(0).cast("long")), first_day, last_day).alias(
+            "max_inactive_run_days_m0"
+        ),
         _safe_ratio(value("night_events", 0), value("events", 0)).alias("night_usage_share_m0"),
         _safe_ratio(value("voice_in_calls", 0), value("voice_out_calls", 0)).alias("in_out_call_ratio_m0"),
         sum((F.when(k, 1).otherwise(0) for k in known), F.lit(0)).alias("usage_history_months"),

@@ -12,6 +12,7 @@ gives the same tables.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import gzip
 import io
 import json
@@ -26,7 +27,6 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
-from pyspark.sql.window import Window
 
 from features import contract as C
 from features.calendar import add_months, days_in_month, month_start, months_between
@@ -207,17 +207,6 @@ def read_delivery(spark: SparkSession, files: Sequence[LandingFile], source: str
     return out.withColumn("_pos", F.col("_mid") - F.shiftleft(F.col("_pid").cast("long"), 33)).drop("_mid")
 
 
-def with_row_numbers(rows: DataFrame, all_rows: DataFrame) -> DataFrame:
-    """1-based data-row number within its file for ``rows`` (a subset of ``all_rows``)."""
-    blocks = all_rows.groupBy("_file", "_block", "_pid").agg(
-        F.min("_pos").alias("_first"), F.count("*").alias("_n")
-    )
-    w = Window.partitionBy("_file").orderBy("_block", "_pid").rowsBetween(Window.unboundedPreceding, -1)
-    blocks = blocks.withColumn("_offset", F.coalesce(F.sum("_n").over(w), F.lit(0)))
-    joined = rows.join(F.broadcast(blocks), ["_file", "_block", "_pid"])
-    return joined.withColumn("row_number", F.col("_offset") + F.col("_pos") - F.col("_first") + 1)
-
-
 # --------------------------------------------------------------------------------------- ingest
 def _msisdn_intervals(lake: Lake, month: str) -> DataFrame:
     """Who held each number when: from the subscription snapshots loaded up to ``month``."""
@@ -319,107 +308,170 @@ def ingest_source(
         if set(f.columns) - set(C.columns(source))
     }
     raw = read_delivery(spark, files, source)
-    validated = validate_rows(raw, source=source, month=month, late_days=cfg.ingest.late_days)
-    validated = validated.persist(StorageLevel.MEMORY_AND_DISK)
-    persisted = [validated]
+    checked = validate_rows(raw, source=source, month=month, late_days=cfg.ingest.late_days)
+    if source == "cdr":
+        checked = _with_subscriber(checked, _msisdn_intervals(lake, add_months(month, 1)))
+    checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        bad = validated.where(F.size(REASONS_COL) > 0)
-        good = validated.where(F.size(REASONS_COL) == 0).drop(REASONS_COL)
-        if source == "cdr":
-            resolved = resolve_msisdn(good, _msisdn_intervals(lake, add_months(month, 1)))
-            resolved = resolved.persist(StorageLevel.MEMORY_AND_DISK)
-            persisted.append(resolved)
-            unknown = resolved.where(F.col("subscriber_id").isNull()).drop("subscriber_id")
-            bad = bad.unionByName(unknown.withColumn(REASONS_COL, F.array(F.lit(C.UNKNOWN_MSISDN))))
-            good = resolved.where(F.col("subscriber_id").isNotNull())
-        return _finish_source(lake, report, validated, bad, good.drop("_raw"), override_gates)
+        return _finish_source(lake, report, checked, override_gates)
     finally:
-        for df in persisted:
-            df.unpersist()
+        checked.unpersist()
+
+
+def _with_subscriber(validated: DataFrame, intervals: DataFrame) -> DataFrame:
+    """Resolve CDR numbers as of event time; a good row whose number belongs to nobody is quarantined."""
+    resolved = resolve_msisdn(validated, intervals)
+    unknown = (F.size(REASONS_COL) == 0) & F.col("subscriber_id").isNull()
+    # the row parsed cleanly, so its raw values are its typed values as text
+    as_text = F.to_json(F.struct(*[F.col(c).cast("string").alias(c) for c in C.columns("cdr")]))
+    return resolved.withColumns(
+        {
+            REASONS_COL: F.when(unknown, F.array(F.lit(C.UNKNOWN_MSISDN))).otherwise(F.col(REASONS_COL)),
+            "_raw": F.when(unknown, as_text).otherwise(F.col("_raw")),
+        }
+    )
+
+
+def _block_stats(checked: DataFrame) -> tuple[dict[str, int], int, DataFrame | None]:
+    """One pass: rows per first reason (good rows: None) and, per file block, its first position and size.
+
+    Returns the quarantine counts by reason, the good-row count and, when any row was rejected, the
+    blocks with their row offset in the file (for row numbers: a tiny frame, broadcast).
+    """
+    rows = (
+        checked.groupBy("_file", "_block", "_pid", F.col(REASONS_COL)[0].alias("reason"))
+        .agg(F.min("_pos").alias("_first"), F.count("*").alias("_n"))
+        .collect()
+    )
+    by_reason: dict[str, int] = {}
+    good = 0
+    blocks: dict[tuple[str, int, int], list[int]] = {}
+    for r in rows:
+        if r.reason is None:
+            good += r._n
+        else:
+            by_reason[r.reason] = by_reason.get(r.reason, 0) + r._n
+        block = blocks.setdefault((r._file, r._block, r._pid), [r._first, 0])
+        block[0] = min(block[0], r._first)
+        block[1] += r._n
+    if not by_reason:
+        return by_reason, good, None
+    offsets = []
+    running: dict[str, int] = {}
+    for (file, block, pid), (first, n) in sorted(blocks.items()):
+        offsets.append((file, block, pid, first, running.get(file, 0)))
+        running[file] = running.get(file, 0) + n
+    frame = checked.sparkSession.createDataFrame(
+        offsets, "_file string, _block long, _pid int, _first long, _offset long"
+    )
+    return by_reason, good, frame
+
+
+MAX_REPEATED = 200_000  # repeated keys collected and broadcast; beyond that, a full shuffle dedupe
+
+
+def _dedupe_repeated(good: DataFrame, keys: list[str]) -> DataFrame:
+    """Drop duplicate deliveries; only keys that actually repeat are shuffled and ordered."""
+    repeated_rows = (
+        good.groupBy(*keys).count().where(F.col("count") > 1).drop("count").limit(MAX_REPEATED + 1)
+    )
+    found = repeated_rows.collect()
+    if not found:
+        return good
+    if len(found) > MAX_REPEATED:
+        return _dedupe(good, keys)
+    repeated = good.sparkSession.createDataFrame(found, good.select(*keys).schema)
+    single = good.join(F.broadcast(repeated), keys, "left_anti")
+    return single.unionByName(_dedupe(good.join(F.broadcast(repeated), keys, "left_semi"), keys))
+
+
+def _drop_loaded_elsewhere(lake: Lake, df: DataFrame, source: str, month: str) -> DataFrame:
+    """Rows already loaded from another month's delivery are duplicates, not new rows.
+
+    CDRs: only late records (event month M-1, against M-1's own delivery, within the late window) and,
+    when M+1 was loaded first, records of M it delivered late can repeat; everything else passes without
+    a join. Care contacts: against every other delivery (small).
+    """
+    keys = list(C.KEYS[source])
+    if not lake.exists(source):
+        return df
+    if source == "care":
+        existing = lake.read(source).where(F.col("month") != month).select(*keys)
+        return df.join(existing, keys, "left_anti")
+    previous = add_months(month, -1)
+    held = lake.partition_values("cdr", "event_month", "delivery_month")
+    late_zone = dt.datetime.combine(
+        month_start(month) - dt.timedelta(days=lake.cfg.ingest.late_days), dt.time()
+    )
+    late = df.where(F.col("event_month") < month)
+    current = df.where(F.col("event_month") >= month)
+    if (previous, previous) in held:
+        loaded = (
+            lake.read("cdr")
+            .where(
+                (F.col("event_month") == previous)
+                & (F.col("delivery_month") != month)
+                & (F.col("event_ts") >= F.lit(late_zone))
+            )
+            .select(*keys)
+        )
+        late = late.join(loaded, keys, "left_anti")
+    if any(e == month and d not in (None, month) for e, d in held):
+        loaded = lake.read("cdr").where((F.col("event_month") == month) & (F.col("delivery_month") != month))
+        current = current.join(loaded.select(*keys), keys, "left_anti")
+    return late.unionByName(current)
 
 
 def _finish_source(
-    lake: Lake,
-    report: SourceReport,
-    validated: DataFrame,
-    bad: DataFrame,
-    good: DataFrame,
-    override_gates: bool,
+    lake: Lake, report: SourceReport, checked: DataFrame, override_gates: bool
 ) -> SourceReport:
     source, month, cfg = report.source, report.month, lake.cfg
-    by_reason = bad.groupBy(F.col(REASONS_COL)[0].alias("reason")).count().collect()
-    report.quarantine_by_reason = {r.reason: int(r["count"]) for r in by_reason}
+    report.quarantine_by_reason, good_count, blocks = _block_stats(checked)
     report.rows_quarantined = sum(report.quarantine_by_reason.values())
-    good_count = good.count()
     report.rows_read = good_count + report.rows_quarantined
+    good = checked.where(F.size(REASONS_COL) == 0).drop(REASONS_COL, "_raw")
     keys = list(C.KEYS[source])
     if source == "subscriptions":
         keys = ["subscriber_id"]
-    deduped = _dedupe(good, keys)
-    deduped = _add_partition_columns(deduped, source, month)
-    if source in ("cdr", "care") and lake.exists(source):
-        # the same record already loaded from another delivery is a duplicate, not a new row
-        existing = lake.read(source)
-        if source == "cdr":
-            existing = existing.where(
-                F.col("event_month").isin(add_months(month, -1), month, add_months(month, 1))
-                & (F.col("delivery_month") != month)
-            )
-        else:
-            existing = existing.where(F.col("month") != month)
-        deduped = deduped.join(existing.select(*keys).distinct(), keys, "left_anti")
-    deduped = deduped.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        report.rows_loaded = deduped.count()
-        report.duplicates = good_count - report.rows_loaded
-        subscriber_col = "subscriber_id"
-        report.distinct_subscribers = deduped.select(F.approx_count_distinct(subscriber_col)).first()[0] or 0
-        if source == "cdr":
-            counts = deduped.groupBy(F.date_format("event_ts", "yyyy-MM-dd").alias("d")).count().collect()
-            report.daily_counts = {r.d: int(r["count"]) for r in counts}
-            report.late_records = sum(v for d, v in report.daily_counts.items() if not d.startswith(month))
-        report.gate_failures = _gates(cfg, lake, report, deduped) if cfg.ingest.gates.enabled else []
-        report.gates_overridden = bool(report.gate_failures) and override_gates
-        dq = lake.spark.createDataFrame([report.row()], DQ_SCHEMA)
-        if not report.publishable:
-            lake.write(
-                dq,
-                "data_quality",
-                mode="overwrite",
-                partition_by=["source", "month"],
-                replace_partitions={"source": [source], "month": [month]},
-            )
-            raise GateFailedError(
-                f"{source} {month}: data-quality gate failed, month not publishable: "
-                + "; ".join(report.gate_failures)
-                + " (override with --override-gates)"
-            )
-        quarantine = with_row_numbers(bad, validated).select(
-            F.lit(source).alias("source"),
-            F.lit(month).alias("month"),
-            F.col("_file").alias("file"),
-            F.col("row_number").cast("long"),
-            F.col(REASONS_COL)[0].alias("reason"),
-            F.array_join(REASONS_COL, ",").alias("reasons"),
-            F.col("_raw").alias("raw_values"),
+    deduped = _add_partition_columns(_dedupe_repeated(good, keys), source, month)
+    if source in ("cdr", "care"):
+        deduped = _drop_loaded_elsewhere(lake, deduped, source, month)
+    stats = _load_stats(deduped, source)
+    report.rows_loaded = stats.pop(None)[0] if None in stats else 0
+    report.duplicates = good_count - report.rows_loaded
+    report.distinct_subscribers = int(stats.pop("_all", (0, 0))[1] or 0)
+    if source == "cdr":
+        report.daily_counts = {d: n for d, (n, _) in stats.items()}
+        report.late_records = sum(v for d, v in report.daily_counts.items() if not d.startswith(month))
+    report.gate_failures = _gates(cfg, lake, report, deduped) if cfg.ingest.gates.enabled else []
+    report.gates_overridden = bool(report.gate_failures) and override_gates
+    dq = lake.spark.createDataFrame([report.row()], DQ_SCHEMA)
+    if not report.publishable:
+        _write_report(lake, dq, "data_quality", source, month)
+        raise GateFailedError(
+            f"{source} {month}: data-quality gate failed, month not publishable: "
+            + "; ".join(report.gate_failures)
+            + " (override with --override-gates)"
         )
-        _write_silver(lake, source, month, deduped)
-        lake.write(
-            quarantine,
-            "quarantine",
-            mode="overwrite",
-            partition_by=["source", "month"],
-            replace_partitions={"source": [source], "month": [month]},
+    _write_silver(lake, source, month, deduped, report.rows_loaded)
+    bad = checked.where(F.size(REASONS_COL) > 0)
+    if blocks is not None:
+        bad = bad.join(F.broadcast(blocks), ["_file", "_block", "_pid"]).withColumn(
+            "row_number", F.col("_offset") + F.col("_pos") - F.col("_first") + 1
         )
-        lake.write(
-            dq,
-            "data_quality",
-            mode="overwrite",
-            partition_by=["source", "month"],
-            replace_partitions={"source": [source], "month": [month]},
-        )
-    finally:
-        deduped.unpersist()
+    else:
+        bad = bad.withColumn("row_number", F.lit(None).cast("long"))
+    quarantine = bad.select(
+        F.lit(source).alias("source"),
+        F.lit(month).alias("month"),
+        F.col("_file").alias("file"),
+        F.col("row_number").cast("long"),
+        F.col(REASONS_COL)[0].alias("reason"),
+        F.array_join(REASONS_COL, ",").alias("reasons"),
+        F.col("_raw").alias("raw_values"),
+    )
+    _write_report(lake, quarantine, "quarantine", source, month)
+    _write_report(lake, dq, "data_quality", source, month)
     log.info(
         "%s %s: read %d, loaded %d, quarantined %d, duplicates %d%s",
         source,
@@ -433,6 +485,41 @@ def _finish_source(
     return report
 
 
+def _write_report(lake: Lake, df: DataFrame, table: str, source: str, month: str) -> None:
+    """Replace the (source, month) partition of ``quarantine`` or ``data_quality``."""
+    lake.write(
+        df,
+        table,
+        mode="overwrite",
+        partition_by=["source", "month"],
+        replace_partitions={"source": [source], "month": [month]},
+    )
+
+
+def _load_stats(deduped: DataFrame, source: str) -> dict[str | None, tuple[int, int]]:
+    """One aggregation: rows and approximate distinct subscribers, in total (key None) and per CDR day.
+
+    For CDRs the per-day rows and the total come from one ``rollup``; the total's distinct count is under
+    the key "_all".
+    """
+    if source != "cdr":
+        r = deduped.agg(F.count("*").alias("n"), F.approx_count_distinct("subscriber_id").alias("d")).first()
+        return {None: (int(r.n), int(r.d)), "_all": (int(r.n), int(r.d))}
+    rows = (
+        deduped.rollup(F.date_format("event_ts", "yyyy-MM-dd").alias("d"))
+        .agg(F.count("*").alias("n"), F.approx_count_distinct("subscriber_id").alias("subs"))
+        .collect()
+    )
+    out: dict[str | None, tuple[int, int]] = {}
+    for r in rows:
+        if r.d is None:
+            out[None] = (int(r.n), int(r.subs))
+            out["_all"] = (int(r.n), int(r.subs))
+        else:
+            out[r.d] = (int(r.n), int(r.subs))
+    return out
+
+
 def _add_partition_columns(df: DataFrame, source: str, month: str) -> DataFrame:
     df = df.drop("_file", "_mtime", "_block", "_pid", "_pos")
     if source == "cdr":
@@ -444,7 +531,13 @@ def _add_partition_columns(df: DataFrame, source: str, month: str) -> DataFrame:
     return df.withColumn("month", F.lit(month))
 
 
-def _write_silver(lake: Lake, source: str, month: str, df: DataFrame) -> None:
+ROWS_PER_FILE = 1_000_000
+
+
+def _write_silver(lake: Lake, source: str, month: str, df: DataFrame, rows: int) -> None:
+    # few, large files: about a million rows per task, never more tasks than the cluster runs at once
+    tasks = max(1, min(lake.spark.sparkContext.defaultParallelism, -(-rows // ROWS_PER_FILE)))
+    df = df.coalesce(tasks)
     cols = [*C.columns(source), *(["subscriber_id"] if source == "cdr" else [])]
     cols += [c for c in PARTITIONS[source] if c not in cols]
     df = df.select(*dict.fromkeys(cols))

@@ -301,6 +301,9 @@ def _write_part(table: pa.Table, path: Path, fmt: str, gz: bool) -> None:
         pacsv.write_csv(table, str(path))
 
 
+PARALLEL_WRITE_ROWS = 200_000
+
+
 def write_source_month(
     root: Path,
     source: str,
@@ -320,6 +323,7 @@ def write_source_month(
     parts = max(1, min(opts.files_per_month, n)) if n else 1
     bounds = np.linspace(0, n, parts + 1).astype(int)
     records = []
+    jobs = []
     for p in range(parts):
         lo, hi = bounds[p], bounds[p + 1]
         part = table.slice(lo, hi - lo)
@@ -328,12 +332,10 @@ def write_source_month(
         if p == 1:  # any column order
             part = part.select(list(reversed(part.column_names)))
         if p == 0 and opts.fmt == "csv":  # extra columns are ignored (and reported) by ingest
-            part = part.append_column(
-                "extract_system", pa.array(["mediation-01"] * part.num_rows, pa.string())
-            )
+            part = part.append_column("extract_system", pa.repeat(pa.scalar("mediation-01"), part.num_rows))
         gz = opts.fmt == "csv" and rng.random() < opts.gzip_share
         name = f"part-{p:03d}." + ("parquet" if opts.fmt == "parquet" else "csv.gz" if gz else "csv")
-        _write_part(part, folder / name, opts.fmt, gz)
+        jobs.append((part, folder / name, opts.fmt, gz))
         in_part = (fault_rows >= lo) & (fault_rows < hi)
         for row, reason in zip(
             fault_rows[in_part], np.asarray(fault_reasons, dtype=object)[in_part], strict=True
@@ -341,6 +343,12 @@ def write_source_month(
             records.append(
                 {"source": source, "month": month, "file": name, "row": int(row - lo + 1), "reason": reason}
             )
+    if n >= PARALLEL_WRITE_ROWS and len(jobs) > 1:  # big sources: files written side by side
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(lambda job: _write_part(*job), jobs))
+    else:
+        for job in jobs:
+            _write_part(*job)
     (folder / C.SUCCESS_MARKER).touch()
     return records
 
@@ -371,13 +379,18 @@ def _write_and_record(
     reasons: list[str],
     opts: GenerateOptions,
     seed: int,
-    faults_out: Any,
-) -> None:
-    records = write_source_month(
+) -> list[dict[str, Any]]:
+    return write_source_month(
         root, source, month, table, fault_rows, reasons, opts, np.random.default_rng(seed)
     )
-    for record in records:
-        faults_out.write(json.dumps(record) + "\n")
+
+
+def _drain(pending: list[Future[Any]], faults_out: Any) -> None:
+    """Wait for the writes in flight; record their faults in submission order (deterministic)."""
+    for future in pending:
+        for record in future.result():
+            faults_out.write(json.dumps(record) + "\n")
+    pending.clear()
 
 
 def generate(landing_root: str | Path, opts: GenerateOptions) -> GenerateReport:
@@ -403,8 +416,9 @@ def generate(landing_root: str | Path, opts: GenerateOptions) -> GenerateReport:
     prev_ids: np.ndarray | None = None
     for _ in range(BURN_IN_MONTHS):
         sim.step(emit=False)
-    # write month i on a thread while month i+1 is simulated (Arrow's CSV writer releases the GIL)
-    pool = ThreadPoolExecutor(max_workers=1)
+    # write month i's sources on two threads while month i+1 is simulated (Arrow's CSV writer and zlib
+    # release the GIL); at most one month is in flight, so memory stays bounded
+    pool = ThreadPoolExecutor(max_workers=2)
     pending: list[Future[Any]] = []
     for i, month in enumerate(months):
         out = sim.step()
@@ -448,15 +462,15 @@ def generate(landing_root: str | Path, opts: GenerateOptions) -> GenerateReport:
         for source in ("billing", "care", "campaign_outcomes"):
             if source in tables:
                 eligible[source] = np.ones(tables[source].num_rows, bool)
+        _drain(pending, faults_out)
+        writes: list[Future[Any]] = []
         for source, table in tables.items():
             fault_rows, reasons = np.array([], dtype=np.int64), []
             if opts.bad_rows > 0:
                 table, fault_rows, reasons = inject_faults(
                     table, source, month, opts.bad_rows, eligible[source], rng, opts.fmt
                 )
-            for future in pending:
-                future.result()
-            pending = [
+            writes.append(
                 pool.submit(
                     _write_and_record,
                     root,
@@ -467,9 +481,8 @@ def generate(landing_root: str | Path, opts: GenerateOptions) -> GenerateReport:
                     reasons,
                     opts,
                     int(rng.integers(0, 2**31)),
-                    faults_out,
                 )
-            ]
+            )
             summary["source_months"][f"{source}/{month}"] = {
                 "rows": table.num_rows,
                 "faults": int(fault_rows.size),
@@ -485,9 +498,9 @@ def generate(landing_root: str | Path, opts: GenerateOptions) -> GenerateReport:
             }
             report.rows[source] = report.rows.get(source, 0) + table.num_rows
         report.cdr_rows += month_cdr.num_rows
+        pending = writes
         if opts.file_faults and is_last:
-            for future in pending:
-                future.result()
+            _drain(pending, faults_out)
             summary["file_faults"] = _file_faults(root, month, tables)
         log.info(
             "generated %s: %d subscribers, %d CDRs (churn prepaid %.3f, postpaid %.3f)",
@@ -497,8 +510,7 @@ def generate(landing_root: str | Path, opts: GenerateOptions) -> GenerateReport:
             out.stats["churn_prepaid"],
             out.stats["churn_postpaid"],
         )
-    for future in pending:
-        future.result()
+    _drain(pending, faults_out)
     pool.shutdown()
     faults_out.close()
     report.seconds = time.perf_counter() - t0

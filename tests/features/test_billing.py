@@ -73,12 +73,13 @@ def test_arpu_bill_shock_overdue_and_topups(spark):
 
 def test_roaming_features(spark):
     population, bills = _frames(spark)
+    countries = spark.createDataFrame([("P", 2)], "subscriber_id string, roaming_countries__0 long")
     summary = spark.createDataFrame(
-        [("P", 4, 3, 2, 1.5, 10, ["FR", "ES"])],
+        [("P", 4, 3, 2, 1.5, 10)],
         "subscriber_id string, roaming_events__0 long, roaming_out_events__0 long, roaming_days__0 long, "
-        "roaming_data_mb__0 double, events__0 long, roaming_countries__0 array<string>",
+        "roaming_data_mb__0 double, events__0 long",
     )
-    out = compute_roaming_features(population, summary, bills, month="2024-03", trend_months=3)
+    out = compute_roaming_features(population, summary, countries, bills, month="2024-03", trend_months=3)
     rows = {r.subscriber_id: r.asDict() for r in out.collect()}
     p, q = rows["P"], rows["Q"]
     assert (p["roaming_events_m0"], p["roaming_days_m0"], p["roaming_countries_m0"]) == (4, 2, 2)

@@ -113,3 +113,22 @@ def test_month_without_cdr_data_is_unknown(spark):
     a = _usage(spark, available=("2024-02", "2024-03"))["A"]
     assert a["voice_out_min_avg_3m"] == pytest.approx(3.5)
     assert a["usage_history_months"] == 2
+
+
+def test_roaming_countries_of_the_month(spark):
+    from features.usage import count_roaming_countries
+
+    rows = [
+        _cdr("A", T(2024, 3, 2, 9), "data", "out", 60, 10, roaming=True, country="FR"),
+        _cdr("A", T(2024, 3, 3, 9), "voice", "out", 60, roaming=True, country="FR"),
+        _cdr("A", T(2024, 3, 31, 23), "sms", "in", roaming=True, country="ES"),
+        # February's trip is not this month's
+        _cdr("A", T(2024, 2, 27, 9), "voice", "out", 60, roaming=True, country="DE"),
+        _cdr("B", T(2024, 3, 2, 9), "voice", "out", 60),
+    ]
+    cdr = select_cdr_window(spark.createDataFrame(rows, CDR_SCHEMA), month="2024-03", params=FeatureParams())
+    got = {
+        r.subscriber_id: r.roaming_countries__0
+        for r in count_roaming_countries(cdr, month="2024-03").collect()
+    }
+    assert got == {"A": 2}
