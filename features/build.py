@@ -80,6 +80,14 @@ def select_cdr_window(cdr: DataFrame, *, month: str, params: FeatureParams) -> D
     return cdr.where(known).select(*CDR_COLUMNS)
 
 
+def summarize_cdr(cdr_window: DataFrame, *, month: str, params: FeatureParams) -> DataFrame:
+    """The one pass over the window's CDRs: subscriber-day, then one row per subscriber (see usage)."""
+    daily = compute_cdr_daily(
+        cdr_window, night_start_hour=params.night_start_hour, night_end_hour=params.night_end_hour
+    )
+    return summarize_cdr_months(daily, month=month, trend_months=params.trend_months)
+
+
 def build_feature_frame(
     *,
     month: str,
@@ -89,12 +97,15 @@ def build_feature_frame(
     care: DataFrame,
     available_cdr_months: Sequence[str],
     params: FeatureParams,
+    cdr_summary: DataFrame | None = None,
 ) -> DataFrame:
     """One row per subscriber active at the end of ``month``, key ``(subscriber_id, month)``.
 
     ``snapshots``: the subscription table (any months; only M, M-1 and the contagion window up to M are
     read). ``cdr_window``: from :func:`select_cdr_window`. ``billing`` / ``care``: the silver tables.
     ``available_cdr_months``: months whose CDRs are loaded (others count as unknown, not as zero usage).
+    ``cdr_summary``: :func:`summarize_cdr` of the window, when the caller cached it. Three families read
+    it, each a different column subset, so Spark would otherwise aggregate the CDRs three times.
     """
     p = params
     n = p.trend_months
@@ -108,10 +119,7 @@ def build_feature_frame(
     tenure = compute_tenure_features(
         population, previous, month=month, boundaries=p.cohort_boundaries, names=p.cohort_names
     )
-    daily = compute_cdr_daily(
-        cdr_window, night_start_hour=p.night_start_hour, night_end_hour=p.night_end_hour
-    )
-    summary = summarize_cdr_months(daily, month=month, trend_months=n)
+    summary = cdr_summary if cdr_summary is not None else summarize_cdr(cdr_window, month=month, params=p)
     usage = compute_usage_features(
         population, summary, month=month, trend_months=n, available_months=available_cdr_months
     )

@@ -16,7 +16,13 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from features.build import FeatureParams, build_feature_frame, cdr_window_months, select_cdr_window
+from features.build import (
+    FeatureParams,
+    build_feature_frame,
+    cdr_window_months,
+    select_cdr_window,
+    summarize_cdr,
+)
 from features.calendar import months_between
 from features.labels import compute_labels, label_window, prepaid_inactive_subscribers
 from pipelines.config import Config
@@ -103,19 +109,22 @@ def build_features_month(spark: SparkSession, cfg: Config, month: str) -> Featur
             log.warning(
                 "%s: no CDRs for %s: usage of those months is null (unknown)", month, ", ".join(missing)
             )
+        # the window itself is not cached (two scans of pruned Parquet columns cost less than
+        # materialising it); its per-subscriber summary, read by three families, is
         cdr_window = select_cdr_window(lake.read("cdr"), month=month, params=params)
-        cdr_window = cdr_window.persist(StorageLevel.MEMORY_AND_DISK)
+        log.info("%s: building features (CDR months %s)", month, ", ".join(available))
+        summary = summarize_cdr(cdr_window, month=month, params=params).persist(StorageLevel.MEMORY_AND_DISK)
+        frame = build_feature_frame(
+            cdr_summary=summary,
+            month=month,
+            snapshots=lake.read("subscriptions"),
+            cdr_window=cdr_window,
+            billing=lake.read("billing"),
+            care=lake.read("care"),
+            available_cdr_months=available,
+            params=params,
+        )
         try:
-            log.info("%s: building features (CDR months %s)", month, ", ".join(available))
-            frame = build_feature_frame(
-                month=month,
-                snapshots=lake.read("subscriptions"),
-                cdr_window=cdr_window,
-                billing=lake.read("billing"),
-                care=lake.read("care"),
-                available_cdr_months=available,
-                params=params,
-            )
             result = lake.write(
                 frame,
                 "features_monthly",
@@ -125,7 +134,7 @@ def build_features_month(spark: SparkSession, cfg: Config, month: str) -> Featur
                 merge_schema=True,
             )
         finally:
-            cdr_window.unpersist()
+            summary.unpersist()
         stats = (
             lake.read("features_monthly")
             .where(F.col("month") == month)
