@@ -32,12 +32,9 @@ REASONS_COL = "_reasons"
 def _parse(raw: SparkColumn, kind: str) -> SparkColumn:
     if kind in ("string", "month"):
         return raw
-    if kind == "int":
-        return F.when(raw.rlike(r"^\s*[+-]?\d{1,10}\s*$"), F.trim(raw).cast("int"))
-    if kind == "bigint":
-        return F.when(raw.rlike(r"^\s*[+-]?\d{1,19}\s*$"), F.trim(raw).cast("bigint"))
-    if kind == "decimal":
-        return F.when(raw.rlike(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"), F.trim(raw).cast(DECIMAL))
+    if kind in ("int", "bigint", "decimal"):
+        # ANSI semantics whatever the session says: "1.5" is not an int, an overflow is not a value
+        return F.trim(raw).try_cast(SPARK_TYPES[kind])
     if kind == "boolean":
         low = F.lower(F.trim(raw))
         return F.when(low.isin("true", "1"), F.lit(True)).when(low.isin("false", "0"), F.lit(False))
@@ -113,8 +110,8 @@ def validate_rows(
         if source == "cdr":
             checks.append(F.when(ts < F.lit(oldest), F.lit(C.TOO_OLD_EVENT)))
     checked = parsed.select(*parsed.columns, F.array_compact(F.array(*checks)).alias(REASONS_COL))
-    # raw values only where they are needed: the rejected rows
-    # (tested on the checks themselves: reading the reasons array twice would build it twice)
+    # raw values only where they are needed: the rejected rows (the condition reads the checks, not the
+    # reasons array: reading that twice would build it twice)
     raw_json = F.when(F.coalesce(*checks).isNotNull(), F.to_json(F.struct(*[F.col(n) for n in names])))
     return checked.select(
         *passthrough,

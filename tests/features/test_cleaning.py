@@ -52,3 +52,25 @@ def test_validate_rows_types_and_reasons(spark):
         "k4": (False, ["unparseable:contact_ts"]),
     }
     assert out.schema["contact_ts"].dataType == T.TimestampType()
+
+
+def test_numbers_parse_strictly_whatever_the_session_ansi_setting(spark):
+    from features import contract as C
+
+    cols = list(C.columns("billing"))
+    base = dict.fromkeys(cols, "0") | {"subscriber_id": "S1", "bill_month": "2024-02", "payment_date": None}
+    rows = [
+        base | {"overdue_days": " 12 ", "invoice_amount": "1e1"},
+        base | {"overdue_days": "1.5"},
+        base | {"topup_count": "9999999999"},
+        base | {"invoice_amount": "1,5"},
+    ]
+    schema = T.StructType([T.StructField(c, T.StringType()) for c in cols])
+    df = spark.createDataFrame([tuple(r[c] for c in cols) for r in rows], schema)
+    out = validate_rows(df, source="billing", month="2024-02", late_days=7).collect()
+    assert (out[0].overdue_days, float(out[0].invoice_amount), out[0]._reasons) == (12, 10.0, [])
+    assert [r._reasons for r in out[1:]] == [
+        ["unparseable:overdue_days"],
+        ["unparseable:topup_count"],
+        ["unparseable:invoice_amount"],
+    ]
