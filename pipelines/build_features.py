@@ -8,6 +8,7 @@ window has closed since.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -215,5 +216,16 @@ def write_labels(lake: Lake, month: str) -> list[str]:
         partition_by=["month"],
         replace_partitions={"month": todo},
     )
-    log.info("labels written for %s", ", ".join(todo))
+    summary = (
+        lake.read("labels_monthly")
+        .where(F.col("month").isin(*todo))
+        .groupBy("month", "label_status")
+        .count()
+        .collect()
+    )
+    by_month: dict[str, dict[str, int]] = {}
+    for r in summary:
+        by_month.setdefault(r.month, {})[r.label_status] = int(r["count"])
+    for m in todo:
+        log.info("labels %s: %s", m, json.dumps(by_month.get(m, {}), sort_keys=True))
     return todo

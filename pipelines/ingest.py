@@ -430,12 +430,18 @@ def _finish_source(
     report.rows_quarantined = sum(report.quarantine_by_reason.values())
     report.rows_read = good_count + report.rows_quarantined
     good = checked.where(F.size(REASONS_COL) == 0).drop(REASONS_COL, "_raw")
-    deduped = _add_partition_columns(_dedupe_repeated(good, list(C.KEYS[source])), source, month)
+    keys = list(C.KEYS[source])
+    if source == "subscriptions":
+        keys = ["subscriber_id"]
+    deduped = _add_partition_columns(_dedupe_repeated(good, keys), source, month)
     if source in ("cdr", "care"):
         deduped = _drop_loaded_elsewhere(lake, deduped, source, month)
-    report.rows_loaded, report.distinct_subscribers, report.daily_counts = _load_stats(deduped, source)
+    stats = _load_stats(deduped, source)
+    report.rows_loaded = stats.pop(None)[0] if None in stats else 0
     report.duplicates = good_count - report.rows_loaded
+    report.distinct_subscribers = int(stats.pop("_all", (0, 0))[1] or 0)
     if source == "cdr":
+        report.daily_counts = {d: n for d, (n, _) in stats.items()}
         report.late_records = sum(v for d, v in report.daily_counts.items() if not d.startswith(month))
     report.gate_failures = _gates(cfg, lake, report, deduped) if cfg.ingest.gates.enabled else []
     report.gates_overridden = bool(report.gate_failures) and override_gates
@@ -490,19 +496,28 @@ def _write_report(lake: Lake, df: DataFrame, table: str, source: str, month: str
     )
 
 
-def _load_stats(deduped: DataFrame, source: str) -> tuple[int, int, dict[str, int]]:
-    """One aggregation: rows loaded, approximate distinct subscribers and (CDRs) rows per event day.
+def _load_stats(deduped: DataFrame, source: str) -> dict[str | None, tuple[int, int]]:
+    """One aggregation: rows and approximate distinct subscribers, in total (key None) and per CDR day.
 
-    For CDRs the per-day rows and the total come from one ``rollup`` (its total row has a null day).
+    For CDRs the per-day rows and the total come from one ``rollup``; the total's distinct count is under
+    the key "_all".
     """
-    count, subs = F.count("*").alias("n"), F.approx_count_distinct("subscriber_id").alias("subs")
     if source != "cdr":
-        r = deduped.agg(count, subs).first()
-        return int(r.n), int(r.subs), {}
-    rows = deduped.rollup(F.date_format("event_ts", "yyyy-MM-dd").alias("d")).agg(count, subs).collect()
-    total = next((r for r in rows if r.d is None), None)
-    daily = {r.d: int(r.n) for r in rows if r.d is not None}
-    return (int(total.n), int(total.subs), daily) if total else (0, 0, daily)
+        r = deduped.agg(F.count("*").alias("n"), F.approx_count_distinct("subscriber_id").alias("d")).first()
+        return {None: (int(r.n), int(r.d)), "_all": (int(r.n), int(r.d))}
+    rows = (
+        deduped.rollup(F.date_format("event_ts", "yyyy-MM-dd").alias("d"))
+        .agg(F.count("*").alias("n"), F.approx_count_distinct("subscriber_id").alias("subs"))
+        .collect()
+    )
+    out: dict[str | None, tuple[int, int]] = {}
+    for r in rows:
+        if r.d is None:
+            out[None] = (int(r.n), int(r.subs))
+            out["_all"] = (int(r.n), int(r.subs))
+        else:
+            out[r.d] = (int(r.n), int(r.subs))
+    return out
 
 
 def _add_partition_columns(df: DataFrame, source: str, month: str) -> DataFrame:

@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,63 +90,112 @@ def _strings(values: Any) -> pa.Array:
     )
 
 
-def _numbers(values: np.ndarray, *, null_below_zero: bool = False) -> pa.Array:
-    return pc.cast(pa.array(values, mask=values < 0 if null_below_zero else None), pa.string())
+def _numbers(values: np.ndarray) -> pa.Array:
+    return pc.cast(pa.array(values), pa.string())
 
 
 def _bools(values: np.ndarray) -> pa.Array:
     return pc.cast(pa.array(np.asarray(values, dtype=bool)), pa.string())
 
 
-PARALLEL_WRITE_ROWS = 200_000  # sources at least this big are formatted and written two at a time
-
-# Ids are integers in the simulation and prefixed text in the extracts: column -> (prefix, digits).
-ID_FORMATS = {
-    "subscriber_id": ("S", 7),
-    "customer_id": ("C", 7),
-    "household_id": ("H", 7),
-    "record_id": ("R", 11),
-    "contact_id": ("K", 9),
-}
-
-
-def _format_column(column: C.Column, values: Any) -> pa.Array:
-    """One simulated column as the contract's text, by the column's kind in the contract."""
-    if column.name in ID_FORMATS:
-        prefix, width = ID_FORMATS[column.name]
-        return _ids(prefix, values, width)
-    if column.kind == "date":
-        return _dates(values)
-    if column.kind == "timestamp":
-        return _timestamps(values)
-    if column.kind == "boolean":
-        return _bools(values)
-    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":
-        # a nullable integer is simulated with -1 for "unknown"
-        return _numbers(values, null_below_zero=column.nullable and column.kind == "int")
-    return _strings(values)
-
-
 def format_month(out: MonthOutput) -> dict[str, pa.Table]:
     """All sources of a month as string tables in the contract's text formats."""
-    tables = {}
-    for source in C.SOURCES:
-        raw = getattr(out, source)
-        if raw is None:
-            continue
-        columns = C.CONTRACT[source]
-        first = raw[columns[0].name]
-        rows = len(first[0] if isinstance(first, tuple) else first)
-
-        def make(column: C.Column, raw: dict[str, Any] = raw) -> pa.Array:
-            return _format_column(column, raw[column.name])
-
-        if rows >= PARALLEL_WRITE_ROWS:  # Arrow's kernels release the GIL: big sources in parallel
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                arrays = list(pool.map(make, columns))
-        else:
-            arrays = [make(c) for c in columns]
-        tables[source] = pa.table(dict(zip((c.name for c in columns), arrays, strict=True)))
+    s = out.subscriptions
+    subs = pa.table(
+        {
+            "subscriber_id": _ids("S", s["subscriber_id"]),
+            "msisdn": _numbers(s["msisdn"]),
+            "customer_id": _ids("C", s["customer_id"]),
+            "household_id": _ids("H", s["household_id"]),
+            "segment": _strings(s["segment"]),
+            "plan_type": _strings(s["plan_type"]),
+            "plan_id": _strings(s["plan_id"]),
+            "monthly_fee": _numbers(s["monthly_fee"]),
+            "activation_date": _dates(s["activation_date"]),
+            "contract_end_date": _dates(s["contract_end_date"]),
+            "status": _strings(s["status"]),
+            "deactivation_date": _dates(s["deactivation_date"]),
+            "deactivation_reason": _strings(s["deactivation_reason"]),
+            "port_out_operator": _strings(s["port_out_operator"]),
+            "acquisition_channel": _strings(s["acquisition_channel"]),
+            "region": _strings(s["region"]),
+            "handset_age_months": pc.cast(
+                pa.array(s["handset_age_months"], pa.int64(), mask=s["handset_age_months"] < 0), pa.string()
+            ),
+            "marketing_consent": _bools(s["marketing_consent"]),
+            "snapshot_date": _dates(s["snapshot_date"]),
+        }
+    )
+    c = out.cdr
+    cdr_columns: dict[str, Callable[[], pa.Array]] = {
+        "record_id": lambda: _ids("R", c["record_id"], 11),
+        "msisdn": lambda: _numbers(c["msisdn"]),
+        "event_ts": lambda: _timestamps(c["event_ts"]),
+        "event_type": lambda: _strings(c["event_type"]),
+        "direction": lambda: _strings(c["direction"]),
+        "duration_s": lambda: _numbers(c["duration_s"]),
+        "volume_kb": lambda: _numbers(c["volume_kb"]),
+        "other_party": lambda: _strings(c["other_party"]),
+        "other_party_operator": lambda: _strings(c["other_party_operator"]),
+        "cell_id": lambda: _strings(c["cell_id"]),
+        "roaming": lambda: _bools(c["roaming"]),
+        "roaming_country": lambda: _strings(c["roaming_country"]),
+        "charge": lambda: _numbers(c["charge"]),
+    }
+    # Arrow's kernels release the GIL: the CDR columns (millions of rows) are formatted side by side
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        cdr = pa.table(
+            dict(zip(cdr_columns, pool.map(lambda make: make(), cdr_columns.values()), strict=True))
+        )
+    b = out.billing
+    billing = pa.table(
+        {
+            "subscriber_id": _ids("S", b["subscriber_id"]),
+            "bill_month": _strings(b["bill_month"]),
+            **{
+                k: _numbers(b[k])
+                for k in (
+                    "invoice_amount",
+                    "recurring_charge",
+                    "usage_charge",
+                    "roaming_charge",
+                    "discount_amount",
+                    "paid_amount",
+                )
+            },
+            "payment_date": _dates(b["payment_date"]),
+            "overdue_days": _numbers(b["overdue_days"]),
+            "balance_due": _numbers(b["balance_due"]),
+            "topup_count": _numbers(b["topup_count"]),
+            "topup_amount": _numbers(b["topup_amount"]),
+        }
+    )
+    k = out.care
+    care = pa.table(
+        {
+            "contact_id": _ids("K", k["contact_id"], 9),
+            "subscriber_id": _ids("S", k["subscriber_id"]),
+            "contact_ts": _timestamps(k["contact_ts"]),
+            "channel": _strings(k["channel"]),
+            "category": _strings(k["category"]),
+            "resolved": _bools(k["resolved"]),
+        }
+    )
+    tables = {"subscriptions": subs, "cdr": cdr, "billing": billing, "care": care}
+    if out.campaign_outcomes is not None:
+        o = out.campaign_outcomes
+        tables["campaign_outcomes"] = pa.table(
+            {
+                "campaign_month": _strings(o["campaign_month"]),
+                "subscriber_id": _ids("S", o["subscriber_id"]),
+                "offer_id": _strings(o["offer_id"]),
+                "channel": _strings(o["channel"]),
+                "contacted": _bools(o["contacted"]),
+                "accepted": _bools(o["accepted"]),
+                "contact_ts": _timestamps(o["contact_ts"]),
+                "feedback_code": _strings(o["feedback_code"]),
+            }
+        )
     return tables
 
 
@@ -253,6 +303,9 @@ def _write_part(table: pa.Table, path: Path, fmt: str, gz: bool) -> None:
             pacsv.write_csv(table, stream)
     else:
         pacsv.write_csv(table, str(path))
+
+
+PARALLEL_WRITE_ROWS = 200_000
 
 
 def write_source_month(

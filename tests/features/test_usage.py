@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from features.build import FeatureParams, select_cdr_window, summarize_cdr
-from features.usage import compute_usage_features
+from features.build import FeatureParams, select_cdr_window
+from features.usage import compute_cdr_daily, compute_usage_features, summarize_cdr_months
 
 CDR_SCHEMA = (
     "subscriber_id string, event_ts timestamp, event_type string, direction string, duration_s int, "
@@ -44,7 +44,8 @@ POPULATION = [("A", dt.date(2023, 1, 15)), ("B", dt.date(2024, 3, 10)), ("C", dt
 def _usage(spark, available=("2024-01", "2024-02", "2024-03")):
     params = FeatureParams()
     cdr = select_cdr_window(spark.createDataFrame(CDRS, CDR_SCHEMA), month="2024-03", params=params)
-    summary = summarize_cdr(cdr, month="2024-03", params=params)
+    daily = compute_cdr_daily(cdr, night_start_hour=22, night_end_hour=6)
+    summary = summarize_cdr_months(daily, month="2024-03", trend_months=3)
     population = spark.createDataFrame(POPULATION, "subscriber_id string, activation_date date")
     out = compute_usage_features(
         population, summary, month="2024-03", trend_months=3, available_months=list(available)
