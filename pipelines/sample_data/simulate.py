@@ -59,6 +59,7 @@ QUARANTINE_MONTHS = 3  # months a deactivated number rests before it is reassign
 MSISDN_BASE = 37060000000
 N_EXTERNAL = 20000
 K_CONTACTS = 8
+NIGHT_HOURS = np.array([22, 23, 0, 1, 2, 3, 4, 5])
 EVENT_TYPES = np.array(["voice", "sms", "data"])
 DIRECTIONS = np.array(["out", "in"])
 OPERATOR_LABELS = np.array(["own", "OP_B", "OP_C", "OP_D", "fixed", "intl"])
@@ -487,7 +488,9 @@ class OperatorSimulation:
         sub = idx[owner]
         day = first[owner] + (rng.random(total) * span_days[owner]).astype(int)
         night = rng.random(total) < self.night[sub]
-        hour = np.where(night, rng.choice([22, 23, 0, 1, 2, 3, 4, 5], total), rng.integers(7, 22, total))
+        hour = np.where(
+            night, NIGHT_HOURS[rng.integers(0, NIGHT_HOURS.size, total)], rng.integers(7, 22, total)
+        )
         ts = start_s + day * 86400 + hour * 3600 + rng.integers(0, 3600, total)
         kind = rng.random(total)
         data_share = self.data_share[sub]
@@ -496,12 +499,13 @@ class OperatorSimulation:
         is_voice = ~is_data & ~is_sms
         event_type = np.where(is_data, 2, np.where(is_sms, 1, 0))
         out_dir = is_data | (rng.random(total) < 0.55)
-        duration = np.where(
-            is_voice,
-            rng.lognormal(4.2, 1.0, total).astype(np.int64) + 1,
-            np.where(is_data, rng.integers(30, 3600, total), 0),
-        )
-        volume = np.where(is_data, rng.lognormal(9.5, 1.3, total).astype(np.int64), 0)
+        # lengths and volumes drawn only for the rows that have them
+        voice_rows, data_rows = np.flatnonzero(is_voice), np.flatnonzero(is_data)
+        duration = np.zeros(total, np.int64)
+        duration[voice_rows] = rng.lognormal(4.2, 1.0, voice_rows.size).astype(np.int64) + 1
+        duration[data_rows] = rng.integers(30, 3600, data_rows.size)
+        volume = np.zeros(total, np.int64)
+        volume[data_rows] = rng.lognormal(9.5, 1.3, data_rows.size).astype(np.int64)
         # the other party: own-network contacts (their hashed msisdn) or external numbers
         in_ep = self.episode_start[sub] >= 0
         comp = np.clip(
@@ -534,8 +538,15 @@ class OperatorSimulation:
         trip_start = rng.integers(0, ndays, idx.size)
         trip_len = rng.integers(3, 12, idx.size)
         country = rng.integers(0, COUNTRIES.size, idx.size)
-        roaming = trip[owner] & (day >= trip_start[owner]) & (day < trip_start[owner] + trip_len[owner])
-        roaming_country = np.where(roaming, country[owner], -1)
+        travel = np.flatnonzero(trip[owner])  # only the rows of travellers can be abroad
+        t_owner = owner[travel]
+        abroad = (day[travel] >= trip_start[t_owner]) & (
+            day[travel] < trip_start[t_owner] + trip_len[t_owner]
+        )
+        roaming = np.zeros(total, bool)
+        roaming[travel] = abroad
+        roaming_country = np.full(total, -1, np.int64)
+        roaming_country[travel[abroad]] = country[t_owner[abroad]]
         # rating: prepaid pays per use, postpaid mostly inside the plan; roaming is charged
         prepaid = self.plan[sub] < 3
         charge = np.where(
@@ -573,16 +584,18 @@ class OperatorSimulation:
         return cdr, charges, roam_charges
 
     def _msisdn_hash(self) -> np.ndarray:
-        """Hash of each subscriber's current number (cached by number)."""
-        cache = getattr(self, "_hash_cache", None)
-        if cache is None:
-            cache = {}
-            self._hash_cache = cache
+        """Hash of each subscriber's current number; only numbers new to a slot are hashed."""
         numbers = self.msisdn[: self.n]
-        missing = [int(x) for x in np.unique(numbers) if int(x) not in cache]
-        for number in missing:
-            cache[number] = hashlib.sha256(str(number).encode()).hexdigest()
-        return np.array([cache[int(x)] for x in numbers], dtype=object)
+        known = getattr(self, "_hashed_numbers", np.empty(0, np.int64))
+        hashes = getattr(self, "_hashes", np.empty(0, object))
+        if known.size < numbers.size:
+            known = np.concatenate([known, np.full(numbers.size - known.size, -1, np.int64)])
+            hashes = np.concatenate([hashes, np.empty(numbers.size - hashes.size, object)])
+        for i in np.flatnonzero(known != numbers):
+            hashes[i] = hashlib.sha256(str(int(numbers[i])).encode()).hexdigest()
+        known[:] = numbers
+        self._hashed_numbers, self._hashes = known, hashes
+        return hashes
 
     def _billing(
         self,

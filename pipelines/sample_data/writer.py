@@ -7,7 +7,6 @@ written, late records, duplicates, and file-level faults), so tests can check in
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import shutil
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from isal import igzip
 
 from features import contract as C
 from features.calendar import add_months, month_start
@@ -57,13 +57,23 @@ class GenerateReport:
     churn: list[dict[str, float]] = field(default_factory=list)
 
 
+PARALLEL_WRITE_ROWS = 200_000  # sources at least this big are formatted and written on two threads
+
+
 # ------------------------------------------------------------------------------- formatting
-def _ids(prefix: str, values: np.ndarray, width: int = 7) -> pa.Array:
+def _ids(prefix: str, values: np.ndarray, width: int = 9) -> pa.Array:
+    """``prefix`` and ``width`` zero-padded digits; negative values are null."""
     values = np.asarray(values, dtype=np.int64)
     mask = values < 0
+    if values.size and values.max() >= 10**width:  # a wider id would not match the same line's others
+        raise ValueError(f"{prefix} ids need more than {width} digits: generate fewer subscribers")
+    # 10**width + v prints as "1" and ``width`` digits: every string has the same length, so the lead
+    # digit of each is swapped for the prefix right in the data buffer
     text = pc.cast(pa.array(np.where(mask, 0, values) + 10**width), pa.string())
-    text = pc.utf8_replace_slice(text, 0, 1, prefix)
-    return pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), text)
+    data = np.frombuffer(text.buffers()[2], np.uint8, count=values.size * (width + 1)).copy()
+    data[:: width + 1] = ord(prefix)
+    valid = pa.array(~mask).buffers()[1] if mask.any() else None
+    return pa.StringArray.from_buffers(values.size, text.buffers()[1], pa.py_buffer(data), valid)
 
 
 def _dates(values: np.ndarray) -> pa.Array:
@@ -98,8 +108,37 @@ def _bools(values: np.ndarray) -> pa.Array:
     return pc.cast(pa.array(np.asarray(values, dtype=bool)), pa.string())
 
 
+def _rows(values: Any, rows: np.ndarray) -> Any:
+    return (values[0][rows], values[1]) if isinstance(values, tuple) else values[rows]
+
+
+def format_cdr(cdr: dict[str, Any], rows: np.ndarray) -> pa.Table:
+    """The given rows of the simulated CDRs as a string table in the contract's text formats."""
+    c = {name: _rows(values, rows) for name, values in cdr.items() if not name.startswith("_")}
+    columns: dict[str, Callable[[], pa.Array]] = {
+        "record_id": lambda: _ids("R", c["record_id"], 12),
+        "msisdn": lambda: _numbers(c["msisdn"]),
+        "event_ts": lambda: _timestamps(c["event_ts"]),
+        "event_type": lambda: _strings(c["event_type"]),
+        "direction": lambda: _strings(c["direction"]),
+        "duration_s": lambda: _numbers(c["duration_s"]),
+        "volume_kb": lambda: _numbers(c["volume_kb"]),
+        "other_party": lambda: _strings(c["other_party"]),
+        "other_party_operator": lambda: _strings(c["other_party_operator"]),
+        "cell_id": lambda: _strings(c["cell_id"]),
+        "roaming": lambda: _bools(c["roaming"]),
+        "roaming_country": lambda: _strings(c["roaming_country"]),
+        "charge": lambda: _numbers(c["charge"]),
+    }
+    if rows.size < PARALLEL_WRITE_ROWS:
+        return pa.table({name: make() for name, make in columns.items()})
+    # Arrow's kernels release the GIL: the columns of millions of rows are formatted side by side
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return pa.table(dict(zip(columns, pool.map(lambda make: make(), columns.values()), strict=True)))
+
+
 def format_month(out: MonthOutput) -> dict[str, pa.Table]:
-    """All sources of a month as string tables in the contract's text formats."""
+    """The sources of a month other than the CDRs as string tables in the contract's text formats."""
     s = out.subscriptions
     subs = pa.table(
         {
@@ -126,27 +165,6 @@ def format_month(out: MonthOutput) -> dict[str, pa.Table]:
             "snapshot_date": _dates(s["snapshot_date"]),
         }
     )
-    c = out.cdr
-    cdr_columns: dict[str, Callable[[], pa.Array]] = {
-        "record_id": lambda: _ids("R", c["record_id"], 11),
-        "msisdn": lambda: _numbers(c["msisdn"]),
-        "event_ts": lambda: _timestamps(c["event_ts"]),
-        "event_type": lambda: _strings(c["event_type"]),
-        "direction": lambda: _strings(c["direction"]),
-        "duration_s": lambda: _numbers(c["duration_s"]),
-        "volume_kb": lambda: _numbers(c["volume_kb"]),
-        "other_party": lambda: _strings(c["other_party"]),
-        "other_party_operator": lambda: _strings(c["other_party_operator"]),
-        "cell_id": lambda: _strings(c["cell_id"]),
-        "roaming": lambda: _bools(c["roaming"]),
-        "roaming_country": lambda: _strings(c["roaming_country"]),
-        "charge": lambda: _numbers(c["charge"]),
-    }
-    # Arrow's kernels release the GIL: the CDR columns (millions of rows) are formatted side by side
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        cdr = pa.table(
-            dict(zip(cdr_columns, pool.map(lambda make: make(), cdr_columns.values()), strict=True))
-        )
     b = out.billing
     billing = pa.table(
         {
@@ -173,7 +191,7 @@ def format_month(out: MonthOutput) -> dict[str, pa.Table]:
     k = out.care
     care = pa.table(
         {
-            "contact_id": _ids("K", k["contact_id"], 9),
+            "contact_id": _ids("K", k["contact_id"], 10),
             "subscriber_id": _ids("S", k["subscriber_id"]),
             "contact_ts": _timestamps(k["contact_ts"]),
             "channel": _strings(k["channel"]),
@@ -181,7 +199,7 @@ def format_month(out: MonthOutput) -> dict[str, pa.Table]:
             "resolved": _bools(k["resolved"]),
         }
     )
-    tables = {"subscriptions": subs, "cdr": cdr, "billing": billing, "care": care}
+    tables = {"subscriptions": subs, "billing": billing, "care": care}
     if out.campaign_outcomes is not None:
         o = out.campaign_outcomes
         tables["campaign_outcomes"] = pa.table(
@@ -295,16 +313,22 @@ def typed(table: pa.Table, source: str) -> pa.Table:
 
 
 # ------------------------------------------------------------------------------------ writing
-def _write_part(table: pa.Table, path: Path, fmt: str, gz: bool) -> None:
+def _write_part(table: pa.Table, path: Path, fmt: str, gz: bool, quoting: str) -> None:
     if fmt == "parquet":
         pq.write_table(table, path)
-    elif gz:  # Python's gzip at level 1: Arrow's gzip stream is ten times slower here
-        with gzip.open(path, "wb", compresslevel=1) as stream:
-            pacsv.write_csv(table, stream)
+        return
+    options = pacsv.WriteOptions(quoting_style=quoting)
+    if gz:  # ISA-L's gzip at level 1: twice as fast as zlib's level 1, and it releases the GIL
+        with igzip.open(path, "wb", compresslevel=1) as stream:
+            pacsv.write_csv(table, stream, options)
     else:
-        pacsv.write_csv(table, str(path))
+        pacsv.write_csv(table, str(path), options)
 
 
+# Generated CDR text never needs quotes (codes, digits, hex; its fault values hold no comma or quote),
+# and unquoted text is a sixth smaller to write and compress. Arrow refuses to write a value that would
+# need quotes under "none", so a change that breaks this fails loudly. Other sources keep quoting.
+UNQUOTED_SOURCES = frozenset({"cdr"})
 PARALLEL_WRITE_ROWS = 200_000
 
 
@@ -326,6 +350,7 @@ def write_source_month(
     n = table.num_rows
     parts = max(1, min(opts.files_per_month, n)) if n else 1
     bounds = np.linspace(0, n, parts + 1).astype(int)
+    quoting = "none" if source in UNQUOTED_SOURCES else "needed"
     records = []
     jobs = []
     for p in range(parts):
@@ -339,7 +364,7 @@ def write_source_month(
             part = part.append_column("extract_system", pa.repeat(pa.scalar("mediation-01"), part.num_rows))
         gz = opts.fmt == "csv" and rng.random() < opts.gzip_share
         name = f"part-{p:03d}." + ("parquet" if opts.fmt == "parquet" else "csv.gz" if gz else "csv")
-        jobs.append((part, folder / name, opts.fmt, gz))
+        jobs.append((part, folder / name, opts.fmt, gz, quoting))
         in_part = (fault_rows >= lo) & (fault_rows < hi)
         for row, reason in zip(
             fault_rows[in_part], np.asarray(fault_reasons, dtype=object)[in_part], strict=True
@@ -374,120 +399,86 @@ def _file_faults(root: Path, month: str, tables: dict[str, pa.Table]) -> list[di
     ]
 
 
-def _write_and_record(
-    root: Path,
-    source: str,
-    month: str,
-    table: pa.Table,
-    fault_rows: np.ndarray,
-    reasons: list[str],
-    opts: GenerateOptions,
-    seed: int,
-) -> list[dict[str, Any]]:
-    return write_source_month(
-        root, source, month, table, fault_rows, reasons, opts, np.random.default_rng(seed)
-    )
+class _MonthFinisher:
+    """Formats a simulated month, splits late and duplicated CDRs, injects faults and writes the files.
 
+    Months are finished strictly in order (one at a time) with the writer's own random stream, so the
+    output is deterministic for a seed while the next month is simulated beside it.
+    """
 
-def _drain(pending: list[Future[Any]], faults_out: Any) -> None:
-    """Wait for the writes in flight; record their faults in submission order (deterministic)."""
-    for future in pending:
-        for record in future.result():
-            faults_out.write(json.dumps(record) + "\n")
-    pending.clear()
+    def __init__(self, root: Path, opts: GenerateOptions, report: GenerateReport, faults_out: Any) -> None:
+        self.root, self.opts, self.report, self.faults_out = root, opts, report, faults_out
+        self.rng = np.random.default_rng(opts.seed + 1)
+        self.summary: dict[str, Any] = {
+            "options": {**opts.__dict__, "months": list(opts.months)},
+            "source_months": {},
+            "file_faults": [],
+        }
+        self.carry: pa.Table | None = None  # late and duplicated CDRs for the next month's folder
+        self.carry_late = self.carry_dup = 0
+        self.prev_ids: np.ndarray | None = None
+        self.pool = ThreadPoolExecutor(max_workers=2)  # Arrow's CSV writer and ISA-L release the GIL
 
-
-def generate(landing_root: str | Path, opts: GenerateOptions) -> GenerateReport:
-    """Simulate and write ``opts.months`` (consecutive) of all five sources under ``landing_root``."""
-    t0 = time.perf_counter()
-    root = Path(landing_root)
-    root.mkdir(parents=True, exist_ok=True)
-    months = list(opts.months)
-    first = add_months(months[0], -BURN_IN_MONTHS)
-    sim = OperatorSimulation(opts.subscribers, opts.seed, first, opts.events_per_subscriber)
-    rng = np.random.default_rng(opts.seed + 1)
-    manifest_dir = root / MANIFEST_DIR
-    manifest_dir.mkdir(exist_ok=True)
-    faults_out = (manifest_dir / "faults.jsonl").open("w")
-    summary: dict[str, Any] = {
-        "options": {**opts.__dict__, "months": months},
-        "source_months": {},
-        "file_faults": [],
-    }
-    report = GenerateReport()
-    carry: pa.Table | None = None  # late and duplicated CDRs for the next month's folder
-    carry_late = carry_dup = 0
-    prev_ids: np.ndarray | None = None
-    for _ in range(BURN_IN_MONTHS):
-        sim.step(emit=False)
-    # write month i's sources on two threads while month i+1 is simulated (Arrow's CSV writer and zlib
-    # release the GIL); at most one month is in flight, so memory stays bounded
-    pool = ThreadPoolExecutor(max_workers=2)
-    pending: list[Future[Any]] = []
-    for i, month in enumerate(months):
-        out = sim.step()
+    def finish(self, month: str, out: MonthOutput, is_last: bool) -> None:
+        opts, rng, report = self.opts, self.rng, self.report
         report.churn.append({"month": month, **out.stats})
-        tables = format_month(out)
-        cdr = tables["cdr"]
-        n = cdr.num_rows
-        event_ts = out.cdr["event_ts"]
-        last_week = event_ts >= (
+        n = out.cdr["event_ts"].size
+        last_week = out.cdr["event_ts"] >= (
             np.datetime64(month_start(add_months(month, 1))) - np.timedelta64(7, "D")
         ).astype("datetime64[s]").astype(np.int64)
-        is_last = i == len(months) - 1
         late = last_week & (rng.random(n) < LATE_SHARE) & (not is_last)
         dup = ~late & (rng.random(n) < DUPLICATE_SHARE)
         # a record redelivered in the next folder is a late one (older records would be too old there)
         dup_next = dup & last_week & (rng.random(n) < 0.6) & (not is_last)
         dup_same = dup & ~dup_next
-        now = cdr.filter(pa.array(~late))
-        dup_rows = cdr.filter(pa.array(dup_same))
-        parts = [p for p in (carry, now, dup_rows) if p is not None]
-        month_cdr = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        n_carried = carry.num_rows if carry is not None else 0
-        late_in, dup_in = carry_late, carry_dup
-        carry = cdr.filter(pa.array(late | dup_next))
-        carry_late, carry_dup = int(late.sum()), int(dup_next.sum())
-        tables["cdr"] = month_cdr
+        # this folder: last month's late records, this month's on-time ones, and repeats of some of them;
+        # the rows are picked before formatting, so the text is built once
+        dup_rows = np.flatnonzero(dup_same)
+        now = format_cdr(out.cdr, np.concatenate([np.flatnonzero(~late), dup_rows]))
+        month_cdr = pa.concat_tables([self.carry, now]) if self.carry is not None else now
+        n_carried = self.carry.num_rows if self.carry is not None else 0
+        late_in, dup_in = self.carry_late, self.carry_dup
+        self.carry = format_cdr(out.cdr, np.flatnonzero(late | dup_next))
+        self.carry_late, self.carry_dup = int(late.sum()), int(dup_next.sum())
+        tables = format_month(out)
+        tables = {"subscriptions": tables.pop("subscriptions"), "cdr": month_cdr, **tables}
         # faults go to rows that are neither carried-in, nor duplicated, nor to be duplicated
         eligible = {
-            "cdr": np.concatenate(
-                [np.zeros(n_carried, bool), ~(dup[~late]), np.zeros(dup_rows.num_rows, bool)]
-            ),
+            "cdr": np.concatenate([np.zeros(n_carried, bool), ~(dup[~late]), np.zeros(dup_rows.size, bool)]),
         }
         # a quarantined snapshot row must not orphan the subscriber: only those seen the month before
         sub_ids = out.subscriptions["subscriber_id"]
         eligible["subscriptions"] = (
-            np.isin(sub_ids, prev_ids) & (out.subscriptions["status"] == "active")
-            if prev_ids is not None
+            np.isin(sub_ids, self.prev_ids) & (out.subscriptions["status"] == "active")
+            if self.prev_ids is not None
             else np.zeros(sub_ids.size, bool)
         )
-        prev_ids = sub_ids
+        self.prev_ids = sub_ids
         for source in ("billing", "care", "campaign_outcomes"):
             if source in tables:
                 eligible[source] = np.ones(tables[source].num_rows, bool)
-        _drain(pending, faults_out)
-        writes: list[Future[Any]] = []
+        writes: list[Future[list[dict[str, Any]]]] = []
         for source, table in tables.items():
             fault_rows, reasons = np.array([], dtype=np.int64), []
             if opts.bad_rows > 0:
                 table, fault_rows, reasons = inject_faults(
                     table, source, month, opts.bad_rows, eligible[source], rng, opts.fmt
                 )
+            seed = int(rng.integers(0, 2**31))
             writes.append(
-                pool.submit(
-                    _write_and_record,
-                    root,
+                self.pool.submit(
+                    write_source_month,
+                    self.root,
                     source,
                     month,
                     table,
                     fault_rows,
                     reasons,
                     opts,
-                    int(rng.integers(0, 2**31)),
+                    np.random.default_rng(seed),
                 )
             )
-            summary["source_months"][f"{source}/{month}"] = {
+            self.summary["source_months"][f"{source}/{month}"] = {
                 "rows": table.num_rows,
                 "faults": int(fault_rows.size),
                 **(
@@ -502,10 +493,11 @@ def generate(landing_root: str | Path, opts: GenerateOptions) -> GenerateReport:
             }
             report.rows[source] = report.rows.get(source, 0) + table.num_rows
         report.cdr_rows += month_cdr.num_rows
-        pending = writes
+        for future in writes:  # faults recorded in submission order (deterministic)
+            for record in future.result():
+                self.faults_out.write(json.dumps(record) + "\n")
         if opts.file_faults and is_last:
-            _drain(pending, faults_out)
-            summary["file_faults"] = _file_faults(root, month, tables)
+            self.summary["file_faults"] = _file_faults(self.root, month, tables)
         log.info(
             "generated %s: %d subscribers, %d CDRs (churn prepaid %.3f, postpaid %.3f)",
             month,
@@ -514,12 +506,38 @@ def generate(landing_root: str | Path, opts: GenerateOptions) -> GenerateReport:
             out.stats["churn_prepaid"],
             out.stats["churn_postpaid"],
         )
-    _drain(pending, faults_out)
-    pool.shutdown()
-    faults_out.close()
+
+
+def generate(landing_root: str | Path, opts: GenerateOptions) -> GenerateReport:
+    """Simulate and write ``opts.months`` (consecutive) of all five sources under ``landing_root``."""
+    t0 = time.perf_counter()
+    root = Path(landing_root)
+    root.mkdir(parents=True, exist_ok=True)
+    months = list(opts.months)
+    sim = OperatorSimulation(
+        opts.subscribers, opts.seed, add_months(months[0], -BURN_IN_MONTHS), opts.events_per_subscriber
+    )
+    manifest_dir = root / MANIFEST_DIR
+    manifest_dir.mkdir(exist_ok=True)
+    report = GenerateReport()
+    with (manifest_dir / "faults.jsonl").open("w") as faults_out, ThreadPoolExecutor(1) as finisher:
+        finish = _MonthFinisher(root, opts, report, faults_out)
+        for _ in range(BURN_IN_MONTHS):
+            sim.step(emit=False)
+        # month i is finished (formatted and written) on another thread while month i+1 is simulated;
+        # at most one month waits, so memory stays bounded
+        pending: Future[None] | None = None
+        for i, month in enumerate(months):
+            out = sim.step()
+            if pending is not None:
+                pending.result()
+            pending = finisher.submit(finish.finish, month, out, i == len(months) - 1)
+        if pending is not None:
+            pending.result()
+        finish.pool.shutdown()
     report.seconds = time.perf_counter() - t0
-    summary["churn"] = report.churn
-    (manifest_dir / "manifest.json").write_text(json.dumps(summary, indent=1, default=str))
+    finish.summary["churn"] = report.churn
+    (manifest_dir / "manifest.json").write_text(json.dumps(finish.summary, indent=1, default=str))
     return report
 
 

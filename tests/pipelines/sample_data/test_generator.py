@@ -12,7 +12,7 @@ import pytest
 
 from features import contract as C
 from features.calendar import add_months
-from pipelines.sample_data.writer import GenerateOptions, generate, read_faults, read_manifest
+from pipelines.sample_data.writer import GenerateOptions, _ids, generate, read_faults, read_manifest
 from tests.conftest import GEN_MONTHS
 
 
@@ -76,10 +76,13 @@ def test_codes_and_formats_follow_the_contract(landing: Path):
     own = cdr[cdr.other_party_operator == "own"]["other_party"]
     assert own.str.fullmatch(r"[0-9a-f]{64}").all()
     assert cdr.loc[cdr.event_type == "data", "other_party"].isna().all()
+    assert cdr["record_id"].str.fullmatch(r"R\d{12}").all()
     roam = cdr[cdr.roaming == "true"]
     assert len(roam) > 0 and roam["roaming_country"].notna().all()
     subs = clean(read_source(landing, "subscriptions", month, True), faults, "subscriptions", month)
     assert subs["subscriber_id"].is_unique
+    assert subs["subscriber_id"].str.fullmatch(r"S\d{9}").all()
+    assert subs["household_id"].dropna().str.fullmatch(r"H\d{9}").all() and subs["household_id"].isna().any()
     assert (subs["snapshot_date"] == "2024-03-31").all()
     deact = subs[subs.status == "deactivated"]
     assert deact["deactivation_date"].str.startswith("2024-03").all()
@@ -91,6 +94,14 @@ def test_codes_and_formats_follow_the_contract(landing: Path):
     raw_subs = read_source(landing, "subscriptions", month)
     assert set(bills["subscriber_id"].dropna()) <= set(raw_subs["subscriber_id"])
     assert len(bills) > 0.95 * len(raw_subs)
+
+
+def test_ids_are_fixed_width_and_refuse_to_overflow():
+    ids = _ids("S", np.array([-1, 3, 999_999_999]))
+    assert ids.to_pylist() == [None, "S000000003", "S999999999"]
+    assert _ids("R", np.array([7]), 12).to_pylist() == ["R000000000007"]
+    with pytest.raises(ValueError, match="more than 9 digits"):
+        _ids("S", np.array([10**9]))
 
 
 def test_deterministic_for_a_seed(tmp_path: Path):
