@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, unquote
@@ -336,12 +336,17 @@ def write_delta(
     merge_schema: bool = False,
     engine: Engine = "auto",
     commit_metadata: Mapping[str, Any] | None = None,
+    before_commit: Callable[[DataFrame], None] | None = None,
 ) -> WriteResult:
     """Write ``df`` to the Delta table at ``path`` in one atomic commit.
 
     ``mode="append"`` adds rows; ``mode="overwrite"`` replaces the whole table, or, with
     ``replace_partitions={"month": ["2024-01"]}``, only those partitions (replaceWhere semantics: every row
     written must belong to them). The schema is enforced against an existing table.
+
+    ``before_commit`` is called with the rows about to be committed; if it raises, nothing is committed
+    (and the exception propagates). The bridge passes the staged files, so checks read written Parquet
+    instead of recomputing ``df``; the native engine passes ``df`` itself.
     """
     if replace_partitions is not None and mode != "overwrite":
         raise ValueError("replace_partitions needs mode='overwrite'")
@@ -370,9 +375,20 @@ def write_delta(
             raise ValueError(f"write to {path}: replace_partitions on non-partition columns {bad}")
     df = df.select(*target.fieldNames())
     if resolve_engine(spark, engine) == "native":
+        if before_commit is not None:
+            before_commit(df)
         return _write_native(df, path, mode, partition_by, replace_partitions, merge_schema)
     return _write_bridge(
-        df, path, target, mode, partition_by, replace_partitions, exists, commit_metadata, new_columns
+        df,
+        path,
+        target,
+        mode,
+        partition_by,
+        replace_partitions,
+        exists,
+        commit_metadata,
+        new_columns,
+        before_commit,
     )
 
 
@@ -411,6 +427,7 @@ def _write_bridge(
     exists: bool,
     commit_metadata: Mapping[str, Any] | None,
     new_columns: Sequence[T.StructField] = (),
+    before_commit: Callable[[DataFrame], None] | None = None,
 ) -> WriteResult:
     fs, root = _fs(path)
     txn = uuid.uuid4().hex
@@ -422,6 +439,8 @@ def _write_bridge(
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         writer.parquet(spark_staging)
+        if before_commit is not None:
+            before_commit(df.sparkSession.read.schema(target).parquet(spark_staging))
         actions, rows = _stage_to_table(fs, root, staging, target, partition_by, txn, moved)
         if replace_partitions is not None:
             allowed = {c: {_partition_value_str(v) for v in vs} for c, vs in replace_partitions.items()}

@@ -17,7 +17,7 @@ import gzip
 import io
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from pyspark.sql import types as T
 
 from features import contract as C
 from features.calendar import add_months, days_in_month, month_start, months_between
-from features.cleaning import REASONS_COL, resolve_msisdn, validate_rows
+from features.cleaning import RAW_COL, REASONS_COL, resolve_msisdn, validate_rows
 from pipelines.config import Config
 from pipelines.delta import MissingColumnsError
 from pipelines.lake import Lake
@@ -121,6 +121,7 @@ class LandingFile:
     name: str
     fmt: str  # csv | parquet
     columns: tuple[str, ...]
+    mtime: float = 0.0
 
 
 # -------------------------------------------------------------------------------- delivery checks
@@ -137,7 +138,10 @@ def _header(path: Path) -> list[str]:
 
 
 def list_delivery(folder: Path, source: str, *, allow_incomplete: bool) -> tuple[list[LandingFile], bool]:
-    """Check a month folder and every file's columns; return the files and whether it was incomplete."""
+    """Check a month folder and every file's columns.
+
+    Returns the files in delivery order (modification time, then name) and whether it was incomplete.
+    """
     incomplete = not (folder / C.SUCCESS_MARKER).exists()
     if incomplete and not allow_incomplete:
         raise IncompleteDeliveryError(
@@ -163,15 +167,24 @@ def list_delivery(folder: Path, source: str, *, allow_incomplete: bool) -> tuple
         missing = sorted(required - set(cols))
         if missing:
             raise MissingColumnsError(missing, f"{path}")
-        files.append(LandingFile(str(path), path.name, fmt, tuple(cols)))
+        files.append(LandingFile(str(path), path.name, fmt, tuple(cols), path.stat().st_mtime))
     if not files:
         raise UnreadableFileError(f"{folder}: no data files")
-    return files, incomplete
+    # in delivery order: a later file's copy of a record wins
+    return sorted(files, key=lambda f: (f.mtime, f.name)), incomplete
 
 
 def read_delivery(spark: SparkSession, files: Sequence[LandingFile], source: str) -> DataFrame:
-    """All files as text columns of the contract, with file name, modification time and row position."""
+    """All files as text columns of the contract, with the file's index in ``files`` and row position.
+
+    ``_fid`` (the index: a small int instead of a file name on every row), ``_block`` (the Spark split's
+    byte offset), ``_pid`` and ``_pos`` (position within the Spark partition) locate each row.
+    """
     wanted = C.columns(source)
+    fid = F.element_at(
+        F.create_map(*[x for i, f in enumerate(files) for x in (F.lit(f.name), F.lit(i))]),
+        F.col("_metadata.file_name"),
+    )
     groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     for f in files:
         groups.setdefault((f.fmt, f.columns if f.fmt == "csv" else ()), []).append(f.path)
@@ -193,8 +206,7 @@ def read_delivery(spark: SparkSession, files: Sequence[LandingFile], source: str
             df = df.select(*[F.col(c).cast("string").alias(c) for c in wanted])
         df = df.select(
             *[F.col(c) for c in wanted],
-            F.col("_metadata.file_name").alias("_file"),
-            F.col("_metadata.file_modification_time").alias("_mtime"),
+            fid.alias("_fid"),
             F.col("_metadata.file_block_start").alias("_block"),
             F.spark_partition_id().alias("_pid"),
             F.monotonically_increasing_id().alias("_mid"),
@@ -219,7 +231,7 @@ def _msisdn_intervals(lake: Lake, month: str) -> DataFrame:
 
 def _dedupe(df: DataFrame, keys: Sequence[str]) -> DataFrame:
     """Keep the last delivered copy of each key (latest file, then last row in it)."""
-    order = F.struct(F.col("_mtime"), F.col("_file"), F.col("_block"), F.col("_pos"))
+    order = F.struct(F.col("_fid"), F.col("_block"), F.col("_pos"))
     cols = [c for c in df.columns if c not in keys]
     latest = df.groupBy(*keys).agg(F.max_by(F.struct(*cols), order).alias("_r"))
     return latest.select(*keys, *[F.col(f"_r.{c}").alias(c) for c in cols])
@@ -283,6 +295,9 @@ def _trailing_daily_mean(lake: Lake, month: str, n: int) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+CACHE_COMPRESSED = "spark.sql.inMemoryColumnarStorage.compressed"
+
+
 def ingest_source(
     lake: Lake,
     source: str,
@@ -311,11 +326,16 @@ def ingest_source(
     checked = validate_rows(raw, source=source, month=month, late_days=cfg.ingest.late_days)
     if source == "cdr":
         checked = _with_subscriber(checked, _msisdn_intervals(lake, add_months(month, 1)))
+    # the checked rows are read three times (statistics, duplicates, silver write) and live only for this
+    # source: an uncompressed cache builds a third faster, and memory holds it at these sizes
+    compressed = spark.conf.get(CACHE_COMPRESSED, "true")
+    spark.conf.set(CACHE_COMPRESSED, "false")
     checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        return _finish_source(lake, report, checked, override_gates)
+        return _finish_source(lake, report, checked, files, override_gates)
     finally:
         checked.unpersist()
+        spark.conf.set(CACHE_COMPRESSED, compressed)
 
 
 def _with_subscriber(validated: DataFrame, intervals: DataFrame) -> DataFrame:
@@ -323,11 +343,11 @@ def _with_subscriber(validated: DataFrame, intervals: DataFrame) -> DataFrame:
     resolved = resolve_msisdn(validated, intervals)
     unknown = (F.size(REASONS_COL) == 0) & F.col("subscriber_id").isNull()
     # the row parsed cleanly, so its raw values are its typed values as text
-    as_text = F.to_json(F.struct(*[F.col(c).cast("string").alias(c) for c in C.columns("cdr")]))
+    as_text = F.struct(*[F.col(c).cast("string").alias(c) for c in C.columns("cdr")])
     return resolved.withColumns(
         {
             REASONS_COL: F.when(unknown, F.array(F.lit(C.UNKNOWN_MSISDN))).otherwise(F.col(REASONS_COL)),
-            "_raw": F.when(unknown, as_text).otherwise(F.col("_raw")),
+            RAW_COL: F.when(unknown, as_text).otherwise(F.col(RAW_COL)),
         }
     )
 
@@ -339,7 +359,7 @@ def _block_stats(checked: DataFrame) -> tuple[dict[str, int], int, DataFrame | N
     blocks with their row offset in the file (for row numbers: a tiny frame, broadcast).
     """
     rows = (
-        checked.groupBy("_file", "_block", "_pid", F.col(REASONS_COL)[0].alias("reason"))
+        checked.groupBy("_fid", "_block", "_pid", F.col(REASONS_COL)[0].alias("reason"))
         .agg(F.min("_pos").alias("_first"), F.count("*").alias("_n"))
         .collect()
     )
@@ -351,7 +371,7 @@ def _block_stats(checked: DataFrame) -> tuple[dict[str, int], int, DataFrame | N
             good += r._n
         else:
             by_reason[r.reason] = by_reason.get(r.reason, 0) + r._n
-        block = blocks.setdefault((r._file, r._block, r._pid), [r._first, 0])
+        block = blocks.setdefault((r._fid, r._block, r._pid), [r._first, 0])
         block[0] = min(block[0], r._first)
         block[1] += r._n
     if not by_reason:
@@ -362,7 +382,7 @@ def _block_stats(checked: DataFrame) -> tuple[dict[str, int], int, DataFrame | N
         offsets.append((file, block, pid, first, running.get(file, 0)))
         running[file] = running.get(file, 0) + n
     frame = checked.sparkSession.createDataFrame(
-        offsets, "_file string, _block long, _pid int, _first long, _offset long"
+        offsets, "_fid int, _block long, _pid int, _first long, _offset long"
     )
     return by_reason, good, frame
 
@@ -371,18 +391,28 @@ MAX_REPEATED = 200_000  # repeated keys collected and broadcast; beyond that, a 
 
 
 def _dedupe_repeated(good: DataFrame, keys: list[str]) -> DataFrame:
-    """Drop duplicate deliveries; only keys that actually repeat are shuffled and ordered."""
-    repeated_rows = (
-        good.groupBy(*keys).count().where(F.col("count") > 1).drop("count").limit(MAX_REPEATED + 1)
+    """Drop duplicate deliveries in one pass over the rows.
+
+    One aggregation finds the keys that repeat and, for each, the position of its last delivered copy;
+    those few are broadcast, and every row that is a repeated key's other copy is filtered out.
+    """
+    position = F.struct("_fid", "_block", "_pos")
+    found = (
+        good.groupBy(*keys)
+        .agg(F.count("*").alias("_n"), F.max(position).alias("_keep"))
+        .where(F.col("_n") > 1)
+        .select(*keys, "_keep")
+        .limit(MAX_REPEATED + 1)
+        .collect()
     )
-    found = repeated_rows.collect()
     if not found:
         return good
     if len(found) > MAX_REPEATED:
         return _dedupe(good, keys)
-    repeated = good.sparkSession.createDataFrame(found, good.select(*keys).schema)
-    single = good.join(F.broadcast(repeated), keys, "left_anti")
-    return single.unionByName(_dedupe(good.join(F.broadcast(repeated), keys, "left_semi"), keys))
+    schema = good.select(*keys, position.alias("_keep")).schema
+    keep = good.sparkSession.createDataFrame(found, schema)
+    joined = good.join(F.broadcast(keep), keys, "left")
+    return joined.where(F.col("_keep").isNull() | (position == F.col("_keep"))).drop("_keep")
 
 
 def _drop_loaded_elsewhere(lake: Lake, df: DataFrame, source: str, month: str) -> DataFrame:
@@ -423,55 +453,62 @@ def _drop_loaded_elsewhere(lake: Lake, df: DataFrame, source: str, month: str) -
 
 
 def _finish_source(
-    lake: Lake, report: SourceReport, checked: DataFrame, override_gates: bool
+    lake: Lake, report: SourceReport, checked: DataFrame, files: Sequence[LandingFile], override_gates: bool
 ) -> SourceReport:
     source, month, cfg = report.source, report.month, lake.cfg
     report.quarantine_by_reason, good_count, blocks = _block_stats(checked)
     report.rows_quarantined = sum(report.quarantine_by_reason.values())
     report.rows_read = good_count + report.rows_quarantined
-    good = checked.where(F.size(REASONS_COL) == 0).drop(REASONS_COL, "_raw")
+    good = checked.where(F.size(REASONS_COL) == 0).drop(REASONS_COL, RAW_COL)
     keys = list(C.KEYS[source])
-    if source == "subscriptions":
-        keys = ["subscriber_id"]
     deduped = _add_partition_columns(_dedupe_repeated(good, keys), source, month)
     if source in ("cdr", "care"):
         deduped = _drop_loaded_elsewhere(lake, deduped, source, month)
-    stats = _load_stats(deduped, source)
-    report.rows_loaded = stats.pop(None)[0] if None in stats else 0
-    report.duplicates = good_count - report.rows_loaded
-    report.distinct_subscribers = int(stats.pop("_all", (0, 0))[1] or 0)
-    if source == "cdr":
-        report.daily_counts = {d: n for d, (n, _) in stats.items()}
-        report.late_records = sum(v for d, v in report.daily_counts.items() if not d.startswith(month))
-    report.gate_failures = _gates(cfg, lake, report, deduped) if cfg.ingest.gates.enabled else []
-    report.gates_overridden = bool(report.gate_failures) and override_gates
-    dq = lake.spark.createDataFrame([report.row()], DQ_SCHEMA)
-    if not report.publishable:
-        _write_report(lake, dq, "data_quality", source, month)
-        raise GateFailedError(
-            f"{source} {month}: data-quality gate failed, month not publishable: "
-            + "; ".join(report.gate_failures)
-            + " (override with --override-gates)"
-        )
-    _write_silver(lake, source, month, deduped, report.rows_loaded)
-    bad = checked.where(F.size(REASONS_COL) > 0)
-    if blocks is not None:
-        bad = bad.join(F.broadcast(blocks), ["_file", "_block", "_pid"]).withColumn(
-            "row_number", F.col("_offset") + F.col("_pos") - F.col("_first") + 1
-        )
+
+    def gate(staged: DataFrame) -> None:
+        """Load statistics and gates from the staged silver files; a failed gate stops the commit."""
+        stats = _load_stats(staged, source)
+        report.rows_loaded = stats.pop(None)[0] if None in stats else 0
+        report.duplicates = good_count - report.rows_loaded
+        report.distinct_subscribers = int(stats.pop("_all", (0, 0))[1] or 0)
+        if source == "cdr":
+            report.daily_counts = {d: n for d, (n, _) in stats.items()}
+            report.late_records = sum(v for d, v in report.daily_counts.items() if not d.startswith(month))
+        report.gate_failures = _gates(cfg, lake, report, staged) if cfg.ingest.gates.enabled else []
+        report.gates_overridden = bool(report.gate_failures) and override_gates
+        if not report.publishable:
+            raise GateFailedError(
+                f"{source} {month}: data-quality gate failed, month not publishable: "
+                + "; ".join(report.gate_failures)
+                + " (override with --override-gates)"
+            )
+
+    try:
+        _write_silver(lake, source, month, deduped, good_count, gate)
+    except GateFailedError:
+        _write_report(lake, _dq_frame(lake, report), "data_quality", source, month)
+        raise
+    if blocks is None:  # nothing rejected: no need to scan the rows again
+        bad = checked.where(F.lit(False)).withColumn("row_number", F.lit(None).cast("long"))
     else:
-        bad = bad.withColumn("row_number", F.lit(None).cast("long"))
+        bad = (
+            checked.where(F.size(REASONS_COL) > 0)
+            .join(F.broadcast(blocks), ["_fid", "_block", "_pid"])
+            .withColumn("row_number", F.col("_offset") + F.col("_pos") - F.col("_first") + 1)
+        )
     quarantine = bad.select(
         F.lit(source).alias("source"),
         F.lit(month).alias("month"),
-        F.col("_file").alias("file"),
+        F.element_at(
+            F.create_map(*[x for i, f in enumerate(files) for x in (F.lit(i), F.lit(f.name))]), F.col("_fid")
+        ).alias("file"),
         F.col("row_number").cast("long"),
         F.col(REASONS_COL)[0].alias("reason"),
         F.array_join(REASONS_COL, ",").alias("reasons"),
-        F.col("_raw").alias("raw_values"),
+        F.to_json(RAW_COL).alias("raw_values"),
     )
     _write_report(lake, quarantine, "quarantine", source, month)
-    _write_report(lake, dq, "data_quality", source, month)
+    _write_report(lake, _dq_frame(lake, report), "data_quality", source, month)
     log.info(
         "%s %s: read %d, loaded %d, quarantined %d, duplicates %d%s",
         source,
@@ -483,6 +520,10 @@ def _finish_source(
         f", late {report.late_records}" if source == "cdr" else "",
     )
     return report
+
+
+def _dq_frame(lake: Lake, report: SourceReport) -> DataFrame:
+    return lake.spark.createDataFrame([report.row()], DQ_SCHEMA)
 
 
 def _write_report(lake: Lake, df: DataFrame, table: str, source: str, month: str) -> None:
@@ -521,7 +562,7 @@ def _load_stats(deduped: DataFrame, source: str) -> dict[str | None, tuple[int, 
 
 
 def _add_partition_columns(df: DataFrame, source: str, month: str) -> DataFrame:
-    df = df.drop("_file", "_mtime", "_block", "_pid", "_pos")
+    df = df.drop("_fid", "_block", "_pid", "_pos")
     if source == "cdr":
         return df.withColumn("event_month", F.date_format("event_ts", "yyyy-MM")).withColumn(
             "delivery_month", F.lit(month)
@@ -534,7 +575,14 @@ def _add_partition_columns(df: DataFrame, source: str, month: str) -> DataFrame:
 ROWS_PER_FILE = 1_000_000
 
 
-def _write_silver(lake: Lake, source: str, month: str, df: DataFrame, rows: int) -> None:
+def _write_silver(
+    lake: Lake,
+    source: str,
+    month: str,
+    df: DataFrame,
+    rows: int,
+    before_commit: Callable[[DataFrame], None],
+) -> None:
     # few, large files: about a million rows per task, never more tasks than the cluster runs at once
     tasks = max(1, min(lake.spark.sparkContext.defaultParallelism, -(-rows // ROWS_PER_FILE)))
     df = df.coalesce(tasks)
@@ -545,7 +593,14 @@ def _write_silver(lake: Lake, source: str, month: str, df: DataFrame, rows: int)
         replace = {"event_month": [add_months(month, -1), month], "delivery_month": [month]}
     else:
         replace = {PARTITIONS[source][0]: [month]}
-    lake.write(df, source, mode="overwrite", partition_by=PARTITIONS[source], replace_partitions=replace)
+    lake.write(
+        df,
+        source,
+        mode="overwrite",
+        partition_by=PARTITIONS[source],
+        replace_partitions=replace,
+        before_commit=before_commit,
+    )
 
 
 def ingest_month(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -47,6 +47,7 @@ class Lake:
         replace_partitions: Mapping[str, Sequence[Any]] | None = None,
         merge_schema: bool = False,
         commit_metadata: Mapping[str, Any] | None = None,
+        before_commit: Callable[[DataFrame], None] | None = None,
     ) -> delta.WriteResult:
         return delta.write_delta(
             df,
@@ -57,6 +58,7 @@ class Lake:
             merge_schema=merge_schema,
             engine=self.engine,
             commit_metadata=commit_metadata,
+            before_commit=before_commit,
         )
 
     def versions(self, names: Sequence[str]) -> dict[str, int | None]:

@@ -74,3 +74,27 @@ def test_numbers_parse_strictly_whatever_the_session_ansi_setting(spark):
         ["unparseable:topup_count"],
         ["unparseable:invoice_amount"],
     ]
+
+
+def test_dates_and_times_follow_the_contract_form_and_the_calendar(spark):
+    cols = ["contact_id", "subscriber_id", "contact_ts", "channel", "category", "resolved"]
+    schema = T.StructType([T.StructField(c, T.StringType()) for c in cols])
+    stamps = {
+        "ok": "2024-02-10 10:00:00",
+        "fraction": "2024-02-10 10:00:00.250",  # fractions are allowed and dropped
+        "hour25": "2024-02-10 25:00:00",
+        "minute61": "2024-02-10 10:61:00",
+        "feb30": "2024-02-30 10:00:00",
+        "iso_t": "2024-02-10T10:00:00",  # Spark's cast alone would take these three
+        "no_seconds": "2024-02-10 10:00",
+        "date_only": "2024-02-10",
+        "padded": " 2024-02-10 10:00:00",
+    }
+    raw = spark.createDataFrame([(k, "S1", v, "app", "billing", "true") for k, v in stamps.items()], schema)
+    out = {r.contact_id: r for r in validate_rows(raw, source="care", month="2024-02", late_days=7).collect()}
+    assert out["ok"].contact_ts == dt.datetime(2024, 2, 10, 10, 0) and out["ok"]._reasons == []
+    assert out["fraction"].contact_ts == dt.datetime(2024, 2, 10, 10, 0) and out["fraction"]._reasons == []
+    for key in ("hour25", "minute61", "feb30", "iso_t", "no_seconds", "date_only", "padded"):
+        assert out[key]._reasons == ["unparseable:contact_ts"], key
+        assert out[key].contact_ts is None
+    assert out["hour25"]._raw.contact_ts == "2024-02-10 25:00:00" and out["ok"]._raw is None

@@ -195,6 +195,37 @@ def test_failed_write_leaves_previous_version_and_vacuum_cleans(spark, tmp_path:
     assertDataFrameEqual(read_delta(spark, path), first)
 
 
+def test_before_commit_sees_the_staged_rows_and_can_stop_the_commit(spark, tmp_path: Path):
+    path = str(tmp_path / "t")
+    first = spark.createDataFrame(rows("2024-01", ["a", "b"]), SCHEMA)
+    write_delta(first, path, partition_by=["month"])
+    second = spark.createDataFrame(rows("2024-01", ["c", "d", "e"]), SCHEMA)
+    seen: list[object] = []
+
+    def refuse(staged):
+        seen.append(sorted(r.subscriber_id for r in staged.collect()))
+        assert staged.schema["month"].dataType == T.StringType()  # partition values typed as the table's
+        raise RuntimeError("gate failed")
+
+    with pytest.raises(RuntimeError, match="gate failed"):
+        write_delta(
+            second, path, mode="overwrite", replace_partitions={"month": ["2024-01"]}, before_commit=refuse
+        )
+    assert seen == [["c", "d", "e"]]
+    assert table_version(path) == 0
+    assertDataFrameEqual(read_delta(spark, path), first)
+    assert not any((tmp_path / "t" / "_staging").glob("*/*")), "staging left behind"
+    write_delta(
+        second,
+        path,
+        mode="overwrite",
+        replace_partitions={"month": ["2024-01"]},
+        before_commit=lambda staged: seen.append(staged.count()),
+    )
+    assert table_version(path) == 1 and seen[-1] == 3
+    assertDataFrameEqual(read_delta(spark, path), second)
+
+
 def test_commit_is_one_transaction_with_metadata(spark, tmp_path: Path):
     path = str(tmp_path / "t")
     df = spark.createDataFrame(rows("2024-01", ["a", "b"]) + rows("2024-02", ["c"]), SCHEMA).repartition(3)
