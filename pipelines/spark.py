@@ -49,10 +49,7 @@ def get_spark(cfg: Config) -> SparkSession:
             .config("spark.ui.enabled", str(cfg.spark.ui_enabled).lower())
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.pyspark.python", sys.executable)
-            .config(
-                "spark.driver.extraJavaOptions",
-                "-Dderby.system.home=/tmp/derby -XX:-DontCompileHugeMethods",
-            )
+            .config("spark.driver.extraJavaOptions", "-Dderby.system.home=/tmp/derby")
             .config("spark.sql.warehouse.dir", "/tmp/spark-warehouse")
         )
     settings = {
