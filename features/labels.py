@@ -23,7 +23,6 @@ bills): nothing from M or earlier decides a label.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 
 from pyspark.sql import Column, DataFrame
@@ -192,9 +191,3 @@ def compute_labels(
         F.when(~no_deactivation, F.col("churn_reason")).alias("churn_reason"),
         F.when(~no_deactivation, F.col("port_out_operator")).alias("port_out_operator"),
     )
-
-
-def window_bounds(month: str, *, gap_months: int, window_months: int) -> tuple[dt.date, dt.date]:
-    """First and last day of the churn window of snapshot ``month``."""
-    first, last = label_window(month, gap_months=gap_months, window_months=window_months)
-    return month_start(first), month_end(last)
