@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -80,6 +81,8 @@ def bench_generator(work: Path, subscribers: int) -> dict:
         "seconds": round(secs, 2),
         "cdr_rows_per_s": round(report.cdr_rows / secs),
         "target_rows_per_s": 1_000_000,
+        # this process's peak so far (the generator's: Spark's memory is the JVM's); flat in the months
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
 
 
