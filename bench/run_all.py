@@ -189,9 +189,8 @@ SELECT * FROM summary LEFT JOIN contacts USING (subscriber_id)
 
 
 def bench_features(spark, work: Path) -> dict:
-    from features.build import select_cdr_window
+    from features.build import select_cdr_window, summarize_cdr
     from features.social import compute_contact_pairs
-    from features.usage import compute_cdr_daily, summarize_cdr_months
     from pipelines.build_features import build_features_month, feature_params
     from pipelines.lake import Lake
 
@@ -205,8 +204,7 @@ def bench_features(spark, work: Path) -> dict:
 
     def spark_cdr_aggregates() -> None:
         cdr = select_cdr_window(lake.read("cdr"), month=month, params=params)
-        daily = compute_cdr_daily(cdr, night_start_hour=22, night_end_hour=6)
-        summary = summarize_cdr_months(daily, month=month, trend_months=3)
+        summary = summarize_cdr(cdr, month=month, params=params)
         pairs = compute_contact_pairs(cdr, month=month, contagion_months=3)
         contacts = pairs.groupBy("subscriber_id").agg(
             F.count_if(F.col("events_m0") > 0),

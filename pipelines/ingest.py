@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -181,10 +181,7 @@ def read_delivery(spark: SparkSession, files: Sequence[LandingFile], source: str
     byte offset), ``_pid`` and ``_pos`` (position within the Spark partition) locate each row.
     """
     wanted = C.columns(source)
-    fid = F.element_at(
-        F.create_map(*[x for i, f in enumerate(files) for x in (F.lit(f.name), F.lit(i))]),
-        F.col("_metadata.file_name"),
-    )
+    fid = F.array_position(_file_names(files), F.col("_metadata.file_name")).cast("int") - 1
     groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     for f in files:
         groups.setdefault((f.fmt, f.columns if f.fmt == "csv" else ()), []).append(f.path)
@@ -219,6 +216,11 @@ def read_delivery(spark: SparkSession, files: Sequence[LandingFile], source: str
     return out.withColumn("_pos", F.col("_mid") - F.shiftleft(F.col("_pid").cast("long"), 33)).drop("_mid")
 
 
+def _file_names(files: Sequence[LandingFile]) -> Column:
+    """The files' names as an array literal: ``_fid`` indexes it."""
+    return F.array(*[F.lit(f.name) for f in files])
+
+
 # --------------------------------------------------------------------------------------- ingest
 def _msisdn_intervals(lake: Lake, month: str) -> DataFrame:
     """Who held each number when: from the subscription snapshots loaded up to ``month``."""
@@ -227,14 +229,6 @@ def _msisdn_intervals(lake: Lake, month: str) -> DataFrame:
         F.min("activation_date").alias("valid_from"),
         F.coalesce(F.max("deactivation_date"), F.lit("9999-12-31").cast("date")).alias("valid_to"),
     )
-
-
-def _dedupe(df: DataFrame, keys: Sequence[str]) -> DataFrame:
-    """Keep the last delivered copy of each key (latest file, then last row in it)."""
-    order = F.struct(F.col("_fid"), F.col("_block"), F.col("_pos"))
-    cols = [c for c in df.columns if c not in keys]
-    latest = df.groupBy(*keys).agg(F.max_by(F.struct(*cols), order).alias("_r"))
-    return latest.select(*keys, *[F.col(f"_r.{c}").alias(c) for c in cols])
 
 
 def _gates(cfg: Config, lake: Lake, report: SourceReport, good: DataFrame | None) -> list[str]:
@@ -365,7 +359,7 @@ def _block_stats(checked: DataFrame) -> tuple[dict[str, int], int, DataFrame | N
     )
     by_reason: dict[str, int] = {}
     good = 0
-    blocks: dict[tuple[str, int, int], list[int]] = {}
+    blocks: dict[tuple[int, int, int], list[int]] = {}
     for r in rows:
         if r.reason is None:
             good += r._n
@@ -377,41 +371,38 @@ def _block_stats(checked: DataFrame) -> tuple[dict[str, int], int, DataFrame | N
     if not by_reason:
         return by_reason, good, None
     offsets = []
-    running: dict[str, int] = {}
-    for (file, block, pid), (first, n) in sorted(blocks.items()):
-        offsets.append((file, block, pid, first, running.get(file, 0)))
-        running[file] = running.get(file, 0) + n
+    running: dict[int, int] = {}  # rows of the file before the block
+    for (fid, block, pid), (first, n) in sorted(blocks.items()):
+        offsets.append((fid, block, pid, first, running.get(fid, 0)))
+        running[fid] = running.get(fid, 0) + n
     frame = checked.sparkSession.createDataFrame(
         offsets, "_fid int, _block long, _pid int, _first long, _offset long"
     )
     return by_reason, good, frame
 
 
-MAX_REPEATED = 200_000  # repeated keys collected and broadcast; beyond that, a full shuffle dedupe
+MAX_REPEATED = 200_000  # repeated keys collected and broadcast; beyond that, joined by a shuffle
 
 
 def _dedupe_repeated(good: DataFrame, keys: list[str]) -> DataFrame:
-    """Drop duplicate deliveries in one pass over the rows.
+    """Keep the last delivered copy of each key (latest file, then last row in it), in one pass.
 
     One aggregation finds the keys that repeat and, for each, the position of its last delivered copy;
-    those few are broadcast, and every row that is a repeated key's other copy is filtered out.
+    every other copy of those keys is filtered out. Usually few: collected and broadcast.
     """
     position = F.struct("_fid", "_block", "_pos")
-    found = (
+    repeated = (
         good.groupBy(*keys)
         .agg(F.count("*").alias("_n"), F.max(position).alias("_keep"))
         .where(F.col("_n") > 1)
         .select(*keys, "_keep")
-        .limit(MAX_REPEATED + 1)
-        .collect()
     )
+    found = repeated.limit(MAX_REPEATED + 1).collect()
     if not found:
         return good
-    if len(found) > MAX_REPEATED:
-        return _dedupe(good, keys)
-    schema = good.select(*keys, position.alias("_keep")).schema
-    keep = good.sparkSession.createDataFrame(found, schema)
-    joined = good.join(F.broadcast(keep), keys, "left")
+    if len(found) <= MAX_REPEATED:
+        repeated = F.broadcast(good.sparkSession.createDataFrame(found, repeated.schema))
+    joined = good.join(repeated, keys, "left")
     return joined.where(F.col("_keep").isNull() | (position == F.col("_keep"))).drop("_keep")
 
 
@@ -467,12 +458,9 @@ def _finish_source(
 
     def gate(staged: DataFrame) -> None:
         """Load statistics and gates from the staged silver files; a failed gate stops the commit."""
-        stats = _load_stats(staged, source)
-        report.rows_loaded = stats.pop(None)[0] if None in stats else 0
+        report.rows_loaded, report.distinct_subscribers, report.daily_counts = _load_stats(staged, source)
         report.duplicates = good_count - report.rows_loaded
-        report.distinct_subscribers = int(stats.pop("_all", (0, 0))[1] or 0)
         if source == "cdr":
-            report.daily_counts = {d: n for d, (n, _) in stats.items()}
             report.late_records = sum(v for d, v in report.daily_counts.items() if not d.startswith(month))
         report.gate_failures = _gates(cfg, lake, report, staged) if cfg.ingest.gates.enabled else []
         report.gates_overridden = bool(report.gate_failures) and override_gates
@@ -499,9 +487,7 @@ def _finish_source(
     quarantine = bad.select(
         F.lit(source).alias("source"),
         F.lit(month).alias("month"),
-        F.element_at(
-            F.create_map(*[x for i, f in enumerate(files) for x in (F.lit(i), F.lit(f.name))]), F.col("_fid")
-        ).alias("file"),
+        _file_names(files)[F.col("_fid")].alias("file"),
         F.col("row_number").cast("long"),
         F.col(REASONS_COL)[0].alias("reason"),
         F.array_join(REASONS_COL, ",").alias("reasons"),
@@ -537,28 +523,18 @@ def _write_report(lake: Lake, df: DataFrame, table: str, source: str, month: str
     )
 
 
-def _load_stats(deduped: DataFrame, source: str) -> dict[str | None, tuple[int, int]]:
-    """One aggregation: rows and approximate distinct subscribers, in total (key None) and per CDR day.
-
-    For CDRs the per-day rows and the total come from one ``rollup``; the total's distinct count is under
-    the key "_all".
-    """
+def _load_stats(loaded: DataFrame, source: str) -> tuple[int, int, dict[str, int]]:
+    """Rows, approximate distinct subscribers and (CDRs) rows per event day, in one aggregation."""
     if source != "cdr":
-        r = deduped.agg(F.count("*").alias("n"), F.approx_count_distinct("subscriber_id").alias("d")).first()
-        return {None: (int(r.n), int(r.d)), "_all": (int(r.n), int(r.d))}
-    rows = (
-        deduped.rollup(F.date_format("event_ts", "yyyy-MM-dd").alias("d"))
-        .agg(F.count("*").alias("n"), F.approx_count_distinct("subscriber_id").alias("subs"))
+        r = loaded.agg(F.count("*").alias("n"), F.approx_count_distinct("subscriber_id").alias("d")).first()
+        return int(r.n), int(r.d), {}
+    rows = (  # a rollup: the per-day rows and, under day None, the total
+        loaded.rollup(F.date_format("event_ts", "yyyy-MM-dd").alias("day"))
+        .agg(F.count("*").alias("n"), F.approx_count_distinct("subscriber_id").alias("d"))
         .collect()
     )
-    out: dict[str | None, tuple[int, int]] = {}
-    for r in rows:
-        if r.d is None:
-            out[None] = (int(r.n), int(r.subs))
-            out["_all"] = (int(r.n), int(r.subs))
-        else:
-            out[r.d] = (int(r.n), int(r.subs))
-    return out
+    total = next(((int(r.n), int(r.d)) for r in rows if r.day is None), (0, 0))
+    return *total, {r.day: int(r.n) for r in rows if r.day is not None}
 
 
 def _add_partition_columns(df: DataFrame, source: str, month: str) -> DataFrame:

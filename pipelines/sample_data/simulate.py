@@ -103,6 +103,9 @@ class OperatorSimulation:
         self.next_customer = 0
         self.next_household = 0
         self.record_seq = 0
+        # sha256 of each slot's number, and the number it was computed for (-1: none yet)
+        self._hashed_numbers = np.empty(0, np.int64)
+        self._hashes = np.empty(0, object)
         self.contact_seq = 0
         ext = MSISDN_BASE + 50_000_000 + np.arange(N_EXTERNAL)
         self.external_hash = sha256_hex(ext)
@@ -586,13 +589,12 @@ class OperatorSimulation:
     def _msisdn_hash(self) -> np.ndarray:
         """Hash of each subscriber's current number; only numbers new to a slot are hashed."""
         numbers = self.msisdn[: self.n]
-        known = getattr(self, "_hashed_numbers", np.empty(0, np.int64))
-        hashes = getattr(self, "_hashes", np.empty(0, object))
+        known, hashes = self._hashed_numbers, self._hashes
         if known.size < numbers.size:
             known = np.concatenate([known, np.full(numbers.size - known.size, -1, np.int64)])
             hashes = np.concatenate([hashes, np.empty(numbers.size - hashes.size, object)])
-        for i in np.flatnonzero(known != numbers):
-            hashes[i] = hashlib.sha256(str(int(numbers[i])).encode()).hexdigest()
+        changed = np.flatnonzero(known != numbers)
+        hashes[changed] = sha256_hex(numbers[changed])
         known[:] = numbers
         self._hashed_numbers, self._hashes = known, hashes
         return hashes

@@ -11,7 +11,6 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,121 +99,59 @@ def _strings(values: Any) -> pa.Array:
     )
 
 
-def _numbers(values: np.ndarray) -> pa.Array:
-    return pc.cast(pa.array(values), pa.string())
-
-
 def _bools(values: np.ndarray) -> pa.Array:
     return pc.cast(pa.array(np.asarray(values, dtype=bool)), pa.string())
 
 
-def _rows(values: Any, rows: np.ndarray) -> Any:
-    return (values[0][rows], values[1]) if isinstance(values, tuple) else values[rows]
+ID_FORMATS = {  # id columns: prefix and digits
+    "record_id": ("R", 12),
+    "subscriber_id": ("S", 9),
+    "customer_id": ("C", 9),
+    "household_id": ("H", 9),
+    "contact_id": ("K", 10),
+}
 
 
-def format_cdr(cdr: dict[str, Any], rows: np.ndarray) -> pa.Table:
-    """The given rows of the simulated CDRs as a string table in the contract's text formats."""
-    c = {name: _rows(values, rows) for name, values in cdr.items() if not name.startswith("_")}
-    columns: dict[str, Callable[[], pa.Array]] = {
-        "record_id": lambda: _ids("R", c["record_id"], 12),
-        "msisdn": lambda: _numbers(c["msisdn"]),
-        "event_ts": lambda: _timestamps(c["event_ts"]),
-        "event_type": lambda: _strings(c["event_type"]),
-        "direction": lambda: _strings(c["direction"]),
-        "duration_s": lambda: _numbers(c["duration_s"]),
-        "volume_kb": lambda: _numbers(c["volume_kb"]),
-        "other_party": lambda: _strings(c["other_party"]),
-        "other_party_operator": lambda: _strings(c["other_party_operator"]),
-        "cell_id": lambda: _strings(c["cell_id"]),
-        "roaming": lambda: _bools(c["roaming"]),
-        "roaming_country": lambda: _strings(c["roaming_country"]),
-        "charge": lambda: _numbers(c["charge"]),
-    }
-    if rows.size < PARALLEL_WRITE_ROWS:
-        return pa.table({name: make() for name, make in columns.items()})
-    # Arrow's kernels release the GIL: the columns of millions of rows are formatted side by side
+def _text(name: str, kind: str, values: Any) -> pa.Array:
+    """One simulated column as contract text, by the contract's column kind (negative ints are null)."""
+    if name in ID_FORMATS:
+        prefix, width = ID_FORMATS[name]
+        return _ids(prefix, values, width)
+    if kind == "timestamp":
+        return _timestamps(values)
+    if kind == "date":
+        return _dates(values)
+    if kind == "boolean":
+        return _bools(values)
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":  # numbers, msisdn
+        mask = values < 0 if kind == "int" else None
+        return pc.cast(pa.array(values, mask=mask), pa.string())
+    return _strings(values)
+
+
+def format_source(source: str, columns: dict[str, Any], rows: np.ndarray | None = None) -> pa.Table:
+    """A source's simulated columns (``rows`` of them, or all) as a string table in the contract's order.
+
+    Big sources are formatted on two threads: Arrow's kernels release the GIL.
+    """
+    contract = C.CONTRACT[source]
+    values = {c.name: columns[c.name] for c in contract}
+    if rows is not None:
+        values = {k: (v[0][rows], v[1]) if isinstance(v, tuple) else v[rows] for k, v in values.items()}
+    n = len(values[contract[0].name])
+    if n < PARALLEL_WRITE_ROWS:
+        return pa.table({c.name: _text(c.name, c.kind, values[c.name]) for c in contract})
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return pa.table(dict(zip(columns, pool.map(lambda make: make(), columns.values()), strict=True)))
+        arrays = pool.map(lambda c: _text(c.name, c.kind, values[c.name]), contract)
+        return pa.table(dict(zip([c.name for c in contract], arrays, strict=True)))
 
 
 def format_month(out: MonthOutput) -> dict[str, pa.Table]:
     """The sources of a month other than the CDRs as string tables in the contract's text formats."""
-    s = out.subscriptions
-    subs = pa.table(
-        {
-            "subscriber_id": _ids("S", s["subscriber_id"]),
-            "msisdn": _numbers(s["msisdn"]),
-            "customer_id": _ids("C", s["customer_id"]),
-            "household_id": _ids("H", s["household_id"]),
-            "segment": _strings(s["segment"]),
-            "plan_type": _strings(s["plan_type"]),
-            "plan_id": _strings(s["plan_id"]),
-            "monthly_fee": _numbers(s["monthly_fee"]),
-            "activation_date": _dates(s["activation_date"]),
-            "contract_end_date": _dates(s["contract_end_date"]),
-            "status": _strings(s["status"]),
-            "deactivation_date": _dates(s["deactivation_date"]),
-            "deactivation_reason": _strings(s["deactivation_reason"]),
-            "port_out_operator": _strings(s["port_out_operator"]),
-            "acquisition_channel": _strings(s["acquisition_channel"]),
-            "region": _strings(s["region"]),
-            "handset_age_months": pc.cast(
-                pa.array(s["handset_age_months"], pa.int64(), mask=s["handset_age_months"] < 0), pa.string()
-            ),
-            "marketing_consent": _bools(s["marketing_consent"]),
-            "snapshot_date": _dates(s["snapshot_date"]),
-        }
-    )
-    b = out.billing
-    billing = pa.table(
-        {
-            "subscriber_id": _ids("S", b["subscriber_id"]),
-            "bill_month": _strings(b["bill_month"]),
-            **{
-                k: _numbers(b[k])
-                for k in (
-                    "invoice_amount",
-                    "recurring_charge",
-                    "usage_charge",
-                    "roaming_charge",
-                    "discount_amount",
-                    "paid_amount",
-                )
-            },
-            "payment_date": _dates(b["payment_date"]),
-            "overdue_days": _numbers(b["overdue_days"]),
-            "balance_due": _numbers(b["balance_due"]),
-            "topup_count": _numbers(b["topup_count"]),
-            "topup_amount": _numbers(b["topup_amount"]),
-        }
-    )
-    k = out.care
-    care = pa.table(
-        {
-            "contact_id": _ids("K", k["contact_id"], 10),
-            "subscriber_id": _ids("S", k["subscriber_id"]),
-            "contact_ts": _timestamps(k["contact_ts"]),
-            "channel": _strings(k["channel"]),
-            "category": _strings(k["category"]),
-            "resolved": _bools(k["resolved"]),
-        }
-    )
-    tables = {"subscriptions": subs, "billing": billing, "care": care}
+    sources = {"subscriptions": out.subscriptions, "billing": out.billing, "care": out.care}
     if out.campaign_outcomes is not None:
-        o = out.campaign_outcomes
-        tables["campaign_outcomes"] = pa.table(
-            {
-                "campaign_month": _strings(o["campaign_month"]),
-                "subscriber_id": _ids("S", o["subscriber_id"]),
-                "offer_id": _strings(o["offer_id"]),
-                "channel": _strings(o["channel"]),
-                "contacted": _bools(o["contacted"]),
-                "accepted": _bools(o["accepted"]),
-                "contact_ts": _timestamps(o["contact_ts"]),
-                "feedback_code": _strings(o["feedback_code"]),
-            }
-        )
-    return tables
+        sources["campaign_outcomes"] = out.campaign_outcomes
+    return {source: format_source(source, columns) for source, columns in sources.items()}
 
 
 # ------------------------------------------------------------------------------------ faults
@@ -434,11 +371,11 @@ class _MonthFinisher:
         # this folder: last month's late records, this month's on-time ones, and repeats of some of them;
         # the rows are picked before formatting, so the text is built once
         dup_rows = np.flatnonzero(dup_same)
-        now = format_cdr(out.cdr, np.concatenate([np.flatnonzero(~late), dup_rows]))
+        now = format_source("cdr", out.cdr, np.concatenate([np.flatnonzero(~late), dup_rows]))
         month_cdr = pa.concat_tables([self.carry, now]) if self.carry is not None else now
         n_carried = self.carry.num_rows if self.carry is not None else 0
         late_in, dup_in = self.carry_late, self.carry_dup
-        self.carry = format_cdr(out.cdr, np.flatnonzero(late | dup_next))
+        self.carry = format_source("cdr", out.cdr, np.flatnonzero(late | dup_next))
         self.carry_late, self.carry_dup = int(late.sum()), int(dup_next.sum())
         tables = format_month(out)
         tables = {"subscriptions": tables.pop("subscriptions"), "cdr": month_cdr, **tables}

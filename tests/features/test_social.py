@@ -7,8 +7,8 @@ import hashlib
 
 import pytest
 
+from features.build import FeatureParams, summarize_cdr
 from features.social import churned_numbers, compute_contact_pairs, compute_social_features
-from features.usage import compute_cdr_daily, summarize_cdr_months
 
 T = dt.datetime
 D = dt.date
@@ -66,8 +66,7 @@ def _social(spark):
     population = spark.createDataFrame(
         [("A", D(2020, 1, 1)), ("B", D(2024, 3, 2))], "subscriber_id string, activation_date date"
     )
-    daily = compute_cdr_daily(cdr, night_start_hour=22, night_end_hour=6)
-    summary = summarize_cdr_months(daily, month="2024-03", trend_months=3)
+    summary = summarize_cdr(cdr, month="2024-03", params=FeatureParams())
     pairs = compute_contact_pairs(cdr, month="2024-03", contagion_months=3)
     churned = churned_numbers(
         snapshots, month="2024-03", contagion_months=3, counted_reasons=["port_out", "voluntary"]

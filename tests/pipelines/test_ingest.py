@@ -131,3 +131,25 @@ def test_data_quality_report(ingested):
     assert cdr.publishable and cdr.distinct_subscribers > 2500
     assert '"part-000' in dq[("billing", "2024-02")].extra_columns
     assert '"2024-02-15"' in cdr.daily_counts
+
+
+@pytest.mark.parametrize("max_repeated", [200_000, 0])  # broadcast, and the shuffle join beyond the limit
+def test_duplicates_keep_the_last_delivered_copy(spark, monkeypatch, max_repeated):
+    import pipelines.ingest as ingest
+
+    monkeypatch.setattr(ingest, "MAX_REPEATED", max_repeated)
+    rows = [  # key, file index (delivery order), block, position, value
+        ("a", 0, 0, 5, "a-first"),
+        ("a", 1, 0, 0, "a-later-file"),
+        ("b", 0, 0, 1, "b-only"),
+        ("c", 0, 0, 2, "c-1"),
+        ("c", 0, 4096, 0, "c-later-block"),
+        ("c", 0, 0, 9, "c-3"),
+    ]
+    good = spark.createDataFrame(rows, "record_id string, _fid int, _block long, _pos long, value string")
+    kept = ingest._dedupe_repeated(good, ["record_id"])
+    assert sorted((r.record_id, r.value) for r in kept.collect()) == [
+        ("a", "a-later-file"),
+        ("b", "b-only"),
+        ("c", "c-later-block"),
+    ]
