@@ -88,6 +88,26 @@ def summarize_cdr(cdr_window: DataFrame, *, month: str, params: FeatureParams) -
     return summarize_cdr_months(daily, month=month, trend_months=params.trend_months)
 
 
+def combine_families(families: Sequence[DataFrame], *, key: str) -> DataFrame:
+    """The families side by side, one row per ``key``: each family holds one row per key.
+
+    A union and one aggregation, not a chain of joins: a chain of sort-merge joins on the same key runs
+    in one task with a sorter per join (ten memory consumers for six families, each holding at least a
+    page of execution memory), which ran out of memory on tiny data. Here each family's rows are shuffled
+    in its own tasks, and the combine holds one sorter. Every column comes from exactly one family.
+    """
+    tags = [f"_family{i}" for i in range(len(families))]
+    packed = [
+        f.select(key, F.struct(*[c for c in f.columns if c != key]).alias(tag))
+        for f, tag in zip(families, tags, strict=True)
+    ]
+    union = packed[0]
+    for frame in packed[1:]:
+        union = union.unionByName(frame, allowMissingColumns=True)
+    combined = union.repartition(key).groupBy(key).agg(*[F.first(t, ignorenulls=True).alias(t) for t in tags])
+    return combined.select(key, *[f"{t}.*" for t in tags])
+
+
 def build_feature_frame(
     *,
     month: str,
@@ -140,9 +160,7 @@ def build_feature_frame(
     roaming = compute_roaming_features(population, summary, countries, billing, month=month, trend_months=n)
     bills = compute_billing_features(population, billing, month=month, trend_months=n)
     contacts = compute_care_features(population, care, month=month, trend_months=n)
-    df = tenure
-    for family in (usage, social, roaming, bills, contacts):
-        df = df.join(family, "subscriber_id", "left")
+    df = combine_families([tenure, usage, social, roaming, bills, contacts], key="subscriber_id")
     df = with_lifecycle_stage(
         df,
         onboarding_months=p.lifecycle_onboarding_months,

@@ -13,6 +13,7 @@ from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.window import Window
 
 from features import contract as C
 
@@ -129,11 +130,79 @@ def validate_rows(
     )
 
 
+OPEN_END = dt.date(9999, 12, 31)
+
+
+def compute_msisdn_intervals(
+    snapshots: DataFrame, *, latest_month: str, damaged_listings: DataFrame | None = None
+) -> DataFrame:
+    """Who held each number when, from the subscription snapshots (any months up to ``latest_month``).
+
+    One row per ``(msisdn, subscriber_id)`` with ``valid_from``/``valid_to`` (dates, inclusive) and
+    ``conflict`` (the hold overlapped the next holder's). The intervals of one number never overlap,
+    whatever the snapshots miss, so an event is owned by at most one subscriber:
+
+    - a hold starts at the activation date (or, for a number the subscriber took later, on the first
+      day of the first snapshot month listing the pair);
+    - it ends at the deactivation date; where that is unknown (the deactivation row was quarantined,
+      or the subscriber simply vanished from later snapshots), at the end of the last snapshot month
+      listing the pair, unless that month is ``latest_month`` (still held: open-ended);
+    - in any case, it ends the day before the next holder's hold starts: the later activation wins
+      (equal starts: the greater ``subscriber_id`` wins, so the result is deterministic) and the
+      overlap is flagged in ``conflict`` for the data-quality report.
+
+    ``damaged_listings`` (``subscriber_id, msisdn, month``): snapshot rows that were quarantined. They
+    still say the line existed that month (its state is unknown), so they extend a hold already known
+    from good rows; they never create one. Without them, one damaged snapshot row would turn a live
+    subscriber's calls that month into unknown numbers.
+    """
+    subs = snapshots.where(F.col("month") <= latest_month)
+    pairs = subs.groupBy("msisdn", "subscriber_id").agg(
+        F.min("month").alias("_first"),
+        F.min("activation_date").alias("_activation"),
+        F.max("deactivation_date").alias("_deactivation"),
+    )
+    listed = subs.select("msisdn", "subscriber_id", "month")
+    if damaged_listings is not None:
+        listed = listed.unionByName(
+            damaged_listings.where(F.col("month") <= latest_month)
+            .select("msisdn", "subscriber_id", "month")
+            .join(pairs.select("msisdn", "subscriber_id"), ["msisdn", "subscriber_id"], "left_semi")
+        )
+    last = listed.groupBy("msisdn", "subscriber_id").agg(F.max("month").alias("_last"))
+    pairs = pairs.join(last, ["msisdn", "subscriber_id"])
+    by_subscriber = Window.partitionBy("subscriber_id")
+    first_day = F.to_date(F.concat(F.col("_first"), F.lit("-01")))
+    last_day = F.last_day(F.to_date(F.concat(F.col("_last"), F.lit("-01"))))
+    valid_from = F.when(
+        F.col("_first") == F.min("_first").over(by_subscriber), F.col("_activation")
+    ).otherwise(F.greatest(F.col("_activation"), first_day))
+    claimed_to = F.coalesce(
+        F.col("_deactivation"),
+        F.when(F.col("_last") < F.lit(latest_month), last_day),
+        F.lit(OPEN_END),
+    )
+    by_number = Window.partitionBy("msisdn").orderBy("valid_from", "subscriber_id")
+    held = pairs.select(
+        "msisdn", "subscriber_id", valid_from.alias("valid_from"), claimed_to.alias("_claimed_to")
+    ).withColumn("_next_from", F.lead("valid_from").over(by_number))
+    cut = F.date_sub(F.col("_next_from"), 1)
+    return held.select(
+        "msisdn",
+        "subscriber_id",
+        "valid_from",
+        F.when(F.col("_next_from").isNull(), F.col("_claimed_to"))
+        .otherwise(F.least(F.col("_claimed_to"), cut))
+        .alias("valid_to"),
+        F.coalesce(F.col("_claimed_to") >= F.col("_next_from"), F.lit(False)).alias("conflict"),
+    )
+
+
 def resolve_msisdn(cdr: DataFrame, intervals: DataFrame) -> DataFrame:
     """Attach ``subscriber_id`` to each CDR by the number's owner **at event time** (numbers are recycled).
 
-    ``intervals``: ``msisdn, subscriber_id, valid_from (date), valid_to (date, inclusive)``. Events whose
-    number belongs to nobody at that time keep a null ``subscriber_id``.
+    ``intervals``: from :func:`compute_msisdn_intervals` (non-overlapping per number, so a row matches
+    at most one owner). Events whose number belongs to nobody at that time keep a null ``subscriber_id``.
     """
     day = F.to_date("event_ts")
     ranked = intervals.select(

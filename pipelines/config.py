@@ -232,10 +232,25 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+# Maps whose keys are themselves dotted names: ``--set spark.conf.spark.buffer.pageSize=4m``.
+DOTTED_KEY_MAPS = ("spark.conf.",)
+
+
 def _nest(key: str, value: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     node = out
     parts = key.split(".")
+    for prefix in DOTTED_KEY_MAPS:
+        if key.startswith(prefix) and len(key) > len(prefix):
+            parts = [*prefix.rstrip(".").split("."), key[len(prefix) :]]
+            # Spark settings are text: ``true``/``4`` stay as written
+            value = (
+                value
+                if isinstance(value, str)
+                else str(value).lower()
+                if isinstance(value, bool)
+                else str(value)
+            )
     for part in parts[:-1]:
         node[part] = {}
         node = node[part]

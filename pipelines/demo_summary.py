@@ -66,11 +66,22 @@ def main(argv: list[str] | None = None) -> int:
         f"round(avg(CASE WHEN is_churn THEN 1.0 WHEN NOT is_churn THEN 0.0 END), 4) "
         f"FROM delta_scan('{labels}') GROUP BY month ORDER BY month",
     )
+    status = 0
+    try:
+        repeated = con.execute(
+            f"SELECT count(*) - count(DISTINCT record_id) FROM delta_scan('{cfg.table_path('cdr')}')"
+        ).fetchone()[0]
+    except Exception:  # no cdr table yet
+        repeated = None
+    if repeated is not None:
+        verdict = "ok" if repeated == 0 else "ERROR: an event attributed to several subscribers"
+        print(f"\nCDR records loaded more than once: {repeated} ({verdict})")
+        status = 0 if repeated == 0 else 1
     print("\nQuery with SQL, no Spark needed:")
     quarantine = cfg.table_path("quarantine")
     print("  from pipelines.sql import duckdb_connect")
     print(f"  duckdb_connect().sql(\"SELECT * FROM delta_scan('{quarantine}') LIMIT 5\").show()")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -30,7 +30,13 @@ from pyspark.sql import types as T
 
 from features import contract as C
 from features.calendar import add_months, days_in_month, month_start, months_between
-from features.cleaning import RAW_COL, REASONS_COL, resolve_msisdn, validate_rows
+from features.cleaning import (
+    RAW_COL,
+    REASONS_COL,
+    compute_msisdn_intervals,
+    resolve_msisdn,
+    validate_rows,
+)
 from pipelines.config import Config
 from pipelines.delta import MissingColumnsError
 from pipelines.lake import Lake
@@ -68,7 +74,7 @@ DQ_SCHEMA = (
     "source string, month string, files int, rows_read bigint, rows_loaded bigint, rows_quarantined bigint, "
     "duplicates bigint, late_records bigint, distinct_subscribers bigint, quarantine_by_reason string, "
     "extra_columns string, daily_counts string, incomplete_delivery boolean, gate_failures string, "
-    "gates_overridden boolean, publishable boolean"
+    "gates_overridden boolean, publishable boolean, msisdn_conflicts bigint"
 )
 
 
@@ -89,30 +95,18 @@ class SourceReport:
     incomplete_delivery: bool = False
     gate_failures: list[str] = field(default_factory=list)
     gates_overridden: bool = False
+    # numbers claimed by two subscribers at once in the snapshots (CDRs: the later activation wins)
+    msisdn_conflicts: int = 0
 
     @property
     def publishable(self) -> bool:
         return not self.gate_failures or self.gates_overridden
 
-    def row(self) -> tuple[Any, ...]:
-        return (
-            self.source,
-            self.month,
-            self.files,
-            self.rows_read,
-            self.rows_loaded,
-            self.rows_quarantined,
-            self.duplicates,
-            self.late_records,
-            self.distinct_subscribers,
-            json.dumps(self.quarantine_by_reason, sort_keys=True),
-            json.dumps(self.extra_columns, sort_keys=True),
-            json.dumps(self.daily_counts, sort_keys=True),
-            self.incomplete_delivery,
-            json.dumps(self.gate_failures),
-            self.gates_overridden,
-            self.publishable,
-        )
+    def row(self) -> dict[str, Any]:
+        """The ``data_quality`` row, by column name."""
+        as_json = ("quarantine_by_reason", "extra_columns", "daily_counts", "gate_failures")
+        values = {k: json.dumps(v, sort_keys=True) if k in as_json else v for k, v in vars(self).items()}
+        return {**values, "publishable": self.publishable}
 
 
 @dataclass(frozen=True)
@@ -224,11 +218,21 @@ def _file_names(files: Sequence[LandingFile]) -> Column:
 # --------------------------------------------------------------------------------------- ingest
 def _msisdn_intervals(lake: Lake, month: str) -> DataFrame:
     """Who held each number when: from the subscription snapshots loaded up to ``month``."""
-    subs = lake.read("subscriptions").where(F.col("month") <= month)
-    return subs.groupBy("subscriber_id", "msisdn").agg(
-        F.min("activation_date").alias("valid_from"),
-        F.coalesce(F.max("deactivation_date"), F.lit("9999-12-31").cast("date")).alias("valid_to"),
-    )
+    loaded = [m for (m,) in lake.partition_values("subscriptions", "month") if m <= month]
+    latest = max(loaded, default=month)
+    damaged = None
+    if lake.exists("quarantine"):
+        raw = F.col("raw_values")
+        damaged = (
+            lake.read("quarantine")
+            .where(F.col("source") == "subscriptions")
+            .select(
+                F.get_json_object(raw, "$.subscriber_id").alias("subscriber_id"),
+                F.get_json_object(raw, "$.msisdn").alias("msisdn"),
+                "month",
+            )
+        )
+    return compute_msisdn_intervals(lake.read("subscriptions"), latest_month=latest, damaged_listings=damaged)
 
 
 def _gates(cfg: Config, lake: Lake, report: SourceReport, good: DataFrame | None) -> list[str]:
@@ -246,7 +250,7 @@ def _gates(cfg: Config, lake: Lake, report: SourceReport, good: DataFrame | None
             missing = [d for d in month_days if report.daily_counts.get(d, 0) == 0]
             if missing:
                 failures.append(f"no CDRs on {len(missing)} day(s): {', '.join(missing[:5])}")
-        trailing = _trailing_daily_mean(lake, report.month, gates.cdr_trailing_months)
+        trailing = _trailing_daily_mean(lake, report.month, gates.cdr_trailing_months, cfg.ingest.late_days)
         if trailing:
             tol = gates.cdr_daily_volume_tolerance
             # the last days of a month are completed by next month's late records: judge days 1..N-7
@@ -271,7 +275,7 @@ def _gates(cfg: Config, lake: Lake, report: SourceReport, good: DataFrame | None
     return failures
 
 
-def _trailing_daily_mean(lake: Lake, month: str, n: int) -> float | None:
+def _trailing_daily_mean(lake: Lake, month: str, n: int, late_days: int) -> float | None:
     if not lake.exists("data_quality"):
         return None
     previous = months_between(add_months(month, -n), add_months(month, -1))
@@ -285,7 +289,9 @@ def _trailing_daily_mean(lake: Lake, month: str, n: int) -> float | None:
     for r in rows:
         counts = json.loads(r.daily_counts)
         # days of that month, as complete as we know them (late records land in the next delivery)
-        values += [v for d, v in counts.items() if d.startswith(r.month)][: days_in_month(r.month) - 7]
+        values += [v for d, v in counts.items() if d.startswith(r.month)][
+            : days_in_month(r.month) - late_days
+        ]
     return sum(values) / len(values) if values else None
 
 
@@ -319,7 +325,21 @@ def ingest_source(
     raw = read_delivery(spark, files, source)
     checked = validate_rows(raw, source=source, month=month, late_days=cfg.ingest.late_days)
     if source == "cdr":
-        checked = _with_subscriber(checked, _msisdn_intervals(lake, add_months(month, 1)))
+        intervals = _msisdn_intervals(lake, add_months(month, 1))
+        conflicts = intervals.where("conflict").agg(
+            F.count("*").alias("n"), F.slice(F.sort_array(F.collect_set("msisdn")), 1, 5).alias("some")
+        )
+        found = conflicts.first()
+        report.msisdn_conflicts = int(found.n)
+        if found.n:
+            log.warning(
+                "cdr %s: %d number(s) claimed by two subscribers at once in the snapshots (the later "
+                "activation owns the events): %s",
+                month,
+                found.n,
+                ", ".join(found.some),
+            )
+        checked = _with_subscriber(checked, intervals)
     # the checked rows are read three times (statistics, duplicates, silver write) and live only for this
     # source: an uncompressed cache builds a third faster, and memory holds it at these sizes
     compressed = spark.conf.get(CACHE_COMPRESSED, "true")
@@ -509,7 +529,9 @@ def _finish_source(
 
 
 def _dq_frame(lake: Lake, report: SourceReport) -> DataFrame:
-    return lake.spark.createDataFrame([report.row()], DQ_SCHEMA)
+    schema = T._parse_datatype_string(DQ_SCHEMA)
+    row = report.row()
+    return lake.spark.createDataFrame([tuple(row[f.name] for f in schema.fields)], schema)
 
 
 def _write_report(lake: Lake, df: DataFrame, table: str, source: str, month: str) -> None:
@@ -520,6 +542,7 @@ def _write_report(lake: Lake, df: DataFrame, table: str, source: str, month: str
         mode="overwrite",
         partition_by=["source", "month"],
         replace_partitions={"source": [source], "month": [month]},
+        merge_schema=table == "data_quality",  # lakes from before a report column was added
     )
 
 

@@ -27,6 +27,10 @@ _REQUIRED_SQL_CONF = {
     "spark.sql.parquet.compression.codec": "snappy",
     "spark.sql.sources.partitionOverwriteMode": "static",
     "spark.sql.ansi.enabled": "false",
+    # A union of children partitioned alike would otherwise run all of them in one task (partition i
+    # of every child), adding up their memory consumers: the feature families' union
+    # (features.build.combine_families) must run each family in its own tasks.
+    "spark.sql.unionOutputPartitioning": "false",
 }
 
 
@@ -60,13 +64,34 @@ def get_spark(cfg: Config) -> SparkSession:
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    for key, value in settings.items():
-        # getOrCreate on an existing session ignores builder SQL settings: set them explicitly.
-        if not key.startswith("spark.driver") and not key.startswith("spark.executor"):
-            try:
-                spark.conf.set(key, value)
-            except Exception:  # static settings of a running session cannot change
-                log.debug("could not set %s on the running session", key)
+    _apply_settings(spark, settings)
     spark.sparkContext.setLogLevel("WARN")
     log.info("Spark %s, master=%s", spark.version, spark.sparkContext.master)
     return spark
+
+
+def _apply_settings(spark: SparkSession, settings: dict[str, str]) -> None:
+    """Make sure every setting holds on the session; warn (naming it) where one cannot be applied.
+
+    ``getOrCreate`` on a running session (spark-submit, a notebook, the test fixture) ignores builder
+    settings, and core settings such as ``spark.buffer.pageSize`` are read only when the JVM starts:
+    those must be passed to spark-submit (``--conf key=value``). A silently ignored setting is how a
+    memory fix quietly stops applying, so it is never silent.
+    """
+    for key, value in settings.items():
+        current = spark.conf.get(key, None)
+        if current is not None and current.lower() == str(value).lower():
+            continue
+        try:
+            spark.conf.set(key, value)
+        except Exception as exc:  # static or core settings of a running session cannot change
+            log.warning(
+                "Spark setting %s=%s not applied (the running session has %s: %s); pass it when the "
+                "session starts, e.g. spark-submit --conf %s=%s",
+                key,
+                value,
+                current,
+                str(exc).splitlines()[0][:120],
+                key,
+                value,
+            )

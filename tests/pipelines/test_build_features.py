@@ -168,3 +168,107 @@ def test_explore_notebook_runs_on_the_lake(built, monkeypatch):
     assert len(figures) == 2
     lift = "".join(o.get("data", {}).get("text/plain", "") for o in nb.cells[5].outputs)
     assert "max_inactive_run_days_m0" in lift
+
+
+# memory consumers of a task: each holds at least one page of execution memory while it lives
+_CONSUMERS = {"Sort", "HashAggregate", "ObjectHashAggregate", "ShuffledHashJoin", "Window"}
+_STAGE_BOUNDARIES = ("ShuffleQueryStage", "BroadcastQueryStage", "TableCacheQueryStage", "ResultQueryStage")
+
+
+def _consumers_per_task(plan) -> list[int]:
+    """Memory consumers alive in one task, for each stage of an executed (adaptive) plan."""
+    stages: list[int] = []
+
+    def children(node):
+        seq = node.children()
+        return [seq.apply(i) for i in range(seq.size())]
+
+    def walk(node) -> int:
+        name = node.nodeName()
+        if name == "AdaptiveSparkPlan":
+            return walk(node.executedPlan())
+        if name in _STAGE_BOUNDARIES:
+            stages.append(walk(node.plan()))
+            return 0
+        if name in ("Exchange", "BroadcastExchange"):
+            stages.append(sum(walk(c) for c in children(node)))
+            return 0
+        counts = [walk(c) for c in children(node)]
+        if name == "Union":  # partition-aware: one task runs every child's partition i
+            aware = "UnknownPartitioning" not in node.outputPartitioning().toString()
+            return sum(counts) if aware else max(counts, default=0)
+        return int(name in _CONSUMERS) + sum(counts)
+
+    stages.append(walk(plan))
+    return stages
+
+
+def test_feature_plan_holds_few_memory_consumers_per_task(built, spark):
+    """The join chain held ten consumers (sorters, a hash map) in one task and ran out of memory."""
+    from features.build import build_feature_frame, cdr_window_months, select_cdr_window
+    from pipelines.build_features import available_cdr_months, feature_params
+
+    lake, cfg = built[0], built[1]
+    params = feature_params(cfg)
+    months = cdr_window_months("2024-05", params)
+    threshold = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
+    # the worst case: nothing small enough to broadcast, as at operator scale
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+    try:
+        frame = build_feature_frame(
+            month="2024-05",
+            snapshots=lake.read("subscriptions"),
+            cdr_window=select_cdr_window(lake.read("cdr"), month="2024-05", params=params),
+            billing=lake.read("billing"),
+            care=lake.read("care"),
+            available_cdr_months=available_cdr_months(lake, "2024-05", months),
+            params=params,
+        )
+        rows = frame.collect()
+        per_task = _consumers_per_task(frame._jdf.queryExecution().executedPlan())
+    finally:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", threshold)
+    assert len(rows) == built[4].subscribers
+    assert max(per_task) <= 7, per_task
+
+
+def test_feature_build_runs_at_the_smallest_documented_driver_memory(built, tmp_path):
+    """README: 1g of driver is enough for the local feature build (with the 4m page of base.yml)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    lake, cfg = built[0], built[1]
+    root = tmp_path / "lake"
+    shutil.copytree(cfg.lake_root, root)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "jobs" / "build_features.py"),
+            "--month",
+            "2024-04",
+            "--conf",
+            str(TEST_CONF),
+            "--set",
+            f"lake.root={root}",
+            "--set",
+            f"landing.root={cfg.landing_root}",
+            "--set",
+            "spark.driver_memory=1g",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    from pipelines.delta import read_delta
+
+    features = read_delta(lake.spark, str(root / "features_monthly")).where(F.col("month") == "2024-04")
+    active = lake.read("subscriptions").where(
+        (F.col("month") == "2024-04") & (F.col("status") != "deactivated")
+    )
+    assert sorted(r.subscriber_id for r in features.select("subscriber_id").collect()) == sorted(
+        r.subscriber_id for r in active.select("subscriber_id").collect()
+    )

@@ -1,0 +1,37 @@
+"""The session factory: settings that cannot apply to a running session are never silently dropped."""
+
+from __future__ import annotations
+
+import logging
+
+from pipelines.config import load_config
+from pipelines.spark import _apply_settings
+from tests.conftest import TEST_CONF
+
+
+def test_the_local_session_starts_with_the_small_page(spark):
+    assert spark.sparkContext.getConf().get("spark.buffer.pageSize") == "4m"
+    assert spark.conf.get("spark.sql.unionOutputPartitioning") == "false"
+
+
+def test_a_setting_that_cannot_change_on_a_running_session_is_a_named_warning(spark, caplog):
+    partitions = spark.conf.get("spark.sql.shuffle.partitions")
+    try:
+        with caplog.at_level(logging.WARNING, logger="pipelines.spark"):
+            _apply_settings(spark, {"spark.buffer.pageSize": "8m", "spark.sql.shuffle.partitions": "3"})
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "3"
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", partitions)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(
+        "Spark setting spark.buffer.pageSize=8m not applied (the running session has 4m"
+    )
+    assert "spark-submit --conf spark.buffer.pageSize=8m" in warnings[0]
+
+
+def test_spark_settings_can_be_set_from_the_command_line():
+    cfg = load_config([TEST_CONF], ["spark.conf.spark.sql.adaptive.enabled=true", "spark.conf.spark.x=4"])
+    assert cfg.spark.conf["spark.sql.adaptive.enabled"] == "true"
+    assert cfg.spark.conf["spark.x"] == "4"
+    assert cfg.spark.conf["spark.buffer.pageSize"] == "4m"  # base.yml's entry stays
