@@ -44,8 +44,8 @@ format: $(STAMP) ## Format and fix with ruff
 	$(VENV)/bin/ruff format pipelines features models jobs tests bench
 	$(VENV)/bin/ruff check --fix pipelines features models jobs tests bench
 
-demo: install ## Generate sample data and run the monthly pipeline end to end on the local lake
-	$(PY) jobs/generate_sample_data.py --months $(DEMO_MONTHS) --subscribers $(DEMO_SUBSCRIBERS) --seed 7 --bad-rows 0.002 $(JOB_ARGS)
+demo: install ## Generate sample data (CSV, gzip CSV and Parquet mixed) and run the monthly pipeline end to end
+	$(PY) jobs/generate_sample_data.py --months $(DEMO_MONTHS) --subscribers $(DEMO_SUBSCRIBERS) --seed 7 --bad-rows 0.002 --format mixed $(JOB_ARGS)
 	$(PY) jobs/monthly.py --months $(DEMO_MONTHS) $(JOB_ARGS)
 	$(PY) -m pipelines.demo_summary $(JOB_ARGS)
 

@@ -31,6 +31,7 @@ setup(
     extras_require={
         "dev": [
             "pytest>=8,<10",
+            "hypothesis>=6.100,<7",
             "ruff>=0.6",
             "polars>=1.0",
             # The DuckDB Delta extension on PyPI is built for duckdb 1.4.4 exactly.

@@ -11,6 +11,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from features.calendar import add_months
+from features.columns import avg_col
 
 
 def arpu_column(plan_type: Column) -> Column:
@@ -59,8 +60,8 @@ def compute_billing_features(
             ),
             m0(F.col("topup_count")).alias("topup_count_m0"),
             m0(F.col("topup_amount")).alias("topup_amount_m0"),
-            F.avg(F.when(in_window, F.col("_arpu"))).alias(f"arpu_avg_{n}m"),
-            F.avg(F.when(in_window, F.col("topup_amount"))).alias(f"topup_amount_avg_{n}m"),
+            F.avg(F.when(in_window, F.col("_arpu"))).alias(avg_col("arpu", n)),
+            F.avg(F.when(in_window, F.col("topup_amount"))).alias(avg_col("topup_amount", n)),
             F.count_if(in_window & (F.col("overdue_days") > 0)).alias(f"overdue_months_{n}m"),
             F.count_if(in_window).alias(f"bill_months_{n}m"),
             F.avg(F.when(in_previous, F.col("invoice_amount"))).alias("_prev_invoice"),

@@ -167,6 +167,7 @@ def build_feature_frame(
         growth_months=p.lifecycle_growth_months,
         decline_contract_months=p.lifecycle_decline_contract_months,
         decline_inactive_days=p.lifecycle_decline_inactive_days,
+        trend_months=n,
     )
     first = ["subscriber_id", "month", "cohort", "lifecycle_stage", "hard_warning"]
     return df.withColumn("month", F.lit(month)).select(*first, *[c for c in df.columns if c not in first])

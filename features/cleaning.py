@@ -30,6 +30,10 @@ SPARK_TYPES: dict[str, T.DataType] = {
 }
 REASONS_COL = "_reasons"
 RAW_COL = "_raw"
+# Set by the reader on a CSV record whose field count differs from its header's.
+MALFORMED_COL = "_malformed"
+# What a decoder puts in place of bytes that are not UTF-8.
+REPLACEMENT_CHAR = "\ufffd"
 
 
 def _parse(raw: SparkColumn, kind: str) -> SparkColumn:
@@ -62,9 +66,11 @@ def validate_rows(
 ) -> DataFrame:
     """Type every contract column of ``source`` and list each row's reasons for quarantine.
 
-    Rules: a required field that is null or unparseable; a value outside its domain or negative where it
-    cannot be; a ``bill_month``/``campaign_month`` of the wrong form or (bills) not the folder's month;
-    an event dated after its delivery month or more than ``late_days`` before it.
+    Rules: a CSV record whose field count differs from its header (``_malformed``, set by the reader);
+    a value holding undecodable (non-UTF-8) bytes; a required field that is null or unparseable; a
+    value outside its domain or negative where it cannot be; a ``bill_month``/``campaign_month`` of
+    the wrong form or (bills) not the folder's month; an event dated after its delivery month or more
+    than ``late_days`` before it.
     """
     start = dt.datetime.fromisoformat(month + "-01")
     year, mon = start.year + (start.month // 12), start.month % 12 + 1
@@ -72,11 +78,12 @@ def validate_rows(
     oldest = start - dt.timedelta(days=late_days)
     contract = C.CONTRACT[source]
     names = [c.name for c in contract]
-    passthrough = [c for c in df.columns if c not in names]
+    passthrough = [c for c in df.columns if c not in names and c != MALFORMED_COL]
     # Three projections, so each value is normalised and parsed once and every check reads a column
     # (one projection would re-evaluate the parse inside each conditional check).
     norm = df.select(
         *passthrough,
+        *([MALFORMED_COL] if MALFORMED_COL in df.columns else []),
         *names,
         *[F.when(F.trim(F.col(n)) != "", F.col(n)).alias(f"__n_{n}") for n in names],
     )
@@ -88,8 +95,14 @@ def validate_rows(
         ],
     )
     checks: list[SparkColumn] = []
+    if MALFORMED_COL in df.columns:
+        checks.append(F.when(F.col(MALFORMED_COL), F.lit(C.WRONG_FIELD_COUNT)))
     for col in contract:
         raw, value = F.col(f"__n_{col.name}"), F.col(f"__v_{col.name}")
+        # undecodable bytes were replaced on read: the value is not what was delivered
+        checks.append(
+            F.when(F.col(col.name).contains(REPLACEMENT_CHAR), F.lit(f"{C.INVALID_ENCODING}:{col.name}"))
+        )
         if not col.nullable:
             checks.append(F.when(raw.isNull(), F.lit(f"{C.MISSING_REQUIRED}:{col.name}")))
         checks.append(F.when(raw.isNotNull() & value.isNull(), F.lit(f"{C.UNPARSEABLE}:{col.name}")))

@@ -11,6 +11,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from features.calendar import add_months
+from features.columns import ROAMING_COUNTRIES, avg_col, month_col, summary_col
 
 
 def compute_roaming_features(
@@ -36,10 +37,11 @@ def compute_roaming_features(
         .groupBy("subscriber_id")
         .agg(
             F.sum(F.when(F.col("bill_month") == month, F.col("roaming_charge"))).alias("roaming_charge_m0"),
-            F.avg("roaming_charge").alias(f"roaming_charge_avg_{n}m"),
+            F.avg("roaming_charge").alias(avg_col("roaming_charge", n)),
         )
     )
     counts = ["roaming_events", "roaming_out_events", "roaming_days", "roaming_data_mb"]
+    events = F.col(summary_col("events", 0))
     df = (
         population.select("subscriber_id")
         .join(summary, "subscriber_id", "left")
@@ -47,9 +49,7 @@ def compute_roaming_features(
     )
     return df.select(
         "subscriber_id",
-        *[F.coalesce(F.col(f"{c}__0"), F.lit(0)).alias(f"{c}_m0") for c in counts],
-        F.coalesce("roaming_countries__0", F.lit(0)).alias("roaming_countries_m0"),
-        F.when(F.col("events__0") > 0, F.col("roaming_events__0") / F.col("events__0")).alias(
-            "roaming_usage_share_m0"
-        ),
+        *[F.coalesce(F.col(summary_col(c, 0)), F.lit(0)).alias(month_col(c, 0)) for c in counts],
+        F.coalesce(ROAMING_COUNTRIES, F.lit(0)).alias(month_col("roaming_countries", 0)),
+        F.when(events > 0, F.col(summary_col("roaming_events", 0)) / events).alias("roaming_usage_share_m0"),
     ).join(bills, "subscriber_id", "left")

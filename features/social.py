@@ -14,6 +14,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from features.calendar import add_months, month_end, month_start
+from features.columns import summary_col
 from features.usage import known_month
 
 
@@ -93,12 +94,14 @@ def compute_social_features(
         "frequent_contacts",
         "churned_frequent_contacts",
     ]
-    outgoing = F.col("voice_out_calls__0") + F.col("sms_out__0")
+    voice_out, sms_out = summary_col("voice_out_calls", 0), summary_col("sms_out", 0)
+    competitor_out = summary_col("competitor_out_events", 0)
+    outgoing = F.col(voice_out) + F.col(sms_out)
     df = (
         population.select("subscriber_id", "activation_date")
         .join(per_sub, "subscriber_id", "left")
         .join(
-            summary.select("subscriber_id", "voice_out_calls__0", "sms_out__0", "competitor_out_events__0"),
+            summary.select("subscriber_id", voice_out, sms_out, competitor_out),
             "subscriber_id",
             "left",
         )
@@ -112,7 +115,7 @@ def compute_social_features(
         F.when(
             F.col("distinct_contacts_m1") > 0, F.col("distinct_contacts_m0") / F.col("distinct_contacts_m1")
         ).alias("contacts_ratio_1m"),
-        F.when(outgoing > 0, F.col("competitor_out_events__0") / outgoing).alias("competitor_out_share_m0"),
+        F.when(outgoing > 0, F.col(competitor_out) / outgoing).alias("competitor_out_share_m0"),
         *counts[2:],
         F.when(
             F.col("frequent_contacts") > 0, F.col("churned_frequent_contacts") / F.col("frequent_contacts")

@@ -12,6 +12,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from features.calendar import month_end, parse_month
+from features.columns import ratio_avg_col
 
 ACTIVE_STATUSES = ("active", "suspended")
 SNAPSHOT_COLUMNS = (
@@ -117,17 +118,18 @@ def with_lifecycle_stage(
     growth_months: int,
     decline_contract_months: int,
     decline_inactive_days: int,
+    trend_months: int,
 ) -> DataFrame:
     """Add ``lifecycle_stage``: onboarding, decline, growth or maturity (first match wins).
 
     onboarding: tenure below ``onboarding_months``. decline: the contract ends within
     ``decline_contract_months`` (0..N months ahead), or the longest run without outgoing activity in M
-    reached ``decline_inactive_days`` while outgoing activity fell below the 3-month average. growth:
+    reached ``decline_inactive_days`` while outgoing activity fell below its ``trend_months`` average. growth:
     tenure below ``growth_months``. maturity: the rest. Needs the tenure and usage features.
     """
     contract_ending = F.col("months_to_contract_end").between(0, decline_contract_months)
     inactive_falling = (F.col("max_inactive_run_days_m0") >= decline_inactive_days) & (
-        F.col("out_events_ratio_avg_3m") < 1
+        F.col(ratio_avg_col("out_events", trend_months)) < 1
     )
     stage = (
         F.when(F.col("tenure_months") < onboarding_months, F.lit("onboarding"))

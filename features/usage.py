@@ -18,6 +18,15 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from features.calendar import add_months, days_in_month, month_end, month_start
+from features.columns import (
+    OUT_DAY_MASK,
+    ROAMING_COUNTRIES,
+    avg_col,
+    chg_col,
+    month_col,
+    ratio_avg_col,
+    summary_col,
+)
 
 NON_COMPETITOR_OPERATORS = ("own", "fixed", "intl")
 
@@ -115,14 +124,14 @@ def summarize_cdr_months(daily: DataFrame, *, month: str, trend_months: int) -> 
     for k, m in enumerate(months):
         in_month = F.col("month") == m
         for measure in TREND_MEASURES:
-            aggs.append(F.sum(F.when(in_month, _daily_measure(measure))).alias(f"{measure}__{k}"))
+            aggs.append(F.sum(F.when(in_month, _daily_measure(measure))).alias(summary_col(measure, k)))
     in_m0 = F.col("month") == month
     for measure in CURRENT_MEASURES:
-        aggs.append(F.sum(F.when(in_m0, _daily_measure(measure))).alias(f"{measure}__0"))
+        aggs.append(F.sum(F.when(in_m0, _daily_measure(measure))).alias(summary_col(measure, 0)))
     # days of M with outgoing activity as a bit mask (bit d-1 = day d): a plain aggregate, no lists
     day_bit = F.expr("shiftleft(1L, dayofmonth(day) - 1)")
     active_bit = F.when(in_m0 & (F.col("out_events") > 0), day_bit)
-    aggs.append(F.coalesce(F.bit_or(active_bit), F.lit(0).cast("long")).alias("out_day_mask__0"))
+    aggs.append(F.coalesce(F.bit_or(active_bit), F.lit(0).cast("long")).alias(OUT_DAY_MASK))
     return daily.where(F.col("month").isin(*months)).groupBy("subscriber_id").agg(*aggs)
 
 
@@ -133,7 +142,7 @@ def count_roaming_countries(cdr: DataFrame, *, month: str) -> DataFrame:
     return (
         cdr.where(roaming)
         .groupBy("subscriber_id")
-        .agg(F.count_distinct("roaming_country").alias("roaming_countries__0"))
+        .agg(F.count_distinct("roaming_country").alias(ROAMING_COUNTRIES))
     )
 
 
@@ -188,7 +197,7 @@ def compute_usage_features(
         raise ValueError(f"no CDR data for {month}: usage of the snapshot month is required")
 
     def value(name: str, k: int) -> Column:
-        return F.when(known[k], F.coalesce(F.col(f"{name}__{k}"), F.lit(0)))
+        return F.when(known[k], F.coalesce(F.col(summary_col(name, k)), F.lit(0)))
 
     first_day = F.when(
         F.col("activation_date") >= F.lit(month_start(month)), F.dayofmonth("activation_date")
@@ -200,18 +209,18 @@ def compute_usage_features(
         known_count = sum((F.when(c.isNotNull(), 1).otherwise(0) for c in values), F.lit(0))
         avg = sum((F.coalesce(c, F.lit(0)) for c in values), F.lit(0)) / F.when(known_count > 0, known_count)
         out += [
-            values[0].alias(f"{measure}_m0"),
-            values[1].alias(f"{measure}_m1"),
-            avg.alias(f"{measure}_avg_{n}m"),
-            (values[0] - values[1]).alias(f"{measure}_chg_1m"),
-            _safe_ratio(values[0], avg).alias(f"{measure}_ratio_avg_{n}m"),
+            values[0].alias(month_col(measure, 0)),
+            values[1].alias(month_col(measure, 1)),
+            avg.alias(avg_col(measure, n)),
+            (values[0] - values[1]).alias(chg_col(measure)),
+            _safe_ratio(values[0], avg).alias(ratio_avg_col(measure, n)),
         ]
     for measure in CURRENT_MEASURES:
         if not measure.startswith("roaming") and measure != "competitor_out_events":
-            out.append(value(measure, 0).alias(f"{measure}_m0"))
+            out.append(value(measure, 0).alias(month_col(measure, 0)))
     out += [
         (F.lit(last_day) - first_day + 1).alias("days_on_network_m0"),
-        longest_zero_run(F.coalesce("out_day_mask__0", F.lit(0).cast("long")), first_day, last_day).alias(
+        longest_zero_run(F.coalesce(OUT_DAY_MASK, F.lit(0).cast("long")), first_day, last_day).alias(
             "max_inactive_run_days_m0"
         ),
         _safe_ratio(value("night_events", 0), value("events", 0)).alias("night_usage_share_m0"),

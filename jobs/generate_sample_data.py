@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         "--bad-rows", type=float, default=None, help="share of rows to corrupt (quarantine tests)"
     )
     parser.add_argument("--file-faults", action="store_true", default=None, help="add unreadable files")
-    parser.add_argument("--format", choices=["csv", "parquet"], default=None)
+    parser.add_argument("--format", choices=["csv", "parquet", "mixed"], default=None)
 
     def body(args, cfg):
         from pipelines.generate import generate_sample_data

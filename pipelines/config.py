@@ -116,13 +116,16 @@ class GatesConf(_Strict):
 
 class IngestConf(_Strict):
     late_days: int = Field(7, ge=0, le=31)
+    # Operator local time zone: Parquet timestamps that carry a zone (instants) are converted to it,
+    # since the contract's timestamps are local wall-clock times.
+    local_timezone: str = "UTC"
     gates: GatesConf = Field(default_factory=GatesConf)
 
 
 class SampleDataConf(_Strict):
     subscribers: int = Field(5000, ge=10)
     seed: int = 7
-    format: Literal["csv", "parquet"] = "csv"
+    format: Literal["csv", "parquet", "mixed"] = "csv"
     gzip_share: float = Field(0.3, ge=0, le=1)
     cdr_events_per_subscriber: int = Field(40, ge=1)
     bad_rows: float = Field(0.0, ge=0, le=0.5)

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import gzip
 import io
 import json
 import logging
+import mmap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
+from isal import igzip
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -31,6 +33,8 @@ from pyspark.sql import types as T
 from features import contract as C
 from features.calendar import add_months, days_in_month, month_start, months_between
 from features.cleaning import (
+    DECIMAL,
+    MALFORMED_COL,
     RAW_COL,
     REASONS_COL,
     compute_msisdn_intervals,
@@ -41,6 +45,7 @@ from pipelines.config import Config
 from pipelines.delta import MissingColumnsError
 from pipelines.lake import Lake
 from pipelines.manifest import recorded_run
+from pipelines.runner import one_line
 
 log = logging.getLogger(__name__)
 
@@ -116,19 +121,61 @@ class LandingFile:
     fmt: str  # csv | parquet
     columns: tuple[str, ...]
     mtime: float = 0.0
+    multiline: bool = False  # CSV: may hold quoted line breaks (parsed whole, not split)
+    types: tuple[tuple[str, str], ...] = ()  # Parquet: (contract column, Arrow type) as written
+
+
+def _contract_types(schema: pa.Schema, source: str) -> tuple[tuple[str, str], ...]:
+    return tuple((name, str(schema.field(name).type)) for name in C.columns(source))
 
 
 # -------------------------------------------------------------------------------- delivery checks
 def _header(path: Path) -> list[str]:
-    opener = gzip.open if path.name.endswith(".gz") else open
+    opener = igzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8", newline="") as handle:
-            line = handle.readline()
+        # only the header line is decoded here: a bad byte further down is a bad row, not a bad file;
+        # utf-8-sig: a byte-order mark before the first column name is not part of the name
+        with opener(path, "rb") as handle:
+            line = handle.readline().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise UnreadableFileError(f"{path}: cannot be read as UTF-8 CSV ({exc})") from None
     if not line.strip():
         raise UnreadableFileError(f"{path}: empty file (no header row)")
     return [h.strip() for h in next(csv.reader(io.StringIO(line)))]
+
+
+def _check_gzip(path: Path) -> None:
+    """Decompress the whole file once: a truncated or corrupt gzip fails here with one clear line."""
+    try:
+        with igzip.open(path, "rb") as handle:
+            while handle.read(1 << 24):
+                pass
+    except (OSError, EOFError, ValueError) as exc:
+        raise UnreadableFileError(f"{path}: truncated or corrupt gzip ({exc})") from None
+
+
+def _may_quote_line_breaks(path: Path) -> bool:
+    """Whether a CSV file may hold a quoted field with a line break (needs the whole-record parser).
+
+    A gzip file is read whole by one task anyway. A plain file without any quote character cannot
+    hold one, and stays splittable: the mediation extracts (the big ones) are written unquoted.
+    """
+    if path.name.endswith(".gz"):
+        return True
+    if path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return data.find(b'"') >= 0
+
+
+def _check_parquet_types(path: Path, schema: pa.Schema, source: str) -> None:
+    """A contract column of a type no contract kind can come from fails the file, naming the column."""
+    for name in C.columns(source):
+        if name not in schema.names:
+            continue
+        kind = schema.field(name).type
+        if pa.types.is_nested(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+            raise UnreadableFileError(f"{path}: column {name} has type {kind}, not a contract type")
 
 
 def list_delivery(folder: Path, source: str, *, allow_incomplete: bool) -> tuple[list[LandingFile], bool]:
@@ -149,54 +196,104 @@ def list_delivery(folder: Path, source: str, *, allow_incomplete: bool) -> tuple
             continue
         if not path.name.endswith(C.DATA_SUFFIXES):
             raise UnreadableFileError(f"{path}: not a CSV, CSV.gz or Parquet file")
+        schema = None
+        multiline = False
         if path.name.endswith(".parquet"):
             try:
-                cols = pq.read_schema(path).names
+                schema = pq.read_schema(path)
             except Exception as exc:
                 raise UnreadableFileError(f"{path}: not a readable Parquet file ({exc})") from None
+            cols = schema.names
             fmt = "parquet"
         else:
             cols = _header(path)
             fmt = "csv"
+            if path.name.endswith(".gz"):
+                _check_gzip(path)
+            multiline = _may_quote_line_breaks(path)
+        repeated = sorted({c for c in cols if cols.count(c) > 1})
+        if repeated:
+            raise UnreadableFileError(f"{path}: column {', '.join(repeated)} appears twice in the header")
         missing = sorted(required - set(cols))
         if missing:
             raise MissingColumnsError(missing, f"{path}")
-        files.append(LandingFile(str(path), path.name, fmt, tuple(cols), path.stat().st_mtime))
+        if schema is not None:
+            _check_parquet_types(path, schema, source)
+        files.append(
+            LandingFile(
+                str(path),
+                path.name,
+                fmt,
+                tuple(cols),
+                path.stat().st_mtime,
+                multiline=multiline,
+                types=_contract_types(schema, source) if schema is not None else (),
+            )
+        )
     if not files:
         raise UnreadableFileError(f"{folder}: no data files")
     # in delivery order: a later file's copy of a record wins
     return sorted(files, key=lambda f: (f.mtime, f.name)), incomplete
 
 
-def read_delivery(spark: SparkSession, files: Sequence[LandingFile], source: str) -> DataFrame:
+def read_delivery(
+    spark: SparkSession, files: Sequence[LandingFile], source: str, *, local_timezone: str = "UTC"
+) -> DataFrame:
     """All files as text columns of the contract, with the file's index in ``files`` and row position.
 
     ``_fid`` (the index: a small int instead of a file name on every row), ``_block`` (the Spark split's
-    byte offset), ``_pid`` and ``_pos`` (position within the Spark partition) locate each row.
+    byte offset), ``_pid`` and ``_pos`` (position within the Spark partition) locate each row;
+    ``_malformed`` marks a CSV record whose field count differs from its header.
+
+    CSV files are read with their own header's columns (any order, extra columns ignored); files that
+    may hold quoted line breaks are parsed record by record. Parquet files are read per physical schema,
+    each column turned into the contract's text form (see :func:`parquet_as_contract_text`), so files
+    written by different tools (pandas, pyarrow, Spark, Polars, DuckDB) mix in one month.
     """
     wanted = C.columns(source)
     fid = F.array_position(_file_names(files), F.col("_metadata.file_name")).cast("int") - 1
-    groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    groups: dict[tuple, list[str]] = {}
     for f in files:
-        groups.setdefault((f.fmt, f.columns if f.fmt == "csv" else ()), []).append(f.path)
+        key = (f.fmt, f.columns, f.multiline) if f.fmt == "csv" else (f.fmt, f.types)
+        groups.setdefault(key, []).append(f.path)
     frames = []
-    for (fmt, cols), paths in groups.items():
-        if fmt == "csv":
-            schema = T.StructType([T.StructField(c, T.StringType()) for c in cols])
+    for key, paths in groups.items():
+        if key[0] == "csv":
+            _, cols, multiline = key
+            schema = T.StructType([T.StructField(c, T.StringType()) for c in (*cols, CORRUPT_COL)])
             df = spark.read.csv(
                 paths,
                 schema=schema,
                 header=True,
                 enforceSchema=True,
                 mode="PERMISSIVE",
+                columnNameOfCorruptRecord=CORRUPT_COL,
+                multiLine=multiline,
                 quote='"',
                 escape='"',
             )
+            malformed = F.col(CORRUPT_COL).isNotNull()
+            texts = [F.col(c) for c in wanted]
+            if multiline:
+                # the parser turns a quoted CRLF into LF in CRLF files only: one rule for every file
+                texts = [F.replace(F.col(c), F.lit("\r\n"), F.lit("\n")).alias(c) for c in wanted]
         else:
+            types = dict(key[1])
             df = spark.read.parquet(*paths)
-            df = df.select(*[F.col(c).cast("string").alias(c) for c in wanted])
+            malformed = F.lit(False)
+            texts = [
+                parquet_as_contract_text(
+                    c.name,
+                    types[c.name],
+                    c.kind,
+                    epoch_nanos=isinstance(df.schema[c.name].dataType, T.LongType),
+                    local_timezone=local_timezone,
+                )
+                for c in C.CONTRACT[source]
+            ]
         df = df.select(
-            *[F.col(c) for c in wanted],
+            *texts,
+            malformed.alias(MALFORMED_COL),
             fid.alias("_fid"),
             F.col("_metadata.file_block_start").alias("_block"),
             F.spark_partition_id().alias("_pid"),
@@ -208,6 +305,47 @@ def read_delivery(spark: SparkSession, files: Sequence[LandingFile], source: str
         out = out.unionByName(df)
     # position within the Spark partition (monotonically_increasing_id = partition << 33 | index)
     return out.withColumn("_pos", F.col("_mid") - F.shiftleft(F.col("_pid").cast("long"), 33)).drop("_mid")
+
+
+CORRUPT_COL = "_corrupt_record"
+TIMESTAMP_TEXT = "yyyy-MM-dd HH:mm:ss"
+
+
+def parquet_as_contract_text(
+    name: str, arrow_type: str, kind: str, *, epoch_nanos: bool, local_timezone: str
+) -> Column:
+    """One Parquet column as the contract's text, whatever natural physical type a writer chose.
+
+    The text then goes through the same validation as CSV, so a value that cannot be represented
+    (fractional where an integer is required, out of range, a time on a date) is quarantined with a
+    reason, never silently rounded or dropped. Timestamps: nanoseconds (read as epoch longs),
+    micro/milliseconds and INT96 alike, cut to seconds like CSV; a timestamp **with a zone** is an
+    instant and becomes the wall-clock time in ``local_timezone`` (the contract's local time); one
+    without a zone is taken as the local wall-clock time it already is.
+    """
+    col = F.col(f"`{name}`")
+    if arrow_type == "null":  # an all-null column: no values to read
+        return F.lit(None).cast("string").alias(name)
+    is_time = arrow_type.startswith("timestamp[")
+    if is_time:
+        if epoch_nanos:  # nanosecond timestamps Spark reads as epoch longs
+            col = F.timestamp_micros(F.floor(col / 1000).cast("long"))
+        if ", tz=" in arrow_type:
+            col = F.from_utc_timestamp(col, local_timezone)
+        full = F.date_format(col, TIMESTAMP_TEXT)
+        if kind == "date":  # a date delivered as a timestamp: fine at midnight, else not a date
+            midnight = F.date_format(col, "HH:mm:ss") == "00:00:00"
+            return F.when(midnight, F.date_format(col, "yyyy-MM-dd")).otherwise(full).alias(name)
+        return full.alias(name)
+    numeric = arrow_type.startswith(("double", "float", "halffloat", "decimal"))
+    if kind in ("int", "bigint") and numeric:
+        whole = col == F.floor(col)
+        as_text = col.cast("string")
+        return F.when(whole, col.cast("decimal(38,0)").cast("string")).otherwise(as_text).alias(name)
+    if kind == "decimal" and arrow_type.startswith(("double", "float", "halffloat")):
+        # through a decimal: no exponent notation; a value no decimal holds keeps its text (unparseable)
+        return F.coalesce(col.cast(DECIMAL).cast("string"), col.cast("string")).alias(name)
+    return col.cast("string").alias(name)
 
 
 def _file_names(files: Sequence[LandingFile]) -> Column:
@@ -315,14 +453,19 @@ def ingest_source(
             log.info("%s %s: no delivery (optional source)", source, month)
             return None
         raise MissingDeliveryError(f"{folder}: no delivery for {source} {month}")
-    files, incomplete = list_delivery(folder, source, allow_incomplete=allow_incomplete)
+    try:
+        files, incomplete = list_delivery(folder, source, allow_incomplete=allow_incomplete)
+    except (UnreadableFileError, MissingColumnsError) as exc:
+        failed = SourceReport(source, month, gate_failures=[one_line(exc)])
+        _write_report(lake, _dq_frame(lake, failed), "data_quality", source, month)
+        raise
     report = SourceReport(source, month, files=len(files), incomplete_delivery=incomplete)
     report.extra_columns = {
         f.name: sorted(set(f.columns) - set(C.columns(source)))
         for f in files
         if set(f.columns) - set(C.columns(source))
     }
-    raw = read_delivery(spark, files, source)
+    raw = read_delivery(spark, files, source, local_timezone=cfg.ingest.local_timezone)
     checked = validate_rows(raw, source=source, month=month, late_days=cfg.ingest.late_days)
     if source == "cdr":
         intervals = _msisdn_intervals(lake, add_months(month, 1))
@@ -347,9 +490,29 @@ def ingest_source(
     checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         return _finish_source(lake, report, checked, files, override_gates)
+    except (GateFailedError, UnreadableFileError):
+        raise
+    except Exception as exc:
+        unreadable = _unreadable_file(exc, files)
+        if unreadable is None:
+            raise
+        report.gate_failures = [str(unreadable)]
+        _write_report(lake, _dq_frame(lake, report), "data_quality", source, month)
+        raise unreadable from None
     finally:
         checked.unpersist()
         spark.conf.set(CACHE_COMPRESSED, compressed)
+
+
+def _unreadable_file(exc: Exception, files: Sequence[LandingFile]) -> UnreadableFileError | None:
+    """A Spark read failure that names a landing file, as one line naming the file and the cause."""
+    text = str(exc)
+    hit = next((f for f in files if f.name in text), None)
+    if hit is None:
+        return None
+    causes = [line.strip() for line in text.splitlines() if line.strip().startswith("Caused by:")]
+    cause = causes[-1].removeprefix("Caused by:").strip() if causes else one_line(exc)
+    return UnreadableFileError(f"{hit.path}: cannot be read ({cause[:300]})")
 
 
 def _with_subscriber(validated: DataFrame, intervals: DataFrame) -> DataFrame:

@@ -65,6 +65,13 @@ def job_parser(description: str, *, month: bool = True) -> argparse.ArgumentPars
     return parser
 
 
+def one_line(exc: BaseException, limit: int = 600) -> str:
+    """The first line of an error (a JVM error's message, not its stack trace), at most ``limit`` chars."""
+    lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def run_job(
     stage: str,
     parser: argparse.ArgumentParser,
@@ -88,7 +95,7 @@ def run_job(
         return 130
     except Exception as exc:
         log.debug("stage %s failed", stage, exc_info=True)
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = one_line(exc)
         print(f"ERROR {stage}: {type(exc).__name__}: {reason}", file=sys.stderr)
         return 1
     log.info("%s finished in %.1fs", stage, time.perf_counter() - t0)

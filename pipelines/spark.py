@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 # Settings the pipeline's correctness depends on, applied in every mode.
 _REQUIRED_SQL_CONF = {
     "spark.sql.session.timeZone": "UTC",
+    # Landing Parquet from pandas/pyarrow holds nanosecond timestamps, which Spark cannot read as
+    # timestamps: read them as epoch longs, which ingest converts (pipelines.ingest).
+    "spark.sql.legacy.parquet.nanosAsLong": "true",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
     # Delta readers expect INT64 microsecond timestamps, not Spark's legacy INT96.

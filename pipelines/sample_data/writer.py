@@ -237,16 +237,44 @@ _ARROW_TYPES = {
 }
 
 
-def typed(table: pa.Table, source: str) -> pa.Table:
-    """The string table in natural Parquet types (faults written here are all representable)."""
+# A pandas-style writer (pyarrow engine, defaults): nanosecond timestamps, int64 for every integer,
+# decimals as exact decimal128, dictionary-encoded strings.
+_PANDAS_TYPES = {
+    **_ARROW_TYPES,
+    "int": pa.int64(),
+    "decimal": pa.decimal128(18, 4),
+    "timestamp": pa.timestamp("ns"),
+}
+
+
+def typed(table: pa.Table, source: str, *, style: str = "arrow") -> pa.Table:
+    """The string table in natural Parquet types (faults written here are all representable).
+
+    ``style``: ``arrow`` (microsecond timestamps, int32, float64 amounts) or ``pandas`` (nanosecond
+    timestamps, int64, decimal amounts, dictionary strings): two writers' natural choices.
+    """
+    types = _PANDAS_TYPES if style == "pandas" else _ARROW_TYPES
     cols = {}
     for col in C.CONTRACT[source]:
         arr = table.column(col.name)
         if col.kind == "timestamp":
-            cols[col.name] = pc.cast(pc.strptime(arr, "%Y-%m-%d %H:%M:%S", "s"), pa.timestamp("us"))
+            cols[col.name] = pc.cast(pc.strptime(arr, "%Y-%m-%d %H:%M:%S", "s"), types["timestamp"])
+        elif col.kind == "decimal" and style == "pandas":
+            cols[col.name] = pc.cast(pc.cast(arr, pa.decimal128(38, 10)), types["decimal"])
+        elif col.kind in ("string", "month") and style == "pandas":
+            cols[col.name] = pc.dictionary_encode(arr)
         else:
-            cols[col.name] = pc.cast(arr, _ARROW_TYPES[col.kind])
+            cols[col.name] = pc.cast(arr, types[col.kind])
     return pa.table(cols)
+
+
+# --format mixed: the parts of a month cycle through these (format, gzip, Parquet style)
+MIXED_PARTS = (
+    ("csv", False, ""),
+    ("parquet", False, "arrow"),
+    ("csv", True, ""),
+    ("parquet", False, "pandas"),
+)
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -285,7 +313,8 @@ def write_source_month(
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     n = table.num_rows
-    parts = max(1, min(opts.files_per_month, n)) if n else 1
+    wanted = max(opts.files_per_month, len(MIXED_PARTS)) if opts.fmt == "mixed" else opts.files_per_month
+    parts = max(1, min(wanted, n)) if n else 1
     bounds = np.linspace(0, n, parts + 1).astype(int)
     quoting = "none" if source in UNQUOTED_SOURCES else "needed"
     records = []
@@ -293,15 +322,19 @@ def write_source_month(
     for p in range(parts):
         lo, hi = bounds[p], bounds[p + 1]
         part = table.slice(lo, hi - lo)
-        if opts.fmt == "parquet":
-            part = typed(part, source)
+        if opts.fmt == "mixed":
+            fmt, gz, style = MIXED_PARTS[p % len(MIXED_PARTS)]
+        else:
+            fmt, style = opts.fmt, "arrow"
+            gz = fmt == "csv" and rng.random() < opts.gzip_share
+        if fmt == "parquet":
+            part = typed(part, source, style=style)
         if p == 1:  # any column order
             part = part.select(list(reversed(part.column_names)))
-        if p == 0 and opts.fmt == "csv":  # extra columns are ignored (and reported) by ingest
+        if p == 0 and fmt == "csv":  # extra columns are ignored (and reported) by ingest
             part = part.append_column("extract_system", pa.repeat(pa.scalar("mediation-01"), part.num_rows))
-        gz = opts.fmt == "csv" and rng.random() < opts.gzip_share
-        name = f"part-{p:03d}." + ("parquet" if opts.fmt == "parquet" else "csv.gz" if gz else "csv")
-        jobs.append((part, folder / name, opts.fmt, gz, quoting))
+        name = f"part-{p:03d}." + ("parquet" if fmt == "parquet" else "csv.gz" if gz else "csv")
+        jobs.append((part, folder / name, fmt, gz, quoting))
         in_part = (fault_rows >= lo) & (fault_rows < hi)
         for row, reason in zip(
             fault_rows[in_part], np.asarray(fault_reasons, dtype=object)[in_part], strict=True

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+import pytest
+
 from features.tenure import compute_tenure_features, select_population, with_lifecycle_stage
 
 D = dt.date
@@ -98,7 +100,8 @@ def test_plan_change_household_and_customer_lines(spark):
     assert (rows["est12"]["customer_lines"], rows["new0"]["customer_lines"]) == (2, 1)
 
 
-def test_lifecycle_stage(spark):
+@pytest.mark.parametrize("trend_months", [3, 4])  # the window names the ratio column it reads
+def test_lifecycle_stage(spark, trend_months):
     rows = [
         ("onb", 1, None, 0, 0.1),
         ("contract", 30, 2, 0, 1.0),
@@ -110,10 +113,15 @@ def test_lifecycle_stage(spark):
     df = spark.createDataFrame(
         rows,
         "subscriber_id string, tenure_months int, months_to_contract_end int, max_inactive_run_days_m0 int, "
-        "out_events_ratio_avg_3m double",
+        f"out_events_ratio_avg_{trend_months}m double",
     )
     out = with_lifecycle_stage(
-        df, onboarding_months=3, growth_months=12, decline_contract_months=3, decline_inactive_days=7
+        df,
+        onboarding_months=3,
+        growth_months=12,
+        decline_contract_months=3,
+        decline_inactive_days=7,
+        trend_months=trend_months,
     )
     assert {r.subscriber_id: r.lifecycle_stage for r in out.collect()} == {
         "onb": "onboarding",

@@ -170,6 +170,22 @@ def test_explore_notebook_runs_on_the_lake(built, monkeypatch):
     assert "max_inactive_run_days_m0" in lift
 
 
+def _feature_frame(lake: Lake, month: str, params):
+    """The pure feature frame of ``month`` over the lake's silver tables."""
+    from features.build import build_feature_frame, cdr_window_months, select_cdr_window
+    from pipelines.build_features import available_cdr_months
+
+    return build_feature_frame(
+        month=month,
+        snapshots=lake.read("subscriptions"),
+        cdr_window=select_cdr_window(lake.read("cdr"), month=month, params=params),
+        billing=lake.read("billing"),
+        care=lake.read("care"),
+        available_cdr_months=available_cdr_months(lake, month, cdr_window_months(month, params)),
+        params=params,
+    )
+
+
 # memory consumers of a task: each holds at least one page of execution memory while it lives
 _CONSUMERS = {"Sort", "HashAggregate", "ObjectHashAggregate", "ShuffledHashJoin", "Window"}
 _STAGE_BOUNDARIES = ("ShuffleQueryStage", "BroadcastQueryStage", "TableCacheQueryStage", "ResultQueryStage")
@@ -205,25 +221,15 @@ def _consumers_per_task(plan) -> list[int]:
 
 def test_feature_plan_holds_few_memory_consumers_per_task(built, spark):
     """The join chain held ten consumers (sorters, a hash map) in one task and ran out of memory."""
-    from features.build import build_feature_frame, cdr_window_months, select_cdr_window
-    from pipelines.build_features import available_cdr_months, feature_params
+    from pipelines.build_features import feature_params
 
     lake, cfg = built[0], built[1]
     params = feature_params(cfg)
-    months = cdr_window_months("2024-05", params)
     threshold = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
     # the worst case: nothing small enough to broadcast, as at operator scale
     spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
     try:
-        frame = build_feature_frame(
-            month="2024-05",
-            snapshots=lake.read("subscriptions"),
-            cdr_window=select_cdr_window(lake.read("cdr"), month="2024-05", params=params),
-            billing=lake.read("billing"),
-            care=lake.read("care"),
-            available_cdr_months=available_cdr_months(lake, "2024-05", months),
-            params=params,
-        )
+        frame = _feature_frame(lake, "2024-05", params)
         rows = frame.collect()
         per_task = _consumers_per_task(frame._jdf.queryExecution().executedPlan())
     finally:
@@ -272,3 +278,39 @@ def test_feature_build_runs_at_the_smallest_documented_driver_memory(built, tmp_
     assert sorted(r.subscriber_id for r in features.select("subscriber_id").collect()) == sorted(
         r.subscriber_id for r in active.select("subscriber_id").collect()
     )
+
+
+def test_features_build_with_a_four_month_trend_window(built):
+    """``--set features.trend_months=4`` broke the build: the lifecycle rule read the 3-month column."""
+    import dataclasses
+
+    from pipelines.build_features import feature_params
+
+    lake, cfg = built[0], built[1]
+    params = dataclasses.replace(feature_params(cfg), trend_months=4)
+    frame = _feature_frame(lake, "2024-05", params)
+    assert "out_events_ratio_avg_4m" in frame.columns and "out_events_ratio_avg_3m" not in frame.columns
+    rows = frame.select(
+        "tenure_months",
+        "months_to_contract_end",
+        "max_inactive_run_days_m0",
+        "out_events_ratio_avg_4m",
+        "lifecycle_stage",
+    ).collect()
+
+    def stage(r) -> str:  # the rule, restated from the config defaults
+        if r.tenure_months < 3:
+            return "onboarding"
+        ending = r.months_to_contract_end is not None and 0 <= r.months_to_contract_end <= 3
+        falling = (
+            r.max_inactive_run_days_m0 is not None
+            and r.out_events_ratio_avg_4m is not None
+            and r.max_inactive_run_days_m0 >= 7
+            and r.out_events_ratio_avg_4m < 1
+        )
+        if ending or falling:
+            return "decline"
+        return "growth" if r.tenure_months < 12 else "maturity"
+
+    assert [r.lifecycle_stage for r in rows] == [stage(r) for r in rows]
+    assert {r.lifecycle_stage for r in rows} == {"onboarding", "decline", "growth", "maturity"}
