@@ -467,8 +467,10 @@ def ingest_source(
     }
     raw = read_delivery(spark, files, source, local_timezone=cfg.ingest.local_timezone)
     checked = validate_rows(raw, source=source, month=month, late_days=cfg.ingest.late_days)
+    intervals = None
     if source == "cdr":
-        intervals = _msisdn_intervals(lake, add_months(month, 1))
+        # read twice (the conflict count, then the broadcast join): built once from the snapshots
+        intervals = _msisdn_intervals(lake, add_months(month, 1)).persist(StorageLevel.MEMORY_AND_DISK)
         conflicts = intervals.where("conflict").agg(
             F.count("*").alias("n"), F.slice(F.sort_array(F.collect_set("msisdn")), 1, 5).alias("some")
         )
@@ -501,6 +503,8 @@ def ingest_source(
         raise unreadable from None
     finally:
         checked.unpersist()
+        if intervals is not None:
+            intervals.unpersist()
         spark.conf.set(CACHE_COMPRESSED, compressed)
 
 

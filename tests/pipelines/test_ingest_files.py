@@ -107,6 +107,15 @@ def cdr_folder(root: Path) -> Path:
     return folder
 
 
+def csv_delivery(tmp_path: Path, name: str, rows: list[dict[str, str]]) -> tuple[Path, Path]:
+    """A landing zone with the subscriptions and one CDR CSV file; returns the landing root and the file."""
+    landing = tmp_path / "landing"
+    subscriptions(landing)
+    path = cdr_folder(landing) / name
+    write_csv(path, rows)
+    return landing, path
+
+
 def ingest(spark, make_cfg, landing: Path, *overrides: str):
     cfg = make_cfg(f"landing.root={landing}", "ingest.gates.enabled=false", *overrides)
     ingest_month(spark, cfg, MONTH, sources=["subscriptions"])
@@ -243,10 +252,7 @@ def test_a_parquet_column_of_no_contract_type_fails_the_file_naming_the_column(s
 # ------------------------------------------------------------------------------------ hostile CSV
 def test_undecodable_bytes_are_quarantined_wherever_they_sit(spark, make_cfg, tmp_path):
     rows = cdr_rows(300)
-    landing = tmp_path / "landing"
-    subscriptions(landing)
-    path = cdr_folder(landing) / "bytes.csv"
-    write_csv(path, rows)
+    landing, path = csv_delivery(tmp_path, "bytes.csv", rows)
     data = path.read_bytes()
     # a bad byte in row 30's record_id (near the start) and in row 200's cell_id (far past 8 KB)
     data = data.replace(b"R000029,", b"R0000\xff29,", 1)
@@ -267,10 +273,7 @@ def test_undecodable_bytes_are_quarantined_wherever_they_sit(spark, make_cfg, tm
 
 def test_a_row_with_more_or_fewer_values_than_the_header_is_a_bad_row(spark, make_cfg, tmp_path):
     rows = cdr_rows(5)
-    landing = tmp_path / "landing"
-    subscriptions(landing)
-    path = cdr_folder(landing) / "fields.csv"
-    write_csv(path, rows)
+    landing, path = csv_delivery(tmp_path, "fields.csv", rows)
     lines = path.read_text().splitlines()
     lines[2] += ",extra1,extra2"  # data row 2
     lines[4] = lines[4].rsplit(",", 2)[0]  # data row 4: two values short
@@ -298,10 +301,7 @@ def test_quoted_line_breaks_parse_and_row_numbers_stay_right(spark, make_cfg, tm
 
 def test_a_byte_order_mark_is_not_part_of_the_first_column_name(spark, make_cfg, tmp_path):
     rows = cdr_rows(4)
-    landing = tmp_path / "landing"
-    subscriptions(landing)
-    path = cdr_folder(landing) / "bom.csv"
-    write_csv(path, rows)
+    landing, path = csv_delivery(tmp_path, "bom.csv", rows)
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     lake, report = ingest(spark, make_cfg, landing)
     assert report.rows_loaded == 4 and quarantined(lake) == []
