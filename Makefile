@@ -13,7 +13,7 @@ JOB_ARGS = $(foreach c,$(CONF),--conf $(c)) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := help
 .PHONY: help install java test test-fast lint format demo bench clean \
-        generate_sample_data ingest build_features monthly
+        generate_sample_data ingest build_features monthly demo_summary
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,7 +47,7 @@ format: $(STAMP) ## Format and fix with ruff
 demo: install ## Generate sample data (CSV, gzip CSV and Parquet mixed) and run the monthly pipeline end to end
 	$(PY) jobs/generate_sample_data.py --months $(DEMO_MONTHS) --subscribers $(DEMO_SUBSCRIBERS) --seed 7 --bad-rows 0.002 --format mixed $(JOB_ARGS)
 	$(PY) jobs/monthly.py --months $(DEMO_MONTHS) $(JOB_ARGS)
-	$(PY) -m pipelines.demo_summary $(JOB_ARGS)
+	$(PY) jobs/demo_summary.py $(JOB_ARGS)
 
 bench: install ## Benchmarks: ratios against reference runs in the same process tree
 	$(PY) -m bench.run_all $(JOB_ARGS)
@@ -66,3 +66,6 @@ monthly: install ## Job: all stages of one month in order (MONTH=YYYY-MM)
 
 clean: ## Remove the local lake, landing zone and caches (keeps .venv)
 	rm -rf data .pytest_cache .ruff_cache spark-warehouse
+
+demo_summary: install ## Job: print where the outputs are and what they hold
+	$(PY) jobs/demo_summary.py $(JOB_ARGS)

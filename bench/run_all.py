@@ -24,13 +24,13 @@ from pathlib import Path
 from pyspark.sql import functions as F
 
 from features.calendar import months_between
-from pipelines.config import load_config
-from pipelines.delta import read_delta, write_delta
+from pipelines.core.config import load_config
+from pipelines.core.delta import read_delta, write_delta
+from pipelines.core.runner import configure_logging
+from pipelines.core.spark import get_spark
+from pipelines.core.sql import duckdb_connect
 from pipelines.ingest import ingest_month
-from pipelines.runner import configure_logging
 from pipelines.sample_data.writer import GenerateOptions, generate
-from pipelines.spark import get_spark
-from pipelines.sql import duckdb_connect
 
 
 def timed(fn):
@@ -191,15 +191,15 @@ SELECT * FROM summary LEFT JOIN contacts USING (subscriber_id)
 def bench_features(spark, work: Path) -> dict:
     from features.build import select_cdr_window, summarize_cdr
     from features.social import compute_contact_pairs
-    from pipelines.build_features import build_features_month, feature_params
-    from pipelines.lake import Lake
+    from pipelines.build_features import build_features_month
+    from pipelines.core.lake import Lake
 
     cfg = load_config([], [f"lake.root={work / 'lake'}", f"landing.root={work / 'landing'}"])
     for month in ("2024-01", "2024-02"):  # bench_ingest loaded their subscriptions and CDRs
         ingest_month(spark, cfg, month, sources=["billing", "care"])
     ingest_month(spark, cfg, "2024-03", sources=["subscriptions", "billing", "care", "cdr"])
     lake = Lake(spark, cfg)
-    month, params = "2024-03", feature_params(cfg)
+    month, params = "2024-03", cfg.features
     cdr_rows = select_cdr_window(lake.read("cdr"), month=month, params=params).count()
 
     def spark_cdr_aggregates() -> None:

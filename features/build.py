@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -18,6 +17,7 @@ from pyspark.sql import functions as F
 from features.billing import compute_billing_features
 from features.calendar import add_months, month_start
 from features.care import compute_care_features
+from features.params import ChurnParams, CohortParams, FeatureParams
 from features.roaming import compute_roaming_features
 from features.social import churned_numbers, compute_contact_pairs, compute_social_features
 from features.tenure import compute_tenure_features, select_population, with_lifecycle_stage
@@ -41,29 +41,6 @@ CDR_COLUMNS = (
     "roaming",
     "roaming_country",
 )
-
-
-@dataclass(frozen=True)
-class FeatureParams:
-    """Feature windows and rules (from ``features``, ``cohorts`` and ``churn`` in the config)."""
-
-    trend_months: int = 3
-    contagion_months: int = 3
-    frequent_contact_min_calls: int = 3
-    night_start_hour: int = 22
-    night_end_hour: int = 6
-    cohort_boundaries: tuple[int, ...] = (6, 12)
-    cohort_names: tuple[str, ...] = ("new", "early", "established")
-    lifecycle_onboarding_months: int = 3
-    lifecycle_growth_months: int = 12
-    lifecycle_decline_contract_months: int = 3
-    lifecycle_decline_inactive_days: int = 7
-    counted_reasons: tuple[str, ...] = ("port_out", "voluntary")
-
-    @property
-    def cdr_months(self) -> int:
-        """How many months of CDRs (ending at M) the features read."""
-        return max(self.trend_months, self.contagion_months, 2)
 
 
 def cdr_window_months(month: str, params: FeatureParams) -> list[str]:
@@ -117,12 +94,15 @@ def build_feature_frame(
     care: DataFrame,
     available_cdr_months: Sequence[str],
     params: FeatureParams,
+    cohorts: CohortParams,
+    churn: ChurnParams,
     cdr_summary: DataFrame | None = None,
 ) -> DataFrame:
     """One row per subscriber active at the end of ``month``, key ``(subscriber_id, month)``.
 
     ``snapshots``: the subscription table (any months; only M, M-1 and the contagion window up to M are
-    read). ``cdr_window``: from :func:`select_cdr_window`. ``billing`` / ``care``: the silver tables.
+    read). ``cohorts`` / ``churn``: the cohort split and the counted churn reasons (contagion).
+    ``cdr_window``: from :func:`select_cdr_window`. ``billing`` / ``care``: the silver tables.
     ``available_cdr_months``: months whose CDRs are loaded (others count as unknown, not as zero usage).
     ``cdr_summary``: :func:`summarize_cdr` of the window, when the caller cached it. Three families read
     it, each a different column subset, so Spark would otherwise aggregate the CDRs three times.
@@ -137,7 +117,7 @@ def build_feature_frame(
         care = care.where(F.col("month") <= month)
 
     tenure = compute_tenure_features(
-        population, previous, month=month, boundaries=p.cohort_boundaries, names=p.cohort_names
+        population, previous, month=month, boundaries=cohorts.boundaries, names=cohorts.names
     )
     summary = cdr_summary if cdr_summary is not None else summarize_cdr(cdr_window, month=month, params=p)
     usage = compute_usage_features(
@@ -145,7 +125,7 @@ def build_feature_frame(
     )
     pairs = compute_contact_pairs(cdr_window, month=month, contagion_months=p.contagion_months)
     churned = churned_numbers(
-        snapshots, month=month, contagion_months=p.contagion_months, counted_reasons=p.counted_reasons
+        snapshots, month=month, contagion_months=p.contagion_months, counted_reasons=churn.counted_reasons
     )
     social = compute_social_features(
         population,

@@ -29,6 +29,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from features.calendar import add_months, month_end, month_start
+from features.params import ChurnParams
 from features.usage import longest_inactive_run
 
 LABEL_COLUMNS = (
@@ -105,22 +106,17 @@ def compute_labels(
     later_snapshots: DataFrame,
     *,
     month: str,
-    gap_months: int,
-    window_months: int,
-    counted_reasons: Sequence[str],
-    involuntary_reasons: Sequence[str],
-    excluded_reasons: Sequence[str],
-    gap_churn: str,
+    rules: ChurnParams,
     available: bool,
     prepaid_inactive: DataFrame | None = None,
 ) -> DataFrame:
-    """Labels of snapshot ``month`` for ``population`` (``subscriber_id, plan_type``).
+    """Labels of snapshot ``month`` for ``population`` (``subscriber_id, plan_type``) under ``rules``.
 
     ``later_snapshots``: subscription snapshots of months M+1 up to the window's last month (with a
     ``month`` column). ``available``: the last window month's snapshot is loaded. ``prepaid_inactive``:
     subscribers meeting the prepaid inactivity definition in the window (optional).
     """
-    first, last = label_window(month, gap_months=gap_months, window_months=window_months)
+    first, last = label_window(month, gap_months=rules.gap_months, window_months=rules.window_months)
     window_start, window_end = month_start(first), month_end(last)
     base = population.select("subscriber_id", "plan_type").withColumns(
         {
@@ -164,11 +160,13 @@ def compute_labels(
         df = df.withColumn("_inactive", F.lit(None).cast("boolean"))
 
     date, reason = F.col("churn_date"), F.coalesce(F.col("churn_reason"), F.lit("other"))
-    reason_status, reason_churn = _by_reason(reason, counted_reasons, involuntary_reasons, excluded_reasons)
+    reason_status, reason_churn = _by_reason(
+        reason, rules.counted_reasons, rules.involuntary_reasons, rules.excluded_reasons
+    )
     in_gap = date < F.lit(window_start)
     in_window = date.between(F.lit(window_start), F.lit(window_end))
     inactive = (F.col("plan_type") == "prepaid") & F.coalesce(F.col("_inactive"), F.lit(False))
-    count_gap = gap_churn == "count"
+    count_gap = rules.gap_churn == "count"
     status = (
         F.when(in_gap, reason_status if count_gap else F.lit("gap_churn"))
         .when(in_window, reason_status)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.runner import job_parser, run_job
+from pipelines.core.runner import job_parser, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(args, cfg):
         from pipelines.build_features import build_features_month
-        from pipelines.spark import get_spark
+        from pipelines.core.spark import get_spark
 
         build_features_month(get_spark(cfg), cfg, args.month)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.runner import job_parser, month_range, run_job
+from pipelines.core.runner import job_parser, month_range, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=["csv", "parquet", "mixed"], default=None)
 
     def body(args, cfg):
-        from pipelines.generate import generate_sample_data
+        from pipelines.generate_sample_data import generate_sample_data
 
         generate_sample_data(
             cfg,

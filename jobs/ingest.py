@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.runner import job_parser, run_job
+from pipelines.core.runner import job_parser, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--override-gates", action="store_true", help="publish despite failed quality gates")
 
     def body(args, cfg):
+        from pipelines.core.spark import get_spark
         from pipelines.ingest import ingest_month
-        from pipelines.spark import get_spark
 
         sources = [s.strip() for s in args.sources.split(",")] if args.sources else None
         ingest_month(

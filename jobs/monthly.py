@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.runner import job_parser, month_range, month_type, run_job
+from pipelines.core.runner import job_parser, month_range, month_type, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--override-gates", action="store_true")
 
     def body(args, cfg):
+        from pipelines.core.spark import get_spark
         from pipelines.monthly import run_monthly
-        from pipelines.spark import get_spark
 
         months = args.months or [args.month]
         run_monthly(

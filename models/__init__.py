@@ -1,0 +1,22 @@
+"""Churn models on pandas frames (pure: no I/O, no Spark, no MLflow).
+
+from models import ModelSpec, fit_family
+family = fit_family(train_df, spec=ModelSpec(), valid=valid_df)
+proba = family.predict_proba(test_df)
+"""
+
+from models.family import ModelFamily, ModelSpec, TrainingDataError, evaluate_family, fit_family
+from models.metrics import ProfitParams, classification_metrics, empc
+from models.params import ModelParams
+
+__all__ = [
+    "ModelFamily",
+    "ModelParams",
+    "ModelSpec",
+    "ProfitParams",
+    "TrainingDataError",
+    "classification_metrics",
+    "empc",
+    "evaluate_family",
+    "fit_family",
+]

@@ -17,7 +17,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from features.build import (
-    FeatureParams,
     build_feature_frame,
     cdr_window_months,
     select_cdr_window,
@@ -25,9 +24,9 @@ from features.build import (
 )
 from features.calendar import months_between
 from features.labels import compute_labels, label_window, prepaid_inactive_subscribers
-from pipelines.config import Config
-from pipelines.lake import Lake
-from pipelines.manifest import recorded_run
+from pipelines.core.config import Config
+from pipelines.core.lake import Lake
+from pipelines.core.manifest import recorded_run
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +44,6 @@ class FeatureReport:
     columns: int
     hard_warnings: int
     label_months: list[str]
-
-
-def feature_params(cfg: Config) -> FeatureParams:
-    f = cfg.features
-    return FeatureParams(
-        trend_months=f.trend_months,
-        contagion_months=f.contagion_months,
-        frequent_contact_min_calls=f.frequent_contact_min_calls,
-        night_start_hour=f.night_start_hour,
-        night_end_hour=f.night_end_hour,
-        cohort_boundaries=tuple(cfg.cohorts.boundaries),
-        cohort_names=tuple(cfg.cohorts.names),
-        lifecycle_onboarding_months=f.lifecycle_onboarding_months,
-        lifecycle_growth_months=f.lifecycle_growth_months,
-        lifecycle_decline_contract_months=f.lifecycle_decline_contract_months,
-        lifecycle_decline_inactive_days=f.lifecycle_decline_inactive_days,
-        counted_reasons=tuple(cfg.churn.counted_reasons),
-    )
 
 
 def check_inputs(lake: Lake, month: str) -> None:
@@ -98,7 +79,7 @@ def available_cdr_months(lake: Lake, month: str, months: list[str]) -> list[str]
 def build_features_month(spark: SparkSession, cfg: Config, month: str) -> FeatureReport:
     """Build and write ``features_monthly`` for ``month``, then the labels known at that point."""
     lake = Lake(spark, cfg)
-    params = feature_params(cfg)
+    params = cfg.features
     with recorded_run(lake, "build_features", month) as run:
         check_inputs(lake, month)
         run.input_versions = lake.versions(list(REQUIRED_SOURCES))
@@ -123,6 +104,8 @@ def build_features_month(spark: SparkSession, cfg: Config, month: str) -> Featur
             care=lake.read("care"),
             available_cdr_months=available,
             params=params,
+            cohorts=cfg.cohorts,
+            churn=cfg.churn,
         )
         try:
             result = lake.write(
@@ -169,12 +152,7 @@ def _label_frame(lake: Lake, snapshot_month: str, subscription_months: set[str])
         population,
         later,
         month=snapshot_month,
-        gap_months=churn.gap_months,
-        window_months=churn.window_months,
-        counted_reasons=churn.counted_reasons,
-        involuntary_reasons=churn.involuntary_reasons,
-        excluded_reasons=churn.excluded_reasons,
-        gap_churn=churn.gap_churn,
+        rules=churn,
         available=available,
         prepaid_inactive=inactive,
     )

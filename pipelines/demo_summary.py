@@ -1,11 +1,9 @@
-"""Print where the demo's outputs are and what they hold (``make demo`` ends with this)."""
+"""What the demo's outputs are and where (``jobs/demo_summary.py``; ``make demo`` ends with it)."""
 
 from __future__ import annotations
 
-import sys
-
-from pipelines.config import load_config
-from pipelines.runner import job_parser
+from pipelines.core.config import load_config
+from pipelines.core.runner import job_parser
 
 
 def _show(con, title: str, sql: str) -> None:
@@ -22,7 +20,7 @@ def _show(con, title: str, sql: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = job_parser("demo summary", month=False).parse_args(argv)
     cfg = load_config(args.conf, args.set)
-    from pipelines.sql import duckdb_connect
+    from pipelines.core.sql import duckdb_connect
 
     con = duckdb_connect()
     print("\nLanding zone:", cfg.landing_root)
@@ -79,10 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         status = 0 if repeated == 0 else 1
     print("\nQuery with SQL, no Spark needed:")
     quarantine = cfg.table_path("quarantine")
-    print("  from pipelines.sql import duckdb_connect")
+    print("  from pipelines.core.sql import duckdb_connect")
     print(f"  duckdb_connect().sql(\"SELECT * FROM delta_scan('{quarantine}') LIMIT 5\").show()")
     return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,6 +12,7 @@ gives the same tables.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -31,7 +32,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from features import contract as C
-from features.calendar import add_months, days_in_month, month_start, months_between
+from features.calendar import add_months, month_start, months_between
 from features.cleaning import (
     DECIMAL,
     MALFORMED_COL,
@@ -41,22 +42,22 @@ from features.cleaning import (
     resolve_msisdn,
     validate_rows,
 )
-from pipelines.config import Config
-from pipelines.delta import MissingColumnsError
-from pipelines.lake import Lake
-from pipelines.manifest import recorded_run
-from pipelines.runner import one_line
+from features.errors import MissingColumnsError
+from pipelines.core.config import Config
+from pipelines.core.delta import WriteResult
+from pipelines.core.lake import Lake
+from pipelines.core.manifest import recorded_run
+from pipelines.core.runner import one_line
+from pipelines.ingest_spec import (
+    INGEST_ORDER,
+    SOURCE_SPECS,
+    LoadStats,
+    SourceSpec,
+    evaluate_gates,
+    trailing_daily_mean,
+)
 
 log = logging.getLogger(__name__)
-
-INGEST_ORDER = ("subscriptions", "billing", "care", "campaign_outcomes", "cdr")
-PARTITIONS = {
-    "subscriptions": ["month"],
-    "billing": ["bill_month"],
-    "care": ["month"],
-    "campaign_outcomes": ["month"],
-    "cdr": ["event_month", "delivery_month"],
-}
 
 
 class IncompleteDeliveryError(RuntimeError):
@@ -73,6 +74,11 @@ class MissingDeliveryError(RuntimeError):
 
 class GateFailedError(RuntimeError):
     """A data-quality gate failed: the month is not publishable."""
+
+    def __init__(self, message: str, *, stats: LoadStats, failures: list[str]) -> None:
+        super().__init__(message)
+        self.stats = stats
+        self.failures = failures
 
 
 DQ_SCHEMA = (
@@ -373,64 +379,18 @@ def _msisdn_intervals(lake: Lake, month: str) -> DataFrame:
     return compute_msisdn_intervals(lake.read("subscriptions"), latest_month=latest, damaged_listings=damaged)
 
 
-def _gates(cfg: Config, lake: Lake, report: SourceReport, good: DataFrame | None) -> list[str]:
-    gates = cfg.ingest.gates
-    failures = []
-    if report.rows_read and report.rows_quarantined / report.rows_read > gates.max_quarantine_rate:
-        rate = report.rows_quarantined / report.rows_read
-        failures.append(f"quarantine rate {rate:.2%} above {gates.max_quarantine_rate:.2%}")
-    if report.source == "cdr":
-        month_days = [
-            (month_start(report.month).replace(day=d)).isoformat()
-            for d in range(1, days_in_month(report.month) + 1)
-        ]
-        if gates.require_all_cdr_days:
-            missing = [d for d in month_days if report.daily_counts.get(d, 0) == 0]
-            if missing:
-                failures.append(f"no CDRs on {len(missing)} day(s): {', '.join(missing[:5])}")
-        trailing = _trailing_daily_mean(lake, report.month, gates.cdr_trailing_months, cfg.ingest.late_days)
-        if trailing:
-            tol = gates.cdr_daily_volume_tolerance
-            # the last days of a month are completed by next month's late records: judge days 1..N-7
-            check_days = month_days[: max(1, len(month_days) - cfg.ingest.late_days)]
-            off = [d for d in check_days if abs(report.daily_counts.get(d, 0) / trailing - 1) > tol]
-            if off:
-                failures.append(
-                    f"CDR volume on {len(off)} day(s) outside {tol:.0%} of the trailing daily mean "
-                    f"{trailing:.0f}: {', '.join(off[:5])}"
-                )
-    if report.source == "subscriptions" and gates.unique_subscription_snapshot and good is not None:
-        shared = (
-            good.where(F.col("status") != "deactivated")
-            .groupBy("msisdn")
-            .count()
-            .where("count > 1")
-            .limit(5)
-            .collect()
-        )
-        if shared:
-            failures.append(f"msisdn held by several live subscribers: {', '.join(r.msisdn for r in shared)}")
-    return failures
-
-
-def _trailing_daily_mean(lake: Lake, month: str, n: int, late_days: int) -> float | None:
+def _trailing_daily_mean(lake: Lake, source: str, month: str, n: int, late_days: int) -> float | None:
+    """The trailing daily mean of ``source`` of the ``n`` months before ``month`` (publishable ones)."""
     if not lake.exists("data_quality"):
         return None
     previous = months_between(add_months(month, -n), add_months(month, -1))
     rows = (
         lake.read("data_quality")
-        .where((F.col("source") == "cdr") & F.col("month").isin(previous) & F.col("publishable"))
+        .where((F.col("source") == source) & F.col("month").isin(previous) & F.col("publishable"))
         .select("month", "daily_counts")
         .collect()
     )
-    values = []
-    for r in rows:
-        counts = json.loads(r.daily_counts)
-        # days of that month, as complete as we know them (late records land in the next delivery)
-        values += [v for d, v in counts.items() if d.startswith(r.month)][
-            : days_in_month(r.month) - late_days
-        ]
-    return sum(values) / len(values) if values else None
+    return trailing_daily_mean([(r.month, r.daily_counts) for r in rows], late_days=late_days)
 
 
 CACHE_COMPRESSED = "spark.sql.inMemoryColumnarStorage.compressed"
@@ -447,9 +407,10 @@ def ingest_source(
     """Ingest one source-month; returns None when an optional source has no delivery."""
     cfg = lake.cfg
     spark = lake.spark
+    spec = SOURCE_SPECS[source]
     folder = Path(cfg.landing_root) / source / f"month={month}"
     if not folder.exists():
-        if source in C.OPTIONAL_SOURCES:
+        if spec.optional:
             log.info("%s %s: no delivery (optional source)", source, month)
             return None
         raise MissingDeliveryError(f"{folder}: no delivery for {source} {month}")
@@ -468,7 +429,7 @@ def ingest_source(
     raw = read_delivery(spark, files, source, local_timezone=cfg.ingest.local_timezone)
     checked = validate_rows(raw, source=source, month=month, late_days=cfg.ingest.late_days)
     intervals = None
-    if source == "cdr":
+    if spec.resolves_subscriber:
         # read twice (the conflict count, then the broadcast join): built once from the snapshots
         intervals = _msisdn_intervals(lake, add_months(month, 1)).persist(StorageLevel.MEMORY_AND_DISK)
         conflicts = intervals.where("conflict").agg(
@@ -491,7 +452,7 @@ def ingest_source(
     spark.conf.set(CACHE_COMPRESSED, "false")
     checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        return _finish_source(lake, report, checked, files, override_gates)
+        return _finish_source(lake, spec, report, checked, files, override_gates)
     except (GateFailedError, UnreadableFileError):
         raise
     except Exception as exc:
@@ -593,76 +554,93 @@ def _dedupe_repeated(good: DataFrame, keys: list[str]) -> DataFrame:
     return joined.where(F.col("_keep").isNull() | (position == F.col("_keep"))).drop("_keep")
 
 
-def _drop_loaded_elsewhere(lake: Lake, df: DataFrame, source: str, month: str) -> DataFrame:
+def _drop_loaded_elsewhere(lake: Lake, df: DataFrame, spec: SourceSpec, month: str) -> DataFrame:
     """Rows already loaded from another month's delivery are duplicates, not new rows.
 
     CDRs: only late records (event month M-1, against M-1's own delivery, within the late window) and,
     when M+1 was loaded first, records of M it delivered late can repeat; everything else passes without
     a join. Care contacts: against every other delivery (small).
     """
-    keys = list(C.KEYS[source])
-    if not lake.exists(source):
+    keys, source = list(spec.keys), spec.name
+    if spec.cross_delivery == "none" or not lake.exists(source):
         return df
-    if source == "care":
-        existing = lake.read(source).where(F.col("month") != month).select(*keys)
+    if spec.cross_delivery == "all_deliveries":
+        existing = lake.read(source).where(F.col(spec.partition_by[0]) != month).select(*keys)
         return df.join(existing, keys, "left_anti")
+    assert spec.event_column and spec.delivery_column and spec.event_month_column
+    event_month, delivery_month = F.col(spec.event_month_column), F.col(spec.delivery_column)
     previous = add_months(month, -1)
-    held = lake.partition_values("cdr", "event_month", "delivery_month")
+    held = lake.partition_values(source, spec.event_month_column, spec.delivery_column)
     late_zone = dt.datetime.combine(
         month_start(month) - dt.timedelta(days=lake.cfg.ingest.late_days), dt.time()
     )
-    late = df.where(F.col("event_month") < month)
-    current = df.where(F.col("event_month") >= month)
+    late = df.where(event_month < month)
+    current = df.where(event_month >= month)
     if (previous, previous) in held:
         loaded = (
-            lake.read("cdr")
+            lake.read(source)
             .where(
-                (F.col("event_month") == previous)
-                & (F.col("delivery_month") != month)
-                & (F.col("event_ts") >= F.lit(late_zone))
+                (event_month == previous)
+                & (delivery_month != month)
+                & (F.col(spec.event_column) >= F.lit(late_zone))
             )
             .select(*keys)
         )
         late = late.join(loaded, keys, "left_anti")
     if any(e == month and d not in (None, month) for e, d in held):
-        loaded = lake.read("cdr").where((F.col("event_month") == month) & (F.col("delivery_month") != month))
+        loaded = lake.read(source).where((event_month == month) & (delivery_month != month))
         current = current.join(loaded.select(*keys), keys, "left_anti")
     return late.unionByName(current)
 
 
 def _finish_source(
-    lake: Lake, report: SourceReport, checked: DataFrame, files: Sequence[LandingFile], override_gates: bool
+    lake: Lake,
+    spec: SourceSpec,
+    report: SourceReport,
+    checked: DataFrame,
+    files: Sequence[LandingFile],
+    override_gates: bool,
 ) -> SourceReport:
-    source, month, cfg = report.source, report.month, lake.cfg
-    report.quarantine_by_reason, good_count, blocks = _block_stats(checked)
-    report.rows_quarantined = sum(report.quarantine_by_reason.values())
-    report.rows_read = good_count + report.rows_quarantined
+    source, month, cfg = spec.name, report.month, lake.cfg
+    quarantine_by_reason, good_count, blocks = _block_stats(checked)
+    rows_quarantined = sum(quarantine_by_reason.values())
     good = checked.where(F.size(REASONS_COL) == 0).drop(REASONS_COL, RAW_COL)
-    keys = list(C.KEYS[source])
-    deduped = _add_partition_columns(_dedupe_repeated(good, keys), source, month)
-    if source in ("cdr", "care"):
-        deduped = _drop_loaded_elsewhere(lake, deduped, source, month)
+    deduped = _add_partition_columns(_dedupe_repeated(good, list(spec.keys)), spec, month)
+    deduped = _drop_loaded_elsewhere(lake, deduped, spec, month)
+    trailing = None
+    if spec.event_column:
+        gates = cfg.ingest.gates
+        trailing = _trailing_daily_mean(lake, source, month, gates.cdr_trailing_months, cfg.ingest.late_days)
 
-    def gate(staged: DataFrame) -> None:
+    def check(staged: DataFrame) -> tuple[LoadStats, list[str]]:
         """Load statistics and gates from the staged silver files; a failed gate stops the commit."""
-        report.rows_loaded, report.distinct_subscribers, report.daily_counts = _load_stats(staged, source)
-        report.duplicates = good_count - report.rows_loaded
-        if source == "cdr":
-            report.late_records = sum(v for d, v in report.daily_counts.items() if not d.startswith(month))
-        report.gate_failures = _gates(cfg, lake, report, staged) if cfg.ingest.gates.enabled else []
-        report.gates_overridden = bool(report.gate_failures) and override_gates
-        if not report.publishable:
+        stats = _load_stats(staged, spec, good_count + rows_quarantined, rows_quarantined)
+        failures = evaluate_gates(
+            stats,
+            spec=spec,
+            month=month,
+            gates=cfg.ingest.gates,
+            late_days=cfg.ingest.late_days,
+            trailing_mean=trailing,
+        )
+        if failures and not override_gates:
             raise GateFailedError(
                 f"{source} {month}: data-quality gate failed, month not publishable: "
-                + "; ".join(report.gate_failures)
-                + " (override with --override-gates)"
+                + "; ".join(failures)
+                + " (override with --override-gates)",
+                stats=stats,
+                failures=failures,
             )
+        return stats, failures
 
+    report = dataclasses.replace(report, quarantine_by_reason=quarantine_by_reason)
     try:
-        _write_silver(lake, source, month, deduped, good_count, gate)
-    except GateFailedError:
+        stats, failures = _write_silver(lake, spec, month, deduped, good_count, check).checked
+    except GateFailedError as exc:
+        report = _with_stats(report, spec, exc.stats, exc.failures, overridden=False)
         _write_report(lake, _dq_frame(lake, report), "data_quality", source, month)
         raise
+    report = _with_stats(report, spec, stats, failures, overridden=bool(failures))
     if blocks is None:  # nothing rejected: no need to scan the rows again
         bad = checked.where(F.lit(False)).withColumn("row_number", F.lit(None).cast("long"))
     else:
@@ -690,9 +668,28 @@ def _finish_source(
         report.rows_loaded,
         report.rows_quarantined,
         report.duplicates,
-        f", late {report.late_records}" if source == "cdr" else "",
+        f", late {report.late_records}" if spec.event_column else "",
     )
     return report
+
+
+def _with_stats(
+    report: SourceReport, spec: SourceSpec, stats: LoadStats, failures: list[str], *, overridden: bool
+) -> SourceReport:
+    """The report of a load, from its measured statistics and the gates it failed."""
+    late = sum(v for d, v in stats.daily_counts.items() if not d.startswith(report.month))
+    return dataclasses.replace(
+        report,
+        rows_read=stats.rows_read,
+        rows_quarantined=stats.rows_quarantined,
+        rows_loaded=stats.rows_loaded,
+        duplicates=stats.rows_read - stats.rows_quarantined - stats.rows_loaded,
+        distinct_subscribers=stats.distinct_subscribers,
+        daily_counts=dict(stats.daily_counts),
+        late_records=late if spec.event_column else 0,
+        gate_failures=list(failures),
+        gates_overridden=overridden,
+    )
 
 
 def _dq_frame(lake: Lake, report: SourceReport) -> DataFrame:
@@ -713,29 +710,43 @@ def _write_report(lake: Lake, df: DataFrame, table: str, source: str, month: str
     )
 
 
-def _load_stats(loaded: DataFrame, source: str) -> tuple[int, int, dict[str, int]]:
-    """Rows, approximate distinct subscribers and (CDRs) rows per event day, in one aggregation."""
-    if source != "cdr":
+def _load_stats(loaded: DataFrame, spec: SourceSpec, rows_read: int, rows_quarantined: int) -> LoadStats:
+    """Rows, approximate distinct subscribers, (event sources) rows per event day and (unique-live
+    sources) values held by several live rows, of the staged load."""
+    shared: list[str] = []
+    if spec.unique_live_column:
+        col = spec.unique_live_column
+        shared = [
+            r[col]
+            for r in loaded.where(F.col("status") != "deactivated")
+            .groupBy(col)
+            .count()
+            .where("count > 1")
+            .orderBy(col)
+            .limit(5)
+            .collect()
+        ]
+    if not spec.event_column:
         r = loaded.agg(F.count("*").alias("n"), F.approx_count_distinct("subscriber_id").alias("d")).first()
-        return int(r.n), int(r.d), {}
+        return LoadStats(rows_read, rows_quarantined, int(r.n), int(r.d), shared_values=shared)
     rows = (  # a rollup: the per-day rows and, under day None, the total
-        loaded.rollup(F.date_format("event_ts", "yyyy-MM-dd").alias("day"))
+        loaded.rollup(F.date_format(spec.event_column, "yyyy-MM-dd").alias("day"))
         .agg(F.count("*").alias("n"), F.approx_count_distinct("subscriber_id").alias("d"))
         .collect()
     )
-    total = next(((int(r.n), int(r.d)) for r in rows if r.day is None), (0, 0))
-    return *total, {r.day: int(r.n) for r in rows if r.day is not None}
+    n, d = next(((int(r.n), int(r.d)) for r in rows if r.day is None), (0, 0))
+    daily = {r.day: int(r.n) for r in rows if r.day is not None}
+    return LoadStats(rows_read, rows_quarantined, n, d, daily_counts=daily, shared_values=shared)
 
 
-def _add_partition_columns(df: DataFrame, source: str, month: str) -> DataFrame:
+def _add_partition_columns(df: DataFrame, spec: SourceSpec, month: str) -> DataFrame:
     df = df.drop("_fid", "_block", "_pid", "_pos")
-    if source == "cdr":
-        return df.withColumn("event_month", F.date_format("event_ts", "yyyy-MM")).withColumn(
-            "delivery_month", F.lit(month)
-        )
-    if source == "billing":
-        return df
-    return df.withColumn("month", F.lit(month))
+    if spec.event_column:
+        assert spec.event_month_column is not None
+        df = df.withColumn(spec.event_month_column, F.date_format(spec.event_column, "yyyy-MM"))
+    if spec.delivery_column:
+        df = df.withColumn(spec.delivery_column, F.lit(month))
+    return df
 
 
 ROWS_PER_FILE = 1_000_000
@@ -743,29 +754,21 @@ ROWS_PER_FILE = 1_000_000
 
 def _write_silver(
     lake: Lake,
-    source: str,
+    spec: SourceSpec,
     month: str,
     df: DataFrame,
     rows: int,
-    before_commit: Callable[[DataFrame], None],
-) -> None:
+    check: Callable[[DataFrame], Any],
+) -> WriteResult:
     # few, large files: about a million rows per task, never more tasks than the cluster runs at once
     tasks = max(1, min(lake.spark.sparkContext.defaultParallelism, -(-rows // ROWS_PER_FILE)))
-    df = df.coalesce(tasks)
-    cols = [*C.columns(source), *(["subscriber_id"] if source == "cdr" else [])]
-    cols += [c for c in PARTITIONS[source] if c not in cols]
-    df = df.select(*dict.fromkeys(cols))
-    if source == "cdr":
-        replace = {"event_month": [add_months(month, -1), month], "delivery_month": [month]}
-    else:
-        replace = {PARTITIONS[source][0]: [month]}
-    lake.write(
-        df,
-        source,
+    return lake.write(
+        df.coalesce(tasks).select(*spec.silver_columns()),
+        spec.name,
         mode="overwrite",
-        partition_by=PARTITIONS[source],
-        replace_partitions=replace,
-        before_commit=before_commit,
+        partition_by=list(spec.partition_by),
+        replace_partitions=spec.replaced_partitions(month),
+        before_commit=check,
     )
 
 
@@ -786,8 +789,11 @@ def ingest_month(
         raise ValueError(f"unknown sources {unknown}; known: {', '.join(C.SOURCES)}")
     reports: dict[str, SourceReport] = {}
     for source in (s for s in INGEST_ORDER if s in wanted):
-        with recorded_run(lake, f"ingest:{source}", month) as run:
-            run.input_versions = {"subscriptions": lake.version("subscriptions")} if source == "cdr" else {}
+        with recorded_run(lake, "ingest", month, scope=source) as run:
+            spec = SOURCE_SPECS[source]
+            run.input_versions = (
+                {"subscriptions": lake.version("subscriptions")} if spec.resolves_subscriber else {}
+            )
             run.flags = {"allow_incomplete": allow_incomplete, "override_gates": override_gates}
             report = ingest_source(
                 lake, source, month, allow_incomplete=allow_incomplete, override_gates=override_gates

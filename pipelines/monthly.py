@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pyspark.sql import SparkSession
 
 from pipelines.build_features import build_features_month
-from pipelines.config import Config
+from pipelines.core.config import Config
 from pipelines.ingest import ingest_month
 
 log = logging.getLogger(__name__)

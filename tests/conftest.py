@@ -15,8 +15,8 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 @pytest.fixture(scope="session")
 def spark():
-    from pipelines.config import load_config
-    from pipelines.spark import get_spark
+    from pipelines.core.config import load_config
+    from pipelines.core.spark import get_spark
 
     cfg = load_config([TEST_CONF])
     session = get_spark(cfg)
@@ -27,7 +27,7 @@ def spark():
 @pytest.fixture
 def make_cfg(tmp_path):
     """Build a config rooted in this test's temp folder, with extra ``key=value`` overrides."""
-    from pipelines.config import load_config
+    from pipelines.core.config import load_config
 
     def _make(*overrides: str):
         return load_config(
@@ -40,7 +40,7 @@ def make_cfg(tmp_path):
 
 @pytest.fixture
 def lake(spark, make_cfg):
-    from pipelines.lake import Lake
+    from pipelines.core.lake import Lake
 
     return Lake(spark, make_cfg())
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from pyspark.testing import assertDataFrameEqual
+
 from features.care import compute_care_features
 
 T = dt.datetime
@@ -24,25 +26,30 @@ CONTACTS = [
 ]
 
 
+EXPECTED_SCHEMA = (
+    "subscriber_id string, care_contacts_m0 bigint, care_billing_m0 bigint, care_network_m0 bigint, "
+    "care_device_m0 bigint, care_plan_change_m0 bigint, care_complaint_m0 bigint, care_other_m0 bigint, "
+    "care_contacts_3m bigint, unresolved_contacts_3m bigint, unresolved_complaints_3m bigint, "
+    "days_since_last_care_contact int, hard_warning boolean, port_out_request_date date"
+)
+EXPECTED = [
+    # A: a billing contact and a complaint in M, a network contact in January; the December complaint is
+    # outside the window and not the last contact; the April one is after M
+    ("A", 2, 1, 0, 0, 0, 1, 0, 3, 2, 1, 0, False, None),
+    # B: the port-out request warns and is not counted; the last real contact was 2023-10-10
+    ("B", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (dt.date(2024, 3, 31) - dt.date(2023, 10, 10)).days, True,
+     dt.date(2024, 3, 29)),
+    # C: a request of an earlier month does not warn now; D: never contacted care
+    ("C", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None, False, None),
+    ("D", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None, False, None),
+]  # fmt: skip
+
+
 def test_care_counts_unresolved_and_hard_warning(spark):
     care = spark.createDataFrame(CONTACTS, SCHEMA).where("month <= '2024-03'")
     population = spark.createDataFrame([("A",), ("B",), ("C",), ("D",)], "subscriber_id string")
-    rows = {
-        r.subscriber_id: r.asDict()
-        for r in compute_care_features(population, care, month="2024-03", trend_months=3).collect()
-    }
-    a, b, c, d = rows["A"], rows["B"], rows["C"], rows["D"]
-    assert (a["care_contacts_m0"], a["care_billing_m0"], a["care_complaint_m0"], a["care_network_m0"]) == (
-        2,
-        1,
-        1,
-        0,
-    )
-    assert (a["care_contacts_3m"], a["unresolved_contacts_3m"], a["unresolved_complaints_3m"]) == (3, 2, 1)
-    assert a["days_since_last_care_contact"] == 0 and a["hard_warning"] is False
-    assert b["hard_warning"] is True and b["port_out_request_date"] == dt.date(2024, 3, 29)
-    # the request is not counted as a care contact; the last real contact was 2023-10-10
-    assert (b["care_contacts_m0"], b["care_contacts_3m"]) == (0, 0)
-    assert b["days_since_last_care_contact"] == (dt.date(2024, 3, 31) - dt.date(2023, 10, 10)).days
-    assert c["hard_warning"] is False and c["days_since_last_care_contact"] is None
-    assert (d["care_contacts_m0"], d["hard_warning"], d["days_since_last_care_contact"]) == (0, False, None)
+    got = compute_care_features(population, care, month="2024-03", trend_months=3)
+    expected = spark.createDataFrame(EXPECTED, EXPECTED_SCHEMA)
+    # the whole frame, with column order and types (nullability aside: joins make every column nullable)
+    assertDataFrameEqual(got, expected, checkRowOrder=False)
+    assert got.schema.simpleString() == expected.schema.simpleString()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from features.labels import compute_labels, label_window, prepaid_inactive_subscribers
+from features.params import ChurnParams
 
 D = dt.date
 SNAP = (
@@ -31,12 +32,10 @@ SNAPSHOTS = [
 ]
 POPULATION = [(s, "postpaid") for s in ("stay", "churn", "gap", "invol", "fraud", "other", "later", "lost")]
 POPULATION.append(("idle", "prepaid"))
-RULES = dict(
-    gap_months=1,
-    window_months=1,
-    counted_reasons=["port_out", "voluntary"],
-    involuntary_reasons=["non_payment"],
-    excluded_reasons=["fraud", "deceased"],
+RULES = ChurnParams(
+    counted_reasons=("port_out", "voluntary"),
+    involuntary_reasons=("non_payment",),
+    excluded_reasons=("fraud", "deceased"),
 )
 
 
@@ -47,10 +46,9 @@ def _labels(spark, *, available=True, gap_churn="exclude", inactive=None):
         population,
         later,
         month="2024-01",
-        gap_churn=gap_churn,
+        rules=RULES.model_copy(update={"gap_churn": gap_churn}),
         available=available,
         prepaid_inactive=inactive,
-        **RULES,
     )
     return {r.subscriber_id: (r.is_churn, r.label_status) for r in out.collect()}, out
 

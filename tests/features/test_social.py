@@ -7,7 +7,8 @@ import hashlib
 
 import pytest
 
-from features.build import FeatureParams, summarize_cdr
+from features.build import summarize_cdr
+from features.params import FeatureParams
 from features.social import churned_numbers, compute_contact_pairs, compute_social_features
 
 T = dt.datetime

@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from features.build import FeatureParams, select_cdr_window
+from features.build import select_cdr_window
+from features.params import FeatureParams
 from features.usage import compute_cdr_daily, compute_usage_features, summarize_cdr_months
 
 CDR_SCHEMA = (

@@ -7,9 +7,12 @@ import pytest
 from pyspark.sql import functions as F
 
 from pipelines.build_features import InputNotReadyError, build_features_month
+from pipelines.core.lake import Lake
 from pipelines.ingest import ingest_month
-from pipelines.lake import Lake
 from tests.conftest import TEST_CONF
+
+# builds a lake over seven months: minutes, not seconds (make test-fast skips it)
+pytestmark = pytest.mark.slow
 
 
 def _rows(lake: Lake, table: str, month: str) -> list[tuple]:
@@ -20,7 +23,7 @@ def _rows(lake: Lake, table: str, month: str) -> list[tuple]:
 @pytest.fixture(scope="module")
 def built(spark, landing, tmp_path_factory):
     """Ingest 2024-01..03 and build 2024-03; then load 04 and 05, build 05 and rebuild 03."""
-    from pipelines.config import load_config
+    from pipelines.core.config import load_config
 
     root = tmp_path_factory.mktemp("features_lake")
     cfg = load_config([TEST_CONF], [f"lake.root={root}", f"landing.root={landing}"])
@@ -183,6 +186,8 @@ def _feature_frame(lake: Lake, month: str, params):
         care=lake.read("care"),
         available_cdr_months=available_cdr_months(lake, month, cdr_window_months(month, params)),
         params=params,
+        cohorts=lake.cfg.cohorts,
+        churn=lake.cfg.churn,
     )
 
 
@@ -221,10 +226,8 @@ def _consumers_per_task(plan) -> list[int]:
 
 def test_feature_plan_holds_few_memory_consumers_per_task(built, spark):
     """The join chain held ten consumers (sorters, a hash map) in one task and ran out of memory."""
-    from pipelines.build_features import feature_params
-
     lake, cfg = built[0], built[1]
-    params = feature_params(cfg)
+    params = cfg.features
     threshold = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
     # the worst case: nothing small enough to broadcast, as at operator scale
     spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
@@ -269,7 +272,7 @@ def test_feature_build_runs_at_the_smallest_documented_driver_memory(built, tmp_
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    from pipelines.delta import read_delta
+    from pipelines.core.delta import read_delta
 
     features = read_delta(lake.spark, str(root / "features_monthly")).where(F.col("month") == "2024-04")
     active = lake.read("subscriptions").where(
@@ -282,12 +285,8 @@ def test_feature_build_runs_at_the_smallest_documented_driver_memory(built, tmp_
 
 def test_features_build_with_a_four_month_trend_window(built):
     """``--set features.trend_months=4`` broke the build: the lifecycle rule read the 3-month column."""
-    import dataclasses
-
-    from pipelines.build_features import feature_params
-
     lake, cfg = built[0], built[1]
-    params = dataclasses.replace(feature_params(cfg), trend_months=4)
+    params = cfg.features.model_copy(update={"trend_months": 4})
     frame = _feature_frame(lake, "2024-05", params)
     assert "out_events_ratio_avg_4m" in frame.columns and "out_events_ratio_avg_3m" not in frame.columns
     rows = frame.select(

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import ConfigError, load_config, parse_override
+from pipelines.core.config import ConfigError, load_config, parse_override
 
 
 def test_layers_then_overrides_win(tmp_path: Path):
@@ -73,3 +73,24 @@ def test_shipped_overlays_are_valid():
     root = Path(__file__).resolve().parents[2] / "conf"
     for name in ("local.yml", "cluster.yml", "test.yml"):
         load_config([root / name])
+
+
+def test_base_yml_restates_the_parameter_defaults():
+    """Parameters are defined once, in the pure layer; base.yml shows them for reading and must agree."""
+    import yaml
+
+    from features.params import ChurnParams, CohortParams, FeatureParams
+
+    base = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf" / "base.yml").read_text())
+    for section, model in (("churn", ChurnParams), ("cohorts", CohortParams), ("features", FeatureParams)):
+        assert model.model_validate(base[section]) == model(), section
+    cfg = load_config()
+    assert cfg.features is not None and cfg.features == FeatureParams()
+
+
+def test_config_sections_are_the_pure_parameter_models():
+    from features.params import FeatureParams
+
+    cfg = load_config(overrides=["features.trend_months=4"])
+    assert type(cfg.features) is FeatureParams and cfg.features.trend_months == 4
+    assert cfg.features.cdr_months == 4

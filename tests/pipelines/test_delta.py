@@ -15,9 +15,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
-from pipelines.delta import (
-    MissingColumnsError,
-    SchemaMismatchError,
+from features.errors import MissingColumnsError, SchemaMismatchError
+from pipelines.core.delta import (
     read_delta,
     table_history,
     table_version,
@@ -99,7 +98,7 @@ def test_replacing_a_partition_with_no_rows_empties_it(spark, tmp_path: Path):
 def test_other_engines_read_identically_with_partitions_and_stats(spark, tmp_path: Path):
     import polars as pl
 
-    from pipelines.sql import duckdb_connect
+    from pipelines.core.sql import duckdb_connect
 
     path = str(tmp_path / "t")
     df = spark.createDataFrame(rows("2024-01", ["a", "b"]) + rows("2024/02 x", ["c"], calls=5), SCHEMA)

@@ -22,8 +22,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from features import contract as C
+from pipelines.core.lake import Lake
 from pipelines.ingest import UnreadableFileError, ingest_month
-from pipelines.lake import Lake
 
 MONTH = "2024-03"
 NUMBERS = [f"3706{i:05d}" for i in range(6)]

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
+from pipelines.core.lake import Lake
 from pipelines.ingest import UnreadableFileError, ingest_month
-from pipelines.lake import Lake
 from tests.pipelines.test_ingest_files import CDR_COLUMNS, MONTH, cdr_rows, subscriptions, typed_frame
 
 ROW_DAMAGE = ("bad_byte", "extra_field", "missing_field")
@@ -38,7 +38,7 @@ SETTINGS = {
 @pytest.fixture(scope="module")
 def base(spark, tmp_path_factory):
     """A lake holding the subscriptions of MONTH (copied for each example)."""
-    from pipelines.config import load_config
+    from pipelines.core.config import load_config
     from tests.conftest import TEST_CONF
 
     root = tmp_path_factory.mktemp("properties")
@@ -53,7 +53,7 @@ def base(spark, tmp_path_factory):
 
 def _run(spark, base: Path, write) -> tuple[Lake | None, Exception | None, Path]:
     """A fresh copy of the base lake; ``write(folder)`` writes the CDR delivery; ingest it."""
-    from pipelines.config import load_config
+    from pipelines.core.config import load_config
     from tests.conftest import TEST_CONF
 
     work = base / uuid.uuid4().hex[:8]

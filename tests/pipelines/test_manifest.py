@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pipelines.manifest import recorded_run
+from pipelines.core.manifest import recorded_run
 
 
 def test_runs_are_recorded_on_success_and_failure(lake):

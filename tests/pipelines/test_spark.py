@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from pipelines.config import load_config
-from pipelines.spark import _apply_settings
+from pipelines.core.config import load_config
+from pipelines.core.spark import _apply_settings
 from tests.conftest import TEST_CONF
 
 
@@ -17,7 +17,7 @@ def test_the_local_session_starts_with_the_small_page(spark):
 def test_a_setting_that_cannot_change_on_a_running_session_is_a_named_warning(spark, caplog):
     partitions = spark.conf.get("spark.sql.shuffle.partitions")
     try:
-        with caplog.at_level(logging.WARNING, logger="pipelines.spark"):
+        with caplog.at_level(logging.WARNING, logger="pipelines.core.spark"):
             _apply_settings(spark, {"spark.buffer.pageSize": "8m", "spark.sql.shuffle.partitions": "3"})
         assert spark.conf.get("spark.sql.shuffle.partitions") == "3"
     finally:

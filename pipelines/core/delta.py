@@ -17,6 +17,7 @@ restoring the partition columns.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import decimal
 import json
@@ -39,6 +40,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
+from features.errors import MissingColumnsError, SchemaMismatchError
+
 log = logging.getLogger(__name__)
 
 STAGING_DIR = "_staging"
@@ -48,18 +51,6 @@ Engine = Literal["auto", "bridge", "native"]
 # Hive-style escaping used by Spark for partition folder names.
 _HIVE_SAFE = "".join(chr(c) for c in range(32, 127) if chr(c) not in "\"#%'*/:=?\\\x7f{[]^")
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
-
-
-class SchemaMismatchError(ValueError):
-    """The data's schema does not match the table's; the message lists the differences."""
-
-
-class MissingColumnsError(SchemaMismatchError):
-    """The data lacks columns the table (or a contract) requires."""
-
-    def __init__(self, missing: Sequence[str], where: str) -> None:
-        self.missing = list(missing)
-        super().__init__(f"{where}: missing columns {', '.join(self.missing)}")
 
 
 class UnsupportedTableError(RuntimeError):
@@ -73,6 +64,7 @@ class WriteResult:
     version: int
     files_added: int
     rows_added: int
+    checked: Any = None  # what ``before_commit`` returned (its checks' findings)
 
 
 # --------------------------------------------------------------------------------------------- engine
@@ -336,7 +328,7 @@ def write_delta(
     merge_schema: bool = False,
     engine: Engine = "auto",
     commit_metadata: Mapping[str, Any] | None = None,
-    before_commit: Callable[[DataFrame], None] | None = None,
+    before_commit: Callable[[DataFrame], Any] | None = None,
 ) -> WriteResult:
     """Write ``df`` to the Delta table at ``path`` in one atomic commit.
 
@@ -345,8 +337,9 @@ def write_delta(
     written must belong to them). The schema is enforced against an existing table.
 
     ``before_commit`` is called with the rows about to be committed; if it raises, nothing is committed
-    (and the exception propagates). The bridge passes the staged files, so checks read written Parquet
-    instead of recomputing ``df``; the native engine passes ``df`` itself.
+    (and the exception propagates); what it returns comes back as ``WriteResult.checked``. The bridge
+    passes the staged files, so checks read written Parquet instead of recomputing ``df``; the native
+    engine passes ``df`` itself.
     """
     if replace_partitions is not None and mode != "overwrite":
         raise ValueError("replace_partitions needs mode='overwrite'")
@@ -375,9 +368,9 @@ def write_delta(
             raise ValueError(f"write to {path}: replace_partitions on non-partition columns {bad}")
     df = df.select(*target.fieldNames())
     if resolve_engine(spark, engine) == "native":
-        if before_commit is not None:
-            before_commit(df)
-        return _write_native(df, path, mode, partition_by, replace_partitions, merge_schema)
+        checked = before_commit(df) if before_commit is not None else None
+        result = _write_native(df, path, mode, partition_by, replace_partitions, merge_schema)
+        return dataclasses.replace(result, checked=checked)
     return _write_bridge(
         df,
         path,
@@ -427,7 +420,7 @@ def _write_bridge(
     exists: bool,
     commit_metadata: Mapping[str, Any] | None,
     new_columns: Sequence[T.StructField] = (),
-    before_commit: Callable[[DataFrame], None] | None = None,
+    before_commit: Callable[[DataFrame], Any] | None = None,
 ) -> WriteResult:
     fs, root = _fs(path)
     txn = uuid.uuid4().hex
@@ -439,8 +432,9 @@ def _write_bridge(
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         writer.parquet(spark_staging)
+        checked = None
         if before_commit is not None:
-            before_commit(df.sparkSession.read.schema(target).parquet(spark_staging))
+            checked = before_commit(df.sparkSession.read.schema(target).parquet(spark_staging))
         actions, rows = _stage_to_table(fs, root, staging, target, partition_by, txn, moved)
         if replace_partitions is not None:
             allowed = {c: {_partition_value_str(v) for v in vs} for c, vs in replace_partitions.items()}
@@ -493,7 +487,7 @@ def _write_bridge(
             fs.delete_dir(staging)
     version = DeltaTable(path).version()
     log.info("committed %s v%d: %d files, %d rows (%s)", path, version, len(actions), rows, mode)
-    return WriteResult(version, len(actions), rows)
+    return WriteResult(version, len(actions), rows, checked)
 
 
 def _stage_to_table(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from pipelines.config import Config
+from pipelines.core.config import Config
 from pipelines.sample_data.writer import GenerateOptions, GenerateReport, generate
 
 log = logging.getLogger(__name__)

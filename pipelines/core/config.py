@@ -13,12 +13,16 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from features.params import ChurnParams, CohortParams, FeatureParams, Params
+from models.metrics import ProfitParams
+from models.params import ModelParams
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BASE_CONF = PROJECT_ROOT / "conf" / "base.yml"
 
 
@@ -26,30 +30,21 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the file and key."""
 
 
-# YAML has lists, not tuples: accept a list for these (items stay strictly typed).
-StrTuple = Annotated[tuple[str, ...], Field(strict=False)]
-IntTuple = Annotated[tuple[int, ...], Field(strict=False)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class ProjectConf(_Strict):
+class ProjectConf(Params):
     name: str
 
 
-class LakeConf(_Strict):
+class LakeConf(Params):
     root: str
     engine: Literal["auto", "bridge", "native"] = "auto"
     tables: dict[str, str]
 
 
-class LandingConf(_Strict):
+class LandingConf(Params):
     root: str
 
 
-class SparkConf(_Strict):
+class SparkConf(Params):
     master: str = "local[2]"
     app_name: str = "churnlake"
     driver_memory: str = "6g"
@@ -58,54 +53,34 @@ class SparkConf(_Strict):
     conf: dict[str, str] = Field(default_factory=dict)
 
 
-class MlflowConf(_Strict):
+class MlflowConf(Params):
     tracking_uri: str = ""
     registry_uri: str = ""
     experiment: str = "churn"
 
 
-class ChurnConf(_Strict):
-    gap_months: int = Field(1, ge=0, le=6)
-    window_months: int = Field(1, ge=1, le=6)
-    counted_reasons: StrTuple
-    involuntary_reasons: StrTuple = ()
-    excluded_reasons: StrTuple = ()
-    prepaid_inactivity_days: int | None = Field(None, ge=1)
-    # A deactivation in the gap month: "exclude" (label null: neither churner nor stayer) or "count".
-    gap_churn: Literal["exclude", "count"] = "exclude"
+class PromotionGates(Params):
+    """When a new model version becomes ``champion`` (every cohort, on the test month)."""
+
+    min_auc: float = Field(0.6, ge=0, le=1)
+    max_ece: float = Field(0.05, ge=0, le=1)
+    # not worse than the champion scored on the same test month beyond these
+    auc_tolerance: float = Field(0.01, ge=0)
+    ece_tolerance: float = Field(0.01, ge=0)
+    # cohorts with fewer test churners than this are reported but not gated (too noisy to judge)
+    min_test_churners: int = Field(10, ge=1)
 
 
-class CohortConf(_Strict):
-    boundaries: IntTuple
-    names: StrTuple
-
-    @field_validator("boundaries")
-    @classmethod
-    def _increasing(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if list(v) != sorted(set(v)) or any(b <= 0 for b in v):
-            raise ValueError("boundaries must be positive and strictly increasing")
-        return v
-
-    @model_validator(mode="after")
-    def _one_name_per_cohort(self) -> CohortConf:
-        if len(self.names) != len(self.boundaries) + 1:
-            raise ValueError(f"names needs {len(self.boundaries) + 1} entries (one more than boundaries)")
-        return self
+class TrainConf(Params):
+    # snapshot months fitted, before the validation month and the test month (all labels matured)
+    fit_months: int = Field(6, ge=1, le=36)
+    registered_model: str = "churn_family"
+    promotion: PromotionGates = Field(default_factory=PromotionGates)
+    # EMPC economics (models.metrics.ProfitParams)
+    profit: ProfitParams = Field(default_factory=ProfitParams)
 
 
-class FeaturesConf(_Strict):
-    trend_months: int = Field(3, ge=2, le=12)
-    contagion_months: int = Field(3, ge=1, le=12)
-    frequent_contact_min_calls: int = Field(3, ge=1)
-    night_start_hour: int = Field(22, ge=0, le=23)
-    night_end_hour: int = Field(6, ge=0, le=23)
-    lifecycle_onboarding_months: int = Field(3, ge=1)
-    lifecycle_decline_contract_months: int = Field(3, ge=0)
-    lifecycle_decline_inactive_days: int = Field(7, ge=1)
-    lifecycle_growth_months: int = Field(12, ge=1)
-
-
-class GatesConf(_Strict):
+class GatesConf(Params):
     enabled: bool = True
     max_quarantine_rate: float = Field(0.05, ge=0, le=1)
     cdr_daily_volume_tolerance: float = Field(0.5, gt=0)
@@ -114,7 +89,7 @@ class GatesConf(_Strict):
     unique_subscription_snapshot: bool = True
 
 
-class IngestConf(_Strict):
+class IngestConf(Params):
     late_days: int = Field(7, ge=0, le=31)
     # Operator local time zone: Parquet timestamps that carry a zone (instants) are converted to it,
     # since the contract's timestamps are local wall-clock times.
@@ -122,7 +97,7 @@ class IngestConf(_Strict):
     gates: GatesConf = Field(default_factory=GatesConf)
 
 
-class SampleDataConf(_Strict):
+class SampleDataConf(Params):
     subscribers: int = Field(5000, ge=10)
     seed: int = 7
     format: Literal["csv", "parquet", "mixed"] = "csv"
@@ -133,7 +108,7 @@ class SampleDataConf(_Strict):
     files_per_month: int = Field(2, ge=1, le=50)
 
 
-class Config(_Strict):
+class Config(Params):
     """The effective configuration of one run (frozen)."""
 
     project: ProjectConf
@@ -141,9 +116,11 @@ class Config(_Strict):
     landing: LandingConf
     spark: SparkConf
     mlflow: MlflowConf
-    churn: ChurnConf
-    cohorts: CohortConf
-    features: FeaturesConf
+    churn: ChurnParams = Field(default_factory=ChurnParams)
+    cohorts: CohortParams = Field(default_factory=CohortParams)
+    features: FeatureParams = Field(default_factory=FeatureParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    train: TrainConf = Field(default_factory=TrainConf)
     ingest: IngestConf
     sample_data: SampleDataConf
 
@@ -162,6 +139,11 @@ class Config(_Strict):
         except KeyError:
             raise ConfigError(f"lake.tables: no table named {name!r} in the config") from None
         return f"{self.lake_root.rstrip('/')}/{folder}"
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        """Where new experiments keep artifacts (with the default sqlite store: under the lake)."""
+        return f"{self.lake_root.rstrip('/')}/mlflow/artifacts"
 
     @property
     def mlflow_tracking_uri(self) -> str:

@@ -14,15 +14,17 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from pipelines.config import PROJECT_ROOT, Config
-from pipelines.lake import Lake
+from pyspark.sql import types as T
+
+from pipelines.core.config import PROJECT_ROOT, Config
+from pipelines.core.lake import Lake
 
 log = logging.getLogger(__name__)
 
 RUNS_SCHEMA = (
     "run_id string, stage string, month string, started_at timestamp, ended_at timestamp, duration_s double, "
     "status string, config_hash string, code_version string, input_versions string, output_versions string, "
-    "model_versions string, row_counts string, flags string, error string"
+    "model_versions string, row_counts string, flags string, error string, scope string"
 )
 
 
@@ -51,6 +53,8 @@ class RunRecord:
 
     stage: str
     month: str | None
+    # what part of the stage ran, when it runs in parts (ingest: the source)
+    scope: str | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     input_versions: dict[str, int | None] = field(default_factory=dict)
     output_versions: dict[str, int | None] = field(default_factory=dict)
@@ -60,9 +64,11 @@ class RunRecord:
 
 
 @contextmanager
-def recorded_run(lake: Lake, stage: str, month: str | None) -> Iterator[RunRecord]:
+def recorded_run(
+    lake: Lake, stage: str, month: str | None, *, scope: str | None = None
+) -> Iterator[RunRecord]:
     """Record a stage run: success or failure (with the error), timings and table versions."""
-    record = RunRecord(stage=stage, month=month)
+    record = RunRecord(stage=stage, month=month, scope=scope)
     started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     t0 = time.perf_counter()
     status, error = "success", None
@@ -84,25 +90,23 @@ def _write_run(
     status: str,
     error: str | None,
 ) -> None:
-    row = (
-        record.run_id,
-        record.stage,
-        record.month,
-        started,
-        started + dt.timedelta(seconds=duration),
-        round(duration, 3),
-        status,
-        cfg.config_hash(),
-        code_version(),
-        json.dumps(record.input_versions, sort_keys=True),
-        json.dumps(record.output_versions, sort_keys=True),
-        json.dumps(record.model_versions, sort_keys=True, default=str),
-        json.dumps(record.row_counts, sort_keys=True),
-        json.dumps(record.flags, sort_keys=True, default=str),
-        error,
-    )
+    as_json = ("input_versions", "output_versions", "model_versions", "row_counts", "flags")
+    values = {
+        k: json.dumps(v, sort_keys=True, default=str) if k in as_json else v for k, v in vars(record).items()
+    }
+    row = {
+        **values,
+        "started_at": started,
+        "ended_at": started + dt.timedelta(seconds=duration),
+        "duration_s": round(duration, 3),
+        "status": status,
+        "config_hash": cfg.config_hash(),
+        "code_version": code_version(),
+        "error": error,
+    }
+    schema = T._parse_datatype_string(RUNS_SCHEMA)
     try:
-        df = lake.spark.createDataFrame([row], RUNS_SCHEMA)
-        lake.write(df, "pipeline_runs", mode="append")
+        df = lake.spark.createDataFrame([tuple(row[f.name] for f in schema.fields)], schema)
+        lake.write(df, "pipeline_runs", mode="append", merge_schema=True)  # lakes from before `scope`
     except Exception:  # the manifest must never hide the stage's own error
         log.exception("could not record run %s of %s", record.run_id, record.stage)

@@ -13,7 +13,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from pipelines.config import Config
+from pipelines.core.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipelines.config import Config, ConfigError, effective_config_yaml, load_config
+from pipelines.core.config import Config, ConfigError, effective_config_yaml, load_config
 
 log = logging.getLogger("churnlake")
 

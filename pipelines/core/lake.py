@@ -7,8 +7,8 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from pipelines import delta
-from pipelines.config import Config
+from pipelines.core import delta
+from pipelines.core.config import Config
 
 
 class Lake:
@@ -47,7 +47,7 @@ class Lake:
         replace_partitions: Mapping[str, Sequence[Any]] | None = None,
         merge_schema: bool = False,
         commit_metadata: Mapping[str, Any] | None = None,
-        before_commit: Callable[[DataFrame], None] | None = None,
+        before_commit: Callable[[DataFrame], Any] | None = None,
     ) -> delta.WriteResult:
         return delta.write_delta(
             df,

@@ -1,0 +1,93 @@
+"""MLflow helpers: the tracking store under the lake, the family as a pyfunc, registry aliases.
+
+With the default config the store is sqlite at ``<lake.root>/mlflow/mlflow.db`` and artifacts live in
+``<lake.root>/mlflow/artifacts``; ``mlflow.tracking_uri`` / ``registry_uri`` point elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from pipelines.core.config import Config
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def configure_mlflow(cfg: Config) -> MlflowClient:
+    """Point MLflow at the configured store and make sure the experiment exists (artifacts under the lake)."""
+    uri = cfg.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    for noisy in ("alembic", "mlflow.store.db.utils"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(cfg.mlflow.registry_uri or uri)
+    client = MlflowClient()
+    if client.get_experiment_by_name(cfg.mlflow.experiment) is None:
+        location = cfg.mlflow_artifact_root if not cfg.mlflow.tracking_uri else None
+        client.create_experiment(cfg.mlflow.experiment, artifact_location=location)
+    mlflow.set_experiment(cfg.mlflow.experiment)
+    return client
+
+
+class ChurnFamilyModel(mlflow.pyfunc.PythonModel):
+    """The whole cohort family as one pyfunc: ``predict`` returns calibrated churn probabilities."""
+
+    def load_context(self, context: Any) -> None:
+        with open(context.artifacts["family"], "rb") as fh:
+            self.family = pickle.load(fh)
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
+        return self.family.predict_proba(model_input)
+
+
+def log_family(family: Any, example: pd.DataFrame, registered_model: str) -> str:
+    """Log the family as a pyfunc in the active run, register it and return the new version."""
+    from mlflow.models import infer_signature
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "family.pkl"
+        path.write_bytes(pickle.dumps(family))
+        columns = [c for c in dict.fromkeys([*family.features, family.spec.tenure]) if c in example.columns]
+        sample = example[columns].head(20)
+        signature = infer_signature(sample, family.predict_proba(sample))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=ChurnFamilyModel(),
+            artifacts={"family": str(path)},
+            signature=signature,
+            registered_model_name=registered_model,
+        )
+    return str(info.registered_model_version)
+
+
+def load_family(name: str, version_or_alias: str) -> tuple[Any, str] | None:
+    """The family of a registered version (``"3"``) or alias (``"champion"``) and its version, or None."""
+    client = MlflowClient()
+    try:
+        if version_or_alias.isdigit():
+            version = client.get_model_version(name, version_or_alias).version
+        else:
+            version = client.get_model_version_by_alias(name, version_or_alias).version
+    except MlflowException:
+        return None
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    return model.unwrap_python_model().family, str(version)
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    MlflowClient().set_registered_model_alias(name, alias, version)
