@@ -12,8 +12,8 @@ DEMO_SUBSCRIBERS ?= 5000
 JOB_ARGS = $(foreach c,$(CONF),--conf $(c)) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := help
-.PHONY: help install java test test-fast lint format demo bench clean \
-        generate_sample_data ingest build_features monthly demo_summary
+.PHONY: help install java test test-fast test-thorough lint format demo bench clean \
+        generate_sample_data ingest build_features train monthly demo_summary
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,10 +31,13 @@ java: ## Check for Java 17/21 (installs openjdk-17-jre-headless with apt when ro
 	@bash scripts/ensure_java.sh
 
 test: install ## Run the test suite (real local Spark, Delta tables and MLflow in temp folders)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not thorough" tests
 
-test-fast: install ## Run the tests not marked slow
-	$(PY) -m pytest -q -m "not slow" tests
+test-fast: install ## Run the tests not marked slow (no multi-month lakes, no job subprocesses)
+	$(PY) -m pytest -q -m "not slow and not thorough" tests
+
+test-thorough: install ## Run the long property runs (hundreds of generated deliveries)
+	$(PY) -m pytest -q -m thorough tests
 
 lint: $(STAMP) ## Lint with ruff
 	$(VENV)/bin/ruff check pipelines features models jobs tests bench
@@ -60,6 +63,9 @@ ingest: install ## Job: ingest one month of landing extracts (MONTH=YYYY-MM)
 
 build_features: install ## Job: build features_monthly and labels_monthly for one month (MONTH=YYYY-MM)
 	$(PY) jobs/build_features.py --month $(MONTH) $(JOB_ARGS)
+
+train: install ## Job: train the cohort family as of MONTH (MLflow, registry, promotion gates)
+	$(PY) jobs/train.py --month $(MONTH) $(JOB_ARGS)
 
 monthly: install ## Job: all stages of one month in order (MONTH=YYYY-MM)
 	$(PY) jobs/monthly.py --month $(MONTH) $(JOB_ARGS)

@@ -32,6 +32,8 @@ setup(
         "dev": [
             "pytest>=8,<10",
             "hypothesis>=6.100,<7",
+            # an independent EMPC implementation the metric is tested against
+            "empulse>=0.13,<0.14",
             "ruff>=0.6",
             "polars>=1.0",
             # The DuckDB Delta extension on PyPI is built for duckdb 1.4.4 exactly.

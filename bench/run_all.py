@@ -233,6 +233,58 @@ def bench_features(spark, work: Path) -> dict:
     }
 
 
+def bench_train(spark, work: Path) -> dict:
+    """Training as of 2024-05 (fit 01, validate 02, test 03) against one plain ``lightgbm.train``."""
+    import lightgbm as lgb
+    import numpy as np
+
+    from models.family import _lgb_params
+    from pipelines.build_features import build_features_month
+    from pipelines.core.lake import Lake
+    from pipelines.train import fit_as_of, labelled_months, read_training_frame, training_window
+
+    cfg = load_config([], [f"lake.root={work / 'lake'}", f"landing.root={work / 'landing'}"])
+    for month in ("2024-04", "2024-05"):  # the snapshots that close the label windows of 01..03
+        ingest_month(spark, cfg, month, sources=["subscriptions"])
+    for month in ("2024-01", "2024-02", "2024-03"):
+        build_features_month(spark, cfg, month)
+    lake = Lake(spark, cfg)
+    result, t_all = timed(lambda: fit_as_of(lake, "2024-05"))
+    family = result.family
+    window = training_window("2024-05", labelled_months(lake, "2024-05"), cfg)
+    frame = read_training_frame(lake, [*window.fit_months, window.valid_month], family.spec)
+    fit = frame[frame["month"].isin(window.fit_months)]
+    valid = frame[frame["month"] == window.valid_month]
+    x, xv = family.encoder.transform(fit), family.encoder.transform(valid)
+    y, yv = fit["is_churn"].to_numpy(float), valid["is_churn"].to_numpy(float)
+    params = {**_lgb_params(cfg.model), "metric": "binary_logloss"}
+
+    def plain() -> lgb.Booster:
+        train = lgb.Dataset(x, y, categorical_feature=family.encoder.categorical)
+        return lgb.train(
+            params,
+            train,
+            cfg.model.num_boost_round,
+            valid_sets=[lgb.Dataset(xv, yv, reference=train)],
+            callbacks=[lgb.early_stopping(cfg.model.early_stopping_rounds, verbose=False)],
+        )
+
+    booster, t_plain = timed(plain)
+    return {
+        "fit_rows": result.rows["fit"],
+        "valid_rows": result.rows["valid"],
+        "features": len(family.features),
+        "train_as_of_s": round(t_all, 2),
+        "family_fit_s": round(result.seconds, 2),
+        "plain_lightgbm_s": round(t_plain, 2),
+        "plain_trees": booster.num_trees(),
+        "family_trees": int(np.sum([b.num_trees() for b in family.boosters.values()])),
+        "ratio_family_fit_vs_plain": round(result.seconds / t_plain, 2),
+        "ratio_train_as_of_vs_plain": round(t_all / t_plain, 2),
+        "test_auc_family": round(result.test_metrics["family"]["all"]["roc_auc"], 4),
+    }
+
+
 def main() -> int:
     configure_logging()
     subscribers = int(os.environ.get("BENCH_SUBSCRIBERS", "100000"))
@@ -246,6 +298,7 @@ def main() -> int:
         }
         results["ingest"] = bench_ingest(spark, work)
         results["features"] = bench_features(spark, work)
+        results["train"] = bench_train(spark, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out = Path(__file__).resolve().parent / "results"

@@ -8,7 +8,6 @@ window has closed since.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
@@ -25,16 +24,13 @@ from features.build import (
 from features.calendar import months_between
 from features.labels import compute_labels, label_window, prepaid_inactive_subscribers
 from pipelines.core.config import Config
+from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake
 from pipelines.core.manifest import recorded_run
 
 log = logging.getLogger(__name__)
 
 REQUIRED_SOURCES = ("subscriptions", "cdr", "billing", "care")
-
-
-class InputNotReadyError(RuntimeError):
-    """The month's silver data is missing or was not published by ingest."""
 
 
 @dataclass
@@ -194,16 +190,5 @@ def write_labels(lake: Lake, month: str) -> list[str]:
         partition_by=["month"],
         replace_partitions={"month": todo},
     )
-    summary = (
-        lake.read("labels_monthly")
-        .where(F.col("month").isin(*todo))
-        .groupBy("month", "label_status")
-        .count()
-        .collect()
-    )
-    by_month: dict[str, dict[str, int]] = {}
-    for r in summary:
-        by_month.setdefault(r.month, {})[r.label_status] = int(r["count"])
-    for m in todo:
-        log.info("labels %s: %s", m, json.dumps(by_month.get(m, {}), sort_keys=True))
+    log.info("labels written for snapshot months %s", ", ".join(todo))
     return todo

@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         "data_quality",
         "features_monthly",
         "labels_monthly",
+        "model_performance",
         "pipeline_runs",
     ):
         path = cfg.table_path(name)
@@ -63,6 +64,21 @@ def main(argv: list[str] | None = None) -> int:
         f"SELECT month, bool_or(label_available), count_if(is_churn), count_if(is_churn IS NOT NULL), "
         f"round(avg(CASE WHEN is_churn THEN 1.0 WHEN NOT is_churn THEN 0.0 END), 4) "
         f"FROM delta_scan('{labels}') GROUP BY month ORDER BY month",
+    )
+    perf = cfg.table_path("model_performance")
+    _show(
+        con,
+        "Latest training, test month (model, cohort, AUC, top-decile lift, calibration error, EMPC)",
+        f"WITH p AS (SELECT * FROM delta_scan('{perf}') WHERE source = 'train' "
+        f"AND month = (SELECT max(month) FROM delta_scan('{perf}') WHERE source = 'train')) "
+        "SELECT model, cohort, round(max(value) FILTER (metric = 'roc_auc'), 4), "
+        "round(max(value) FILTER (metric = 'top_decile_lift'), 2), "
+        "round(max(value) FILTER (metric = 'ece'), 4), "
+        "round(max(value) FILTER (metric = 'empc'), 3) FROM p GROUP BY model, cohort ORDER BY cohort, model",
+    )
+    print(
+        f"\nMLflow: {cfg.mlflow_tracking_uri} (experiment {cfg.mlflow.experiment!r}, model "
+        f"{cfg.train.registered_model!r})\n  browse: mlflow ui --backend-store-uri {cfg.mlflow_tracking_uri}"
     )
     status = 0
     try:

@@ -1,4 +1,4 @@
-"""Stage: every stage of one month, in order (ingest, then features and labels)."""
+"""Stage: every stage of one month, in order (ingest, features and labels, training when due)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import logging
 from collections.abc import Sequence
 
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from pipelines.build_features import build_features_month
 from pipelines.core.config import Config
+from pipelines.core.errors import InputNotReadyError
+from pipelines.core.lake import Lake
 from pipelines.ingest import ingest_month
+from pipelines.train import labelled_months, train_month, training_window
 
 log = logging.getLogger(__name__)
 
@@ -21,3 +25,37 @@ def run_monthly(spark: SparkSession, cfg: Config, months: Sequence[str], **inges
         ingest_month(spark, cfg, month, **ingest_options)
         log.info("monthly %s (%d/%d): build_features", month, i, len(months))
         build_features_month(spark, cfg, month)
+        reason = train_due(Lake(spark, cfg), month)
+        if reason:
+            log.info("monthly %s (%d/%d): train (%s)", month, i, len(months), reason)
+            train_month(spark, cfg, month)
+
+
+def train_due(lake: Lake, month: str) -> str | None:
+    """Why the monthly run trains as of ``month`` (None: not due, or not possible yet)."""
+    cfg = lake.cfg
+    if cfg.train.every_months == 0:
+        return None
+    try:
+        training_window(month, labelled_months(lake, month), cfg)
+    except InputNotReadyError as exc:
+        log.info("train not possible yet: %s", exc)
+        return None
+    from pipelines.core.tracking import CHAMPION, alias_version, configure_mlflow
+
+    configure_mlflow(cfg)
+    if alias_version(cfg.train.registered_model, CHAMPION) is None:
+        return "no champion yet"
+    runs = lake.read("pipeline_runs").where(
+        (F.col("stage") == "train") & (F.col("status") == "success") & F.col("scope").isNull()
+    )
+    last = runs.agg(F.max("month")).first()[0]
+    if last is None:
+        return "never trained in this lake"
+    if last >= month:
+        return None
+    from features.calendar import months_between
+
+    if len(months_between(last, month)) - 1 >= cfg.train.every_months:
+        return f"last trained as of {last}"
+    return None

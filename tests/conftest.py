@@ -13,6 +13,18 @@ TEST_CONF = ROOT / "conf" / "test.yml"
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
+def job_args(cfg) -> list[str]:
+    """Command-line arguments that point a job at ``cfg``'s lake and landing zone (test overlay)."""
+    return [
+        "--conf",
+        str(TEST_CONF),
+        "--set",
+        f"lake.root={cfg.lake_root}",
+        "--set",
+        f"landing.root={cfg.landing_root}",
+    ]
+
+
 @pytest.fixture(scope="session")
 def spark():
     from pipelines.core.config import load_config
@@ -59,3 +71,40 @@ def landing(tmp_path_factory):
         GenerateOptions(months=GEN_MONTHS, subscribers=3000, seed=11, bad_rows=0.003, file_faults=True),
     )
     return root
+
+
+def _rows(lake, table: str, month: str) -> list[tuple]:
+    from pyspark.sql import functions as F
+
+    df = lake.read(table).where(F.col("month") == month)
+    return sorted(tuple(r) for r in df.select(*sorted(df.columns)).collect())
+
+
+@pytest.fixture(scope="session")
+def feature_lake(spark, landing, tmp_path_factory):
+    """Features and labels of 2024-01..04 over the generated landing (read-only: copy it to change it).
+
+    Ingest 01..03 and build 01..03; then ingest 04..06 (the snapshots that close the label windows of
+    01..04), build 04 and rebuild 03. Returns (lake, cfg, first report of 03, rebuilt report of 03,
+    report of 04, rows of 03 before the later months, features of 03 after).
+    """
+    from pipelines.build_features import build_features_month
+    from pipelines.core.config import load_config
+    from pipelines.core.lake import Lake
+    from pipelines.ingest import ingest_month
+
+    root = tmp_path_factory.mktemp("feature_lake")
+    cfg = load_config([TEST_CONF], [f"lake.root={root}", f"landing.root={landing}"])
+    lake = Lake(spark, cfg)
+    for month in ("2024-01", "2024-02", "2024-03"):
+        ingest_month(spark, cfg, month)
+    for month in ("2024-01", "2024-02"):
+        build_features_month(spark, cfg, month)
+    first = build_features_month(spark, cfg, "2024-03")
+    before = {t: _rows(lake, t, "2024-03") for t in ("features_monthly", "labels_monthly")}
+    for month in ("2024-04", "2024-05", "2024-06"):
+        ingest_month(spark, cfg, month)
+    later = build_features_month(spark, cfg, "2024-04")
+    again = build_features_month(spark, cfg, "2024-03")
+    after_features = _rows(lake, "features_monthly", "2024-03")
+    return lake, cfg, first, again, later, before, after_features

@@ -19,12 +19,21 @@ PURE_IMPORTS = {
     "__future__", "abc", "bisect", "calendar", "collections", "copy", "dataclasses", "datetime", "decimal",
     "enum", "functools", "hashlib", "heapq", "itertools", "json", "logging", "math", "numbers", "operator",
     "re", "statistics", "string", "typing", "warnings",
-    "numpy", "pandas", "pyarrow", "pyarrow.compute", "pydantic", "scipy", "sklearn", "lightgbm",
+    "numpy", "pandas", "pyarrow", "pyarrow.compute", "pydantic", "scipy", "sklearn", "lightgbm", "matplotlib",
     "pyspark.sql", "pyspark.sql.functions", "pyspark.sql.types", "pyspark.sql.window", "pyspark.sql.column",
     "features", "models",
 }  # fmt: skip
 # prefixes allowed with any submodule (scipy.optimize, sklearn.linear_model, features.usage, ...)
-PURE_PREFIXES = ("scipy.", "sklearn.", "features.", "models.", "pandas.", "numpy.", "collections.")
+PURE_PREFIXES = (
+    "matplotlib.",
+    "scipy.",
+    "sklearn.",
+    "features.",
+    "models.",
+    "pandas.",
+    "numpy.",
+    "collections.",
+)
 # calls that read or write data, build sessions or read the clock, by their dotted tail
 IO_CALLS = {
     "open": "opens files",

@@ -74,6 +74,8 @@ class PromotionGates(Params):
 class TrainConf(Params):
     # snapshot months fitted, before the validation month and the test month (all labels matured)
     fit_months: int = Field(6, ge=1, le=36)
+    # the monthly run retrains every N run months (and whenever no champion exists); 0: only on demand
+    every_months: int = Field(3, ge=0)
     registered_model: str = "churn_family"
     promotion: PromotionGates = Field(default_factory=PromotionGates)
     # EMPC economics (models.metrics.ProfitParams)

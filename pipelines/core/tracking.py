@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -55,23 +56,41 @@ class ChurnFamilyModel(mlflow.pyfunc.PythonModel):
         return self.family.predict_proba(model_input)
 
 
+def family_signature(family: Any, example: pd.DataFrame) -> Any:
+    """Input columns as the family reads them, every one optional: categories as strings, numbers and
+    booleans as any. MLflow refuses int -> double, and whether a batch holds a null decides if pandas
+    gives an integer column as ints or floats, a boolean one as bools or objects; the family converts."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema, TensorSpec
+
+    specs = []
+    for name in dict.fromkeys([*family.features, family.spec.tenure]):
+        if name in family.encoder.categories:
+            specs.append(ColSpec("string", name, required=False))
+        else:
+            specs.append(ColSpec(AnyType(), name, required=False))
+    return ModelSignature(Schema(specs), Schema([TensorSpec(np.dtype("float64"), (-1,))]))
+
+
 def log_family(family: Any, example: pd.DataFrame, registered_model: str) -> str:
     """Log the family as a pyfunc in the active run, register it and return the new version."""
-    from mlflow.models import infer_signature
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "family.pkl"
         path.write_bytes(pickle.dumps(family))
-        columns = [c for c in dict.fromkeys([*family.features, family.spec.tenure]) if c in example.columns]
-        sample = example[columns].head(20)
-        signature = infer_signature(sample, family.predict_proba(sample))
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=ChurnFamilyModel(),
-            artifacts={"family": str(path)},
-            signature=signature,
-            registered_model_name=registered_model,
-        )
+        signature = family_signature(family, example)
+        pyfunc_log = logging.getLogger("mlflow.pyfunc")
+        level = pyfunc_log.level
+        pyfunc_log.setLevel(logging.ERROR)  # the family is pickled on purpose: it holds fitted boosters
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=ChurnFamilyModel(),
+                artifacts={"family": str(path)},
+                signature=signature,
+                registered_model_name=registered_model,
+            )
+        pyfunc_log.setLevel(level)
     return str(info.registered_model_version)
 
 
@@ -87,6 +106,14 @@ def load_family(name: str, version_or_alias: str) -> tuple[Any, str] | None:
         return None
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     return model.unwrap_python_model().family, str(version)
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    """The version an alias points at, or None (no such model or alias)."""
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
 
 
 def set_alias(name: str, alias: str, version: str) -> None:

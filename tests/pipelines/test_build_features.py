@@ -8,37 +8,16 @@ from pyspark.sql import functions as F
 
 from pipelines.build_features import InputNotReadyError, build_features_month
 from pipelines.core.lake import Lake
-from pipelines.ingest import ingest_month
-from tests.conftest import TEST_CONF
+from tests.conftest import TEST_CONF, job_args
 
 # builds a lake over seven months: minutes, not seconds (make test-fast skips it)
 pytestmark = pytest.mark.slow
 
 
-def _rows(lake: Lake, table: str, month: str) -> list[tuple]:
-    df = lake.read(table).where(F.col("month") == month)
-    return sorted(tuple(r) for r in df.select(*sorted(df.columns)).collect())
-
-
 @pytest.fixture(scope="module")
-def built(spark, landing, tmp_path_factory):
-    """Ingest 2024-01..03 and build 2024-03; then load 04 and 05, build 05 and rebuild 03."""
-    from pipelines.core.config import load_config
-
-    root = tmp_path_factory.mktemp("features_lake")
-    cfg = load_config([TEST_CONF], [f"lake.root={root}", f"landing.root={landing}"])
-    lake = Lake(spark, cfg)
-    for month in ("2024-01", "2024-02", "2024-03"):
-        ingest_month(spark, cfg, month)
-    first = build_features_month(spark, cfg, "2024-03")
-    before = {t: _rows(lake, t, "2024-03") for t in ("features_monthly", "labels_monthly")}
-    for month in ("2024-04", "2024-05"):
-        ingest_month(spark, cfg, month)
-    # building 2024-05 settles the labels of 2024-03, whose window (2024-05) has now closed
-    later = build_features_month(spark, cfg, "2024-05")
-    again = build_features_month(spark, cfg, "2024-03")
-    after_features = _rows(lake, "features_monthly", "2024-03")
-    return lake, cfg, first, again, later, before, after_features
+def built(feature_lake):
+    """The session's feature lake (tests.conftest.feature_lake): built once, read by several modules."""
+    return feature_lake
 
 
 def test_rebuilding_a_month_after_later_data_arrived_gives_identical_features(built):
@@ -76,13 +55,14 @@ def _landing_frame(landing, source: str, month: str) -> pd.DataFrame:
 
 def test_labels_match_the_landing_snapshots(built, landing):
     lake, _, _, _, later, before, _ = built
-    assert later.label_months == ["2024-03", "2024-05"]
+    # building 2024-04 with snapshots up to 2024-06 loaded settles 02 and 03 (04's own window is closed too)
+    assert later.label_months == ["2024-02", "2024-03", "2024-04"]
     # built before the window closed, the month was pending
     assert {r[3] for r in before["labels_monthly"]} == {False}
     labels = lake.read("labels_monthly")
     mature = {r.subscriber_id: r for r in labels.where(F.col("month") == "2024-03").collect()}
     assert all(r.label_available for r in mature.values())
-    assert labels.where((F.col("month") == "2024-05") & F.col("label_available")).count() == 0
+    assert labels.where((F.col("month") == "2024-04") & ~F.col("label_available")).count() == 0
     # independent truth from the raw landing files: deactivated in May for port_out/voluntary
     may = _landing_frame(landing, "subscriptions", "2024-05")
     may = may[(may.status == "deactivated") & may.deactivation_date.str.startswith("2024-05", na=False)]
@@ -98,21 +78,13 @@ def test_job_contract(built, capsys):
     from jobs.build_features import main
 
     lake, cfg, _, _, _, _, _ = built
-    overrides = [
-        "--conf",
-        str(TEST_CONF),
-        "--set",
-        f"lake.root={cfg.lake_root}",
-        "--set",
-        f"landing.root={cfg.landing_root}",
-    ]
-    assert main(["--month", "2024-06", *overrides]) == 1
+    assert main(["--month", "2024-08", *job_args(cfg)]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(
-        "ERROR build_features: InputNotReadyError: 2024-06: not ingested yet for subscriptions"
+        "ERROR build_features: InputNotReadyError: 2024-08: not ingested yet for subscriptions"
     )
     runs = lake.read("pipeline_runs").where(
-        (F.col("stage") == "build_features") & (F.col("month") == "2024-05")
+        (F.col("stage") == "build_features") & (F.col("month") == "2024-04")
     )
     assert runs.where(F.col("status") == "success").count() == 1
 
@@ -120,15 +92,15 @@ def test_job_contract(built, capsys):
 def test_unpublished_month_is_refused(built, spark):
     lake, cfg, _, _, _, _, _ = built
     dq = lake.read("data_quality").where((F.col("source") == "cdr") & (F.col("month") == "2024-05"))
-    lake.write(
-        dq.withColumn("publishable", F.lit(False)),
-        "data_quality",
-        mode="overwrite",
-        partition_by=["source", "month"],
-        replace_partitions={"source": ["cdr"], "month": ["2024-05"]},
-    )
-    with pytest.raises(InputNotReadyError, match="gates failed for cdr"):
-        build_features_month(spark, cfg, "2024-05")
+    original = spark.createDataFrame(dq.collect(), dq.schema)
+    where = {"source": ["cdr"], "month": ["2024-05"]}
+    blocked = original.withColumn("publishable", F.lit(False))
+    lake.write(blocked, "data_quality", mode="overwrite", replace_partitions=where)
+    try:
+        with pytest.raises(InputNotReadyError, match="gates failed for cdr"):
+            build_features_month(spark, cfg, "2024-05")
+    finally:  # the lake is the session's: put the report back
+        lake.write(original, "data_quality", mode="overwrite", replace_partitions=where)
 
 
 def test_every_feature_column_is_documented_in_the_readme(built):

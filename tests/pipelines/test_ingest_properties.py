@@ -2,7 +2,7 @@
 
 Every input row is loaded (with exactly its values), quarantined, or counted as a duplicate; a file that
 cannot be read fails with one line naming it. Expectations are computed from the generated input, never
-from ingest's own counters. ``make test`` runs a small example budget; the ``slow`` run a larger one.
+from ingest's own counters. ``make test`` runs a small example budget; ``make test-thorough`` a larger one.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def test_every_csv_row_is_loaded_quarantined_or_a_duplicate(spark, base, deliver
     _check_csv(spark, base, delivery)
 
 
-@pytest.mark.slow
+@pytest.mark.thorough
 @settings(max_examples=40, **SETTINGS)
 @given(csv_deliveries())
 def test_every_csv_row_is_loaded_quarantined_or_a_duplicate_large_run(spark, base, delivery):

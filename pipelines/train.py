@@ -1,0 +1,463 @@
+"""Stage: train the cohort family as of a run month, track it in MLflow, register it, gate its promotion.
+
+Time: the run month M is the month whose data just landed. Only snapshot months whose churn window closed
+by the end of M are used, whatever later labels the table holds: the latest is the **test** month (used
+for nothing but evaluation and the promotion gates), the one before it **validates** (early stopping,
+calibration, the pooled-or-cohort choice) and ``train.fit_months`` before that are **fitted**. Never a
+random split across months.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from features.calendar import add_months
+from features.errors import MissingColumnsError
+from features.labels import label_window
+from models import ModelSpec, TrainingDataError, evaluate_family, fit_family
+from models.family import ModelFamily
+from pipelines.core.config import Config, PromotionGates
+from pipelines.core.errors import InputNotReadyError
+from pipelines.core.lake import Lake
+from pipelines.core.manifest import recorded_run
+
+log = logging.getLogger(__name__)
+
+MODELS = ("family", "pooled", "logistic")
+PERFORMANCE_SCHEMA = (
+    "month string, source string, test_month string, model string, cohort string, metric string, "
+    "value double, model_version string, run_id string"
+)
+
+
+@dataclass(frozen=True)
+class TrainingWindow:
+    """The months a training as of ``run_month`` uses."""
+
+    run_month: str
+    fit_months: tuple[str, ...]
+    valid_month: str
+    test_month: str
+
+    @property
+    def months(self) -> list[str]:
+        return [*self.fit_months, self.valid_month, self.test_month]
+
+
+def matured(month: str, run_month: str, cfg: Config) -> bool:
+    """The churn window of snapshot ``month`` closed by the end of ``run_month``."""
+    last = label_window(month, gap_months=cfg.churn.gap_months, window_months=cfg.churn.window_months)[1]
+    return last <= run_month
+
+
+def training_window(run_month: str, labelled_months: Sequence[str], cfg: Config) -> TrainingWindow:
+    """Test, validation and fit months as of ``run_month`` among months with features and labels.
+
+    ``labelled_months``: snapshot months with features and available labels (later ones are ignored
+    here, whatever the tables hold).
+    """
+    mature = sorted(m for m in set(labelled_months) if m <= run_month and matured(m, run_month, cfg))
+    if len(mature) < 3:
+        first = next((m for m in sorted(labelled_months) if m <= run_month), None)
+        hint = ""
+        if first:
+            gap, window = cfg.churn.gap_months, cfg.churn.window_months
+            hint = f"; the first can train as of {add_months(first, gap + window + 2)}"
+        raise InputNotReadyError(
+            f"train as of {run_month}: needs 3 snapshot months with matured labels (fit, validate, test), "
+            f"has {len(mature)} ({', '.join(mature) or 'none'}){hint}"
+        )
+    test, valid = mature[-1], mature[-2]
+    fit = tuple(mature[:-2][-cfg.train.fit_months :])
+    return TrainingWindow(run_month, fit, valid, test)
+
+
+def model_spec(cfg: Config) -> ModelSpec:
+    return ModelSpec(
+        label="is_churn",
+        tenure="tenure_months",
+        id_columns=("subscriber_id", "month"),
+        cohorts=cfg.cohorts,
+        params=cfg.model,
+        profit=cfg.train.profit,
+    )
+
+
+def labelled_months(lake: Lake, run_month: str) -> list[str]:
+    """Snapshot months up to ``run_month`` with features and available labels."""
+    if not lake.exists("features_monthly"):
+        raise InputNotReadyError(f"no features_monthly table under {lake.cfg.lake_root}: run build_features")
+    if not lake.exists("labels_monthly"):
+        raise InputNotReadyError(f"no labels_monthly table under {lake.cfg.lake_root}: run build_features")
+    features = {m for (m,) in lake.partition_values("features_monthly", "month") if m <= run_month}
+    labels = {
+        r.month
+        for r in lake.read("labels_monthly")
+        .where(F.col("label_available") & (F.col("month") <= run_month))
+        .select("month")
+        .distinct()
+        .collect()
+    }
+    return sorted(features & labels)
+
+
+def read_training_frame(lake: Lake, months: Sequence[str], spec: ModelSpec) -> pd.DataFrame:
+    """Features of ``months`` joined with their (non-null) labels, as pandas (Arrow transfer)."""
+    features = lake.read("features_monthly").where(F.col("month").isin(*months))
+    need = [spec.tenure, *spec.id_columns]
+    missing = [c for c in need if c not in features.columns]
+    if missing:
+        raise MissingColumnsError(missing, "features_monthly (the model spec needs them)")
+    labels = (
+        lake.read("labels_monthly")
+        .where(F.col("month").isin(*months) & F.col("label_available") & F.col("is_churn").isNotNull())
+        .select("subscriber_id", "month", F.col("is_churn").cast("int").alias(spec.label))
+    )
+    frame = features.join(labels, ["subscriber_id", "month"], "inner")
+    return _to_pandas(frame)
+
+
+def _to_pandas(df: DataFrame) -> pd.DataFrame:
+    # decimals arrive as Python Decimals: cast to double in Spark, where it is cheap
+    casts = [
+        F.col(f.name).cast("double").alias(f.name) if f.dataType.typeName() == "decimal" else F.col(f.name)
+        for f in df.schema.fields
+    ]
+    return df.select(*casts).toPandas()
+
+
+def _check_cohorts(frame: pd.DataFrame, spec: ModelSpec, window: TrainingWindow) -> None:
+    used = frame[frame["month"] != window.test_month]
+    cohort = spec.cohort_of(used[spec.tenure])
+    for name in spec.cohorts.names:
+        rows = cohort == name
+        if rows.any() and used.loc[rows, spec.label].sum() == 0:
+            raise TrainingDataError(
+                f"train as of {window.run_month}: cohort {name} has {int(rows.sum())} labelled rows in "
+                f"{window.fit_months[0]}..{window.valid_month} and no churner at all: nothing to learn from "
+                "(check the labels, or change cohorts.boundaries)"
+            )
+
+
+@dataclass
+class TrainResult:
+    window: TrainingWindow
+    family: ModelFamily
+    test_metrics: dict[str, dict[str, dict[str, float]]]
+    rows: dict[str, int]
+    seconds: float
+    version: str | None = None
+    run_id: str | None = None
+    promoted: bool = False
+    decision: list[str] = field(default_factory=list)
+
+
+def fit_as_of(lake: Lake, run_month: str) -> TrainResult:
+    """Fit and evaluate the family as of ``run_month`` (no tracking, no registration)."""
+    cfg = lake.cfg
+    spec = model_spec(cfg)
+    window = training_window(run_month, labelled_months(lake, run_month), cfg)
+    log.info(
+        "train as of %s: fit %s, validate %s, test %s",
+        run_month,
+        ", ".join(window.fit_months),
+        window.valid_month,
+        window.test_month,
+    )
+    frame = read_training_frame(lake, window.months, spec)
+    _check_cohorts(frame, spec, window)
+    parts = {m: frame[frame["month"] == m] for m in (window.valid_month, window.test_month)}
+    fit = frame[frame["month"].isin(window.fit_months)]
+    rows = {"fit": len(fit), "valid": len(parts[window.valid_month]), "test": len(parts[window.test_month])}
+    if not all(rows.values()):
+        raise InputNotReadyError(f"train as of {run_month}: no labelled rows for some months: {rows}")
+    t0 = time.perf_counter()
+    family = fit_family(fit, spec=spec, valid=parts[window.valid_month])
+    seconds = time.perf_counter() - t0
+    log.info("train as of %s: fitted %d rows in %.1f s", run_month, rows["fit"], seconds)
+    test = evaluate_family(family, parts[window.test_month])
+    return TrainResult(window, family, test, rows, seconds)
+
+
+def promotion_decision(
+    new: dict[str, dict[str, float]],
+    champion: dict[str, dict[str, float]] | None,
+    gates: PromotionGates,
+) -> tuple[bool, list[str]]:
+    """Whether a new family becomes champion, and why (pure: per-cohort test metrics in, decision out).
+
+    ``new`` / ``champion``: cohort -> metrics on the same test month (``roc_auc``, ``ece``, ``churners``).
+    Every gated cohort must meet the floors and not be worse than the champion beyond the tolerances.
+    """
+    reasons: list[str] = []
+    ok = True
+    for cohort, m in sorted(new.items()):
+        if cohort == "all":
+            continue
+        if m.get("churners", 0) < gates.min_test_churners or math.isnan(m.get("roc_auc", math.nan)):
+            reasons.append(f"{cohort}: not gated ({int(m.get('churners', 0))} test churners)")
+            continue
+        auc, ece = m["roc_auc"], m["ece"]
+        if auc < gates.min_auc:
+            ok = False
+            reasons.append(f"{cohort}: AUC {auc:.4f} below the floor {gates.min_auc}")
+        if ece > gates.max_ece:
+            ok = False
+            reasons.append(f"{cohort}: calibration error {ece:.4f} above the ceiling {gates.max_ece}")
+        old = (champion or {}).get(cohort)
+        if old and not math.isnan(old.get("roc_auc", math.nan)):
+            if auc < old["roc_auc"] - gates.auc_tolerance:
+                ok = False
+                reasons.append(f"{cohort}: AUC {auc:.4f} worse than the champion's {old['roc_auc']:.4f}")
+            if ece > old["ece"] + gates.ece_tolerance:
+                ok = False
+                reasons.append(
+                    f"{cohort}: calibration error {ece:.4f} worse than the champion's {old['ece']:.4f}"
+                )
+    if ok:
+        reasons.append("every gated cohort meets the floors" + (" and the champion" if champion else ""))
+    return ok, reasons
+
+
+def _gate_view(metrics: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    return {
+        cohort: {"roc_auc": m["roc_auc"], "ece": m["ece"], "churners": m["rows"] * m["churn_rate"]}
+        for cohort, m in metrics["family"].items()
+    }
+
+
+def _performance_rows(result: TrainResult, source: str) -> list[tuple[Any, ...]]:
+    rows = []
+    for model, by_cohort in result.test_metrics.items():
+        for cohort, metrics in by_cohort.items():
+            for metric, value in metrics.items():
+                rows.append(
+                    (
+                        result.window.run_month,
+                        source,
+                        result.window.test_month,
+                        model,
+                        cohort,
+                        metric,
+                        None
+                        if value is None or (isinstance(value, float) and math.isnan(value))
+                        else float(value),
+                        result.version,
+                        result.run_id,
+                    )
+                )
+    return rows
+
+
+def write_performance(lake: Lake, results: Sequence[TrainResult], source: str) -> None:
+    """Replace the (month, source) partitions of ``model_performance`` with these results."""
+    rows = [r for res in results for r in _performance_rows(res, source)]
+    df = lake.spark.createDataFrame(rows, PERFORMANCE_SCHEMA)
+    lake.write(
+        df,
+        "model_performance",
+        mode="overwrite",
+        partition_by=["month", "source"],
+        replace_partitions={"month": sorted({r.window.run_month for r in results}), "source": [source]},
+    )
+
+
+def metrics_table(metrics: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
+    """Model x cohort rows of the headline metrics (for logs, MLflow and the README)."""
+    keys = (
+        "rows",
+        "churn_rate",
+        "roc_auc",
+        "pr_auc",
+        "top_decile_lift",
+        "brier",
+        "ece",
+        "empc",
+        "empc_fraction",
+    )
+    rows = [
+        {"model": model, "cohort": cohort, **{k: m.get(k) for k in keys}}
+        for model, by_cohort in metrics.items()
+        for cohort, m in by_cohort.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def _log_to_mlflow(lake: Lake, result: TrainResult, test: pd.DataFrame) -> None:
+    import mlflow
+
+    from models import plots
+    from pipelines.core.tracking import log_family
+
+    cfg, family, window = lake.cfg, result.family, result.window
+    spec = family.spec
+    with mlflow.start_run(run_name=f"train {window.run_month}") as parent:
+        result.run_id = parent.info.run_id
+        mlflow.set_tags({"stage": "train", "run_month": window.run_month, "config_hash": cfg.config_hash()})
+        mlflow.log_params(
+            {
+                "run_month": window.run_month,
+                "fit_months": ",".join(window.fit_months),
+                "valid_month": window.valid_month,
+                "test_month": window.test_month,
+                "features_version": lake.version("features_monthly"),
+                "labels_version": lake.version("labels_monthly"),
+                "config_hash": cfg.config_hash(),
+                "calibration": cfg.model.calibration,
+                "serve": cfg.model.serve,
+                "features": len(family.features),
+                **{f"rows_{k}": v for k, v in result.rows.items()},
+                **{f"lgb_{k}": v for k, v in cfg.model.lightgbm.items()},
+            }
+        )
+        for model, by_cohort in result.test_metrics.items():
+            mlflow.log_metrics({f"test_{model}_{k}": v for k, v in by_cohort["all"].items() if not _nan(v)})
+        mlflow.log_metric("fit_seconds", result.seconds)
+        for cohort in spec.cohorts.names:
+            info = family.report["cohorts"][cohort]
+            with mlflow.start_run(run_name=f"cohort {cohort}", nested=True):
+                mlflow.set_tags({"cohort": cohort, "served_by": info["served_by"], "reason": info["reason"]})
+                mlflow.log_params({k: v for k, v in info.items() if not isinstance(v, dict)})
+                for model, by_cohort in result.test_metrics.items():
+                    if cohort in by_cohort:
+                        mlflow.log_metrics(
+                            {f"test_{model}_{k}": v for k, v in by_cohort[cohort].items() if not _nan(v)}
+                        )
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            y = test[spec.label].to_numpy(dtype=float)
+            probs = {
+                "family": family.predict_proba(test),
+                "pooled": family.baseline_proba(test, "pooled"),
+                "logistic": family.baseline_proba(test, "logistic"),
+            }
+            importance = {
+                name: dict(zip(b.feature_name(), b.feature_importance("gain").tolist(), strict=True))
+                for name, b in family.boosters.items()
+            }
+            figures = {
+                "gains_lift.png": plots.gains_chart(y, probs),
+                "calibration.png": plots.calibration_chart(y, {"family": probs["family"]}),
+                "score_distribution.png": plots.score_distribution(y, probs["family"]),
+                "feature_importance.png": plots.importance_chart(importance),
+            }
+            for name, fig in figures.items():
+                fig.savefig(out / name, dpi=90)
+            metrics_table(result.test_metrics).to_csv(out / "test_metrics.csv", index=False)
+            (out / "family_report.json").write_text(json.dumps(family.report, indent=1, default=str))
+            mlflow.log_artifacts(str(out), artifact_path="report")
+        result.version = log_family(family, test, cfg.train.registered_model)
+
+
+def _nan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def train_month(
+    spark: SparkSession, cfg: Config, month: str, *, promote: bool | None = None, reason: str = ""
+) -> TrainResult:
+    """Train as of ``month``, log to MLflow, register as ``challenger`` and gate ``champion``.
+
+    ``promote``: None applies the gates; True / False override them (logged with ``reason``).
+    """
+    from pipelines.core.tracking import CHALLENGER, CHAMPION, configure_mlflow, load_family, set_alias
+
+    lake = Lake(spark, cfg)
+    with recorded_run(lake, "train", month) as run:
+        result = fit_as_of(lake, month)
+        run.input_versions = lake.versions(["features_monthly", "labels_monthly"])
+        run.row_counts = dict(result.rows)
+        configure_mlflow(cfg)
+        test = read_training_frame(lake, [result.window.test_month], result.family.spec)
+        _log_to_mlflow(lake, result, test)
+        name = cfg.train.registered_model
+        assert result.version is not None
+        set_alias(name, CHALLENGER, result.version)
+        champion = load_family(name, CHAMPION)
+        champion_view = None
+        if champion is not None and champion[1] != result.version:
+            champion_view = _gate_view(evaluate_family(champion[0], test))
+        ok, decision = promotion_decision(_gate_view(result.test_metrics), champion_view, cfg.train.promotion)
+        if promote is not None:
+            decision.append(f"gates {'passed' if ok else 'failed'}; overridden: promote={promote} ({reason})")
+            ok = promote
+        if ok:
+            set_alias(name, CHAMPION, result.version)
+        result.promoted, result.decision = ok, decision
+        import mlflow
+
+        with mlflow.start_run(run_id=result.run_id):
+            mlflow.set_tags({"promoted": str(ok), "model_version": result.version})
+            mlflow.log_text("\n".join(decision), "report/promotion.txt")
+        verdict = "champion" if ok else "challenger only"
+        log.info("%s version %s: %s (%s)", name, result.version, verdict, "; ".join(decision))
+        write_performance(lake, [result], "train")
+        run.model_versions = {
+            "name": name,
+            "version": result.version,
+            "promoted": ok,
+            "run_id": result.run_id,
+        }
+        run.output_versions = lake.versions(["model_performance"])
+        run.flags = {"window": result.window.months, "decision": decision}
+    return result
+
+
+def backtest(spark: SparkSession, cfg: Config, months: Sequence[str]) -> list[TrainResult]:
+    """Rolling origin: train as of each month, evaluate on its test month; rows in ``model_performance``."""
+    lake = Lake(spark, cfg)
+    results = []
+    with recorded_run(lake, "train", months[-1], scope=f"backtest {months[0]}..{months[-1]}") as run:
+        for month in months:
+            result = fit_as_of(lake, month)
+            results.append(result)
+            table = metrics_table(result.test_metrics)
+            log.info(
+                "backtest %s (test %s):\n%s",
+                month,
+                result.window.test_month,
+                table[["model", "cohort", "roc_auc", "top_decile_lift", "ece", "empc"]].to_string(
+                    index=False
+                ),
+            )
+        write_performance(lake, results, "backtest")
+        run.output_versions = lake.versions(["model_performance"])
+        run.flags = {"months": list(months)}
+    return results
+
+
+def summarize_backtest(results: Sequence[TrainResult]) -> pd.DataFrame:
+    """Mean test metrics per cohort and model over the backtest months."""
+    frames = []
+    for r in results:
+        t = metrics_table(r.test_metrics)
+        t["month"] = r.window.run_month
+        frames.append(t)
+    table = pd.concat(frames)
+    cols = ["roc_auc", "top_decile_lift", "ece", "empc"]
+    return table.groupby(["cohort", "model"], sort=True)[cols].mean().round(4).reset_index()
+
+
+__all__ = [
+    "TrainResult",
+    "TrainingWindow",
+    "backtest",
+    "fit_as_of",
+    "np",
+    "promotion_decision",
+    "train_month",
+    "training_window",
+]

@@ -1,0 +1,140 @@
+"""The pure model API on synthetic pandas frames: cohorts, categoricals, nulls, calibration, fallbacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.errors import MissingColumnsError
+from models import ModelParams, ModelSpec, TrainingDataError, fit_family
+from models.metrics import expected_calibration_error
+
+FAST = ModelParams(num_boost_round=200, num_threads=2)
+
+
+def _frame(n: int, seed: int, *, new_share: float = 0.2) -> pd.DataFrame:
+    """Churn driven by usage decline, a plan category and, for new subscribers, by handset age."""
+    rng = np.random.default_rng(seed)
+    tenure = np.where(rng.random(n) < new_share, rng.integers(0, 6, n), rng.integers(6, 80, n))
+    plan = rng.choice(["basic", "max", "family", None], n, p=[0.4, 0.3, 0.2, 0.1])
+    decline = rng.normal(size=n)
+    handset = rng.integers(0, 48, n).astype(float)
+    handset[rng.random(n) < 0.2] = np.nan  # nulls need no preprocessing
+    logit = (
+        -3.2
+        + 1.2 * decline
+        + 0.9 * (plan == "basic")
+        + np.where(tenure < 6, 0.04 * np.nan_to_num(handset), 0)
+    )
+    return pd.DataFrame(
+        {
+            "subscriber_id": [f"s{seed}-{i}" for i in range(n)],
+            "tenure_months": tenure,
+            "plan": plan,
+            "usage_decline": decline,
+            "handset_age": handset,
+            "roams": rng.random(n) < 0.1,
+            "is_churn": rng.random(n) < 1 / (1 + np.exp(-logit)),
+        }
+    )
+
+
+SPEC = ModelSpec(label="is_churn", tenure="tenure_months", id_columns=["subscriber_id"], params=FAST)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    train, valid, test = _frame(24000, 1), _frame(8000, 2), _frame(20000, 3)
+    return fit_family(train, spec=SPEC, valid=valid), test
+
+
+def test_string_categoricals_nulls_and_no_month_column(fitted):
+    family, test = fitted
+    assert "month" not in test.columns
+    assert family.encoder.categories["plan"] == ("basic", "family", "max")
+    assert family.features == ("tenure_months", "plan", "usage_decline", "handset_age", "roams")
+    p = family.predict_proba(test)
+    assert p.shape == (len(test),) and np.all((p >= 0) & (p <= 1))
+    # a category never seen at fit time is missing, not an error
+    unseen = test.head(50).assign(plan="unlimited")
+    assert np.isfinite(family.predict_proba(unseen)).all()
+
+
+def test_probabilities_are_calibrated_on_later_rows(fitted):
+    family, test = fitted
+    y, p = test["is_churn"].to_numpy(), family.predict_proba(test)
+    assert abs(p.mean() - y.mean()) < 0.01
+    assert expected_calibration_error(y, p) < 0.015
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(y, p) > 0.75
+
+
+def test_family_reports_every_cohort_and_its_baselines(fitted):
+    family, _ = fitted
+    report = family.report
+    assert set(report["cohorts"]) == {"new", "early", "established"}
+    for info in report["cohorts"].values():
+        assert info["served_by"] in ("cohort", "pooled") and info["reason"]
+    assert set(report["valid"]) == {"family", "pooled", "logistic"}
+    auc = {m: report["valid"][m]["all"]["roc_auc"] for m in report["valid"]}
+    assert auc["family"] > 0.75 and auc["logistic"] > 0.7
+
+
+def test_contributions_add_up_to_the_raw_log_odds(fitted):
+    family, test = fitted
+    head = test.head(200)
+    contrib, names = family.contributions(head)
+    raw = family.raw_score(head)
+    assert names[-1] == "__bias" and len(names) == len(family.features) + 1
+    np.testing.assert_allclose(1 / (1 + np.exp(-contrib.sum(axis=1))), raw, rtol=1e-6)
+
+
+def test_a_tiny_cohort_is_served_by_the_pooled_model():
+    train, valid = _frame(12000, 4, new_share=0.01), _frame(4000, 5, new_share=0.01)
+    family = fit_family(train, spec=SPEC, valid=valid)
+    new = family.report["cohorts"]["new"]
+    assert new["served_by"] == "pooled" and "too few" in new["reason"]
+    assert "new" not in family.boosters
+    test = _frame(2000, 6, new_share=0.5)
+    rows = family.cohorts(test) == "new"
+    pooled = family.boosters["pooled"].predict(family._matrix(test, family.cohorts(test))[1][rows])
+    np.testing.assert_allclose(family.raw_score(test)[rows], pooled)
+
+
+def test_config_can_force_the_pooled_or_the_cohort_models():
+    train, valid = _frame(8000, 7), _frame(3000, 8)
+    pooled = fit_family(
+        train,
+        spec=ModelSpec(id_columns=["subscriber_id"], params=FAST.model_copy(update={"serve": "pooled"})),
+        valid=valid,
+    )
+    assert set(pooled.serving.values()) == {"pooled"}
+    cohort = fit_family(
+        train,
+        spec=ModelSpec(id_columns=["subscriber_id"], params=FAST.model_copy(update={"serve": "cohort"})),
+        valid=valid,
+    )
+    assert set(cohort.serving.values()) == {"cohort"}
+
+
+def test_downsampled_training_stays_calibrated():
+    train, valid, test = _frame(30000, 9), _frame(8000, 10), _frame(15000, 11)
+    params = FAST.model_copy(update={"row_budget": 6000})
+    family = fit_family(train, spec=ModelSpec(id_columns=["subscriber_id"], params=params), valid=valid)
+    assert family.report["rows"]["train_fitted"] < 8000 and family.report["downsample_rate"] < 0.25
+    y, p = test["is_churn"].to_numpy(), family.predict_proba(test)
+    assert abs(p.mean() - y.mean()) < 0.01
+
+
+def test_valid_none_draws_a_stratified_split_and_bad_inputs_fail_clearly():
+    frame = _frame(6000, 12)
+    family = fit_family(frame, spec=SPEC)
+    assert family.report["rows"]["valid"] == pytest.approx(1500, abs=2)
+    with pytest.raises(MissingColumnsError, match="missing columns tenure_months"):
+        fit_family(frame.drop(columns="tenure_months"), spec=SPEC)
+    with pytest.raises(TrainingDataError, match="0 churners"):
+        fit_family(frame.assign(is_churn=False), spec=SPEC, valid=frame)
+    with pytest.raises(MissingColumnsError, match="usage_decline"):
+        family.predict_proba(frame.drop(columns="usage_decline"))

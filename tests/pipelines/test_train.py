@@ -1,0 +1,187 @@
+"""Train as of a run month on a copy of the feature lake: windows, leakage, MLflow, registry, gates."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from pipelines.core.config import PromotionGates, load_config
+from pipelines.core.errors import InputNotReadyError
+from pipelines.core.lake import Lake
+from pipelines.train import fit_as_of, promotion_decision, read_training_frame, train_month, training_window
+from tests.conftest import TEST_CONF, job_args
+
+pytestmark = pytest.mark.slow
+
+
+def _cfg(root, landing, *extra):
+    return load_config([TEST_CONF], [f"lake.root={root}", f"landing.root={landing}", *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(spark, feature_lake, tmp_path_factory):
+    """A copy of the feature lake, trained as of 2024-05 (v1), then as of 2024-06 with a crippled model."""
+    _, base_cfg = feature_lake[0], feature_lake[1]
+    root = tmp_path_factory.mktemp("train_lake") / "lake"
+    shutil.copytree(base_cfg.lake_root, root)
+    cfg = _cfg(root, base_cfg.landing_root)
+    first = train_month(spark, cfg, "2024-05")
+    weak = _cfg(
+        root,
+        base_cfg.landing_root,
+        "model.num_boost_round=1",
+        "model.lightgbm.num_leaves=2",
+        "model.serve=pooled",
+    )
+    second = train_month(spark, weak, "2024-06")
+    return Lake(spark, cfg), cfg, first, second
+
+
+def test_window_uses_only_labels_matured_by_the_run_month():
+    cfg = load_config()
+    months = ["2024-01", "2024-02", "2024-03", "2024-04", "2024-05"]
+    w = training_window("2024-06", months, cfg)
+    assert (w.fit_months, w.valid_month, w.test_month) == (("2024-01", "2024-02"), "2024-03", "2024-04")
+    # 2024-05's window (gap 2024-06, window 2024-07) closes after the run month: ignored though present
+    assert training_window("2024-05", months, cfg).test_month == "2024-03"
+    short = load_config(overrides=["train.fit_months=1"])
+    assert training_window("2024-06", months, short).fit_months == ("2024-02",)
+    with pytest.raises(InputNotReadyError, match=r"needs 3 snapshot months .* has 2 \(2024-01, 2024-02\)"):
+        training_window("2024-04", months, cfg)
+
+
+def test_promotion_gates_with_literal_metrics():
+    gates = PromotionGates(
+        min_auc=0.6, max_ece=0.05, auc_tolerance=0.01, ece_tolerance=0.01, min_test_churners=10
+    )
+    good = {
+        "new": {"roc_auc": 0.78, "ece": 0.02, "churners": 40},
+        "all": {"roc_auc": 0.8, "ece": 0.01, "churners": 90},
+    }
+    assert promotion_decision(good, None, gates)[0]
+    worse = {"new": {"roc_auc": 0.75, "ece": 0.02, "churners": 40}}
+    ok, why = promotion_decision(worse, {"new": {"roc_auc": 0.78, "ece": 0.02, "churners": 40}}, gates)
+    assert not ok and why == ["new: AUC 0.7500 worse than the champion's 0.7800"]
+    within = {"new": {"roc_auc": 0.775, "ece": 0.025, "churners": 40}}
+    assert promotion_decision(within, good, gates)[0]
+    floor = {"new": {"roc_auc": 0.55, "ece": 0.08, "churners": 40}}
+    ok, why = promotion_decision(floor, None, gates)
+    assert not ok and len(why) == 2
+    thin = {"new": {"roc_auc": 0.5, "ece": 0.3, "churners": 3}}
+    ok, why = promotion_decision(thin, None, gates)
+    assert ok and why[0] == "new: not gated (3 test churners)"
+
+
+def test_training_reads_only_its_window(trained):
+    lake, _, first, _ = trained
+    w = first.window
+    assert (w.fit_months, w.valid_month, w.test_month) == (("2024-01",), "2024-02", "2024-03")
+    labels = lake.read("labels_monthly").where(F.col("is_churn").isNotNull())
+    counts = {r.month: r["count"] for r in labels.groupBy("month").count().collect()}
+    assert first.rows == {"fit": counts["2024-01"], "valid": counts["2024-02"], "test": counts["2024-03"]}
+    assert first.family.report["rows"]["train"] == counts["2024-01"]
+    assert first.family.report["rows"]["valid"] == counts["2024-02"]
+
+
+def test_test_month_and_later_labels_never_reach_the_model(trained, spark, tmp_path):
+    """Flip every label of the test month (2024-03) and of a later month (2024-04): same model."""
+    lake, cfg, first, _ = trained
+    root = tmp_path / "lake"
+    shutil.copytree(cfg.lake_root, root)
+    other = Lake(spark, _cfg(root, cfg.landing_root))
+    labels = other.read("labels_monthly").where(F.col("month").isin("2024-03", "2024-04"))
+    flipped = spark.createDataFrame(
+        labels.withColumn("is_churn", ~F.col("is_churn")).collect(), labels.schema
+    )
+    other.write(
+        flipped, "labels_monthly", mode="overwrite", replace_partitions={"month": ["2024-03", "2024-04"]}
+    )
+    again = fit_as_of(other, "2024-05")
+    frame = read_training_frame(lake, ["2024-03"], first.family.spec)
+    np.testing.assert_array_equal(again.family.predict_proba(frame), first.family.predict_proba(frame))
+    # the test month is used for evaluation: with flipped labels the ranking is reversed
+    assert (
+        again.test_metrics["family"]["all"]["roc_auc"] < 0.5 < first.test_metrics["family"]["all"]["roc_auc"]
+    )
+
+
+def test_registered_pyfunc_equals_boosters_and_calibrators(trained):
+    import mlflow
+
+    from pipelines.core.tracking import configure_mlflow
+
+    lake, cfg, first, _ = trained
+    configure_mlflow(cfg)
+    model = mlflow.pyfunc.load_model(f"models:/{cfg.train.registered_model}@champion")
+    family = first.family
+    frame = read_training_frame(lake, ["2024-03"], family.spec)
+    got = np.asarray(model.predict(frame[[*family.features]]))
+    cohort = family.cohorts(frame)
+    x, pooled = family._matrix(frame, cohort)
+    want = np.empty(len(frame))
+    for name in family.spec.cohorts.names:
+        rows = cohort == name
+        served_by_pooled = family.serving[name] == "pooled"
+        booster = family.boosters["pooled" if served_by_pooled else name]
+        raw = booster.predict((pooled if served_by_pooled else x)[rows])
+        want[rows] = family.calibrators[name].predict(raw)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    # model_performance holds the same figures as scikit-learn on these predictions
+    from sklearn.metrics import roc_auc_score
+
+    perf = lake.read("model_performance").where(
+        (F.col("month") == "2024-05") & (F.col("model") == "family") & (F.col("cohort") == "all")
+    )
+    stored = {r.metric: r.value for r in perf.collect()}
+    assert stored["roc_auc"] == pytest.approx(roc_auc_score(frame["is_churn"], got), rel=1e-12)
+
+
+def test_gates_keep_the_champion_against_a_worse_model(trained):
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.core.tracking import configure_mlflow
+
+    _, cfg, first, second = trained
+    assert first.promoted and first.version == "1"
+    assert not second.promoted and second.version == "2"
+    assert any("worse than the champion" in r for r in second.decision), second.decision
+    configure_mlflow(cfg)
+    client = MlflowClient()
+    name = cfg.train.registered_model
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
+
+
+def test_mlflow_run_holds_cohort_children_params_and_charts(trained):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.core.tracking import configure_mlflow
+
+    _, cfg, first, _ = trained
+    configure_mlflow(cfg)
+    client = MlflowClient()
+    run = client.get_run(first.run_id)
+    assert run.data.params["test_month"] == "2024-03" and run.data.params["fit_months"] == "2024-01"
+    assert run.data.metrics["test_family_roc_auc"] == pytest.approx(
+        first.test_metrics["family"]["all"]["roc_auc"]
+    )
+    children = mlflow.search_runs(
+        experiment_ids=[run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{first.run_id}'"
+    )
+    assert sorted(children["tags.cohort"]) == ["early", "established", "new"]
+    files = {f.path for f in client.list_artifacts(first.run_id, "report")}
+    for name in ("gains_lift.png", "calibration.png", "score_distribution.png", "feature_importance.png"):
+        assert f"report/{name}" in files
+
+
+def test_job_refuses_a_month_without_matured_labels(trained, capsys):
+    from jobs.train import main
+
+    _, cfg, _, _ = trained
+    assert main(["--month", "2024-03", *job_args(cfg)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("ERROR train: InputNotReadyError: train as of 2024-03: needs 3 snapshot months")
