@@ -185,3 +185,16 @@ def test_job_refuses_a_month_without_matured_labels(trained, capsys):
     assert main(["--month", "2024-03", *job_args(cfg)]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("ERROR train: InputNotReadyError: train as of 2024-03: needs 3 snapshot months")
+
+
+def test_monthly_trains_when_due(trained, spark):
+    from pipelines.monthly import train_due
+
+    lake, cfg, _, _ = trained
+    assert train_due(lake, "2024-06") is None  # trained as of 2024-06 already
+    assert train_due(lake, "2024-08") is None  # two months later: not yet (every 3)
+    assert train_due(lake, "2024-09") == "last trained as of 2024-06"
+    never = Lake(spark, _cfg(cfg.lake_root, cfg.landing_root, "train.every_months=0"))
+    assert train_due(never, "2024-09") is None
+    fresh = Lake(spark, _cfg(cfg.lake_root, cfg.landing_root, "train.registered_model=other_family"))
+    assert train_due(fresh, "2024-06") == "no champion yet"
