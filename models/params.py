@@ -46,8 +46,9 @@ class ModelParams(Params):
     # than ``pooled_margin``; cohort / pooled force either
     serve: Literal["auto", "cohort", "pooled"] = "auto"
     pooled_margin: float = Field(0.0, ge=0)
-    # training rows beyond this budget: non-churners are downsampled and weighted (calibration holds)
-    row_budget: int = Field(2_000_000, ge=1000)
+    # training rows beyond this budget: non-churners are downsampled and weighted (calibration holds).
+    # Measured with 100 features on 2 cores: 1M rows fit in ~8 min at a 6.8 GB peak, 250k in ~1.3 min
+    row_budget: int = Field(1_000_000, ge=1000)
     # the validation share drawn (stratified by cohort and label) when no validation frame is given
     valid_share: float = Field(0.25, gt=0, lt=1)
     logistic_c: float = Field(0.1, gt=0)
