@@ -61,10 +61,11 @@ class FeatureEncoder:
                     col.astype("string").astype(object), categories=self.categories[name]
                 ).codes
                 out[:, j] = np.where(codes < 0, np.nan, codes)
-            else:
-                out[:, j] = pd.to_numeric(
-                    col.astype(object).where(col.notna(), None), errors="coerce"
-                ).astype(np.float64)
+            elif pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
+                out[:, j] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            else:  # object columns from Spark: Python bools, Decimals, None
+                values = col.astype(object).where(col.notna(), None)
+                out[:, j] = pd.to_numeric(values, errors="coerce").astype(np.float64)
         return out
 
 

@@ -8,7 +8,6 @@ Beta distribution, integrated exactly over the ROC convex hull.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,16 +49,14 @@ def lift_at(y_true, y_score, fraction: float, sample_weight=None) -> float:
     s, y, w = s[order], y[order], w[order]
     budget = fraction * np.sum(w)
     # whole tie groups, then the boundary group pro rata: the result does not depend on row order
-    _, starts = np.unique(-s, return_index=True)
-    bounds = [*starts, len(s)]
-    taken_w = taken_y = 0.0
-    for a, b in itertools.pairwise(bounds):
-        gw, gy = np.sum(w[a:b]), np.sum(w[a:b] * y[a:b])
-        share = min(1.0, (budget - taken_w) / gw) if gw else 0.0
-        taken_w += share * gw
-        taken_y += share * gy
-        if share < 1.0:
-            break
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    group_w, group_y = np.add.reduceat(w, starts), np.add.reduceat(w * y, starts)
+    before = np.cumsum(group_w) - group_w  # weight of the groups above each group
+    g = int(np.searchsorted(np.cumsum(group_w), budget, side="left"))
+    g = min(g, len(group_w) - 1)
+    share = min(1.0, (budget - before[g]) / group_w[g]) if group_w[g] else 0.0
+    taken_w = before[g] + share * group_w[g]
+    taken_y = np.sum(group_y[:g]) + share * group_y[g]
     return float((taken_y / taken_w) / base)
 
 
