@@ -28,6 +28,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -348,8 +349,6 @@ def fit_family(
             info["reason"] = "own model"
             both = 0 < yv[rows_v].sum() < rows_v.sum()
             if both:
-                from sklearn.metrics import roc_auc_score
-
                 own_auc = roc_auc_score(yv[rows_v], booster.predict(xv[rows_v]), sample_weight=wv[rows_v])
                 pooled_auc = roc_auc_score(yv[rows_v], pooled_v[rows_v], sample_weight=wv[rows_v])
                 info["valid_auc"] = {"cohort": float(own_auc), "pooled": float(pooled_auc)}

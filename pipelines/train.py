@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -159,6 +158,7 @@ class TrainResult:
     test_metrics: dict[str, dict[str, dict[str, float]]]
     rows: dict[str, int]
     seconds: float
+    test_frame: pd.DataFrame  # the labelled rows of the test month (evaluation, charts, gates)
     version: str | None = None
     run_id: str | None = None
     promoted: bool = False
@@ -189,7 +189,7 @@ def fit_as_of(lake: Lake, run_month: str) -> TrainResult:
     seconds = time.perf_counter() - t0
     log.info("train as of %s: fitted %d rows in %.1f s", run_month, rows["fit"], seconds)
     test = evaluate_family(family, parts[window.test_month])
-    return TrainResult(window, family, test, rows, seconds)
+    return TrainResult(window, family, test, rows, seconds, parts[window.test_month])
 
 
 def promotion_decision(
@@ -381,7 +381,7 @@ def train_month(
         run.input_versions = lake.versions(["features_monthly", "labels_monthly"])
         run.row_counts = dict(result.rows)
         configure_mlflow(cfg)
-        test = read_training_frame(lake, [result.window.test_month], result.family.spec)
+        test = result.test_frame  # already read with the window: no second Spark read
         _log_to_mlflow(lake, result, test)
         name = cfg.train.registered_model
         assert result.version is not None
@@ -456,7 +456,6 @@ __all__ = [
     "TrainingWindow",
     "backtest",
     "fit_as_of",
-    "np",
     "promotion_decision",
     "train_month",
     "training_window",
