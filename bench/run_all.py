@@ -6,6 +6,11 @@
 - Features: the monthly CDR aggregation (one pass: subscriber-day, then subscriber-month and contact
   pairs) and the whole feature build for the third month, vs one DuckDB SQL query computing the same CDR
   aggregates over the same Delta table (target: within 3x).
+- Training: the train job as of one month vs plain ``lightgbm.train`` on the same rows, and vs the same
+  boosters trained plainly (the family fits a pooled and a per-cohort model).
+- Scoring: the ``mapInArrow`` scoring pass vs the same work in one process (pyarrow read, score, pyarrow
+  write; target at least 0.7x), Python worker memory at 1x and 2x the subscribers (flat), the SHAP
+  reasons pass on a 10 % share, and the whole score job.
 
 Results go to ``bench/results/latest.json``. Sizes: ``BENCH_SUBSCRIBERS`` (default 100000).
 """
@@ -238,10 +243,10 @@ def bench_train(spark, work: Path) -> dict:
     import lightgbm as lgb
     import numpy as np
 
-    from models.family import _lgb_params
+    from models.family import _lgb_params, _with_cohort
     from pipelines.build_features import build_features_month
     from pipelines.core.lake import Lake
-    from pipelines.train import fit_as_of, labelled_months, read_training_frame, training_window
+    from pipelines.train import labelled_months, read_training_frame, train_month, training_window
 
     cfg = load_config([], [f"lake.root={work / 'lake'}", f"landing.root={work / 'landing'}"])
     for month in ("2024-04", "2024-05"):  # the snapshots that close the label windows of 01..03
@@ -249,7 +254,8 @@ def bench_train(spark, work: Path) -> dict:
     for month in ("2024-01", "2024-02", "2024-03"):
         build_features_month(spark, cfg, month)
     lake = Lake(spark, cfg)
-    result, t_all = timed(lambda: fit_as_of(lake, "2024-05"))
+    # the whole job: read, fit, evaluate, log to MLflow, register (version 1, scored by bench_score)
+    result, t_all = timed(lambda: train_month(spark, cfg, "2024-05"))
     family = result.family
     window = training_window("2024-05", labelled_months(lake, "2024-05"), cfg)
     frame = read_training_frame(lake, [*window.fit_months, window.valid_month], family.spec)
@@ -270,6 +276,18 @@ def bench_train(spark, work: Path) -> dict:
         )
 
     booster, t_plain = timed(plain)
+
+    def same_models() -> None:
+        """The family's boosters, each a plain lightgbm.train on its own rows for as many trees."""
+        xp = _with_cohort(x, family.spec.cohorts.names, family.cohorts(fit))
+        cohort = family.cohorts(fit)
+        for name, fitted in family.boosters.items():
+            rows = np.ones(len(fit), bool) if name == "pooled" else cohort == name
+            categorical = [*family.encoder.categorical, xp.shape[1] - 1]
+            data = lgb.Dataset(xp[rows], y[rows], categorical_feature=categorical)
+            lgb.train(params, data, fitted.num_trees())
+
+    _, t_same = timed(same_models)
     return {
         "fit_rows": result.rows["fit"],
         "valid_rows": result.rows["valid"],
@@ -277,11 +295,130 @@ def bench_train(spark, work: Path) -> dict:
         "train_as_of_s": round(t_all, 2),
         "family_fit_s": round(result.seconds, 2),
         "plain_lightgbm_s": round(t_plain, 2),
+        "plain_same_boosters_s": round(t_same, 2),
         "plain_trees": booster.num_trees(),
         "family_trees": int(np.sum([b.num_trees() for b in family.boosters.values()])),
         "ratio_family_fit_vs_plain": round(result.seconds / t_plain, 2),
+        "ratio_family_fit_vs_same_boosters": round(result.seconds / t_same, 2),
         "ratio_train_as_of_vs_plain": round(t_all / t_plain, 2),
         "test_auc_family": round(result.test_metrics["family"]["all"]["roc_auc"], 4),
+    }
+
+
+class PeakWorkerMemory:
+    """Peak summed RSS of Spark's Python workers (``pyspark.daemon`` / ``worker``), sampled every 50 ms."""
+
+    def __enter__(self) -> PeakWorkerMemory:
+        import threading
+
+        import psutil
+
+        self.peak, self._stop = 0, threading.Event()
+
+        def sample() -> None:
+            while not self._stop.is_set():
+                total = 0
+                for proc in psutil.process_iter(["cmdline", "memory_info"]):
+                    cmd = " ".join(proc.info["cmdline"] or [])
+                    if "pyspark.daemon" in cmd or "pyspark.worker" in cmd:
+                        total += proc.info["memory_info"].rss if proc.info["memory_info"] else 0
+                self.peak = max(self.peak, total)
+                self._stop.wait(0.05)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def bench_score(spark, work: Path) -> dict:
+    """The scoring pass (``mapInArrow``) against the same work in one process, reasons apart, memory."""
+    import pickle
+    import uuid
+
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from pipelines.core.lake import Lake
+    from pipelines.score import (
+        REASONS_SCHEMA,
+        SCORED_SCHEMA,
+        FamilyPayload,
+        read_month_features,
+        reason_batches,
+        resolve_model,
+        score_batches,
+        score_frame,
+        score_month,
+        scoring_input,
+    )
+
+    cfg = load_config([], [f"lake.root={work / 'lake'}", f"landing.root={work / 'landing'}"])
+    lake, month = Lake(spark, cfg), "2024-03"
+    model = resolve_model(cfg, month, "1")
+    family = model.family
+    features = read_month_features(lake, month, family, model.version)
+    subscribers = features.count()
+    files = [
+        f.removeprefix("file://")
+        for f in lake.read("features_monthly").inputFiles()
+        if f"/month={month}/" in f  # inputFiles() does not prune partitions
+    ]
+    out = work / "score_out"
+
+    def one_process() -> None:
+        table = ds.dataset(files, format="parquet").to_table(columns=features.columns)
+        doubles = pa.schema(
+            [pa.field(f.name, pa.float64()) if pa.types.is_decimal(f.type) else f for f in table.schema]
+        )
+        frame = table.cast(doubles).to_pandas()
+        scored = score_frame(family, frame, cfg.score)
+        pq.write_table(pa.Table.from_pandas(scored, preserve_index=False), out / "one.parquet")
+
+    out.mkdir(exist_ok=True)
+    _, t_one = timed(one_process)
+    payload = FamilyPayload(uuid.uuid4().hex, spark.sparkContext.broadcast(pickle.dumps(family)))
+
+    def spark_pass(frame) -> None:
+        scoring_input(spark, frame).mapInArrow(score_batches(payload, cfg.score), SCORED_SCHEMA).write.mode(
+            "overwrite"
+        ).parquet(str(out / "spark"))
+
+    spark_pass(features.limit(1000))  # start the Python workers once, as a scheduled job's first batch does
+    with PeakWorkerMemory() as mem_1x:
+        _, t_spark = timed(lambda: spark_pass(features))
+    doubled = features.unionByName(
+        features.withColumn("subscriber_id", F.concat("subscriber_id", F.lit("b")))
+    )
+    with PeakWorkerMemory() as mem_2x:
+        _, t_spark_2x = timed(lambda: spark_pass(doubled))
+    top = features.orderBy(F.rand(1)).limit(max(1, subscribers // 10))  # a 10 % actionable share
+    _, t_reasons = timed(
+        lambda: (
+            scoring_input(spark, top)
+            .mapInArrow(reason_batches(payload, cfg.score), REASONS_SCHEMA)
+            .write.mode("overwrite")
+            .parquet(str(out / "reasons"))
+        )
+    )
+    payload.broadcast.destroy()
+    report, t_job = timed(lambda: score_month(spark, cfg, month, model_version=model.version))
+    return {
+        "subscribers": subscribers,
+        "features": len(family.features),
+        "one_process_rows_per_s": round(subscribers / t_one),
+        "spark_pass_rows_per_s": round(subscribers / t_spark),
+        "ratio_spark_vs_one_process": round(t_one / t_spark, 2),
+        "spark_pass_2x_rows_s": round(t_spark_2x, 2),
+        "python_workers_peak_mb_1x": round(mem_1x.peak / 2**20),
+        "python_workers_peak_mb_2x": round(mem_2x.peak / 2**20),
+        "reasons_rows_per_s": round(max(1, subscribers // 10) / t_reasons),
+        "score_job_s": round(t_job, 2),
+        "score_job_with_reasons": report.with_reasons,
     }
 
 
@@ -299,6 +436,7 @@ def main() -> int:
         results["ingest"] = bench_ingest(spark, work)
         results["features"] = bench_features(spark, work)
         results["train"] = bench_train(spark, work)
+        results["score"] = bench_score(spark, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out = Path(__file__).resolve().parent / "results"

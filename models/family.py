@@ -37,6 +37,7 @@ from features.errors import MissingColumnsError, SchemaMismatchError
 from features.params import CohortParams
 from models.encoding import FeatureEncoder
 from models.metrics import ProfitParams, classification_metrics
+from models.monitoring import DriftProfile
 from models.params import ModelParams
 
 POOLED = "pooled"
@@ -118,6 +119,8 @@ class ModelFamily:
     calibrators: dict[str, _Calibrator]
     logistic: Pipeline
     report: dict[str, Any]
+    drift: DriftProfile | None = None  # training distribution of the score and the top features (PSI)
+    segments: Any = None  # models.segments.UsageSegments, attached by the training stage when it has them
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -128,32 +131,31 @@ class ModelFamily:
             raise MissingColumnsError([self.spec.tenure], "predict_proba (tenure splits the cohorts)")
         return self.spec.cohort_of(frame[self.spec.tenure])
 
-    def _matrix(self, frame: pd.DataFrame, cohort: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = self.encoder.transform(frame)
-        return x, np.column_stack([x, _cohort_codes(self.spec.cohorts.names, cohort)])
+    def _matrix(self, frame: pd.DataFrame, cohort: np.ndarray) -> np.ndarray:
+        """The encoded features and the cohort code (a constant, so unused, in a cohort's own model)."""
+        return _with_cohort(self.encoder.transform(frame), self.spec.cohorts.names, cohort)
 
-    def _serving_booster(self, name: str) -> tuple[lgb.Booster, bool]:
-        if self.serving[name] == "cohort":
-            return self.boosters[name], False
-        return self.boosters[POOLED], True
+    def _serving_booster(self, name: str) -> lgb.Booster:
+        return self.boosters[name if self.serving[name] == "cohort" else POOLED]
 
     def raw_score(self, frame: pd.DataFrame) -> np.ndarray:
         """Uncalibrated churn probability of the model serving each row's cohort."""
         cohort = self.cohorts(frame)
-        x, pooled = self._matrix(frame, cohort)
+        x = self._matrix(frame, cohort)
         out = np.empty(len(frame))
         for name in self.spec.cohorts.names:
             rows = cohort == name
             if rows.any():
-                booster, is_pooled = self._serving_booster(name)
-                out[rows] = booster.predict((pooled if is_pooled else x)[rows], num_threads=self._threads())
+                out[rows] = self._serving_booster(name).predict(x[rows], num_threads=self._threads())
         return out
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated churn probability per row (numpy array in the frame's row order)."""
-        raw = self.raw_score(frame)
-        cohort = self.cohorts(frame)
-        out = np.empty(len(frame))
+        return self.calibrate(self.raw_score(frame), self.cohorts(frame))
+
+    def calibrate(self, raw: np.ndarray, cohort: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of raw scores (each row by its cohort's calibrator)."""
+        out = np.empty(len(raw))
         for name in self.spec.cohorts.names:
             rows = cohort == name
             if rows.any():
@@ -166,24 +168,21 @@ class ModelFamily:
         The pooled model's cohort feature is folded into the bias column (the last column).
         """
         cohort = self.cohorts(frame)
-        x, pooled = self._matrix(frame, cohort)
+        x = self._matrix(frame, cohort)
         n = len(self.features)
         out = np.zeros((len(frame), n + 1))
         for name in self.spec.cohorts.names:
             rows = cohort == name
             if rows.any():
-                booster, is_pooled = self._serving_booster(name)
-                c = booster.predict(
-                    (pooled if is_pooled else x)[rows], pred_contrib=True, num_threads=self._threads()
-                )
+                booster = self._serving_booster(name)
+                c = booster.predict(x[rows], pred_contrib=True, num_threads=self._threads())
                 out[rows, :n] = c[:, :n]
                 out[rows, n] = c[:, n:].sum(axis=1)  # bias (+ the pooled model's cohort term)
         return out, [*self.features, "__bias"]
 
     def baseline_proba(self, frame: pd.DataFrame, which: str) -> np.ndarray:
         """``pooled`` (the pooled LightGBM, uncalibrated) or ``logistic`` probabilities."""
-        cohort = self.cohorts(frame)
-        _x, pooled = self._matrix(frame, cohort)
+        pooled = self._matrix(frame, self.cohorts(frame))
         if which == POOLED:
             return self.boosters[POOLED].predict(pooled, num_threads=self._threads())
         if which == "logistic":
@@ -192,6 +191,20 @@ class ModelFamily:
 
     def _threads(self) -> int:
         return self.spec.params.num_threads
+
+    def drift_columns(
+        self, frame: pd.DataFrame, probability: np.ndarray, features: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The monitored values of ``frame``: ``score`` (calibrated probability) and the monitored features
+        (``features``, by default those of the drift profile)."""
+        out = {"score": np.asarray(probability, dtype=float)}
+        if features is None:
+            features = [c for c in (self.drift.columns if self.drift else []) if c != "score"]
+        if features:
+            x = self.encoder.transform(frame)
+            index = {f: i for i, f in enumerate(self.features)}
+            out.update({c: x[:, index[c]] for c in features})
+        return out
 
 
 def _lgb_params(p: ModelParams) -> dict[str, Any]:
@@ -207,21 +220,8 @@ def _lgb_params(p: ModelParams) -> dict[str, Any]:
     }
 
 
-def _fit_booster(
-    p: ModelParams,
-    x: np.ndarray,
-    y: np.ndarray,
-    w: np.ndarray,
-    xv: np.ndarray,
-    yv: np.ndarray,
-    wv: np.ndarray,
-    names: list[str],
-    categorical: list[int],
-) -> lgb.Booster:
-    train = lgb.Dataset(
-        x, y, weight=w, feature_name=names, categorical_feature=categorical, free_raw_data=True
-    )
-    valid = lgb.Dataset(xv, yv, weight=wv, reference=train)
+def _fit_booster(p: ModelParams, train: lgb.Dataset, valid: lgb.Dataset, yv: np.ndarray) -> lgb.Booster:
+    """Early-stopped booster on ``train`` (a Dataset or a subset of the shared one, binned once)."""
     callbacks = []
     if len(yv) and 0 < yv.sum() < len(yv):
         callbacks.append(lgb.early_stopping(p.early_stopping_rounds, first_metric_only=True, verbose=False))
@@ -232,9 +232,9 @@ def _fit_booster(
     return booster
 
 
-def _cohort_codes(names: Sequence[str], cohort: np.ndarray) -> np.ndarray:
-    """The cohort as the pooled model's categorical feature: its position in ``names``."""
-    return pd.Categorical(cohort, categories=list(names)).codes.astype(np.float64)
+def _with_cohort(x: np.ndarray, names: Sequence[str], cohort: np.ndarray) -> np.ndarray:
+    """``x`` and the cohort as a last categorical column: its position in ``names``."""
+    return np.column_stack([x, pd.Categorical(cohort, categories=list(names)).codes.astype(np.float64)])
 
 
 def _safe_name(name: str) -> str:
@@ -298,6 +298,7 @@ def fit_family(
     if y.sum() == 0 or y.sum() == len(y):
         raise TrainingDataError(f"fit_family: the training rows hold {int(y.sum())} churners of {len(y)}")
     rows_before = len(train)
+    reference = train.sample(n=min(len(train), 200_000), random_state=p.seed)  # before downsampling
     train, y, w, rate = _downsample(train, y, w, p.row_budget, p.seed)
     features = spec.feature_columns(train)
     encoder = FeatureEncoder.fit(train, features)
@@ -306,13 +307,18 @@ def fit_family(
         raise SchemaMismatchError("fit_family: feature names collide once made LightGBM-safe")
     cohort_names = list(spec.cohorts.names)
     cohort, cohort_v = spec.cohort_of(train[spec.tenure]), spec.cohort_of(valid[spec.tenure])
-    x, xv = encoder.transform(train), encoder.transform(valid)
-    xp = np.column_stack([x, _cohort_codes(cohort_names, cohort)])
-    xpv = np.column_stack([xv, _cohort_codes(cohort_names, cohort_v)])
-    categorical = encoder.categorical
-    boosters = {
-        POOLED: _fit_booster(p, xp, y, w, xpv, yv, wv, [*names, COHORT_FEATURE], [*categorical, len(names)])
+    xp = _with_cohort(encoder.transform(train), cohort_names, cohort)
+    xpv = _with_cohort(encoder.transform(valid), cohort_names, cohort_v)
+    categorical = [*encoder.categorical, len(names)]
+    # binned once: the cohort models train on subsets of the pooled model's Dataset
+    layout = {
+        "feature_name": [*names, COHORT_FEATURE],
+        "categorical_feature": categorical,
+        "params": _lgb_params(p),
     }
+    dtrain = lgb.Dataset(xp, y, weight=w, **layout).construct()
+    dvalid = lgb.Dataset(xpv, yv, weight=wv, reference=dtrain, **layout).construct()
+    boosters = {POOLED: _fit_booster(p, dtrain, dvalid, yv)}
     serving: dict[str, str] = {}
     report: dict[str, Any] = {
         "rows": {"train": int(rows_before), "train_fitted": len(y), "valid": len(yv)},
@@ -342,14 +348,14 @@ def fit_family(
             )
         else:
             booster = _fit_booster(
-                p, x[rows], y[rows], w[rows], xv[rows_v], yv[rows_v], wv[rows_v], names, categorical
+                p, dtrain.subset(np.flatnonzero(rows)), dvalid.subset(np.flatnonzero(rows_v)), yv[rows_v]
             )
             boosters[name] = booster
             serving[name] = "cohort"
             info["reason"] = "own model"
             both = 0 < yv[rows_v].sum() < rows_v.sum()
             if both:
-                own_auc = roc_auc_score(yv[rows_v], booster.predict(xv[rows_v]), sample_weight=wv[rows_v])
+                own_auc = roc_auc_score(yv[rows_v], booster.predict(xpv[rows_v]), sample_weight=wv[rows_v])
                 pooled_auc = roc_auc_score(yv[rows_v], pooled_v[rows_v], sample_weight=wv[rows_v])
                 info["valid_auc"] = {"cohort": float(own_auc), "pooled": float(pooled_auc)}
                 if p.serve == "auto" and pooled_auc > own_auc + p.pooled_margin:
@@ -372,9 +378,18 @@ def fit_family(
         else:
             family.calibrators[name] = shared
             report["cohorts"][name]["calibration"] = "shared (too few validation churners)"
-    family.logistic = _fit_logistic(xp, y, w, [*categorical, len(names)], p)
+    family.logistic = _fit_logistic(xp, y, w, categorical, p)
     report["valid"] = _valid_report(family, valid, yv, wv)
+    family.drift = _drift_profile(family, reference, p.monitor_features)
     return family
+
+
+def _drift_profile(family: ModelFamily, reference: pd.DataFrame, top: int) -> DriftProfile:
+    """Training distribution of the score and of the ``top`` numeric features by the pooled model's gain."""
+    gain = family.boosters[POOLED].feature_importance("gain")[: len(family.features)]
+    numeric = [i for i in np.argsort(-gain) if i not in family.encoder.categorical and gain[i] > 0]
+    features = [family.features[i] for i in numeric[:top]]
+    return DriftProfile.fit(family.drift_columns(reference, family.predict_proba(reference), features))
 
 
 def _fit_logistic(
@@ -385,7 +400,7 @@ def _fit_logistic(
         [
             (
                 "num",
-                make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()),
+                make_pipeline(SimpleImputer(strategy="mean", keep_empty_features=True), StandardScaler()),
                 numeric,
             ),
             (

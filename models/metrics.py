@@ -95,7 +95,7 @@ def empc(y_true, y_score, params: ProfitParams | None = None) -> Empc:
     pi0 = 1 - pi1
     if pi1 in (0.0, 1.0):
         raise ValueError("EMPC needs both churners and non-churners")
-    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    fpr, tpr, _ = roc_curve(y, s)  # the dropped points lie on segments: the hull is the same
     hull = _upper_hull(fpr, tpr)
     d, f = p.incentive_cost / p.clv, p.contact_cost / p.clv
     # profit of hull point i is a_i * g + b_i; slopes rise along the hull

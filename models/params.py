@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from features.params import Params, StrTuple
 
@@ -52,6 +52,8 @@ class ModelParams(Params):
     # the validation share drawn (stratified by cohort and label) when no validation frame is given
     valid_share: float = Field(0.25, gt=0, lt=1)
     logistic_c: float = Field(0.1, gt=0)
+    # the training distribution of the score and of this many top features is kept for drift (PSI)
+    monitor_features: int = Field(10, ge=0, le=100)
     # feature table columns that are never features (identifiers, the hard warning, dates)
     exclude_columns: StrTuple = (
         "customer_id",
@@ -62,3 +64,198 @@ class ModelParams(Params):
         "activation_date",
         "contract_end_date",
     )
+
+
+REASON_FAMILIES = (
+    "contract_expiry",
+    "usage_decline",
+    "price_sensitivity",
+    "service_issue",
+    "competitor_pull",
+    "payment_trouble",
+    "low_engagement",
+    "roaming_cost",
+    "new_customer_fit",
+)
+RISK_BANDS = ("low", "medium", "high")
+VALUE_TIERS = ("high", "medium", "low", "unprofitable")
+
+
+def _default_reason_map() -> dict[str, tuple[str, ...]]:
+    # first matching family wins, in this order; a feature no pattern matches gets ``fallback_family``
+    return {
+        "contract_expiry": (
+            "months_to_contract_end",
+            "out_of_contract",
+            "has_contract",
+            "handset_age_months",
+        ),
+        "payment_trouble": ("overdue_*", "balance_due_*", "payment_ratio_*", "is_suspended"),
+        "roaming_cost": ("roaming_*",),
+        "service_issue": ("care_*", "unresolved_*", "days_since_last_care_contact"),
+        "competitor_pull": (
+            "competitor_*",
+            "churned_*",
+            "contacts_ratio_*",
+            "distinct_contacts_*",
+            "frequent_contacts",
+        ),
+        "usage_decline": ("*_chg_1m", "*_ratio_avg_3m", "max_inactive_run_days_*", "days_on_network_*"),
+        "new_customer_fit": ("tenure_*", "usage_history_months", "acquisition_channel", "lifecycle_stage"),
+        "price_sensitivity": (
+            "bill_shock_*",
+            "monthly_fee*",
+            "invoice_amount_*",
+            "arpu_*",
+            "discount_amount_*",
+            "plan_*",
+            "topup_*",
+        ),
+    }
+
+
+def _default_strategy() -> dict[str, dict[str, str]]:
+    # value tier -> risk band -> action (../shared/docs/domain.md); retention teams change it
+    return {
+        "high": {"low": "care_loyalty", "medium": "proactive_retention", "high": "strongest_retention"},
+        "medium": {"low": "cross_sell", "medium": "targeted_offer", "high": "retention_offer"},
+        "low": {"low": "self_service", "medium": "digital_offer", "high": "low_cost_offer"},
+        "unprofitable": {"low": "no_action", "medium": "no_action", "high": "no_action"},
+    }
+
+
+class ScoreParams(Params):
+    """How a scored subscriber is banded, explained, valued and assigned a strategy (``models.scoring``)."""
+
+    # risk band by calibrated churn probability: >= band_high is high, >= band_medium medium, else low
+    band_high: float = Field(0.15, gt=0, le=1)
+    band_medium: float = Field(0.05, gt=0, le=1)
+    # reasons (SHAP contributions cost ~300x a prediction) for the rows that can be acted on: a band at or
+    # above this, the top share of each cohort by risk, and every hard warning; null for the rest
+    reasons_min_band: Literal["low", "medium", "high"] = "medium"
+    reasons_top_share: float = Field(0.10, ge=0, le=1)
+    reasons_top: int = Field(3, ge=1, le=20)
+    # feature name patterns (fnmatch) per reason family, and the family of every other feature
+    reason_families: dict[str, StrTuple] = Field(default_factory=_default_reason_map)
+    fallback_family: str = "low_engagement"
+    # value tier by ARPU over the last 3 months net of discounts (plan fee when there is no bill yet):
+    # >= value_high high, >= value_medium medium, >= value_low low, below it unprofitable
+    value_high: float = 45.0
+    value_medium: float = 20.0
+    value_low: float = 5.0
+    strategy: dict[str, dict[str, str]] = Field(default_factory=_default_strategy)
+    # lines at or above this band count as "at risk" in the customer and household roll-up
+    at_risk_band: Literal["low", "medium", "high"] = "medium"
+    # population stability index above this is a drift warning (score and each monitored feature)
+    psi_warning: float = Field(0.2, gt=0)
+    # behavioural segments: k-means clusters of the usage profile, fitted at training time
+    segments: int = Field(6, ge=2, le=20)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScoreParams:
+        if self.band_medium >= self.band_high:
+            raise ValueError("band_medium must be below band_high")
+        if not self.value_low <= self.value_medium <= self.value_high:
+            raise ValueError("value tiers must satisfy value_low <= value_medium <= value_high")
+        unknown = sorted(set(self.reason_families) - set(REASON_FAMILIES))
+        if unknown or self.fallback_family not in REASON_FAMILIES:
+            raise ValueError(
+                f"reason families must be among {', '.join(REASON_FAMILIES)} "
+                f"(got {unknown or self.fallback_family})"
+            )
+        for tier in VALUE_TIERS:
+            missing = [b for b in RISK_BANDS if b not in self.strategy.get(tier, {})]
+            if missing:
+                raise ValueError(f"strategy.{tier} needs an action for bands {', '.join(missing)}")
+        return self
+
+
+CONTRACT_STATES = ("in_contract", "expiring", "out_of_contract", "no_contract")
+
+
+class OfferEligibility(Params):
+    """Who may get an offer; an empty list means any."""
+
+    plan_types: StrTuple = ()
+    cohorts: StrTuple = ()
+    value_tiers: StrTuple = ()
+    churn_types: StrTuple = ()
+    contract_states: StrTuple = ()
+    usage_segments: StrTuple = ()  # segment names (models.segments) or their prefix, e.g. "roamer"
+
+
+class Offer(Params):
+    """A retention action: what it costs, how many the channel can carry, whom it fits, what it does."""
+
+    id: str
+    description: str = ""
+    channel: str
+    cost: float = Field(ge=0)  # committed per assignment (incentive and contact)
+    capacity: int | None = Field(None, ge=0)  # per month; None: unlimited
+    effect: float = Field(ge=0, le=1)  # prior reduction of the churn probability of those offered
+    acceptance: float = Field(0.3, ge=0, le=1)  # prior acceptance rate (reported beside the measurement)
+    sales_like: bool = False  # suppressed while a complaint is open
+    eligibility: OfferEligibility = Field(default_factory=OfferEligibility)
+
+
+class ContactPolicy(Params):
+    require_consent: bool = True
+    cooldown_months: int = Field(3, ge=0)  # months after a retention contact with no new offer
+    suppress_sales_on_open_complaint: bool = True
+    exclude_unprofitable: bool = True
+
+
+def _default_offers() -> tuple[Offer, ...]:
+    any_risk = OfferEligibility()
+    return (
+        Offer(id="data_pack", description="data top-up pack (night or app packs included)", channel="sms",
+              cost=3.0, capacity=None, effect=0.10, acceptance=0.35, sales_like=True,
+              eligibility=OfferEligibility(
+                  churn_types=("usage_decline", "low_engagement", "price_sensitivity"))),
+        Offer(id="free_addon", description="a free add-on for three months", channel="app", cost=5.0,
+              capacity=None, effect=0.12, acceptance=0.30, sales_like=True, eligibility=any_risk),
+        Offer(id="tenure_upgrade", description="tenure upgrade package", channel="sms", cost=8.0,
+              capacity=None, effect=0.15, acceptance=0.30,
+              eligibility=OfferEligibility(cohorts=("established",), value_tiers=("high", "medium"))),
+        Offer(id="renewal_device", description="contract renewal with a device upgrade", channel="call",
+              cost=60.0, capacity=300, effect=0.35, acceptance=0.25, sales_like=True,
+              eligibility=OfferEligibility(plan_types=("postpaid",), value_tiers=("high",),
+                                           contract_states=("expiring", "out_of_contract"))),
+        Offer(id="family_plan", description="discounted shared family plan", channel="call", cost=25.0,
+              capacity=300, effect=0.25, acceptance=0.20, sales_like=True,
+              eligibility=OfferEligibility(value_tiers=("high", "medium"))),
+        Offer(id="roaming_pack", description="roaming pack", channel="sms", cost=6.0, capacity=None,
+              effect=0.20, acceptance=0.40, sales_like=True,
+              eligibility=OfferEligibility(churn_types=("roaming_cost",))),
+        Offer(id="bill_credit", description="one-off bill credit", channel="call", cost=15.0, capacity=500,
+              effect=0.18, acceptance=0.50,
+              eligibility=OfferEligibility(churn_types=("price_sensitivity", "payment_trouble"))),
+        Offer(id="service_recovery", description="service-recovery call", channel="call", cost=4.0,
+              capacity=500, effect=0.20, acceptance=0.60,
+              eligibility=OfferEligibility(churn_types=("service_issue",))),
+    )  # fmt: skip
+
+
+class OfferParams(Params):
+    """The offer catalogue, the contact policy, the budget and the control group (``models.offers``)."""
+
+    offers: tuple[Offer, ...] = Field(default_factory=_default_offers, strict=False)
+    policy: ContactPolicy = Field(default_factory=ContactPolicy)
+    budget: float = Field(5000.0, ge=0)  # per month, in the currency of the bills
+    # value at risk = arpu_3m x this many months of revenue a churner takes away
+    value_horizon_months: int = Field(12, ge=1)
+    # candidates: lines at or above this risk band (others are excluded as below_value, not scored)
+    min_band: Literal["low", "medium", "high"] = "medium"
+    holdout_rate: float = Field(0.1, ge=0, lt=1)
+    holdout_salt: str = "churnlake"
+    # up to this many candidates the assignment is solved exactly (scipy HiGHS MILP on the driver);
+    # above it by Lagrangian prices in Spark, with a bound on the gap to the optimum
+    exact_max_candidates: int = Field(50_000, ge=0)
+    lagrangian_iterations: int = Field(60, ge=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> OfferParams:
+        ids = [o.id for o in self.offers]
+        if len(set(ids)) != len(ids) or "holdout" in ids:
+            raise ValueError("offer ids must be unique and not 'holdout'")
+        return self

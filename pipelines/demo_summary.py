@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         "features_monthly",
         "labels_monthly",
         "model_performance",
+        "warning_list",
+        "customer_risk",
+        "score_monitoring",
         "pipeline_runs",
     ):
         path = cfg.table_path(name)
@@ -75,6 +78,28 @@ def main(argv: list[str] | None = None) -> int:
         "round(max(value) FILTER (metric = 'top_decile_lift'), 2), "
         "round(max(value) FILTER (metric = 'ece'), 4), "
         "round(max(value) FILTER (metric = 'empc'), 3) FROM p GROUP BY model, cohort ORDER BY cohort, model",
+    )
+    warning, monitoring = cfg.table_path("warning_list"), cfg.table_path("score_monitoring")
+    _show(
+        con,
+        "Warning list, latest month (risk band, value tier, lines, mean probability, with reasons)",
+        f"WITH w AS (SELECT * FROM delta_scan('{warning}') "
+        f"WHERE score_month = (SELECT max(score_month) FROM delta_scan('{warning}'))) "
+        "SELECT score_month, risk_band, value_tier, count(*), round(avg(churn_probability), 4), "
+        "count(reasons) FROM w GROUP BY ALL ORDER BY score_month, risk_band, value_tier",
+    )
+    _show(
+        con,
+        "Churn types of the latest warning list (lines with reasons)",
+        f"SELECT churn_type, count(*) FROM delta_scan('{warning}') "
+        f"WHERE score_month = (SELECT max(score_month) FROM delta_scan('{warning}')) "
+        "AND churn_type IS NOT NULL GROUP BY churn_type ORDER BY 2 DESC",
+    )
+    _show(
+        con,
+        "Drift warnings (score month, monitored column, PSI)",
+        f"SELECT score_month, name, round(value, 3) FROM delta_scan('{monitoring}') WHERE warning "
+        "ORDER BY score_month, value DESC",
     )
     print(
         f"\nMLflow: {cfg.mlflow_tracking_uri} (experiment {cfg.mlflow.experiment!r}, model "

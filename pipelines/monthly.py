@@ -1,4 +1,4 @@
-"""Stage: every stage of one month, in order (ingest, features and labels, training when due)."""
+"""Stage: every stage of one month, in order (ingest, features and labels, training when due, scoring)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake
 from pipelines.ingest import ingest_month
+from pipelines.score import score_month
 from pipelines.train import labelled_months, train_month, training_window
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,18 @@ def run_monthly(spark: SparkSession, cfg: Config, months: Sequence[str], **inges
         if reason:
             log.info("monthly %s (%d/%d): train (%s)", month, i, len(months), reason)
             train_month(spark, cfg, month)
+        if has_champion(cfg):
+            log.info("monthly %s (%d/%d): score", month, i, len(months))
+            score_month(spark, cfg, month)
+        else:
+            log.info("monthly %s (%d/%d): score skipped (no champion model yet)", month, i, len(months))
+
+
+def has_champion(cfg: Config) -> bool:
+    from pipelines.core.tracking import CHAMPION, alias_version, configure_mlflow
+
+    configure_mlflow(cfg)
+    return alias_version(cfg.train.registered_model, CHAMPION) is not None
 
 
 def train_due(lake: Lake, month: str) -> str | None:

@@ -28,9 +28,10 @@ from features.errors import MissingColumnsError
 from features.labels import label_window
 from models import ModelSpec, TrainingDataError, evaluate_family, fit_family
 from models.family import ModelFamily
+from models.segments import fit_segments
 from pipelines.core.config import Config, PromotionGates
 from pipelines.core.errors import InputNotReadyError
-from pipelines.core.lake import Lake
+from pipelines.core.lake import Lake, decimals_as_double
 from pipelines.core.manifest import recorded_run
 
 log = logging.getLogger(__name__)
@@ -130,12 +131,7 @@ def read_training_frame(lake: Lake, months: Sequence[str], spec: ModelSpec) -> p
 
 
 def _to_pandas(df: DataFrame) -> pd.DataFrame:
-    # decimals arrive as Python Decimals: cast to double in Spark, where it is cheap
-    casts = [
-        F.col(f.name).cast("double").alias(f.name) if f.dataType.typeName() == "decimal" else F.col(f.name)
-        for f in df.schema.fields
-    ]
-    return df.select(*casts).toPandas()
+    return decimals_as_double(df).toPandas()
 
 
 def _check_cohorts(frame: pd.DataFrame, spec: ModelSpec, window: TrainingWindow) -> None:
@@ -186,6 +182,7 @@ def fit_as_of(lake: Lake, run_month: str) -> TrainResult:
         raise InputNotReadyError(f"train as of {run_month}: no labelled rows for some months: {rows}")
     t0 = time.perf_counter()
     family = fit_family(fit, spec=spec, valid=parts[window.valid_month])
+    family.segments = fit_segments(fit, k=cfg.score.segments, seed=cfg.model.seed)
     seconds = time.perf_counter() - t0
     log.info("train as of %s: fitted %d rows in %.1f s", run_month, rows["fit"], seconds)
     test = evaluate_family(family, parts[window.test_month])
@@ -357,6 +354,8 @@ def _log_to_mlflow(lake: Lake, result: TrainResult, test: pd.DataFrame) -> None:
             for name, fig in figures.items():
                 fig.savefig(out / name, dpi=90)
             metrics_table(result.test_metrics).to_csv(out / "test_metrics.csv", index=False)
+            if family.segments is not None:
+                family.segments.centroids.to_csv(out / "usage_segments.csv", index=False)
             (out / "family_report.json").write_text(json.dumps(family.report, indent=1, default=str))
             mlflow.log_artifacts(str(out), artifact_path="report")
         result.version = log_family(family, test, cfg.train.registered_model)

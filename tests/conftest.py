@@ -108,3 +108,27 @@ def feature_lake(spark, landing, tmp_path_factory):
     again = build_features_month(spark, cfg, "2024-03")
     after_features = _rows(lake, "features_monthly", "2024-03")
     return lake, cfg, first, again, later, before, after_features
+
+
+@pytest.fixture(scope="session")
+def trained_lake(spark, feature_lake, tmp_path_factory):
+    """A copy of the feature lake with features of 2024-05 too, trained as of 2024-05 (version 1, champion).
+
+    Read-only for its users: copy it to change it (the MLflow store is inside the lake; the experiment's
+    artifact folder stays this lake's, so copies add runs next to these, never over them).
+    Returns (lake, cfg, TrainResult).
+    """
+    import shutil
+
+    from pipelines.build_features import build_features_month
+    from pipelines.core.config import load_config
+    from pipelines.core.lake import Lake
+    from pipelines.train import train_month
+
+    base_cfg = feature_lake[1]
+    root = tmp_path_factory.mktemp("trained_lake") / "lake"
+    shutil.copytree(base_cfg.lake_root, root)
+    cfg = load_config([TEST_CONF], [f"lake.root={root}", f"landing.root={base_cfg.landing_root}"])
+    build_features_month(spark, cfg, "2024-05")
+    result = train_month(spark, cfg, "2024-05")
+    return Lake(spark, cfg), cfg, result

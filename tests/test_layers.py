@@ -17,8 +17,8 @@ from tests.conftest import ROOT
 
 PURE_IMPORTS = {
     "__future__", "abc", "bisect", "calendar", "collections", "copy", "dataclasses", "datetime", "decimal",
-    "enum", "functools", "hashlib", "heapq", "itertools", "json", "logging", "math", "numbers", "operator",
-    "re", "statistics", "string", "typing", "warnings",
+    "enum", "fnmatch", "functools", "hashlib", "heapq", "itertools", "json", "logging", "math", "numbers",
+    "operator", "re", "statistics", "string", "typing", "warnings",
     "numpy", "pandas", "pyarrow", "pyarrow.compute", "pydantic", "scipy", "sklearn", "lightgbm", "matplotlib",
     "pyspark.sql", "pyspark.sql.functions", "pyspark.sql.types", "pyspark.sql.window", "pyspark.sql.column",
     "features", "models",

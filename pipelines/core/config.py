@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError
 
 from features.params import ChurnParams, CohortParams, FeatureParams, Params
 from models.metrics import ProfitParams
-from models.params import ModelParams
+from models.params import ModelParams, ScoreParams
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BASE_CONF = PROJECT_ROOT / "conf" / "base.yml"
@@ -123,6 +123,7 @@ class Config(Params):
     features: FeatureParams = Field(default_factory=FeatureParams)
     model: ModelParams = Field(default_factory=ModelParams)
     train: TrainConf = Field(default_factory=TrainConf)
+    score: ScoreParams = Field(default_factory=ScoreParams)
     ingest: IngestConf
     sample_data: SampleDataConf
 

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from pipelines.core import delta
 from pipelines.core.config import Config
@@ -63,3 +64,15 @@ class Lake:
 
     def versions(self, names: Sequence[str]) -> dict[str, int | None]:
         return {n: self.version(n) for n in names}
+
+
+def decimals_as_double(df: DataFrame) -> DataFrame:
+    """Decimal columns cast to double (cheap in Spark; Arrow would hand pandas Python Decimals)."""
+    return df.select(
+        *[
+            F.col(f.name).cast("double").alias(f.name)
+            if f.dataType.typeName() == "decimal"
+            else F.col(f.name)
+            for f in df.schema.fields
+        ]
+    )

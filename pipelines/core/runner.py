@@ -18,6 +18,7 @@ from pipelines.core.config import Config, ConfigError, effective_config_yaml, lo
 log = logging.getLogger("churnlake")
 
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+_RAISED = re.compile(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b.*")
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -69,6 +70,9 @@ def one_line(exc: BaseException, limit: int = 600) -> str:
     """The first line of an error (a JVM error's message, not its stack trace), at most ``limit`` chars."""
     lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
     text = lines[0] if lines else type(exc).__name__
+    if "Traceback (most recent call last)" in str(exc):  # a Python worker's error: its own last line
+        raised = [line for line in lines if _RAISED.match(line)]
+        text = raised[-1] if raised else text
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

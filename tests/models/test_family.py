@@ -99,7 +99,7 @@ def test_a_tiny_cohort_is_served_by_the_pooled_model():
     assert "new" not in family.boosters
     test = _frame(2000, 6, new_share=0.5)
     rows = family.cohorts(test) == "new"
-    pooled = family.boosters["pooled"].predict(family._matrix(test, family.cohorts(test))[1][rows])
+    pooled = family.boosters["pooled"].predict(family._matrix(test, family.cohorts(test))[rows])
     np.testing.assert_allclose(family.raw_score(test)[rows], pooled)
 
 

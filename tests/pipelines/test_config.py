@@ -82,7 +82,15 @@ def test_base_yml_restates_the_parameter_defaults():
     from features.params import ChurnParams, CohortParams, FeatureParams
 
     base = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf" / "base.yml").read_text())
-    for section, model in (("churn", ChurnParams), ("cohorts", CohortParams), ("features", FeatureParams)):
+    from models.params import ScoreParams
+
+    sections = (
+        ("churn", ChurnParams),
+        ("cohorts", CohortParams),
+        ("features", FeatureParams),
+        ("score", ScoreParams),
+    )
+    for section, model in sections:
         assert model.model_validate(base[section]) == model(), section
     cfg = load_config()
     assert cfg.features is not None and cfg.features == FeatureParams()

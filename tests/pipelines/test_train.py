@@ -22,13 +22,12 @@ def _cfg(root, landing, *extra):
 
 
 @pytest.fixture(scope="module")
-def trained(spark, feature_lake, tmp_path_factory):
-    """A copy of the feature lake, trained as of 2024-05 (v1), then as of 2024-06 with a crippled model."""
-    _, base_cfg = feature_lake[0], feature_lake[1]
+def trained(spark, trained_lake, tmp_path_factory):
+    """A copy of the lake trained as of 2024-05 (v1), then trained as of 2024-06 with a crippled model."""
+    base_cfg, first = trained_lake[1], trained_lake[2]
     root = tmp_path_factory.mktemp("train_lake") / "lake"
     shutil.copytree(base_cfg.lake_root, root)
     cfg = _cfg(root, base_cfg.landing_root)
-    first = train_month(spark, cfg, "2024-05")
     weak = _cfg(
         root,
         base_cfg.landing_root,
@@ -120,13 +119,12 @@ def test_registered_pyfunc_equals_boosters_and_calibrators(trained):
     frame = read_training_frame(lake, ["2024-03"], family.spec)
     got = np.asarray(model.predict(frame[[*family.features]]))
     cohort = family.cohorts(frame)
-    x, pooled = family._matrix(frame, cohort)
+    x = family._matrix(frame, cohort)
     want = np.empty(len(frame))
     for name in family.spec.cohorts.names:
         rows = cohort == name
-        served_by_pooled = family.serving[name] == "pooled"
-        booster = family.boosters["pooled" if served_by_pooled else name]
-        raw = booster.predict((pooled if served_by_pooled else x)[rows])
+        booster = family.boosters["pooled" if family.serving[name] == "pooled" else name]
+        raw = booster.predict(x[rows])
         want[rows] = family.calibrators[name].predict(raw)
     np.testing.assert_allclose(got, want, rtol=1e-12)
     # model_performance holds the same figures as scikit-learn on these predictions
