@@ -250,7 +250,7 @@ class OfferParams(Params):
     holdout_salt: str = "churnlake"
     # up to this many candidates the assignment is solved exactly (scipy HiGHS MILP on the driver);
     # above it by Lagrangian prices in Spark, with a bound on the gap to the optimum
-    exact_max_candidates: int = Field(50_000, ge=0)
+    exact_max_candidates: int = Field(5000, ge=0)
     lagrangian_iterations: int = Field(60, ge=1)
 
     @model_validator(mode="after")

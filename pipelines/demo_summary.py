@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         "warning_list",
         "customer_risk",
         "score_monitoring",
+        "offer_assignments",
         "pipeline_runs",
     ):
         path = cfg.table_path(name)
@@ -100,6 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         "Drift warnings (score month, monitored column, PSI)",
         f"SELECT score_month, name, round(value, 3) FROM delta_scan('{monitoring}') WHERE warning "
         "ORDER BY score_month, value DESC",
+    )
+    offers = cfg.table_path("offer_assignments")
+    _show(
+        con,
+        "Offer assignments by month (status, reason or offer, lines, expected net value, cost)",
+        f"SELECT score_month, status, coalesce(offer_id, exclusion_reason), count(*), "
+        f"round(sum(expected_net_value), 1), round(sum(cost), 1) FROM delta_scan('{offers}') "
+        "GROUP BY ALL ORDER BY 1, 2, 4 DESC",
     )
     print(
         f"\nMLflow: {cfg.mlflow_tracking_uri} (experiment {cfg.mlflow.experiment!r}, model "

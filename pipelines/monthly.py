@@ -1,4 +1,5 @@
-"""Stage: every stage of one month, in order (ingest, features and labels, training when due, scoring)."""
+"""Stage: every stage of one month, in order (ingest, features and labels, training when due, scoring,
+offer matching)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake
 from pipelines.ingest import ingest_month
+from pipelines.match_offers import match_offers_month
 from pipelines.score import score_month
 from pipelines.train import labelled_months, train_month, training_window
 
@@ -33,6 +35,8 @@ def run_monthly(spark: SparkSession, cfg: Config, months: Sequence[str], **inges
         if has_champion(cfg):
             log.info("monthly %s (%d/%d): score", month, i, len(months))
             score_month(spark, cfg, month)
+            log.info("monthly %s (%d/%d): match_offers", month, i, len(months))
+            match_offers_month(spark, cfg, month)
         else:
             log.info("monthly %s (%d/%d): score skipped (no champion model yet)", month, i, len(months))
 

@@ -132,3 +132,26 @@ def trained_lake(spark, feature_lake, tmp_path_factory):
     build_features_month(spark, cfg, "2024-05")
     result = train_month(spark, cfg, "2024-05")
     return Lake(spark, cfg), cfg, result
+
+
+@pytest.fixture(scope="session")
+def scored_lake(spark, trained_lake, tmp_path_factory):
+    """A copy of the trained lake with 2024-05 scored twice through the job (the second run is a rerun).
+
+    Read-only for its users. Returns (lake, cfg, TrainResult, warning list of the first run as pandas).
+    """
+    import shutil
+
+    from jobs.score import main as score_job
+    from pipelines.core.config import load_config
+    from pipelines.core.lake import Lake
+
+    base_cfg = trained_lake[1]
+    root = tmp_path_factory.mktemp("score_lake") / "lake"
+    shutil.copytree(base_cfg.lake_root, root)
+    cfg = load_config([TEST_CONF], [f"lake.root={root}", f"landing.root={base_cfg.landing_root}"])
+    assert score_job(["--month", "2024-05", *job_args(cfg)]) == 0
+    lake = Lake(spark, cfg)
+    first = lake.read("warning_list").toPandas()
+    assert score_job(["--month", "2024-05", *job_args(cfg)]) == 0
+    return lake, cfg, trained_lake[2], first

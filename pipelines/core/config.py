@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError
 
 from features.params import ChurnParams, CohortParams, FeatureParams, Params
 from models.metrics import ProfitParams
-from models.params import ModelParams, ScoreParams
+from models.params import ModelParams, OfferParams, ScoreParams
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BASE_CONF = PROJECT_ROOT / "conf" / "base.yml"
@@ -124,6 +124,7 @@ class Config(Params):
     model: ModelParams = Field(default_factory=ModelParams)
     train: TrainConf = Field(default_factory=TrainConf)
     score: ScoreParams = Field(default_factory=ScoreParams)
+    offers: OfferParams = Field(default_factory=OfferParams)
     ingest: IngestConf
     sample_data: SampleDataConf
 

@@ -27,17 +27,8 @@ def _cfg(root, landing, *extra):
 
 
 @pytest.fixture(scope="module")
-def scored(spark, trained_lake, tmp_path_factory):
-    """A copy of the trained lake, 2024-05 scored twice through the job (the second run is a rerun)."""
-    base_cfg = trained_lake[1]
-    root = tmp_path_factory.mktemp("score_lake") / "lake"
-    shutil.copytree(base_cfg.lake_root, root)
-    cfg = _cfg(root, base_cfg.landing_root)
-    assert score_job(["--month", MONTH, *job_args(cfg)]) == 0
-    lake = Lake(spark, cfg)
-    first = lake.read("warning_list").toPandas()
-    assert score_job(["--month", MONTH, *job_args(cfg)]) == 0
-    return lake, cfg, trained_lake[2], first
+def scored(scored_lake):
+    return scored_lake
 
 
 def _warning(lake) -> pd.DataFrame:

@@ -1,0 +1,448 @@
+"""Stage: match retention offers to the warning list of a month under budget, capacity and contact policy.
+
+``match_offers_month(spark, cfg, M)``:
+
+1. builds a candidate row per line of ``warning_list`` for M with what the policy needs from
+   ``features_monthly`` (plan type, consent, contract state, open complaints) and the contact history
+   (an assignment in ``offer_assignments`` or a contact in ``campaign_outcomes`` within
+   ``offers.policy.cooldown_months`` before M: cooling down);
+2. on the executors (``mapInArrow``, :mod:`models.offers`): each line's exclusion reason, or the expected
+   net value of every offer it may get;
+3. solves the assignment: exactly (HiGHS MILP on the driver) when there are at most
+   ``offers.exact_max_candidates`` candidates, reporting the greedy total beside it; otherwise by
+   Lagrangian prices iterated in Spark (one small aggregation per iteration), reporting the bound on
+   the gap to the optimum;
+4. holds out ``offers.holdout_rate`` of the assigned lines in each cohort x risk band stratum (the lowest
+   hashes of salt, month and subscriber: reproducible), who get no offer (the control group);
+5. replaces the ``score_month = M`` partition of ``offer_assignments``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from features.calendar import add_months
+from models.offers import (
+    CANDIDATE_COLUMNS,
+    Assignment,
+    contract_state,
+    dual_bound,
+    net_values,
+    policy_reasons,
+    solve_exact,
+    solve_greedy,
+    update_prices,
+)
+from models.params import OfferParams
+from pipelines.core.config import Config
+from pipelines.core.errors import InputNotReadyError
+from pipelines.core.lake import Lake, decimals_as_double
+from pipelines.core.manifest import recorded_run
+
+log = logging.getLogger(__name__)
+
+VALUES_SCHEMA = "subscriber_id string, reason string, offer_values array<double>"
+# warning-list columns carried onto every assignment row
+CARRIED = (
+    "churn_probability",
+    "churn_type",
+    "value_tier",
+    "strategy",
+    "cohort",
+    "risk_band",
+    "model_version",
+    "run_id",
+)
+
+
+@dataclass
+class MatchReport:
+    month: str
+    method: str
+    optimised_value: float  # of every picked line, the control group included
+    candidates: int
+    assigned: int
+    holdout: int
+    total_value: float
+    spend: float
+    budget: float
+    greedy_value: float | None
+    bound: float | None
+    by_status: dict[str, int]
+
+
+def candidate_frame(lake: Lake, month: str, params: OfferParams) -> DataFrame:
+    """The warning list of ``month`` with the policy's inputs, one row per line."""
+    if not lake.exists("warning_list") or (month,) not in lake.partition_values(
+        "warning_list", "score_month"
+    ):
+        raise InputNotReadyError(
+            f"match_offers {month}: no warning list for {month} (run jobs/score.py --month {month})"
+        )
+    warning = lake.read("warning_list").where(F.col("score_month") == month)
+    features = decimals_as_double(
+        lake.read("features_monthly")
+        .where(F.col("month") == month)
+        .select(
+            "subscriber_id",
+            "plan_type",
+            "marketing_consent",
+            "has_contract",
+            "out_of_contract",
+            "months_to_contract_end",
+            (F.coalesce(F.col("unresolved_complaints_3m"), F.lit(0)) > 0).alias("open_complaint"),
+        )
+    )
+    recent = _recently_contacted(lake, month, params.policy.cooldown_months)
+    return (
+        warning.join(features, "subscriber_id", "left")
+        .join(recent, "subscriber_id", "left")
+        .withColumn("cooling_down", F.coalesce(F.col("cooling_down"), F.lit(False)))
+    )
+
+
+def _recently_contacted(lake: Lake, month: str, months: int) -> DataFrame:
+    """Lines with a retention offer assigned, or a contact made, in the ``months`` before ``month``."""
+    spark = lake.spark
+    empty = spark.createDataFrame([], "subscriber_id string")
+    if months == 0:
+        return empty.withColumn("cooling_down", F.lit(True))
+    first = add_months(month, -months)
+    parts = [empty]
+    if lake.exists("offer_assignments"):
+        parts.append(
+            lake.read("offer_assignments")
+            .where(
+                (F.col("score_month") >= first)
+                & (F.col("score_month") < month)
+                & (F.col("status") == "assigned")
+            )
+            .select("subscriber_id")
+        )
+    if lake.exists("campaign_outcomes"):
+        parts.append(
+            lake.read("campaign_outcomes")
+            .where(
+                (F.col("campaign_month") >= first) & (F.col("campaign_month") < month) & F.col("contacted")
+            )
+            .select("subscriber_id")
+        )
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.unionByName(p)
+    return out.distinct().withColumn("cooling_down", F.lit(True))
+
+
+def value_batches(params: OfferParams, effects: dict[str, float]) -> Any:
+    """``mapInArrow``: each line's exclusion reason or its offers' expected net values (null: not usable)."""
+    from pipelines.score import _arrow_schema
+
+    schema = _arrow_schema(VALUES_SCHEMA)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            frame = batch.to_pandas()
+            out = value_frame(frame, params, effects)
+            yield pa.RecordBatch.from_pandas(out, schema=schema, preserve_index=False)
+
+    return run
+
+
+def value_frame(frame: pd.DataFrame, params: OfferParams, effects: dict[str, float]) -> pd.DataFrame:
+    frame = frame.assign(
+        contract_state=contract_state(
+            frame["has_contract"], frame["out_of_contract"], frame["months_to_contract_end"]
+        )
+    )
+    reason, usable = policy_reasons(frame, params, net_values(frame, params, effects))
+    values = [
+        None if r is not None else [float(v) if np.isfinite(v) else None for v in row]
+        for r, row in zip(reason, usable, strict=True)
+    ]
+    return pd.DataFrame(
+        {"subscriber_id": frame["subscriber_id"].to_numpy(), "reason": reason, "offer_values": values}
+    )
+
+
+def offer_effects(lake: Lake, month: str) -> dict[str, float]:
+    """Measured effects per offer (``offer_effects``, written by the evaluation) known by ``month``."""
+    if not lake.exists("offer_effects"):
+        return {}
+    rows = (
+        lake.read("offer_effects")
+        .where((F.col("month") <= month) & F.col("cohort").isNull())
+        .withColumn("_r", F.row_number().over(Window.partitionBy("offer_id").orderBy(F.desc("month"))))
+        .where("_r = 1")
+        .select("offer_id", "effect")
+        .collect()
+    )
+    return {r.offer_id: float(r.effect) for r in rows}
+
+
+def match_offers_month(spark: SparkSession, cfg: Config, month: str) -> MatchReport:
+    """Assign offers for ``month`` and replace its partition of ``offer_assignments``."""
+    lake = Lake(spark, cfg)
+    params = cfg.offers
+    with recorded_run(lake, "match_offers", month) as run:
+        base = candidate_frame(lake, month, params).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            effects = offer_effects(lake, month)
+            run.input_versions = lake.versions(["warning_list", "features_monthly", "offer_effects"])
+            if effects:
+                log.info("match_offers %s: measured effects %s", month, effects)
+            needed = [
+                *(c for c in CANDIDATE_COLUMNS if c != "contract_state"),
+                "has_contract",
+                "out_of_contract",
+                "months_to_contract_end",
+            ]
+            values = base.select(*needed).mapInArrow(value_batches(params, effects), VALUES_SCHEMA)
+            values = values.persist(StorageLevel.MEMORY_AND_DISK)
+            candidates = values.where(F.col("reason").isNull())
+            n = candidates.count()
+            if n <= params.exact_max_candidates:
+                picked, assignment, greedy = _solve_on_driver(spark, candidates, params)
+            else:
+                picked, assignment = _solve_in_spark(candidates, params)
+                greedy = None
+            assignments = _with_holdout(base, values, picked, month, params)
+            lake.write(
+                _output(assignments, base, lake, month, params),
+                "offer_assignments",
+                mode="overwrite",
+                partition_by=["score_month"],
+                replace_partitions={"score_month": [month]},
+            )
+            values.unpersist()
+        finally:
+            base.unpersist()
+        written = lake.read("offer_assignments").where(F.col("score_month") == month)
+        status = {
+            (r.status, r.exclusion_reason): r["count"]
+            for r in written.groupBy("status", "exclusion_reason").count().collect()
+        }
+        spend = written.where(F.col("status") == "assigned").agg(F.sum("cost")).first()[0] or 0.0
+        total = (
+            written.where(F.col("status") == "assigned").agg(F.sum("expected_net_value")).first()[0] or 0.0
+        )
+        report = MatchReport(
+            month,
+            assignment.method,
+            assignment.total,
+            n,
+            status.get(("assigned", None), 0),
+            status.get(("holdout", "holdout"), 0),
+            float(total),
+            float(spend),
+            params.budget,
+            None if greedy is None else greedy.total,
+            assignment.bound,
+            {
+                f"{s}:{r}" if r else s: c
+                for (s, r), c in sorted(status.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
+            },
+        )
+        run.output_versions = lake.versions(["offer_assignments"])
+        run.row_counts = {"candidates": n, "assigned": report.assigned, "holdout": report.holdout}
+        run.flags = {
+            "method": assignment.method,
+            "optimised_value": assignment.total,
+            "greedy_value": report.greedy_value,
+            "bound": assignment.bound,
+            "effects": effects,
+        }
+        log.info(
+            "match_offers %s: %s solve over %d candidates: value %.1f (greedy %s, bound %s), %d assigned, "
+            "%d held out, spend %.1f of %.1f",
+            month,
+            assignment.method,
+            n,
+            assignment.total,
+            "-" if greedy is None else f"{greedy.total:.1f}",
+            "-" if assignment.bound is None else f"{assignment.bound:.1f}",
+            report.assigned,
+            report.holdout,
+            report.spend,
+            params.budget,
+        )
+        return report
+
+
+def _solve_on_driver(
+    spark: SparkSession, candidates: DataFrame, params: OfferParams
+) -> tuple[DataFrame, Assignment, Assignment]:
+    """Exact MILP (and greedy for comparison) on the collected candidate set (small by configuration)."""
+    rows = candidates.select("subscriber_id", "offer_values").collect()
+    ids = [r.subscriber_id for r in rows]
+    values = np.array(
+        [[-np.inf if v is None else v for v in r.offer_values] for r in rows], dtype=float
+    ).reshape(len(rows), len(params.offers))
+    exact, greedy = solve_exact(values, params), solve_greedy(values, params)
+    picked = [
+        (s, int(o), float(values[i, o]))
+        for i, (s, o) in enumerate(zip(ids, exact.offer, strict=True))
+        if o >= 0
+    ]
+    df = spark.createDataFrame(picked, "subscriber_id string, offer_index int, expected_net_value double")
+    return df, exact, greedy
+
+
+def _solve_in_spark(candidates: DataFrame, params: OfferParams) -> tuple[DataFrame, Assignment]:
+    """Lagrangian prices: each candidate picks its best offer at the prices, the driver moves the prices."""
+    m = len(params.offers)
+    costs = np.array([o.cost for o in params.offers])
+    cached = candidates.select(
+        "subscriber_id", F.transform("offer_values", lambda v: F.coalesce(v, F.lit(-1e300))).alias("v")
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    prices, mu = np.zeros(m), 0.0
+    best_bound, best_prices = np.inf, (prices, mu)
+    try:
+        for i in range(params.lagrangian_iterations):
+            picks = _pick(cached, prices, mu, costs)
+            agg = (
+                picks.groupBy("offer_index")
+                .agg(F.count("*").alias("n"), F.sum("reduced").alias("reduced"))
+                .collect()
+            )
+            counts = np.zeros(m)
+            reduced_total = 0.0
+            for r in agg:
+                if r.offer_index >= 0:
+                    counts[r.offer_index] = r.n
+                    reduced_total += r.reduced
+            bound = dual_bound(reduced_total, prices, mu, params)
+            if bound < best_bound:
+                best_bound, best_prices = bound, (prices.copy(), mu)
+            spend = float(counts @ costs)
+            prices, mu = update_prices(prices, mu, counts, spend, params, step=1.0 / (1 + i) ** 0.5)
+        picks = _pick(cached, *best_prices, costs).where(F.col("offer_index") >= 0)
+        feasible = _repair(picks, params).persist(StorageLevel.MEMORY_AND_DISK)
+        total = feasible.agg(F.sum("expected_net_value")).first()[0] or 0.0
+    finally:
+        cached.unpersist()
+    return feasible, Assignment(np.empty(0, dtype=int), float(total), "lagrangian", float(best_bound))
+
+
+def _pick(cached: DataFrame, prices: np.ndarray, mu: float, costs: np.ndarray) -> DataFrame:
+    price = F.array(*[F.lit(float(p + mu * c)) for p, c in zip(prices, costs, strict=True)])
+    reduced = F.zip_with("v", price, lambda v, p: v - p)
+    best = F.array_max("_r")
+    index = (F.array_position("_r", best) - 1).cast("int")
+    return cached.withColumn("_r", reduced).select(
+        "subscriber_id",
+        F.when(best > 0, index).otherwise(F.lit(-1)).alias("offer_index"),
+        F.when(best > 0, best).otherwise(F.lit(0.0)).alias("reduced"),
+        F.element_at("v", index + 1).alias("expected_net_value"),
+    )
+
+
+def _repair(picks: DataFrame, params: OfferParams) -> DataFrame:
+    """Within each offer's capacity (best value first), then within the budget (best value first)."""
+    caps = F.element_at(
+        F.array(*[F.lit(-1 if o.capacity is None else o.capacity) for o in params.offers]),
+        F.col("offer_index") + 1,
+    )
+    costs = F.element_at(F.array(*[F.lit(float(o.cost)) for o in params.offers]), F.col("offer_index") + 1)
+    by_offer = Window.partitionBy("offer_index").orderBy(F.desc("expected_net_value"), "subscriber_id")
+    within = picks.withColumn("_n", F.row_number().over(by_offer)).where((caps < 0) | (F.col("_n") <= caps))
+    running = Window.orderBy(F.desc("expected_net_value"), "subscriber_id").rowsBetween(
+        Window.unboundedPreceding, 0
+    )
+    return (
+        within.withColumn("_spend", F.sum(costs).over(running))
+        .where(F.col("_spend") <= F.lit(params.budget + 1e-9))
+        .select("subscriber_id", "offer_index", "expected_net_value")
+    )
+
+
+def _with_holdout(
+    base: DataFrame, values: DataFrame, picked: DataFrame, month: str, params: OfferParams
+) -> DataFrame:
+    """Every line's status, offer index and exclusion reason (the control group is drawn from the picked)."""
+    key = F.sha2(F.concat_ws("|", F.lit(params.holdout_salt), F.lit(month), F.col("subscriber_id")), 256)
+    stratum = Window.partitionBy("cohort", "risk_band")
+    ordered = stratum.orderBy(key)
+    strata = base.select("subscriber_id", "cohort", "risk_band")
+    chosen = (
+        picked.join(strata, "subscriber_id")
+        .withColumn("_rank", F.row_number().over(ordered))
+        .withColumn("_size", F.count("*").over(stratum))
+        .withColumn("_holdout", F.col("_rank") <= F.round(F.col("_size") * F.lit(params.holdout_rate)))
+        .select("subscriber_id", "offer_index", "expected_net_value", "_holdout")
+    )
+    best = F.array_max(F.transform("offer_values", lambda v: F.coalesce(v, F.lit(-1e300))))
+    best_index = (
+        F.array_position(F.transform("offer_values", lambda v: F.coalesce(v, F.lit(-1e300))), best) - 1
+    ).cast("int")
+    return values.join(chosen, "subscriber_id", "left").select(
+        "subscriber_id",
+        F.when(F.col("_holdout"), "holdout")
+        .when(F.col("offer_index").isNotNull(), "assigned")
+        .otherwise("excluded")
+        .alias("status"),
+        F.when(F.col("_holdout"), "holdout")
+        .when(F.col("offer_index").isNotNull(), F.lit(None))
+        .when(F.col("reason").isNotNull(), F.col("reason"))
+        .otherwise(F.lit("unassigned"))
+        .alias("exclusion_reason"),
+        "offer_index",  # the offer picked (also for the control group: the one it would have got)
+        F.when(F.col("offer_index").isNotNull(), F.col("expected_net_value"))
+        .otherwise(F.when(F.col("reason").isNull(), best))
+        .alias("expected_net_value"),
+        F.when(F.col("reason").isNull() & F.col("offer_index").isNull(), best_index).alias("_best_index"),
+    )
+
+
+def _output(
+    assignments: DataFrame, base: DataFrame, lake: Lake, month: str, params: OfferParams
+) -> DataFrame:
+    """Name the offers, split unassigned candidates into ``capacity`` / ``budget``; msisdn and lineage."""
+    offers = lake.spark.createDataFrame(
+        [(i, o.id, o.channel, float(o.cost), o.capacity) for i, o in enumerate(params.offers)],
+        "offer_index int, offer_id string, channel string, cost double, capacity int",
+    )
+    used = assignments.where(F.col("offer_index").isNotNull()).groupBy("offer_index").count()
+    full = {r.offer_index: r["count"] for r in used.collect()}
+    full_offers = [
+        i for i, o in enumerate(params.offers) if o.capacity is not None and full.get(i, 0) >= o.capacity
+    ]
+    unassigned_reason = F.when(
+        F.col("_best_index").isin(*full_offers) if full_offers else F.lit(False), "capacity"
+    ).otherwise("budget")
+    msisdn = (
+        lake.read("subscriptions")
+        .where(F.col("month") == month)
+        .select("subscriber_id", "msisdn")
+        .dropDuplicates(["subscriber_id"])
+    )
+    w = base.select("subscriber_id", *CARRIED)
+    out = (
+        assignments.join(offers, "offer_index", "left")
+        .join(w, "subscriber_id", "left")
+        .join(msisdn, "subscriber_id", "left")
+    )
+    return out.select(
+        F.lit(month).alias("score_month"),
+        "subscriber_id",
+        F.when(F.col("status") == "assigned", F.col("msisdn")).alias("msisdn"),
+        F.when(F.col("status") == "assigned", F.col("offer_id")).alias("offer_id"),
+        F.col("offer_id").alias("intended_offer_id"),
+        "status",
+        F.when(F.col("exclusion_reason") == "unassigned", unassigned_reason)
+        .otherwise(F.col("exclusion_reason"))
+        .alias("exclusion_reason"),
+        "expected_net_value",
+        F.when(F.col("status") == "assigned", F.col("cost")).alias("cost"),
+        F.when(F.col("status") == "assigned", F.col("channel")).alias("channel"),
+        *CARRIED,
+    )

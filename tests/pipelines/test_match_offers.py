@@ -1,0 +1,165 @@
+"""Match offers to a scored month: budget, capacity, policy reasons, control group, reruns, solve paths."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+import yaml
+from pyspark.sql import functions as F
+
+from jobs.match_offers import main as match_job
+from pipelines.core.config import load_config
+from pipelines.core.lake import Lake
+from tests.conftest import TEST_CONF, job_args
+
+pytestmark = pytest.mark.slow
+
+MONTH = "2024-05"
+# three offers, one with a small capacity, and a budget that binds
+OVERLAY = {
+    "offers": {
+        "budget": 40.0,
+        "holdout_rate": 0.3,
+        "min_band": "low",
+        "offers": [
+            {"id": "call", "channel": "call", "cost": 6.0, "capacity": 2, "effect": 0.5},
+            {"id": "sms_pack", "channel": "sms", "cost": 1.0, "effect": 0.2, "sales_like": True},
+            {
+                "id": "bill_credit",
+                "channel": "call",
+                "cost": 3.0,
+                "effect": 0.3,
+                "eligibility": {"value_tiers": ["high", "medium"]},
+            },
+        ],
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def matched(spark, scored_lake, tmp_path_factory):
+    """A copy of the scored lake; a contact in 2024-04 planted for one line; 2024-05 matched twice."""
+    base_cfg = scored_lake[1]
+    work = tmp_path_factory.mktemp("match_lake")
+    shutil.copytree(base_cfg.lake_root, work / "lake")
+    overlay = work / "offers.yml"
+    overlay.write_text(yaml.safe_dump(OVERLAY))
+    cfg = load_config(
+        [TEST_CONF, overlay], [f"lake.root={work / 'lake'}", f"landing.root={base_cfg.landing_root}"]
+    )
+    lake = Lake(spark, cfg)
+    top = (
+        lake.read("warning_list")
+        .where(F.col("score_month") == MONTH)
+        .orderBy(F.desc("churn_probability"))
+        .select("subscriber_id")
+        .first()
+        .subscriber_id
+    )
+    contacted = spark.createDataFrame(
+        [("2024-04", top, "sms_pack", "sms", True, False, None, None, "2024-05")],
+        "campaign_month string, subscriber_id string, offer_id string, channel string, contacted boolean, "
+        "accepted boolean, contact_ts timestamp, feedback_code string, month string",
+    )
+    lake.write(contacted, "campaign_outcomes", mode="append", merge_schema=True)
+    base_args = job_args(cfg)  # --conf test.yml --set lake.root=... --set landing.root=...
+    args = ["--month", MONTH, *base_args[:2], "--conf", str(overlay), *base_args[2:]]
+    assert match_job(args) == 0
+    first = lake.read("offer_assignments").toPandas()
+    assert match_job(args) == 0
+    return lake, cfg, args, top, first
+
+
+def _assignments(lake) -> pd.DataFrame:
+    return lake.read("offer_assignments").where(F.col("score_month") == MONTH).toPandas()
+
+
+def test_budget_and_capacity_are_never_exceeded(matched):
+    lake, cfg, _, _, _ = matched
+    a = _assignments(lake)
+    assigned = a[a["status"] == "assigned"]
+    assert 0 < assigned["cost"].sum() <= cfg.offers.budget
+    picked = a[a["status"].isin(["assigned", "holdout"])]
+    assert (picked["intended_offer_id"] == "call").sum() <= 2
+    # the budget binds: some candidates worth an offer were left out for it
+    assert (a["exclusion_reason"] == "budget").any()
+    assert assigned["msisdn"].notna().all() and a.loc[a["status"] != "assigned", "msisdn"].isna().all()
+    assert a.loc[a["status"] != "assigned", "offer_id"].isna().all()
+
+
+def test_policy_exclusions_carry_their_reason(matched, spark):
+    lake, _, _, top, _ = matched
+    a = _assignments(lake).set_index("subscriber_id")
+    f = (
+        lake.read("features_monthly")
+        .where(F.col("month") == MONTH)
+        .select("subscriber_id", "marketing_consent", "unresolved_complaints_3m")
+        .toPandas()
+        .set_index("subscriber_id")
+    )
+    assert len(a) == len(f)
+    no_consent = f.index[~f["marketing_consent"].fillna(False).astype(bool)]
+    assert (a.loc[no_consent, "exclusion_reason"] == "no_consent").all()
+    assert a.loc[top, "exclusion_reason"] == "cooling_down"  # contacted in 2024-04
+    complaint = f.index[f["unresolved_complaints_3m"].fillna(0) > 0]
+    sales = a.loc[complaint]
+    assert not (sales["intended_offer_id"] == "sms_pack").any()
+    assert (
+        a.loc[a["value_tier"] == "unprofitable", "exclusion_reason"].isin(
+            ["no_consent", "cooling_down", "unprofitable"]
+        )
+    ).all()
+    assert set(a["status"]) == {"assigned", "holdout", "excluded"}
+    assert a.loc[a["status"] == "assigned", "exclusion_reason"].isna().all()
+
+
+def test_holdout_is_a_stratified_share_of_the_picked_and_stable_across_reruns(matched):
+    lake, cfg, _, _, first = matched
+    a = _assignments(lake)
+    picked = a[a["status"].isin(["assigned", "holdout"])]
+    for _, part in picked.groupby(["cohort", "risk_band"]):
+        assert (part["status"] == "holdout").sum() == round(cfg.offers.holdout_rate * len(part))
+    assert (a.loc[a["status"] == "holdout", "exclusion_reason"] == "holdout").all()
+    cols = ["subscriber_id", "status", "exclusion_reason", "offer_id", "intended_offer_id"]
+    pd.testing.assert_frame_equal(
+        a.sort_values("subscriber_id")[cols].reset_index(drop=True),
+        first.sort_values("subscriber_id")[cols].reset_index(drop=True),
+    )
+    assert len(lake.read("offer_assignments").toPandas()) == len(first)  # replaced, not appended
+
+
+def test_the_price_path_in_spark_is_feasible_and_bounded_by_the_exact_optimum(matched, spark, tmp_path):
+    lake, cfg, args, _, _ = matched
+    runs = lake.read("pipeline_runs").where(F.col("stage") == "match_offers").orderBy(F.desc("ended_at"))
+    exact = runs.first().flags
+    assert '"method": "exact"' in exact
+    import json
+
+    exact_flags = json.loads(exact)
+    assert exact_flags["optimised_value"] >= exact_flags["greedy_value"] - 1e-9
+    root = tmp_path / "lake"
+    shutil.copytree(cfg.lake_root, root)
+    other_args = [*args, "--set", f"lake.root={root}", "--set", "offers.exact_max_candidates=0"]
+    assert match_job(other_args) == 0
+    other = Lake(spark, load_config([TEST_CONF], [f"lake.root={root}"]))
+    flags = json.loads(
+        other.read("pipeline_runs")
+        .where(F.col("stage") == "match_offers")
+        .orderBy(F.desc("ended_at"))
+        .first()
+        .flags
+    )
+    assert flags["method"] == "lagrangian"
+    assert flags["optimised_value"] <= exact_flags["optimised_value"] + 1e-6 <= flags["bound"] + 1e-6
+    a = other.read("offer_assignments").toPandas()
+    assert a.loc[a["status"] == "assigned", "cost"].sum() <= cfg.offers.budget
+    assert (a.loc[a["status"].isin(["assigned", "holdout"]), "intended_offer_id"] == "call").sum() <= 2
+
+
+def test_no_warning_list_is_a_clear_error(matched, capsys):
+    _, _, args, _, _ = matched
+    month_args = [a if a != MONTH else "2024-02" for a in args]
+    assert match_job(month_args) == 1
+    assert "no warning list for 2024-02 (run jobs/score.py --month 2024-02)" in capsys.readouterr().err
