@@ -25,6 +25,8 @@ setup(
         "numpy>=1.26,<3",
         "pydantic>=2.6,<3",
         "matplotlib>=3.8,<4",
+        # confidence intervals of the campaign effect (difference of two proportions, Newcombe)
+        "statsmodels>=0.14,<0.16",
         # ISA-L gzip for the sample-data generator: twice as fast as zlib at level 1.
         "isal>=1.6,<2",
     ],

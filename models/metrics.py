@@ -81,7 +81,7 @@ class Empc:
     fraction: float  # expected optimal share of customers to target
 
 
-def empc(y_true, y_score, params: ProfitParams | None = None) -> Empc:
+def empc(y_true, y_score, params: ProfitParams | None = None, sample_weight=None) -> Empc:
     """Expected maximum profit measure for churn and its expected optimal targeted fraction.
 
     For acceptance rate g, targeting the top of the list up to ROC point (F1 = churners reached,
@@ -90,12 +90,13 @@ def empc(y_true, y_score, params: ProfitParams | None = None) -> Empc:
     optimal, each on an interval of g; the integral over Beta(alpha, beta) is exact on each interval.
     """
     p = params or ProfitParams()
-    y, s, _ = _arrays(y_true, y_score)
-    pi1 = float(np.mean(y))
+    y, s, w = _arrays(y_true, y_score, sample_weight)
+    pi1 = float(np.sum(w * y) / np.sum(w))
     pi0 = 1 - pi1
     if pi1 in (0.0, 1.0):
         raise ValueError("EMPC needs both churners and non-churners")
-    fpr, tpr, _ = roc_curve(y, s)  # the dropped points lie on segments: the hull is the same
+    # the points roc_curve drops lie on segments between the kept ones: the hull is the same
+    fpr, tpr, _ = roc_curve(y, s, sample_weight=None if sample_weight is None else w)
     hull = _upper_hull(fpr, tpr)
     d, f = p.incentive_cost / p.clv, p.contact_cost / p.clv
     # profit of hull point i is a_i * g + b_i; slopes rise along the hull
@@ -158,7 +159,7 @@ def classification_metrics(
         )
     out["top_decile_lift"] = out.get("lift_10pct", lift_at(y, p, 0.1) if both else float("nan"))
     if both:
-        e = empc(y, p, profit)
+        e = empc(y, p, profit, sample_weight=sample_weight)
         out["empc"], out["empc_fraction"] = e.value, e.fraction
     else:
         out["empc"] = out["empc_fraction"] = float("nan")

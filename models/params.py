@@ -259,3 +259,16 @@ class OfferParams(Params):
         if len(set(ids)) != len(ids) or "holdout" in ids:
             raise ValueError("offer ids must be unique and not 'holdout'")
         return self
+
+
+class EvaluateParams(Params):
+    """How measured campaign results become offer effects (``models.evaluation``)."""
+
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    # the measured effect is shrunk toward the catalogue's prior as if the prior were worth this many
+    # lines in each arm: thin evidence moves it little, a large hold-out comparison replaces it
+    prior_strength: float = Field(200.0, ge=0)
+    # months of revenue a retained line keeps (incremental retained revenue)
+    revenue_months: int = Field(3, ge=1)
+    # the churn probability is binned at this resolution to compute realised metrics from counts
+    probability_bins: int = Field(10_000, ge=100)

@@ -55,6 +55,7 @@ VALUES_SCHEMA = "subscriber_id string, reason string, offer_values array<double>
 # warning-list columns carried onto every assignment row
 CARRIED = (
     "churn_probability",
+    "arpu_3m",
     "churn_type",
     "value_tier",
     "strategy",
@@ -222,6 +223,7 @@ def match_offers_month(spark: SparkSession, cfg: Config, month: str) -> MatchRep
                 mode="overwrite",
                 partition_by=["score_month"],
                 replace_partitions={"score_month": [month]},
+                merge_schema=True,  # lakes written before a column was added
             )
             values.unpersist()
         finally:

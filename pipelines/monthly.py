@@ -1,5 +1,5 @@
 """Stage: every stage of one month, in order (ingest, features and labels, training when due, scoring,
-offer matching)."""
+evaluation of the matured months, offer matching with the effects measured so far)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pipelines.build_features import build_features_month
 from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake
+from pipelines.evaluate import evaluate_month
 from pipelines.ingest import ingest_month
 from pipelines.match_offers import match_offers_month
 from pipelines.score import score_month
@@ -35,6 +36,8 @@ def run_monthly(spark: SparkSession, cfg: Config, months: Sequence[str], **inges
         if has_champion(cfg):
             log.info("monthly %s (%d/%d): score", month, i, len(months))
             score_month(spark, cfg, month)
+            log.info("monthly %s (%d/%d): evaluate", month, i, len(months))
+            evaluate_month(spark, cfg, month)
             log.info("monthly %s (%d/%d): match_offers", month, i, len(months))
             match_offers_month(spark, cfg, month)
         else:

@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError
 
 from features.params import ChurnParams, CohortParams, FeatureParams, Params
 from models.metrics import ProfitParams
-from models.params import ModelParams, OfferParams, ScoreParams
+from models.params import EvaluateParams, ModelParams, OfferParams, ScoreParams
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BASE_CONF = PROJECT_ROOT / "conf" / "base.yml"
@@ -125,6 +125,7 @@ class Config(Params):
     train: TrainConf = Field(default_factory=TrainConf)
     score: ScoreParams = Field(default_factory=ScoreParams)
     offers: OfferParams = Field(default_factory=OfferParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     ingest: IngestConf
     sample_data: SampleDataConf
 

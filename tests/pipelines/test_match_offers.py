@@ -163,3 +163,101 @@ def test_no_warning_list_is_a_clear_error(matched, capsys):
     month_args = [a if a != MONTH else "2024-02" for a in args]
     assert match_job(month_args) == 1
     assert "no warning list for 2024-02 (run jobs/score.py --month 2024-02)" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def evaluated(matched, spark, tmp_path_factory):
+    """A copy of the matched lake whose 2024-05 labels are planted: treated lines churn when their
+    subscriber id hashes below 10 %, held-out and other lines below 30 %; evaluated as of 2024-07."""
+    from jobs.evaluate import main as evaluate_job
+
+    _lake, cfg, args, _, _ = matched
+    root = tmp_path_factory.mktemp("evaluate_lake") / "lake"
+    shutil.copytree(cfg.lake_root, root)
+    other_args = [*args, "--set", f"lake.root={root}"]
+    other = Lake(spark, load_config([TEST_CONF], [f"lake.root={root}"]))
+    status = (
+        other.read("offer_assignments").where(F.col("score_month") == MONTH).select("subscriber_id", "status")
+    )
+    bucket = F.conv(F.substring(F.sha2("subscriber_id", 256), 1, 8), 16, 10).cast("double") / 16**8
+    planted = (
+        other.read("labels_monthly")
+        .where(F.col("month") == MONTH)
+        .drop("label_available", "is_churn")
+        .join(status, "subscriber_id", "left")
+        .withColumn("label_available", F.lit(True))
+        .withColumn("is_churn", bucket < F.when(F.col("status") == "assigned", 0.1).otherwise(0.3))
+        .drop("status")
+        .localCheckpoint()
+    )
+    other.write(
+        planted.select(*other.read("labels_monthly").columns),
+        "labels_monthly",
+        mode="overwrite",
+        replace_partitions={"month": [MONTH]},
+    )
+    month_args = [a if a != MONTH else "2024-07" for a in other_args]
+    assert evaluate_job(month_args) == 0
+    return other, cfg, month_args
+
+
+def test_evaluation_measures_the_planted_effect_and_realised_performance(evaluated):
+    from sklearn.metrics import roc_auc_score
+
+    lake, _cfg, _ = evaluated
+    w = lake.read("warning_list").where(F.col("score_month") == MONTH).toPandas()
+    labels = lake.read("labels_monthly").where(F.col("month") == MONTH).toPandas()
+    joined = w.merge(labels[["subscriber_id", "is_churn"]], on="subscriber_id")
+    perf = (
+        lake.read("model_performance")
+        .where((F.col("source") == "realised") & (F.col("month") == "2024-07"))
+        .toPandas()
+    )
+    auc = perf[(perf["cohort"] == "all") & (perf["metric"] == "roc_auc") & (perf["test_month"] == MONTH)][
+        "value"
+    ]
+    assert auc.iloc[0] == pytest.approx(
+        roc_auc_score(joined["is_churn"], joined["churn_probability"]), abs=1e-3
+    )
+    effect = lake.read("campaign_effect").where(F.col("month") == "2024-07").toPandas()
+    total = effect[
+        (effect["offer_id"] == "all") & (effect["cohort"] == "all") & (effect["risk_band"] == "all")
+    ].iloc[0]
+    a = (
+        lake.read("offer_assignments")
+        .where(F.col("score_month") == MONTH)
+        .toPandas()
+        .merge(labels[["subscriber_id", "is_churn"]])
+    )
+    treated, held = a[a["status"] == "assigned"], a[a["status"] == "holdout"]
+    assert (total["treated"], total["holdout"]) == (len(treated), len(held))
+    assert total["churn_rate_treated"] == pytest.approx(treated["is_churn"].mean())
+    assert total["churn_rate_holdout"] == pytest.approx(held["is_churn"].mean())
+    assert total["effect_low"] <= total["effect"] <= total["effect_high"]
+
+
+def test_the_next_matching_reads_the_measured_effects(evaluated, spark):
+    import json
+
+    lake, _cfg, month_args = evaluated
+    effects = (
+        lake.read("offer_effects").where((F.col("month") == "2024-07") & F.col("cohort").isNull()).toPandas()
+    )
+    assert len(effects) > 0 and ((effects["effect"] >= 0) & (effects["effect"] <= 1)).all()
+    # a warning list for 2024-07 (the scored lines of 2024-05 again): its matching must use them
+    w = (
+        lake.read("warning_list")
+        .where(F.col("score_month") == MONTH)
+        .withColumn("score_month", F.lit("2024-07"))
+    )
+    lake.write(
+        w.localCheckpoint(), "warning_list", mode="overwrite", replace_partitions={"score_month": ["2024-07"]}
+    )
+    assert match_job(month_args) == 0
+    flags = json.loads(
+        lake.read("pipeline_runs")
+        .where((F.col("stage") == "match_offers") & (F.col("month") == "2024-07"))
+        .first()
+        .flags
+    )
+    assert flags["effects"] == pytest.approx(dict(zip(effects["offer_id"], effects["effect"], strict=True)))
