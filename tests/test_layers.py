@@ -27,6 +27,7 @@ PURE_IMPORTS = {
 PURE_PREFIXES = (
     "matplotlib.",
     "scipy.",
+    "statsmodels.",
     "sklearn.",
     "features.",
     "models.",
