@@ -229,14 +229,19 @@ def match_offers_month(spark: SparkSession, cfg: Config, month: str) -> MatchRep
         finally:
             base.unpersist()
         written = lake.read("offer_assignments").where(F.col("score_month") == month)
-        status = {
-            (r.status, r.exclusion_reason): r["count"]
-            for r in written.groupBy("status", "exclusion_reason").count().collect()
-        }
-        spend = written.where(F.col("status") == "assigned").agg(F.sum("cost")).first()[0] or 0.0
-        total = (
-            written.where(F.col("status") == "assigned").agg(F.sum("expected_net_value")).first()[0] or 0.0
-        )
+        groups = (
+            written.groupBy("status", "exclusion_reason")
+            .agg(
+                F.count("*").alias("n"),
+                F.sum("cost").alias("cost"),
+                F.sum("expected_net_value").alias("value"),
+            )
+            .collect()
+        )  # one pass: counts by status and reason, spend and value of the assigned
+        status = {(r.status, r.exclusion_reason): r.n for r in groups}
+        assigned = [r for r in groups if r.status == "assigned"]
+        spend = sum(r.cost or 0.0 for r in assigned)
+        total = sum(r.value or 0.0 for r in assigned)
         report = MatchReport(
             month,
             assignment.method,
@@ -303,9 +308,9 @@ def _solve_in_spark(candidates: DataFrame, params: OfferParams) -> tuple[DataFra
     """Lagrangian prices: each candidate picks its best offer at the prices, the driver moves the prices."""
     m = len(params.offers)
     costs = np.array([o.cost for o in params.offers])
-    cached = candidates.select(
-        "subscriber_id", F.transform("offer_values", lambda v: F.coalesce(v, F.lit(-1e300))).alias("v")
-    ).persist(StorageLevel.MEMORY_AND_DISK)
+    cached = candidates.select("subscriber_id", _filled("offer_values").alias("v")).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
     prices, mu = np.zeros(m), 0.0
     best_bound, best_prices = np.inf, (prices, mu)
     try:
@@ -333,6 +338,11 @@ def _solve_in_spark(candidates: DataFrame, params: OfferParams) -> tuple[DataFra
     finally:
         cached.unpersist()
     return feasible, Assignment(np.empty(0, dtype=int), float(total), "lagrangian", float(best_bound))
+
+
+def _filled(column: str):
+    """The offer values with null (offer not usable) as a value no offer can lose to."""
+    return F.transform(column, lambda v: F.coalesce(v, F.lit(-1e300)))
 
 
 def _pick(cached: DataFrame, prices: np.ndarray, mu: float, costs: np.ndarray) -> DataFrame:
@@ -382,10 +392,8 @@ def _with_holdout(
         .withColumn("_holdout", F.col("_rank") <= F.round(F.col("_size") * F.lit(params.holdout_rate)))
         .select("subscriber_id", "offer_index", "expected_net_value", "_holdout")
     )
-    best = F.array_max(F.transform("offer_values", lambda v: F.coalesce(v, F.lit(-1e300))))
-    best_index = (
-        F.array_position(F.transform("offer_values", lambda v: F.coalesce(v, F.lit(-1e300))), best) - 1
-    ).cast("int")
+    best = F.array_max(_filled("offer_values"))
+    best_index = (F.array_position(_filled("offer_values"), best) - 1).cast("int")
     return values.join(chosen, "subscriber_id", "left").select(
         "subscriber_id",
         F.when(F.col("_holdout"), "holdout")
