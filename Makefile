@@ -7,12 +7,16 @@ STAMP := $(VENV)/.installed
 CONF ?=
 SET ?=
 MONTH ?= 2024-06
-DEMO_MONTHS ?= 2024-01..2024-06
-DEMO_SUBSCRIBERS ?= 5000
+DEMO_MONTHS ?= 2024-01..2024-12
+DEMO_SUBSCRIBERS ?= 3000
+ENGINE ?= duckdb
+MLFLOW_PORT ?= 5000
+SIZE ?= M
 JOB_ARGS = $(foreach c,$(CONF),--conf $(c)) $(foreach s,$(SET),--set $(s))
+DEMO_ARGS = --conf conf/demo.yml $(JOB_ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install java test test-fast test-thorough lint format demo bench clean \
+.PHONY: help install java test test-e2e test-fast test-thorough lint format demo sql package mlflow-ui bench bench-scaling clean \
         generate_sample_data ingest build_features train monthly demo_summary
 
 help: ## List the targets
@@ -31,10 +35,13 @@ java: ## Check for Java 17/21 (installs openjdk-17-jre-headless with apt when ro
 	@bash scripts/ensure_java.sh
 
 test: install ## Run the test suite (real local Spark, Delta tables and MLflow in temp folders)
-	$(PY) -m pytest -q -m "not thorough" tests
+	$(PY) -m pytest -q -m "not thorough and not e2e" tests
+
+test-e2e: install ## Run the end-to-end loop over months and the standalone-cluster test (CI runs them too)
+	$(PY) -m pytest -q -m e2e tests
 
 test-fast: install ## Run the tests not marked slow (no multi-month lakes, no job subprocesses)
-	$(PY) -m pytest -q -m "not slow and not thorough" tests
+	$(PY) -m pytest -q -m "not slow and not thorough and not e2e" tests
 
 test-thorough: install ## Run the long property runs (hundreds of generated deliveries)
 	$(PY) -m pytest -q -m thorough tests
@@ -47,13 +54,27 @@ format: $(STAMP) ## Format and fix with ruff
 	$(VENV)/bin/ruff format pipelines features models jobs tests bench
 	$(VENV)/bin/ruff check --fix pipelines features models jobs tests bench
 
-demo: install ## Generate sample data (CSV, gzip CSV and Parquet mixed) and run the monthly pipeline end to end
-	$(PY) jobs/generate_sample_data.py --months $(DEMO_MONTHS) --subscribers $(DEMO_SUBSCRIBERS) --seed 7 --bad-rows 0.002 --format mixed $(JOB_ARGS)
-	$(PY) jobs/monthly.py --months $(DEMO_MONTHS) $(JOB_ARGS)
-	$(PY) jobs/demo_summary.py $(JOB_ARGS)
+demo: install ## A year of the closed loop on fresh sample data (simulated operator, monthly pipeline, its offers carried out), then a summary
+	$(PY) jobs/closed_loop.py --months $(DEMO_MONTHS) --subscribers $(DEMO_SUBSCRIBERS) --seed 7 --bad-rows 0.002 --format mixed --fresh $(DEMO_ARGS)
+	$(PY) jobs/demo_summary.py $(DEMO_ARGS)
 
-bench: install ## Benchmarks: ratios against reference runs in the same process tree
-	$(PY) -m bench.run_all $(JOB_ARGS)
+sql: install ## SQL over the lake tables (views named as the tables): make sql Q="SELECT ..." [ENGINE=spark]
+	@test -n "$(Q)" || { echo 'usage: make sql Q="SELECT risk_band, count(*) FROM warning_list GROUP BY 1"'; exit 2; }
+	@$(PY) jobs/sql.py --query "$(Q)" --engine $(ENGINE) $(JOB_ARGS)
+
+package: install ## Zip the Python packages for spark-submit --py-files (dist/churnlake.zip)
+	@mkdir -p dist && rm -f dist/churnlake.zip
+	$(PY) -c "import pathlib, zipfile; z = zipfile.ZipFile('dist/churnlake.zip', 'w'); [z.write(p) for d in ('pipelines', 'features', 'models', 'jobs') for p in sorted(pathlib.Path(d).rglob('*.py'))]; z.close()"
+	@echo "dist/churnlake.zip: spark-submit --py-files dist/churnlake.zip jobs/monthly.py --month YYYY-MM ..."
+
+mlflow-ui: install ## Open the MLflow tracking UI on the lake's store (MLFLOW_PORT=5000)
+	$(VENV)/bin/mlflow ui --port $(MLFLOW_PORT) --backend-store-uri "$$($(PY) -c 'import sys; from pipelines.core.config import load_config; print(load_config(sys.argv[1:]).mlflow_tracking_uri)' $(CONF))"
+
+bench: install ## Benchmarks of every stage against references in the same run (SIZE=S|M|L, default M)
+	$(PY) -m bench.run_all --size $(SIZE)
+
+bench-scaling: install ## Every stage at 25k, 50k, 100k and 200k subscribers, and a plot of time against size
+	$(PY) -m bench.run_all --scaling
 
 generate_sample_data: install ## Job: write landing extracts (DEMO_MONTHS, DEMO_SUBSCRIBERS)
 	$(PY) jobs/generate_sample_data.py --months $(DEMO_MONTHS) --subscribers $(DEMO_SUBSCRIBERS) --seed 7 $(JOB_ARGS)
@@ -71,7 +92,7 @@ monthly: install ## Job: all stages of one month in order (MONTH=YYYY-MM)
 	$(PY) jobs/monthly.py --month $(MONTH) $(JOB_ARGS)
 
 clean: ## Remove the local lake, landing zone and caches (keeps .venv)
-	rm -rf data .pytest_cache .ruff_cache spark-warehouse
+	rm -rf data dist .pytest_cache .ruff_cache spark-warehouse
 
 demo_summary: install ## Job: print where the outputs are and what they hold
 	$(PY) jobs/demo_summary.py $(JOB_ARGS)

@@ -1,26 +1,34 @@
-"""Benchmarks (``make bench``): throughputs as ratios against a reference measured in the same run.
+"""Benchmarks (``make bench [SIZE=S|M|L]``): every stage against a reference doing the same work on the
+same files in the same run, printed as one table and saved as JSON.
+
+Sizes: ``S`` 10,000 subscribers x 6 months (a couple of minutes), ``M`` 100,000 x 12, ``L`` 400,000 x 12.
+The generated landing data is cached per size under ``bench/cache/<size>/``. ``make bench-scaling`` runs
+the stages at 25k, 50k, 100k and 200k subscribers and plots time against size.
 
 - Delta layer: write and read through the bridge vs Spark writing/reading plain Parquet in the same place.
-- Sample data: generator CDR rows per second for 12 months (target: well over 1 million).
-- Ingest: one month of CDRs, rows per second, vs DuckDB reading the same files into Parquet.
-- Features: the monthly CDR aggregation (one pass: subscriber-day, then subscriber-month and contact
-  pairs) and the whole feature build for the third month, vs one DuckDB SQL query computing the same CDR
-  aggregates over the same Delta table (target: within 3x).
+- Sample data: generator CDR rows per second.
+- Ingest: one month of CDRs vs Spark's plain CSV -> Parquet copy of the same files, and vs DuckDB reading
+  them into Parquet (both ratios).
+- Features: the monthly CDR aggregation and the whole feature build vs one DuckDB SQL query computing the
+  same CDR aggregates over the same Delta table.
 - Training: the train job as of one month vs plain ``lightgbm.train`` on the same rows, and vs the same
   boosters trained plainly (the family fits a pooled and a per-cohort model).
 - Scoring: the ``mapInArrow`` scoring pass vs the same work in one process (pyarrow read, score, pyarrow
-  write; target at least 0.7x), Python worker memory at 1x and 2x the subscribers (flat), the SHAP
-  reasons pass on a 10 % share, and the whole score job.
+  write), Python worker memory at 1x and 2x the subscribers (flat), the SHAP reasons on a 10 % share, and
+  the whole score job.
+- Offers: the match_offers job (per subscriber of the warning list), the exact optimum vs greedy, and the
+  Lagrangian path in Spark vs the exact solve.
+- The whole monthly run of one month (ingest to offers), per subscriber.
 
-Results go to ``bench/results/latest.json``. Sizes: ``BENCH_SUBSCRIBERS`` (default 100000).
+Peak memory is the process tree's (this driver, its JVM, the Python workers), sampled every 100 ms.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +36,7 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
-from features.calendar import months_between
+from features.calendar import add_months, months_between
 from pipelines.core.config import load_config
 from pipelines.core.delta import read_delta, write_delta
 from pipelines.core.runner import configure_logging
@@ -37,11 +45,72 @@ from pipelines.core.sql import duckdb_connect
 from pipelines.ingest import ingest_month
 from pipelines.sample_data.writer import GenerateOptions, generate
 
+SIZES = {"S": (10_000, 6), "M": (100_000, 12), "L": (400_000, 12)}
+CACHE = Path(__file__).resolve().parent / "cache"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class PeakMemory:
+    """Peak summed RSS of a set of processes, sampled every ``every`` seconds: this process and all its
+    descendants (the JVM, Spark's Python workers), or with ``workers_only`` Spark's Python workers."""
+
+    def __init__(self, *, workers_only: bool = False, every: float = 0.1) -> None:
+        self.workers_only, self.every = workers_only, every
+
+    def _processes(self) -> list:
+        import psutil
+
+        if not self.workers_only:
+            me = psutil.Process()
+            return [me, *me.children(recursive=True)]
+        return [
+            proc
+            for proc in psutil.process_iter(["cmdline"])
+            if any(k in " ".join(proc.info["cmdline"] or []) for k in ("pyspark.daemon", "pyspark.worker"))
+        ]
+
+    def __enter__(self) -> PeakMemory:
+        import threading
+
+        import psutil
+
+        self.peak, self._stop = 0, threading.Event()
+
+        def sample() -> None:
+            while not self._stop.is_set():
+                total = 0
+                for proc in self._processes():
+                    try:
+                        total += proc.memory_info().rss
+                    except psutil.Error:
+                        continue
+                self.peak = max(self.peak, total)
+                self._stop.wait(self.every)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mb(self) -> int:
+        return round(self.peak / 2**20)
+
+
+LAST_PEAK_MB: list[int] = [0]
+
 
 def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
+    """``fn()`` and its wall time; the peak memory of the process tree meanwhile goes to ``LAST_PEAK_MB``."""
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        out = fn()
+        seconds = time.perf_counter() - t0
+    LAST_PEAK_MB[0] = mem.mb
+    return out, seconds
 
 
 def bench_delta(spark, work: Path, rows: int) -> dict:
@@ -75,10 +144,11 @@ def bench_delta(spark, work: Path, rows: int) -> dict:
 
 
 def bench_generator(work: Path, subscribers: int) -> dict:
-    """The issue's scenario: 12 months (ingest and features then use the first three)."""
-    months = tuple(months_between("2024-01", "2024-12"))
+    """Three months of every source (the cached landing of the size is generated once, untimed)."""
+    months = tuple(months_between("2024-01", "2024-03"))
     opts = GenerateOptions(months=months, subscribers=subscribers, seed=3)
-    report, secs = timed(lambda: generate(work / "landing", opts))
+    report, secs = timed(lambda: generate(work / "generated", opts))
+    shutil.rmtree(work / "generated", ignore_errors=True)
     return {
         "subscribers": subscribers,
         "months": len(months),
@@ -86,22 +156,43 @@ def bench_generator(work: Path, subscribers: int) -> dict:
         "seconds": round(secs, 2),
         "cdr_rows_per_s": round(report.cdr_rows / secs),
         "target_rows_per_s": 1_000_000,
-        # this process's peak so far (the generator's: Spark's memory is the JVM's); flat in the months
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_mb": LAST_PEAK_MB[0],
     }
 
 
-def bench_ingest(spark, work: Path) -> dict:
-    cfg = load_config([], [f"lake.root={work / 'lake'}", f"landing.root={work / 'landing'}"])
+def cached_landing(subscribers: int, months: int) -> Path:
+    """The size's landing zone, generated once (seed 3) and reused while its options are the same."""
+    root = CACHE / f"{subscribers}x{months}" / "landing"
+    wanted = GenerateOptions(
+        months=tuple(months_between("2024-01", f"2024-{months:02d}")), subscribers=subscribers, seed=3
+    )
+    manifest = root / "_sample_manifest" / "manifest.json"
+    if manifest.exists() and json.loads(manifest.read_text())["options"]["months"] == list(wanted.months):
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    generate(root, wanted)
+    return root
+
+
+def bench_ingest(spark, work: Path, landing: Path) -> dict:
+    cfg = load_config([], [f"lake.root={work / 'lake'}", f"landing.root={landing}"])
     ingest_month(spark, cfg, "2024-01", sources=["subscriptions"])
     reports, secs = timed(lambda: ingest_month(spark, cfg, "2024-01", sources=["cdr"]))
+    peak = LAST_PEAK_MB[0]
     rows = reports["cdr"].rows_read
     # the next month: late records of the first, checked against what its delivery already loaded
     ingest_month(spark, cfg, "2024-02", sources=["subscriptions"])
     reports2, secs2 = timed(lambda: ingest_month(spark, cfg, "2024-02", sources=["cdr"]))
+    folder = landing / "cdr" / "month=2024-01"
+    files = [str(p) for p in sorted(folder.iterdir()) if p.name.endswith((".csv", ".csv.gz"))]
+    # Spark's own plain copy of the same files: CSV (all strings) to Parquet, nothing else
+    _, spark_copy = timed(
+        lambda: (
+            spark.read.option("header", True).csv(files).write.mode("overwrite").parquet(str(work / "copy"))
+        )
+    )
     con = duckdb_connect()
-    folder = work / "landing" / "cdr" / "month=2024-01"
-    files = [str(p) for p in folder.iterdir() if p.name.endswith((".csv", ".csv.gz"))]
+    con.execute("SET threads = 2")
     _, duck = timed(
         lambda: con.execute(
             f"COPY (SELECT * FROM read_csv({files!r}, all_varchar=true, union_by_name=true)) "
@@ -112,12 +203,15 @@ def bench_ingest(spark, work: Path) -> dict:
         "cdr_rows": rows,
         "ingest_s": round(secs, 2),
         "ingest_rows_per_s": round(rows / secs),
+        "peak_mb": peak,
+        "spark_csv_to_parquet_s": round(spark_copy, 2),
         "duckdb_csv_to_parquet_s": round(duck, 2),
+        "ratio_ingest_vs_spark_copy": round(secs / spark_copy, 2),
         "ratio_ingest_vs_duckdb": round(secs / duck, 2),
         "next_month_cdr_rows": reports2["cdr"].rows_read,
         "next_month_late_records": reports2["cdr"].late_records,
         "next_month_ingest_s": round(secs2, 2),
-        "target_s": 120,
+        "target_ratio_vs_spark_copy": 2.0,
     }
 
 
@@ -193,13 +287,13 @@ SELECT * FROM summary LEFT JOIN contacts USING (subscriber_id)
 """
 
 
-def bench_features(spark, work: Path) -> dict:
+def bench_features(spark, work: Path, landing: Path) -> dict:
     from features.build import select_cdr_window, summarize_cdr
     from features.social import compute_contact_pairs
     from pipelines.build_features import build_features_month
     from pipelines.core.lake import Lake
 
-    cfg = load_config([], [f"lake.root={work / 'lake'}", f"landing.root={work / 'landing'}"])
+    cfg = load_config([], [f"lake.root={work / 'lake'}", f"landing.root={landing}"])
     for month in ("2024-01", "2024-02"):  # bench_ingest loaded their subscriptions and CDRs
         ingest_month(spark, cfg, month, sources=["billing", "care"])
     ingest_month(spark, cfg, "2024-03", sources=["subscriptions", "billing", "care", "cdr"])
@@ -221,7 +315,8 @@ def bench_features(spark, work: Path) -> dict:
         )
 
     _, t_spark = timed(spark_cdr_aggregates)
-    _, t_build = timed(lambda: build_features_month(spark, cfg, month))
+    report, t_build = timed(lambda: build_features_month(spark, cfg, month))
+    peak = LAST_PEAK_MB[0]
     con = duckdb_connect()
     con.execute("SET threads = 2")
     _, t_duck = timed(
@@ -229,6 +324,8 @@ def bench_features(spark, work: Path) -> dict:
     )
     return {
         "cdr_rows_in_window": cdr_rows,
+        "subscribers": report.subscribers,
+        "peak_mb": peak,
         "spark_cdr_aggregates_s": round(t_spark, 2),
         "build_features_s": round(t_build, 2),
         "duckdb_cdr_aggregates_s": round(t_duck, 2),
@@ -238,7 +335,7 @@ def bench_features(spark, work: Path) -> dict:
     }
 
 
-def bench_train(spark, work: Path) -> dict:
+def bench_train(spark, work: Path, landing: Path) -> dict:
     """Training as of 2024-05 (fit 01, validate 02, test 03) against one plain ``lightgbm.train``."""
     import lightgbm as lgb
     import numpy as np
@@ -248,7 +345,7 @@ def bench_train(spark, work: Path) -> dict:
     from pipelines.core.lake import Lake
     from pipelines.train import labelled_months, read_training_frame, train_month, training_window
 
-    cfg = load_config([], [f"lake.root={work / 'lake'}", f"landing.root={work / 'landing'}"])
+    cfg = load_config([], [f"lake.root={work / 'lake'}", f"landing.root={landing}"])
     for month in ("2024-04", "2024-05"):  # the snapshots that close the label windows of 01..03
         ingest_month(spark, cfg, month, sources=["subscriptions"])
     for month in ("2024-01", "2024-02", "2024-03"):
@@ -256,6 +353,7 @@ def bench_train(spark, work: Path) -> dict:
     lake = Lake(spark, cfg)
     # the whole job: read, fit, evaluate, log to MLflow, register (version 1, scored by bench_score)
     result, t_all = timed(lambda: train_month(spark, cfg, "2024-05"))
+    peak = LAST_PEAK_MB[0]
     family = result.family
     window = training_window("2024-05", labelled_months(lake, "2024-05"), cfg)
     frame = read_training_frame(lake, [*window.fit_months, window.valid_month], family.spec)
@@ -290,6 +388,7 @@ def bench_train(spark, work: Path) -> dict:
     _, t_same = timed(same_models)
     return {
         "fit_rows": result.rows["fit"],
+        "peak_mb": peak,
         "valid_rows": result.rows["valid"],
         "features": len(family.features),
         "train_as_of_s": round(t_all, 2),
@@ -305,36 +404,7 @@ def bench_train(spark, work: Path) -> dict:
     }
 
 
-class PeakWorkerMemory:
-    """Peak summed RSS of Spark's Python workers (``pyspark.daemon`` / ``worker``), sampled every 50 ms."""
-
-    def __enter__(self) -> PeakWorkerMemory:
-        import threading
-
-        import psutil
-
-        self.peak, self._stop = 0, threading.Event()
-
-        def sample() -> None:
-            while not self._stop.is_set():
-                total = 0
-                for proc in psutil.process_iter(["cmdline", "memory_info"]):
-                    cmd = " ".join(proc.info["cmdline"] or [])
-                    if "pyspark.daemon" in cmd or "pyspark.worker" in cmd:
-                        total += proc.info["memory_info"].rss if proc.info["memory_info"] else 0
-                self.peak = max(self.peak, total)
-                self._stop.wait(0.05)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def bench_score(spark, work: Path) -> dict:
+def bench_score(spark, work: Path, landing: Path) -> dict:
     """The scoring pass (``mapInArrow``) against the same work in one process, reasons apart, memory."""
     import pickle
     import uuid
@@ -357,7 +427,7 @@ def bench_score(spark, work: Path) -> dict:
         scoring_input,
     )
 
-    cfg = load_config([], [f"lake.root={work / 'lake'}", f"landing.root={work / 'landing'}"])
+    cfg = load_config([], [f"lake.root={work / 'lake'}", f"landing.root={landing}"])
     lake, month = Lake(spark, cfg), "2024-03"
     model = resolve_model(cfg, month, "1")
     family = model.family
@@ -389,12 +459,20 @@ def bench_score(spark, work: Path) -> dict:
         ).parquet(str(out / "spark"))
 
     spark_pass(features.limit(1000))  # start the Python workers once, as a scheduled job's first batch does
-    with PeakWorkerMemory() as mem_1x:
+    with PeakMemory(workers_only=True, every=0.05) as mem_1x:
         _, t_spark = timed(lambda: spark_pass(features))
+    # the same pass with Arrow batches of 100,000 rows instead of Spark's default 10,000
+    batch_conf = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    default_batch = spark.conf.get(batch_conf)
+    spark.conf.set(batch_conf, "100000")
+    try:
+        _, t_spark_big = timed(lambda: spark_pass(features))
+    finally:
+        spark.conf.set(batch_conf, default_batch)
     doubled = features.unionByName(
         features.withColumn("subscriber_id", F.concat("subscriber_id", F.lit("b")))
     )
-    with PeakWorkerMemory() as mem_2x:
+    with PeakMemory(workers_only=True, every=0.05) as mem_2x:
         _, t_spark_2x = timed(lambda: spark_pass(doubled))
     top = features.orderBy(F.rand(1)).limit(max(1, subscribers // 10))  # a 10 % actionable share
     _, t_reasons = timed(
@@ -407,42 +485,299 @@ def bench_score(spark, work: Path) -> dict:
     )
     payload.broadcast.destroy()
     report, t_job = timed(lambda: score_month(spark, cfg, month, model_version=model.version))
+    peak = LAST_PEAK_MB[0]
     return {
         "subscribers": subscribers,
         "features": len(family.features),
         "one_process_rows_per_s": round(subscribers / t_one),
         "spark_pass_rows_per_s": round(subscribers / t_spark),
         "ratio_spark_vs_one_process": round(t_one / t_spark, 2),
+        "spark_pass_100k_batches_rows_per_s": round(subscribers / t_spark_big),
+        "ratio_spark_100k_batches_vs_one_process": round(t_one / t_spark_big, 2),
         "spark_pass_2x_rows_s": round(t_spark_2x, 2),
         "python_workers_peak_mb_1x": round(mem_1x.peak / 2**20),
         "python_workers_peak_mb_2x": round(mem_2x.peak / 2**20),
         "reasons_rows_per_s": round(max(1, subscribers // 10) / t_reasons),
         "score_job_s": round(t_job, 2),
         "score_job_with_reasons": report.with_reasons,
+        "score_job_peak_mb": peak,
     }
 
 
+def bench_offers(spark, work: Path, landing: Path) -> dict:
+    """match_offers on the scored month: the job (exact where the candidates fit), the optimum against
+    greedy, and the Lagrangian path in Spark against the exact solve of the same candidates."""
+    from pipelines.match_offers import match_offers_month
+
+    cfg = load_config([], [f"lake.root={work / 'lake'}", f"landing.root={landing}"])
+    month = "2024-03"
+    report, t_job = timed(lambda: match_offers_month(spark, cfg, month))
+    peak = LAST_PEAK_MB[0]
+    lagrangian_cfg = load_config(
+        [], [f"lake.root={work / 'lake'}", f"landing.root={landing}", "offers.exact_max_candidates=0"]
+    )
+    prices, t_prices = timed(lambda: match_offers_month(spark, lagrangian_cfg, month))
+    lines = sum(report.by_status.values())
+    return {
+        "lines": lines,
+        "candidates": report.candidates,
+        "method": report.method,
+        "match_job_s": round(t_job, 2),
+        "us_per_line": round(t_job / max(lines, 1) * 1e6, 1),
+        "peak_mb": peak,
+        "optimised_value": round(report.optimised_value, 2),
+        "greedy_value": None if report.greedy_value is None else round(report.greedy_value, 2),
+        "lagrangian_job_s": round(t_prices, 2),
+        "lagrangian_value": round(prices.optimised_value, 2),
+        "lagrangian_bound": None if prices.bound is None else round(prices.bound, 2),
+    }
+
+
+def bench_monthly(spark, work: Path, landing: Path, month: str) -> dict:
+    """The whole monthly run of ``month`` (ingest to offers; training is not due), per subscriber."""
+    from pipelines.monthly import run_monthly
+
+    cfg = load_config([], [f"lake.root={work / 'lake'}", f"landing.root={landing}"])
+    for m in months_between("2024-04", add_months(month, -1)):  # the history the feature build reads
+        ingest_month(spark, cfg, m)
+    outcomes, secs = timed(lambda: run_monthly(spark, cfg, [month]))
+    subscribers = load_lake(spark, cfg).read("features_monthly").where(F.col("month") == month).count()
+    return {
+        "month": month,
+        "subscribers": subscribers,
+        "seconds": round(secs, 2),
+        "ms_per_subscriber": round(secs / subscribers * 1e3, 3),
+        "peak_mb": LAST_PEAK_MB[0],
+        "stages": {o.stage: round(o.seconds, 2) for o in outcomes if o.status == "ran"},
+    }
+
+
+def load_lake(spark, cfg):
+    from pipelines.core.lake import Lake
+
+    return Lake(spark, cfg)
+
+
+def table(results: dict) -> list[tuple]:
+    """(stage, ours s, reference, reference s, ratio, rows/s, peak MB) per measured pair."""
+    rows: list[tuple] = []
+
+    def add(stage, ours, ref_name, ref, rows_n, peak):
+        ratio = round(ours / ref, 2) if ref else None
+        rate = round(rows_n / ours) if rows_n and ours else None
+        rows.append(
+            (stage, round(ours, 2), ref_name, None if ref is None else round(ref, 2), ratio, rate, peak)
+        )
+
+    r = results
+    if "delta_layer" in r:
+        d = r["delta_layer"]
+        add(
+            "delta write",
+            d["delta_write_s"],
+            "Spark Parquet write",
+            d["parquet_write_s"],
+            d.get("rows"),
+            None,
+        )
+        add(
+            "delta read",
+            d["delta_read_s"],
+            "Spark Parquet read",
+            d["parquet_read_s"],
+            d.get("rows"),
+            None,
+        )
+    if "generator" in r:
+        g = r["generator"]
+        add("generator (3 months)", g["seconds"], "-", None, g["cdr_rows"], g["peak_mb"])
+    if "ingest" in r:
+        i = r["ingest"]
+        add(
+            "ingest, one CDR month",
+            i["ingest_s"],
+            "Spark CSV->Parquet copy",
+            i["spark_csv_to_parquet_s"],
+            i["cdr_rows"],
+            i["peak_mb"],
+        )
+        add(
+            "ingest, one CDR month",
+            i["ingest_s"],
+            "DuckDB CSV->Parquet",
+            i["duckdb_csv_to_parquet_s"],
+            i["cdr_rows"],
+            i["peak_mb"],
+        )
+    if "features" in r:
+        f = r["features"]
+        add(
+            "feature build (month)",
+            f["build_features_s"],
+            "DuckDB CDR aggregates",
+            f["duckdb_cdr_aggregates_s"],
+            f["cdr_rows_in_window"],
+            f["peak_mb"],
+        )
+    if "train" in r:
+        t = r["train"]
+        add(
+            "train job",
+            t["train_as_of_s"],
+            "plain lightgbm.train",
+            t["plain_lightgbm_s"],
+            t["fit_rows"],
+            t["peak_mb"],
+        )
+        add(
+            "fit_family",
+            t["family_fit_s"],
+            "same boosters, plain",
+            t["plain_same_boosters_s"],
+            t["fit_rows"],
+            None,
+        )
+    if "score" in r:
+        c = r["score"]
+        n = c["subscribers"]
+        add(
+            "scoring pass",
+            n / c["spark_pass_rows_per_s"],
+            "one process",
+            n / c["one_process_rows_per_s"],
+            n,
+            c["python_workers_peak_mb_1x"],
+        )
+        add("score job", c["score_job_s"], "-", None, n, c["score_job_peak_mb"])
+    if "offers" in r:
+        o = r["offers"]
+        add(f"match_offers ({o['method']})", o["match_job_s"], "-", None, o["lines"], o["peak_mb"])
+        add(
+            "match_offers (Lagrangian)",
+            o["lagrangian_job_s"],
+            "exact job",
+            o["match_job_s"],
+            o["lines"],
+            None,
+        )
+    if "monthly" in r:
+        m = r["monthly"]
+        add(f"monthly run {m['month']}", m["seconds"], "-", None, m["subscribers"], m["peak_mb"])
+    return rows
+
+
+def print_table(rows: list[tuple]) -> None:
+    head = ("stage", "ours s", "reference", "ref s", "ratio", "rows/s", "peak MB")
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
+    for line in (head, *rows):
+        print("  ".join(str("-" if v is None else v).ljust(w) for v, w in zip(line, widths, strict=True)))
+
+
+def machine() -> dict:
+    import platform
+
+    import psutil
+    import pyspark
+
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "pyspark": pyspark.__version__,
+        "java": java[0] if java else "unknown",
+    }
+
+
+def run_size(spark, work: Path, subscribers: int, months: int, *, extras: bool = True) -> dict:
+    """Every stage at one size (``extras``: also the Delta layer and the generator)."""
+    landing = cached_landing(subscribers, months)
+    results: dict = {"subscribers": subscribers, "months": months}
+    if extras:
+        results["delta_layer"] = bench_delta(spark, work, 5_000_000)
+        results["generator"] = bench_generator(work, subscribers)
+    for name, fn in (
+        ("ingest", bench_ingest),
+        ("features", bench_features),
+        ("train", bench_train),
+        ("score", bench_score),
+        ("offers", bench_offers),
+    ):
+        print(f"bench {subscribers:,}: {name} ...", flush=True)
+        results[name] = fn(spark, work, landing)
+    print(f"bench {subscribers:,}: monthly ...", flush=True)
+    results["monthly"] = bench_monthly(spark, work, landing, f"2024-{months:02d}")
+    return results
+
+
+def scaling(spark, sizes=(25_000, 50_000, 100_000, 200_000), months: int = 6) -> dict:
+    """Each stage at growing sizes, and a plot of time against size (``bench/results/scaling.png``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {}
+    for n in sizes:
+        work = Path(tempfile.mkdtemp(prefix=f"churn-scaling-{n}-"))
+        try:
+            runs[n] = run_size(spark, work, n, months, extras=False)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    seconds = {
+        "ingest (CDR month)": [runs[n]["ingest"]["ingest_s"] for n in sizes],
+        "feature build": [runs[n]["features"]["build_features_s"] for n in sizes],
+        "train job": [runs[n]["train"]["train_as_of_s"] for n in sizes],
+        "score job": [runs[n]["score"]["score_job_s"] for n in sizes],
+        "match_offers": [runs[n]["offers"]["match_job_s"] for n in sizes],
+        "monthly run": [runs[n]["monthly"]["seconds"] for n in sizes],
+    }
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, ys in seconds.items():
+        ax.plot(sizes, ys, marker="o", label=name)
+    ax.plot(sizes, [seconds["monthly run"][0] * n / sizes[0] for n in sizes], "k:", label="linear (monthly)")
+    ax.set(xlabel="subscribers", ylabel="seconds", title="Time against base size (2 cores)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    RESULTS.mkdir(exist_ok=True)
+    fig.savefig(RESULTS / "scaling.png", dpi=110)
+    # growth from the smallest to the largest size, against the size's growth (1.0: linear)
+    growth = {k: round((v[-1] / v[0]) / (sizes[-1] / sizes[0]), 2) for k, v in seconds.items()}
+    return {"sizes": list(sizes), "seconds": seconds, "growth_vs_linear": growth, "runs": runs}
+
+
 def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default=os.environ.get("SIZE", "M"))
+    parser.add_argument("--scaling", action="store_true", help="the scaling run (25k..200k) and its plot")
+    args = parser.parse_args()
     configure_logging()
-    subscribers = int(os.environ.get("BENCH_SUBSCRIBERS", "100000"))
     cfg = load_config([Path(__file__).resolve().parent.parent / "conf" / "local.yml"])
     spark = get_spark(cfg)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M")
+    if args.scaling:
+        out = {"machine": machine(), **scaling(spark)}
+        (RESULTS / f"scaling-{stamp}.json").write_text(json.dumps(out, indent=2))
+        print(json.dumps({k: out[k] for k in ("sizes", "seconds", "growth_vs_linear")}, indent=2))
+        print(f"plot: {RESULTS / 'scaling.png'}")
+        return 0
+    subscribers, months = SIZES[args.size]
     work = Path(tempfile.mkdtemp(prefix="churn-bench-"))
     try:
-        results = {
-            "delta_layer": bench_delta(spark, work, 5_000_000),
-            "generator": bench_generator(work, subscribers),
-        }
-        results["ingest"] = bench_ingest(spark, work)
-        results["features"] = bench_features(spark, work)
-        results["train"] = bench_train(spark, work)
-        results["score"] = bench_score(spark, work)
+        results = {"size": args.size, "machine": machine(), **run_size(spark, work, subscribers, months)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "latest.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    results["table"] = table(results)
+    (RESULTS / f"bench-{args.size}-{stamp}.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    print()
+    print_table(results["table"])
+    print(f"\nresults: {RESULTS / f'bench-{args.size}-{stamp}.json'}")
     return 0
 
 

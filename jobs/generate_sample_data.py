@@ -10,32 +10,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.core.runner import job_parser, month_range, run_job
+from pipelines.core.runner import job_parser, run_job, sample_data_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__, month=False)
-    parser.add_argument("--months", type=month_range, required=True, help="YYYY-MM..YYYY-MM (inclusive)")
-    parser.add_argument("--subscribers", type=int, default=None, help="size of the subscriber base")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument(
-        "--bad-rows", type=float, default=None, help="share of rows to corrupt (quarantine tests)"
-    )
+    sample_data_arguments(parser)
     parser.add_argument("--file-faults", action="store_true", default=None, help="add unreadable files")
-    parser.add_argument("--format", choices=["csv", "parquet", "mixed"], default=None)
 
     def body(args, cfg):
-        from pipelines.generate_sample_data import generate_sample_data
+        from pipelines.generate_sample_data import generate_sample_data, options_from_args
 
-        generate_sample_data(
-            cfg,
-            args.months,
-            subscribers=args.subscribers,
-            seed=args.seed,
-            bad_rows=args.bad_rows,
-            file_faults=args.file_faults,
-            fmt=args.format,
-        )
+        generate_sample_data(cfg, options_from_args(cfg, args))
 
     return run_job("generate_sample_data", parser, body, argv)
 

@@ -1,6 +1,10 @@
 """Job: all stages of a month in order (or of several months: --months 2024-01..2024-06).
 
-python jobs/monthly.py --month 2024-06 [--allow-incomplete] [--override-gates]
+python jobs/monthly.py --month 2024-06 [--force] [--allow-incomplete] [--override-gates]
+
+A stage whose last run for the month succeeded on the same inputs (landing files, input table versions,
+champion, config hash, code version) is skipped unless --force. Exit status: 0 success, 2 bad config,
+10 ingest, 11 build_features, 12 train, 13 score, 14 evaluate, 15 match_offers failed (1: other).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--month", type=month_type, help="month to process, YYYY-MM")
     group.add_argument("--months", type=month_range, help="YYYY-MM..YYYY-MM, processed in order")
+    parser.add_argument("--force", action="store_true", help="rerun stages whose inputs did not change")
     parser.add_argument("--allow-incomplete", action="store_true")
     parser.add_argument("--override-gates", action="store_true")
 
@@ -30,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             get_spark(cfg),
             cfg,
             months,
+            force=args.force,
             allow_incomplete=args.allow_incomplete,
             override_gates=args.override_gates,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from pipelines.core.config import Config
 from pipelines.sample_data.writer import GenerateOptions, GenerateReport, generate
@@ -11,29 +12,38 @@ from pipelines.sample_data.writer import GenerateOptions, GenerateReport, genera
 log = logging.getLogger(__name__)
 
 
-def generate_sample_data(
-    cfg: Config,
-    months: Sequence[str],
-    *,
-    subscribers: int | None = None,
-    seed: int | None = None,
-    bad_rows: float | None = None,
-    file_faults: bool | None = None,
-    fmt: str | None = None,
-) -> GenerateReport:
-    """Generate ``months`` of landing data under ``landing.root``; arguments override ``sample_data.*``."""
+def sample_options(cfg: Config, months: Sequence[str], **overrides: object) -> GenerateOptions:
+    """The generator's options from ``sample_data.*``; keyword arguments that are not None win."""
     sd = cfg.sample_data
-    opts = GenerateOptions(
-        months=tuple(months),
-        subscribers=subscribers if subscribers is not None else sd.subscribers,
-        seed=seed if seed is not None else sd.seed,
-        bad_rows=bad_rows if bad_rows is not None else sd.bad_rows,
-        file_faults=file_faults if file_faults is not None else sd.file_faults,
-        fmt=fmt or sd.format,
-        gzip_share=sd.gzip_share,
-        files_per_month=sd.files_per_month,
-        events_per_subscriber=sd.cdr_events_per_subscriber,
+    base = {
+        "subscribers": sd.subscribers,
+        "seed": sd.seed,
+        "bad_rows": sd.bad_rows,
+        "file_faults": sd.file_faults,
+        "fmt": sd.format,
+        "gzip_share": sd.gzip_share,
+        "files_per_month": sd.files_per_month,
+        "events_per_subscriber": sd.cdr_events_per_subscriber,
+    }
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return GenerateOptions(months=tuple(months), **base)  # type: ignore[arg-type]
+
+
+def options_from_args(cfg: Config, args: Any) -> GenerateOptions:
+    """The options of a job's parsed :func:`pipelines.core.runner.sample_data_arguments`."""
+    return sample_options(
+        cfg,
+        args.months,
+        subscribers=args.subscribers,
+        seed=args.seed,
+        bad_rows=args.bad_rows,
+        file_faults=getattr(args, "file_faults", None),
+        fmt=args.format,
     )
+
+
+def generate_sample_data(cfg: Config, opts: GenerateOptions) -> GenerateReport:
+    """Generate ``opts.months`` of landing data under ``landing.root``."""
     report = generate(cfg.landing_root, opts)
     log.info(
         "wrote %d months to %s: %d CDR rows in %.1fs (%.0f rows/s)",

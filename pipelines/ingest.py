@@ -11,6 +11,7 @@ gives the same tables.
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import dataclasses
 import datetime as dt
@@ -18,7 +19,9 @@ import io
 import json
 import logging
 import mmap
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -448,9 +451,7 @@ def ingest_source(
         checked = _with_subscriber(checked, intervals)
     # the checked rows are read three times (statistics, duplicates, silver write) and live only for this
     # source: an uncompressed cache builds a third faster, and memory holds it at these sizes
-    compressed = spark.conf.get(CACHE_COMPRESSED, "true")
-    spark.conf.set(CACHE_COMPRESSED, "false")
-    checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
+    checked = _uncompressed_cache(spark, checked)
     try:
         return _finish_source(lake, spec, report, checked, files, override_gates)
     except (GateFailedError, UnreadableFileError):
@@ -466,7 +467,21 @@ def ingest_source(
         checked.unpersist()
         if intervals is not None:
             intervals.unpersist()
-        spark.conf.set(CACHE_COMPRESSED, compressed)
+
+
+_CACHE_LOCK = threading.Lock()
+
+
+def _uncompressed_cache(spark: SparkSession, df: DataFrame) -> DataFrame:
+    """``df`` cached without compression (the setting applies when the cache is defined; sources
+    ingested side by side take turns so each restores what it found)."""
+    with _CACHE_LOCK:
+        compressed = spark.conf.get(CACHE_COMPRESSED, "true")
+        spark.conf.set(CACHE_COMPRESSED, "false")
+        try:
+            return df.persist(StorageLevel.MEMORY_AND_DISK)
+        finally:
+            spark.conf.set(CACHE_COMPRESSED, compressed)
 
 
 def _unreadable_file(exc: Exception, files: Sequence[LandingFile]) -> UnreadableFileError | None:
@@ -787,8 +802,9 @@ def ingest_month(
     unknown = sorted(set(wanted) - set(C.SOURCES))
     if unknown:
         raise ValueError(f"unknown sources {unknown}; known: {', '.join(C.SOURCES)}")
-    reports: dict[str, SourceReport] = {}
-    for source in (s for s in INGEST_ORDER if s in wanted):
+    ordered = [s for s in INGEST_ORDER if s in wanted]
+
+    def one(source: str) -> SourceReport | None:
         with recorded_run(lake, "ingest", month, scope=source) as run:
             spec = SOURCE_SPECS[source]
             run.input_versions = (
@@ -800,8 +816,7 @@ def ingest_month(
             )
             if report is None:
                 run.flags["skipped"] = "no delivery"
-                continue
-            reports[source] = report
+                return None
             run.flags["incomplete_delivery"] = report.incomplete_delivery
             run.flags["gates_overridden"] = report.gates_overridden
             run.row_counts = {
@@ -811,4 +826,22 @@ def ingest_month(
                 "duplicates": report.duplicates,
             }
             run.output_versions = lake.versions([source, "quarantine", "data_quality"])
-    return reports
+            return report
+
+    # the subscriptions first (the CDRs resolve numbers against them), then the others side by side;
+    # every source runs to its end, and the first failure (in ingest order) is raised after them all
+    first = [s for s in ordered if s == "subscriptions"]
+    rest = [s for s in ordered if s != "subscriptions"]
+    results: dict[str, SourceReport | None] = {s: one(s) for s in first}
+    workers = min(cfg.ingest.parallel_sources, len(rest)) or 1
+    with ThreadPoolExecutor(workers, thread_name_prefix="ingest") as pool:
+        futures = {s: pool.submit(contextvars.copy_context().run, one, s) for s in rest}
+        errors = []
+        for source, future in futures.items():
+            try:
+                results[source] = future.result()
+            except Exception as exc:
+                errors.append(exc)
+    if errors:
+        raise errors[0]
+    return {s: r for s in ordered if (r := results.get(s)) is not None}

@@ -1,57 +1,267 @@
 """Stage: every stage of one month, in order (ingest, features and labels, training when due, scoring,
-evaluation of the matured months, offer matching with the effects measured so far)."""
+evaluation of the matured months, offer matching with the effects measured so far).
+
+Resumable: each stage run is fingerprinted with what it reads (the landing files for ingest, the Delta
+versions of its input tables, the champion for scoring, the config hash and the code version) and a stage
+whose last run for the month succeeded on the same inputs is skipped (recorded as ``skipped``), unless
+``force``. An input counts as the same when its version is the one the last run read, or one written
+since by this stage or a later one of the same month (matching rewrites the assignments evaluation read). A
+failed stage stops the run: :class:`StageFailedError` carries the stage's exit status.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from collections.abc import Sequence
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from pipelines.build_features import build_features_month
+from features import contract as C
+from pipelines.build_features import FeatureReport, build_features_month
 from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake
-from pipelines.evaluate import evaluate_month
+from pipelines.core.manifest import code_version, fingerprinted, record_skip
+from pipelines.core.runner import one_line
+from pipelines.evaluate import EvaluateReport, evaluate_month
 from pipelines.ingest import ingest_month
-from pipelines.match_offers import match_offers_month
-from pipelines.score import score_month
-from pipelines.train import labelled_months, train_month, training_window
+from pipelines.match_offers import MatchReport, match_offers_month
+from pipelines.score import ScoreReport, score_month
+from pipelines.train import TrainResult, labelled_months, train_month, training_window
 
 log = logging.getLogger(__name__)
 
+STAGES = ("ingest", "build_features", "train", "score", "evaluate", "match_offers")
+# the exit status of a monthly run that stopped at a stage (1: before any stage, e.g. no Spark)
+EXIT_STATUS = {stage: 10 + i for i, stage in enumerate(STAGES)}
+STAGE_INPUTS = {
+    "ingest": (),
+    "build_features": ("subscriptions", "cdr", "billing", "care", "campaign_outcomes"),
+    "train": ("features_monthly", "labels_monthly"),
+    "score": ("features_monthly",),
+    "evaluate": ("warning_list", "labels_monthly", "offer_assignments", "campaign_outcomes"),
+    "match_offers": (
+        "warning_list",
+        "features_monthly",
+        "offer_effects",
+        "offer_assignments",
+        "campaign_outcomes",
+    ),
+}
 
-def run_monthly(spark: SparkSession, cfg: Config, months: Sequence[str], **ingest_options: bool) -> None:
-    """Run all existing stages for each month, oldest first."""
+
+class StageFailedError(RuntimeError):
+    """A stage of the monthly run failed; ``exit_status`` says which (:data:`EXIT_STATUS`)."""
+
+    def __init__(self, stage: str, month: str, cause: BaseException) -> None:
+        self.stage, self.month, self.exit_status = stage, month, EXIT_STATUS[stage]
+        super().__init__(f"stage {stage} of {month} failed: {type(cause).__name__}: {one_line(cause)}")
+
+
+@dataclass
+class StageOutcome:
+    month: str
+    stage: str
+    status: str  # ran, skipped, not_due
+    seconds: float = 0.0
+    detail: str = ""
+
+
+def landing_fingerprint(cfg: Config, month: str) -> dict[str, Any]:
+    """Every file of ``month``'s delivery folders: name, size and modification time."""
+    files = {}
+    for source in C.SOURCES:
+        folder = Path(cfg.landing_root) / source / f"month={month}"
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                st = path.stat()
+                files[f"{source}/{path.name}"] = [st.st_size, st.st_mtime_ns]
+    return {"landing": hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]}
+
+
+def _rewritten_later(runs: list[Any], stage: str, since: Any) -> dict[str, set[int]]:
+    """Table versions written since ``since`` by successful runs of ``stage`` or the stages after it
+    (matching rewrites the assignments the evaluation read; an earlier stage's rewrite is a change)."""
+    later = set(STAGES[STAGES.index(stage) :])
+    out: dict[str, set[int]] = {}
+    for r in runs:
+        if r.stage in later and r.status == "success" and r.ended_at >= since and r.output_versions:
+            for table, version in json.loads(r.output_versions).items():
+                if version is not None:
+                    out.setdefault(table, set()).add(int(version))
+    return out
+
+
+def unchanged_since(runs: list[Any], stage: str, fingerprint: dict[str, Any]) -> str | None:
+    """Why ``stage`` can be skipped (every run of its last attempt succeeded on the same inputs), or None.
+
+    An attempt is one call of the stage by the monthly run (ingest records one run per source in it).
+    """
+    own = [r for r in runs if r.stage == stage and r.status in ("success", "failed") and r.fingerprint]
+    if not own:
+        return None
+    last = max(own, key=lambda r: r.ended_at)
+    before = json.loads(last.fingerprint)
+    attempt = [r for r in own if json.loads(r.fingerprint).get("attempt") == before.get("attempt")]
+    if any(r.status != "success" for r in attempt):
+        return None
+    ignored = ("tables", "attempt")
+    if {k: v for k, v in before.items() if k not in ignored} != {
+        k: v for k, v in fingerprint.items() if k not in ignored
+    }:
+        return None
+    allowed = _rewritten_later(runs, stage, min(r.started_at for r in attempt))
+    for table, version in fingerprint["tables"].items():
+        if version != before["tables"].get(table) and version not in allowed.get(table, set()):
+            return None
+    return f"same inputs as run {last.run_id} ({last.ended_at:%Y-%m-%d %H:%M})"
+
+
+class MonthRun:
+    """The stages of one month: fingerprint, skip or run, log progress, stop on failure."""
+
+    def __init__(self, lake: Lake, month: str, *, force: bool, position: str) -> None:
+        self.lake, self.month, self.force, self.position = lake, month, force, position
+        self.outcomes: list[StageOutcome] = []
+        self._code = code_version()
+
+    def _runs(self) -> list[Any]:
+        if not self.lake.exists("pipeline_runs"):
+            return []
+        df = self.lake.read("pipeline_runs")
+        if "fingerprint" not in df.columns:
+            return []
+        return df.where(F.col("month") == self.month).collect()
+
+    def stage(self, stage: str, call: Callable[[], Any], **inputs: Any) -> Any:
+        """Run ``call`` as ``stage`` unless its inputs are unchanged since its last successful run."""
+        cfg = self.lake.cfg
+        fingerprint = {
+            "config": cfg.config_hash(),
+            "code": self._code,
+            **inputs,
+            "tables": self.lake.versions(STAGE_INPUTS[stage]),
+        }
+        if not self.force and (why := unchanged_since(self._runs(), stage, fingerprint)):
+            record_skip(self.lake, stage, self.month, why)
+            log.info("%s %s %s: skipped, %s", self.position, self.month, stage, why)
+            self.outcomes.append(StageOutcome(self.month, stage, "skipped", detail=why))
+            return None
+        log.info("%s %s %s ...", self.position, self.month, stage)
+        t0 = time.perf_counter()
+        attempt = {**fingerprint, "attempt": uuid.uuid4().hex[:12]}
+        try:
+            with fingerprinted(json.dumps(attempt, sort_keys=True)):
+                result = call()
+        except Exception as exc:
+            raise StageFailedError(stage, self.month, exc) from exc
+        seconds = time.perf_counter() - t0
+        detail = summary(result)
+        log.info(
+            "%s %s %s done in %.1fs%s",
+            self.position,
+            self.month,
+            stage,
+            seconds,
+            f": {detail}" if detail else "",
+        )
+        self.outcomes.append(StageOutcome(self.month, stage, "ran", seconds, detail))
+        return result
+
+    def not_due(self, stage: str, why: str) -> None:
+        log.info("%s %s %s: not run, %s", self.position, self.month, stage, why)
+        self.outcomes.append(StageOutcome(self.month, stage, "not_due", detail=why))
+
+
+def summary(result: Any) -> str:
+    """A short count line of a stage's report for the progress log."""
+    match result:
+        case dict():  # ingest: source -> report
+            return ", ".join(
+                f"{s} {r.rows_loaded:,} loaded, {r.rows_quarantined:,} quarantined" for s, r in result.items()
+            )
+        case FeatureReport():
+            return f"{result.subscribers:,} subscribers, {result.hard_warnings:,} hard warnings"
+        case TrainResult():
+            verdict = "champion" if result.promoted else "not promoted"
+            return f"version {result.version} ({verdict}), {sum(result.rows.values()):,} rows"
+        case ScoreReport():
+            bands = ", ".join(f"{k} {v:,}" for k, v in sorted(result.bands.items()))
+            drift = len(result.drift_warnings)
+            return (
+                f"{result.subscribers:,} scored by version {result.version} ({bands}), {drift} drift warnings"
+            )
+        case EvaluateReport():
+            return (
+                f"measured score months {', '.join(result.score_months)}"
+                if result.score_months
+                else "nothing matured yet"
+            )
+        case MatchReport():
+            return (
+                f"{result.assigned:,} assigned, {result.holdout:,} held out, spend {result.spend:,.0f} of "
+                f"{result.budget:,.0f} ({result.method})"
+            )
+    return ""
+
+
+def run_monthly(
+    spark: SparkSession,
+    cfg: Config,
+    months: Sequence[str],
+    *,
+    force: bool = False,
+    allow_incomplete: bool = False,
+    override_gates: bool = False,
+) -> list[StageOutcome]:
+    """Run every stage for each month, oldest first; raise :class:`StageFailedError` at the first failure."""
+    lake = Lake(spark, cfg)
+    outcomes: list[StageOutcome] = []
     for i, month in enumerate(months, 1):
-        log.info("monthly %s (%d/%d): ingest", month, i, len(months))
-        ingest_month(spark, cfg, month, **ingest_options)
-        log.info("monthly %s (%d/%d): build_features", month, i, len(months))
-        build_features_month(spark, cfg, month)
-        reason = train_due(Lake(spark, cfg), month)
+        run = MonthRun(lake, month, force=force, position=f"[{i}/{len(months)}]")
+        flags = {"allow_incomplete": allow_incomplete, "override_gates": override_gates}
+        run.stage(
+            "ingest",
+            lambda m=month: ingest_month(
+                spark, cfg, m, allow_incomplete=allow_incomplete, override_gates=override_gates
+            ),
+            **landing_fingerprint(cfg, month),
+            flags=flags,
+        )
+        run.stage("build_features", lambda m=month: build_features_month(spark, cfg, m))
+        reason = train_due(lake, month, force=force)
         if reason:
-            log.info("monthly %s (%d/%d): train (%s)", month, i, len(months), reason)
-            train_month(spark, cfg, month)
-        if has_champion(cfg):
-            log.info("monthly %s (%d/%d): score", month, i, len(months))
-            score_month(spark, cfg, month)
-            log.info("monthly %s (%d/%d): evaluate", month, i, len(months))
-            evaluate_month(spark, cfg, month)
-            log.info("monthly %s (%d/%d): match_offers", month, i, len(months))
-            match_offers_month(spark, cfg, month)
+            run.stage("train", lambda m=month, r=reason: train_month(spark, cfg, m, reason=r), due=reason)
         else:
-            log.info("monthly %s (%d/%d): score skipped (no champion model yet)", month, i, len(months))
+            run.not_due("train", "not due")
+        champion = champion_version(cfg)
+        if champion is None:
+            for stage in ("score", "evaluate", "match_offers"):
+                run.not_due(stage, "no champion model yet")
+        else:
+            run.stage("score", lambda m=month: score_month(spark, cfg, m), champion=champion)
+            run.stage("evaluate", lambda m=month: evaluate_month(spark, cfg, m))
+            run.stage("match_offers", lambda m=month: match_offers_month(spark, cfg, m))
+        outcomes.extend(run.outcomes)
+    return outcomes
 
 
-def has_champion(cfg: Config) -> bool:
+def champion_version(cfg: Config) -> str | None:
     from pipelines.core.tracking import CHAMPION, alias_version, configure_mlflow
 
     configure_mlflow(cfg)
-    return alias_version(cfg.train.registered_model, CHAMPION) is not None
+    return alias_version(cfg.train.registered_model, CHAMPION)
 
 
-def train_due(lake: Lake, month: str) -> str | None:
+def train_due(lake: Lake, month: str, *, force: bool = False) -> str | None:
     """Why the monthly run trains as of ``month`` (None: not due, or not possible yet)."""
     cfg = lake.cfg
     if cfg.train.every_months == 0:
@@ -61,10 +271,7 @@ def train_due(lake: Lake, month: str) -> str | None:
     except InputNotReadyError as exc:
         log.info("train not possible yet: %s", exc)
         return None
-    from pipelines.core.tracking import CHAMPION, alias_version, configure_mlflow
-
-    configure_mlflow(cfg)
-    if alias_version(cfg.train.registered_model, CHAMPION) is None:
+    if champion_version(cfg) is None:
         return "no champion yet"
     runs = lake.read("pipeline_runs").where(
         (F.col("stage") == "train") & (F.col("status") == "success") & F.col("scope").isNull()
@@ -73,7 +280,7 @@ def train_due(lake: Lake, month: str) -> str | None:
     if last is None:
         return "never trained in this lake"
     if last >= month:
-        return None
+        return "forced" if force and last == month else None
     from features.calendar import months_between
 
     if len(months_between(last, month)) - 1 >= cfg.train.every_months:

@@ -126,8 +126,9 @@ def read_training_frame(lake: Lake, months: Sequence[str], spec: ModelSpec) -> p
         .where(F.col("month").isin(*months) & F.col("label_available") & F.col("is_churn").isNotNull())
         .select("subscriber_id", "month", F.col("is_churn").cast("int").alias(spec.label))
     )
-    frame = features.join(labels, ["subscriber_id", "month"], "inner")
-    return _to_pandas(frame)
+    frame = _to_pandas(features.join(labels, ["subscriber_id", "month"], "inner"))
+    # the same rows in the same order however Spark partitioned them (local or cluster): same model
+    return frame.sort_values(["month", "subscriber_id"], kind="stable", ignore_index=True)
 
 
 def _to_pandas(df: DataFrame) -> pd.DataFrame:

@@ -57,6 +57,24 @@ def lake(spark, make_cfg):
     return Lake(spark, make_cfg())
 
 
+def run_notebook(name: str) -> tuple[list[str], int]:
+    """Execute ``notebooks/<name>`` from the project root (the kernel inherits this process's environment:
+    set ``CHURN_LAKE_ROOT`` and friends first); each cell's text output, and how many figures it drew."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
+    texts = [
+        "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in c.get("outputs", []))
+        for c in nb.cells
+    ]
+    figures = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    return texts, figures
+
+
 GEN_MONTHS = ("2024-01", "2024-02", "2024-03", "2024-04", "2024-05", "2024-06", "2024-07")
 
 
@@ -155,3 +173,52 @@ def scored_lake(spark, trained_lake, tmp_path_factory):
     first = lake.read("warning_list").toPandas()
     assert score_job(["--month", "2024-05", *job_args(cfg)]) == 0
     return lake, cfg, trained_lake[2], first
+
+
+LOOP_MONTHS = "2024-01..2024-08"
+LOOP_OUTPUTS = (
+    "subscriptions",
+    "cdr",
+    "billing",
+    "care",
+    "campaign_outcomes",
+    "quarantine",
+    "data_quality",
+    "features_monthly",
+    "labels_monthly",
+    "model_performance",
+    "warning_list",
+    "customer_risk",
+    "score_monitoring",
+    "offer_assignments",
+    "campaign_effect",
+    "offer_effects",
+    "campaign_feedback",
+)
+# a campaign big enough to measure: every band is a candidate, a saved line is worth five years of revenue
+# (so medium-risk lines are worth an offer), and half of the picked lines are held out
+LOOP_SETTINGS = (
+    "offers.min_band=low",
+    "offers.holdout_rate=0.5",
+    "offers.budget=20000",
+    "offers.value_horizon_months=60",
+)
+
+
+@pytest.fixture(scope="session")
+def loop_lake(spark, tmp_path_factory):
+    """The closed loop over eight months into an empty lake through its job (e2e tests only).
+
+    Returns (lake, cfg, job arguments pointing at it).
+    """
+    from jobs.closed_loop import main as closed_loop
+    from pipelines.core.config import load_config
+    from pipelines.core.lake import Lake
+
+    root = tmp_path_factory.mktemp("loop")
+    settings = [f"lake.root={root / 'lake'}", f"landing.root={root / 'landing'}", *LOOP_SETTINGS]
+    cfg = load_config([TEST_CONF], settings)
+    args = ["--conf", str(TEST_CONF), *(x for s in settings for x in ("--set", s))]
+    status = closed_loop(["--months", LOOP_MONTHS, "--subscribers", "2500", "--seed", "3", "--fresh", *args])
+    assert status == 0
+    return Lake(spark, cfg), cfg, args

@@ -96,6 +96,8 @@ class IngestConf(Params):
     # Operator local time zone: Parquet timestamps that carry a zone (instants) are converted to it,
     # since the contract's timestamps are local wall-clock times.
     local_timezone: str = "UTC"
+    # sources ingested at once after the subscriptions (Spark jobs of small months are latency-bound)
+    parallel_sources: int = Field(4, ge=1, le=4)
     gates: GatesConf = Field(default_factory=GatesConf)
 
 

@@ -22,6 +22,7 @@ import datetime as dt
 import decimal
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -318,7 +319,27 @@ def _read_with_partition_map(
 
 
 # ------------------------------------------------------------------------------------------- write
-def write_delta(
+_TABLE_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _table_lock(path: str) -> threading.Lock:
+    """One lock per table path: writes to one table from threads of this process take turns (a
+    partition overwrite reads the table's state before it commits), writes to different tables do not."""
+    with _LOCKS_LOCK:
+        return _TABLE_LOCKS.setdefault(path.rstrip("/"), threading.Lock())
+
+
+def write_delta(df: DataFrame, path: str, **options: Any) -> WriteResult:
+    """Write ``df`` to the Delta table at ``path`` in one atomic commit (options: :func:`_write_delta`).
+
+    Writes to one table from threads of this process take turns; writes to different tables do not.
+    """
+    with _table_lock(path):
+        return _write_delta(df, path, **options)
+
+
+def _write_delta(
     df: DataFrame,
     path: str,
     *,

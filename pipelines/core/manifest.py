@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -24,8 +25,20 @@ log = logging.getLogger(__name__)
 RUNS_SCHEMA = (
     "run_id string, stage string, month string, started_at timestamp, ended_at timestamp, duration_s double, "
     "status string, config_hash string, code_version string, input_versions string, output_versions string, "
-    "model_versions string, row_counts string, flags string, error string, scope string"
+    "model_versions string, row_counts string, flags string, error string, scope string, fingerprint string"
 )
+# what the monthly run fingerprints a stage run with (its inputs), recorded with it to skip identical reruns
+_FINGERPRINT: ContextVar[str | None] = ContextVar("stage_fingerprint", default=None)
+
+
+@contextmanager
+def fingerprinted(fingerprint: str) -> Iterator[None]:
+    """Runs recorded inside this block carry ``fingerprint`` (the inputs the monthly run saw)."""
+    token = _FINGERPRINT.set(fingerprint)
+    try:
+        yield
+    finally:
+        _FINGERPRINT.reset(token)
 
 
 def code_version() -> str:
@@ -81,6 +94,12 @@ def recorded_run(
         _write_run(lake, lake.cfg, record, started, time.perf_counter() - t0, status, error)
 
 
+def record_skip(lake: Lake, stage: str, month: str | None, why: str) -> None:
+    """Record that the monthly run skipped a stage (``status = skipped``, the reason in ``flags``)."""
+    record = RunRecord(stage=stage, month=month, flags={"skipped": why})
+    _write_run(lake, lake.cfg, record, dt.datetime.now(dt.UTC).replace(tzinfo=None), 0.0, "skipped", None)
+
+
 def _write_run(
     lake: Lake,
     cfg: Config,
@@ -103,10 +122,11 @@ def _write_run(
         "config_hash": cfg.config_hash(),
         "code_version": code_version(),
         "error": error,
+        "fingerprint": _FINGERPRINT.get(),
     }
     schema = T._parse_datatype_string(RUNS_SCHEMA)
     try:
         df = lake.spark.createDataFrame([tuple(row[f.name] for f in schema.fields)], schema)
-        lake.write(df, "pipeline_runs", mode="append", merge_schema=True)  # lakes from before `scope`
+        lake.write(df, "pipeline_runs", mode="append", merge_schema=True)  # lakes from older versions
     except Exception:  # the manifest must never hide the stage's own error
         log.exception("could not record run %s of %s", record.run_id, record.stage)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from pipelines.core.config import Config, ConfigError, effective_config_yaml, load_config
@@ -21,17 +23,73 @@ _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 _RAISED = re.compile(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b.*")
 
 
+# loggers whose INFO lines go to the log file only (unless --verbose): one line per Delta commit
+FILE_ONLY_LOGGERS = ("pipelines.core.delta",)
+
+
+class _ConsoleFilter(logging.Filter):
+    """Keep the console to progress: no per-commit lines, nothing marked ``extra={"console": False}``."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "console", True):
+            return False
+        if self.verbose or record.levelno >= logging.WARNING:
+            return True
+        return not record.name.startswith(FILE_ONLY_LOGGERS)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (a test harness swaps and closes its streams)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Configure stdlib logging once (jobs only); Spark's own log level is set by the session factory."""
     root = logging.getLogger()
     if not any(getattr(h, "_churnlake", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.addFilter(_ConsoleFilter(level <= logging.DEBUG))
         handler._churnlake = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("py4j", "urllib3", "alembic", "matplotlib", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def log_file_path(cfg: Config, stage: str) -> Path | None:
+    """``<lake.root>/_logs/<stage>-<time>-<pid>.log`` for a lake on a local file system (else None)."""
+    root = str(cfg.lake_root)
+    if "://" in root and not root.startswith("file:"):
+        return None
+    folder = Path(root.removeprefix("file://")) / "_logs"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return folder / f"{stage}-{stamp}-{os.getpid()}.log"
+
+
+def attach_log_file(path: Path, level: int) -> logging.Handler | None:
+    """Everything the job logs (all loggers, the effective config) also goes to ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path)
+    except OSError as exc:
+        log.warning("no log file at %s: %s", path, exc)
+        return None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level)
+    logging.getLogger().addHandler(handler)
+    return handler
 
 
 def month_type(text: str) -> str:
@@ -66,6 +124,15 @@ def job_parser(description: str, *, month: bool = True) -> argparse.ArgumentPars
     return parser
 
 
+def sample_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The generator's options (``generate_sample_data``, ``closed_loop``); None keeps ``sample_data.*``."""
+    parser.add_argument("--months", type=month_range, required=True, help="YYYY-MM..YYYY-MM (inclusive)")
+    parser.add_argument("--subscribers", type=int, default=None, help="size of the subscriber base")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--bad-rows", type=float, default=None, help="share of rows to corrupt (quarantine)")
+    parser.add_argument("--format", choices=["csv", "parquet", "mixed"], default=None)
+
+
 def one_line(exc: BaseException, limit: int = 600) -> str:
     """The first line of an error (a JVM error's message, not its stack trace), at most ``limit`` chars."""
     lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
@@ -90,17 +157,40 @@ def run_job(
     except ConfigError as exc:
         print(f"ERROR {stage}: {exc}", file=sys.stderr)
         return 2
-    log.info("effective config (hash %s):\n%s", cfg.config_hash(), effective_config_yaml(cfg))
+    path = log_file_path(cfg, stage)
+    handler = attach_log_file(path, logging.DEBUG if args.verbose else logging.INFO) if path else None
+    log.info(
+        "effective config (hash %s):\n%s",
+        cfg.config_hash(),
+        effective_config_yaml(cfg),
+        extra={"console": False},
+    )
+    log.info("%s: config hash %s; effective config and full log in %s", stage, cfg.config_hash(), path)
     t0 = time.perf_counter()
+    try:
+        return _run_body(stage, body, args, cfg, t0)
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def _run_body(
+    stage: str,
+    body: Callable[[argparse.Namespace, Config], Any],
+    args: argparse.Namespace,
+    cfg: Config,
+    t0: float,
+) -> int:
     try:
         body(args, cfg)
     except KeyboardInterrupt:
         print(f"ERROR {stage}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        log.debug("stage %s failed", stage, exc_info=True)
+        log.error("%s failed", stage, exc_info=True, extra={"console": False})  # the traceback: log file
         reason = one_line(exc)
         print(f"ERROR {stage}: {type(exc).__name__}: {reason}", file=sys.stderr)
-        return 1
+        return int(getattr(exc, "exit_status", 1))  # the monthly run: which stage stopped it
     log.info("%s finished in %.1fs", stage, time.perf_counter() - t0)
     return 0

@@ -13,7 +13,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from pipelines.core.config import Config
+from pipelines.core.config import PROJECT_ROOT, Config
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,13 @@ def under_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+def _driver_java_options() -> str:
+    """Derby out of the working folder; Spark's console log quiet (``conf/log4j2.properties``)."""
+    options = "-Dderby.system.home=/tmp/derby"
+    log4j = PROJECT_ROOT / "conf" / "log4j2.properties"
+    return f"{options} -Dlog4j2.configurationFile={log4j}" if log4j.exists() else options
+
+
 def get_spark(cfg: Config) -> SparkSession:
     """Build (or join) the Spark session described by ``cfg.spark``."""
     # Python workers must run this interpreter: system Pythons may lack pyarrow for Arrow UDFs.
@@ -56,7 +63,7 @@ def get_spark(cfg: Config) -> SparkSession:
             .config("spark.ui.enabled", str(cfg.spark.ui_enabled).lower())
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.pyspark.python", sys.executable)
-            .config("spark.driver.extraJavaOptions", "-Dderby.system.home=/tmp/derby")
+            .config("spark.driver.extraJavaOptions", _driver_java_options())
             .config("spark.sql.warehouse.dir", "/tmp/spark-warehouse")
         )
     settings = {

@@ -72,6 +72,18 @@ def family_signature(family: Any, example: pd.DataFrame) -> Any:
     return ModelSignature(Schema(specs), Schema([TensorSpec(np.dtype("float64"), (-1,))]))
 
 
+# what the logged family needs to load and predict (besides this package: the pickled classes live in it)
+RUNTIME_PACKAGES = ("mlflow", "lightgbm", "scikit-learn", "numpy", "pandas", "pyarrow", "scipy")
+
+
+def runtime_requirements() -> list[str]:
+    """The installed versions of :data:`RUNTIME_PACKAGES`, pinned: declared, so MLflow does not infer them
+    (inference loads the model in a subprocess and took about 9 of the train job's seconds)."""
+    from importlib import metadata
+
+    return [f"{name}=={metadata.version(name)}" for name in RUNTIME_PACKAGES]
+
+
 def log_family(family: Any, example: pd.DataFrame, registered_model: str) -> str:
     """Log the family as a pyfunc in the active run, register it and return the new version."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,6 +100,7 @@ def log_family(family: Any, example: pd.DataFrame, registered_model: str) -> str
                 python_model=ChurnFamilyModel(),
                 artifacts={"family": str(path)},
                 signature=signature,
+                pip_requirements=runtime_requirements(),
                 registered_model_name=registered_model,
             )
         pyfunc_log.setLevel(level)

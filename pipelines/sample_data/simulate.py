@@ -55,6 +55,38 @@ DRIVER_OFFER = np.array([2, 3, 1, 0, 2, 2])
 OFFER_EFFECT_FIT = np.array([0.65, 0.35, 0.45, 0.55, 0.25])
 OFFER_EFFECT_MISFIT = 0.1
 FEEDBACK = np.array(["price", "network", "competitor_offer", "moving", "no_reason", "coverage", "device"])
+DRIVER_FEEDBACK = np.array([0, 1, 4, 2, 2, 0])  # the feedback an agent most often codes per driver
+
+
+@dataclass(frozen=True)
+class OfferTruth:
+    """How subscribers truly respond to one of the pipeline's offers (closed loop, known to the test).
+
+    ``acceptance``: chance a contacted line accepts; ``effect``: chance an accepted offer ends a real risk
+    episode whose driver it ``fits`` (``roaming``: a heavy roamer), else ``OFFER_EFFECT_MISFIT``.
+    """
+
+    acceptance: float
+    effect: float
+    fits: tuple[str, ...] = ()
+
+
+# The true response to the default catalogue's offers (conf/base.yml ``offers``); an offer id missing
+# here gets ``UNKNOWN_OFFER``. Priors in the catalogue are deliberately not these numbers: the loop
+# has to measure them.
+CATALOGUE_TRUTH = {
+    "data_pack": OfferTruth(0.35, 0.45, ("usage_decline",)),
+    "free_addon": OfferTruth(0.3, 0.3, ("new_customer_fit", "usage_decline")),
+    "tenure_upgrade": OfferTruth(0.3, 0.4, ("competitor_pull", "contract_expiry")),
+    "renewal_device": OfferTruth(0.25, 0.8, ("contract_expiry",)),
+    "family_plan": OfferTruth(0.2, 0.6, ("competitor_pull", "price_sensitivity")),
+    "roaming_pack": OfferTruth(0.4, 0.5, ("roaming",)),
+    "bill_credit": OfferTruth(0.5, 0.5, ("price_sensitivity",)),
+    "service_recovery": OfferTruth(0.6, 0.6, ("service_issue",)),
+}
+UNKNOWN_OFFER = OfferTruth(0.3, OFFER_EFFECT_MISFIT)
+CONTACT_RATE = {"sms": 0.9, "app": 0.8, "email": 0.85, "call": 0.65, "call_center": 0.65, "store": 0.5}
+CONTACT_EFFECT = 0.04  # a contact alone (offer declined) sometimes ends an episode too
 QUARANTINE_MONTHS = 3  # months a deactivated number rests before it is reassigned
 MSISDN_BASE = 37060000000
 N_EXTERNAL = 20000
@@ -281,8 +313,12 @@ class OperatorSimulation:
         return (start - self.act_day[idx].astype("datetime64[M]")).astype(int)
 
     # -------------------------------------------------------------------------------- a month
-    def step(self, *, emit: bool = True) -> MonthOutput:
-        """Advance one month and return its landing rows (``emit=False``: state only, no CDRs)."""
+    def step(self, *, emit: bool = True, campaign: bool = True) -> MonthOutput:
+        """Advance one month and return its landing rows (``emit=False``: state only, no CDRs).
+
+        ``campaign=False``: the operator's own retention list is not drawn; call :meth:`act_on` with the
+        pipeline's offer list (or :meth:`own_campaign`) before the next step.
+        """
         rng = self.rng
         m = self.month_index
         month = self.month
@@ -399,7 +435,8 @@ class OperatorSimulation:
         out.billing = self._billing(present, month, start, end, charges, roam_charges)
         out.care = self._care(present, start, ndays, m)
         out.campaign_outcomes = self.pending_campaign
-        self.pending_campaign = self._campaign(stay, m, month)
+        self.pending_campaign = self._campaign(stay, m, month) if campaign else None
+        self._stay = stay
         out.stats = {
             "base": float(base.size),
             "churn_prepaid": float(leaving[prepaid].mean()) if prepaid.any() else 0.0,
@@ -752,11 +789,7 @@ class OperatorSimulation:
         )
         feedback = np.where(
             contacted,
-            FEEDBACK[
-                np.where(
-                    driver >= 0, np.array([0, 1, 4, 2, 2, 0])[np.maximum(driver, 0)], rng.integers(0, 7, k)
-                )
-            ],
+            FEEDBACK[np.where(driver >= 0, DRIVER_FEEDBACK[np.maximum(driver, 0)], rng.integers(0, 7, k))],
             None,
         )
         feedback = np.where(contacted & (rng.random(k) < 0.3), FEEDBACK[rng.integers(0, 7, k)], feedback)
@@ -772,3 +805,108 @@ class OperatorSimulation:
             "contact_ts": np.where(contacted, contact_ts, -1),
             "feedback_code": feedback,
         }
+
+    # ------------------------------------------------------------------------- the closed loop
+    def _acting_month(self, month: str) -> int:
+        m = self.month_index - 1
+        if m < 0 or add_months(self.first_month, m) != month:
+            raise ValueError(f"a campaign for {month} must follow the step of {month} (last: {self.month})")
+        if self.pending_campaign is not None:
+            raise ValueError(f"{month} already has a campaign")
+        return m
+
+    def own_campaign(self, month: str) -> None:
+        """The operator's own list for ``month`` (after ``step(campaign=False)``, no offer list came)."""
+        m = self._acting_month(month)
+        self.pending_campaign = self._campaign(self._stay, m, month)
+
+    def act_on(
+        self,
+        month: str,
+        subscriber_id: np.ndarray,
+        offer_id: np.ndarray,
+        treated: np.ndarray,
+        channel: np.ndarray,
+        *,
+        gap_months: int = 1,
+        window_months: int = 1,
+    ) -> list[dict[str, object]]:
+        """Carry out the pipeline's offer list for ``month`` as the operator's campaign system.
+
+        ``offer_id`` is each line's (intended) offer, ``treated`` false for the control group. Contacts
+        and acceptances are drawn; an accepted offer ends a real risk episode that churns after the gap
+        month with the offer's true effect (:data:`CATALOGUE_TRUTH`); the outcomes land in the next
+        month's ``campaign_outcomes``. Returns the truth per offer (and ``all``): ``true_effect`` is the
+        expected drop in the churn rate of the treated lines over the label window (gap, then window),
+        the quantity the evaluation's treated-vs-control effect estimates.
+        """
+        m = self._acting_month(month)
+        rng = self.rng
+        sub = np.asarray(subscriber_id, dtype=np.int64)
+        offer = np.asarray(offer_id, dtype=object)
+        treated = np.asarray(treated, dtype=bool)
+        k = sub.size
+        if k and ((sub < 0).any() or (sub >= self.n).any()):
+            raise ValueError(f"offer list for {month} names subscribers the operator does not have")
+        truth = [CATALOGUE_TRUTH.get(str(o), UNKNOWN_OFFER) for o in offer]
+        driver = self.episode_driver[sub]
+        driver_name = np.where(driver >= 0, DRIVERS[np.maximum(driver, 0)], "")
+        roamer = self.roamer[sub] > 0.2
+        fit = np.array(
+            [
+                d in t.fits or ("roaming" in t.fits and r)
+                for d, t, r in zip(driver_name, truth, roamer, strict=True)
+            ],
+            dtype=bool,
+        )
+        acceptance = np.array([t.acceptance for t in truth])
+        effect = np.where(fit, np.array([t.effect for t in truth]), OFFER_EFFECT_MISFIT)
+        p_contact = np.array([CONTACT_RATE.get(str(c), 0.7) for c in channel]) * treated
+        contacted = rng.random(k) < p_contact
+        accepted = contacted & (rng.random(k) < acceptance)
+        # only an episode still ahead can be ended: those churning in the gap month are gone by the contact
+        # (and carry no label, so they leave both arms of the evaluation)
+        episode = self.active[sub] & (self.episode_start[sub] >= 0) & ~self.false_alarm[sub]
+        real = episode & (self.episode_churn[sub] >= m + 1 + gap_months)
+        labelled = ~(episode & (self.episode_churn[sub] <= m + gap_months))
+        saved = real & (rng.random(k) < np.where(accepted, effect, np.where(contacted, CONTACT_EFFECT, 0.0)))
+        self.false_alarm[sub[saved]] = True
+        in_window = real & (self.episode_churn[sub] <= m + gap_months + window_months)
+        expected_save = p_contact * (acceptance * effect + (1 - acceptance) * CONTACT_EFFECT) * in_window
+        contact_day = np.datetime64(month_start(add_months(month, 1)), "D") + rng.integers(0, 20, k)
+        contact_ts = contact_day.astype("datetime64[s]").astype(np.int64) + rng.integers(
+            9 * 3600, 19 * 3600, k
+        )
+        feedback = FEEDBACK[
+            np.where(driver >= 0, DRIVER_FEEDBACK[np.maximum(driver, 0)], rng.integers(0, 7, k))
+        ]
+        feedback = np.where(rng.random(k) < 0.3, FEEDBACK[rng.integers(0, 7, k)], feedback)
+        self.pending_campaign = {
+            "campaign_month": np.full(k, month, dtype=object),
+            "subscriber_id": sub,
+            "offer_id": np.where(treated, offer, "holdout"),
+            "channel": np.where(treated, np.asarray(channel, dtype=object), None),
+            "contacted": contacted,
+            "accepted": accepted,
+            "contact_ts": np.where(contacted, contact_ts, -1),
+            "feedback_code": np.where(contacted, feedback, None),
+        }
+        rows = []
+        for name in ["all", *sorted({str(o) for o in offer})]:
+            sel = np.ones(k, bool) if name == "all" else offer.astype(str) == name
+            t = sel & treated
+            n_t, n_labelled = int(t.sum()), int((t & labelled).sum())
+            rows.append(
+                {
+                    "campaign_month": month,
+                    "offer_id": name,
+                    "treated": n_t,
+                    "holdout": int((sel & ~treated).sum()),
+                    "true_effect": float(expected_save[t].sum() / n_labelled) if n_labelled else None,
+                    "saves_in_window": int((saved & in_window & t).sum()),
+                    "fit_share": float(fit[t].mean()) if n_t else None,
+                    "contacted": int(contacted[t].sum()),
+                    "accepted": int(accepted[t].sum()),
+                }
+            )
+        return rows

@@ -25,7 +25,7 @@ from isal import igzip
 
 from features import contract as C
 from features.calendar import add_months, month_start
-from pipelines.sample_data.simulate import MonthOutput, OperatorSimulation
+from pipelines.sample_data.simulate import CATALOGUE_TRUTH, MonthOutput, OperatorSimulation
 
 log = logging.getLogger(__name__)
 
@@ -509,6 +509,76 @@ def generate(landing_root: str | Path, opts: GenerateOptions) -> GenerateReport:
     finish.summary["churn"] = report.churn
     (manifest_dir / "manifest.json").write_text(json.dumps(finish.summary, indent=1, default=str))
     return report
+
+
+class SampleOperator:
+    """The simulated operator one month at a time, with its campaign system in the loop.
+
+    ``deliver(month)`` simulates and writes the month's landing folders; then ``respond(month, offers)``
+    carries out the pipeline's offer list for that month (contacts, acceptances and their true effect on
+    churn, outcomes in the next month's ``campaign_outcomes``), or, when no list came, runs the operator's
+    own campaign. ``close()`` writes the manifest, with the truth of every campaign under
+    ``campaign_truth``. Same seed and same offer lists: same files.
+    """
+
+    def __init__(self, landing_root: str | Path, opts: GenerateOptions, first_month: str) -> None:
+        self.t0 = time.perf_counter()
+        self.root = Path(landing_root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.opts = opts
+        self.sim = OperatorSimulation(
+            opts.subscribers, opts.seed, add_months(first_month, -BURN_IN_MONTHS), opts.events_per_subscriber
+        )
+        for _ in range(BURN_IN_MONTHS):
+            self.sim.step(emit=False)
+        manifest_dir = self.root / MANIFEST_DIR
+        manifest_dir.mkdir(exist_ok=True)
+        self.report = GenerateReport()
+        self._faults = (manifest_dir / "faults.jsonl").open("w")
+        self.finisher = _MonthFinisher(self.root, opts, self.report, self._faults)
+        self.truth: list[dict[str, Any]] = []
+
+    def deliver(self, month: str) -> None:
+        """Simulate ``month`` and write its landing folders (the operator's campaign waits for respond)."""
+        if self.sim.month != month:
+            raise ValueError(f"the next month to deliver is {self.sim.month}, not {month}")
+        self.finisher.finish(month, self.sim.step(campaign=False), False)
+
+    def respond(self, month: str, offers: Any | None, *, gap_months: int = 1, window_months: int = 1) -> None:
+        """Act on ``month``'s offer list: a frame with ``subscriber_id`` (contract text), ``status``
+        (``assigned`` or ``holdout``), ``intended_offer_id`` and ``channel``; None or empty: own campaign."""
+        if offers is None or len(offers) == 0:
+            self.sim.own_campaign(month)
+            return
+        ids = offers["subscriber_id"].astype(str).str.slice(1).astype(np.int64).to_numpy()
+        rows = self.sim.act_on(
+            month,
+            ids,
+            offers["intended_offer_id"].to_numpy(dtype=object),
+            (offers["status"] == "assigned").to_numpy(),
+            offers["channel"].to_numpy(dtype=object),
+            gap_months=gap_months,
+            window_months=window_months,
+        )
+        self.truth.extend(rows)
+        log.info(
+            "campaign system %s: %d lines treated, %d held out; true effect on the churn rate %.4f",
+            month,
+            rows[0]["treated"],
+            rows[0]["holdout"],
+            rows[0]["true_effect"] or 0.0,
+        )
+
+    def close(self) -> GenerateReport:
+        self.finisher.pool.shutdown()
+        self._faults.close()
+        self.report.seconds = time.perf_counter() - self.t0
+        summary = self.finisher.summary
+        summary["churn"] = self.report.churn
+        summary["campaign_truth"] = self.truth
+        summary["offer_truth"] = {k: vars(v) for k, v in CATALOGUE_TRUTH.items()}
+        (self.root / MANIFEST_DIR / "manifest.json").write_text(json.dumps(summary, indent=1, default=str))
+        return self.report
 
 
 def read_faults(landing_root: str | Path) -> list[dict[str, Any]]:

@@ -123,26 +123,17 @@ def test_every_feature_column_is_documented_in_the_readme(built):
 
 
 def test_explore_notebook_runs_on_the_lake(built, monkeypatch):
-    import nbformat
-    from nbclient import NotebookClient
-
-    from tests.conftest import ROOT
+    from tests.conftest import run_notebook
 
     lake = built[0]
     monkeypatch.setenv("CHURN_LAKE_ROOT", lake.cfg.lake_root)
-    nb = nbformat.read(ROOT / "notebooks" / "01_explore_features.ipynb", as_version=4)
-    NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
-    ).execute()
-    first = "".join(o.get("text", "") for o in nb.cells[1].outputs)
+    text, figures = run_notebook("01_explore_features.ipynb")
     labelled = (
         lake.read("labels_monthly").where(F.col("label_available") & F.col("is_churn").isNotNull()).count()
     )
-    assert first.startswith(f"{labelled} labelled subscriber-months")
-    figures = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(figures) == 2
-    lift = "".join(o.get("data", {}).get("text/plain", "") for o in nb.cells[5].outputs)
-    assert "max_inactive_run_days_m0" in lift
+    assert text[1].startswith(f"{labelled} labelled subscriber-months")
+    assert figures == 2
+    assert "max_inactive_run_days_m0" in text[5]
 
 
 def _feature_frame(lake: Lake, month: str, params):

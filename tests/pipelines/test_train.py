@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,6 +136,12 @@ def test_registered_pyfunc_equals_boosters_and_calibrators(trained):
     )
     stored = {r.metric: r.value for r in perf.collect()}
     assert stored["roc_auc"] == pytest.approx(roc_auc_score(frame["is_churn"], got), rel=1e-12)
+    # its requirements are declared (pinned to what trained it), not inferred
+    from pipelines.core.tracking import runtime_requirements
+
+    path = mlflow.pyfunc.get_model_dependencies(f"models:/{cfg.train.registered_model}@champion")
+    declared = [line for line in Path(path).read_text().splitlines() if line and not line.startswith("#")]
+    assert declared == runtime_requirements()
 
 
 def test_gates_keep_the_champion_against_a_worse_model(trained):
@@ -196,3 +203,20 @@ def test_monthly_trains_when_due(trained, spark):
     assert train_due(never, "2024-09") is None
     fresh = Lake(spark, _cfg(cfg.lake_root, cfg.landing_root, "train.registered_model=other_family"))
     assert train_due(fresh, "2024-06") == "no champion yet"
+
+
+def test_train_notebook_runs_on_the_lake(trained, monkeypatch):
+    from tests.conftest import run_notebook
+
+    _lake, cfg, result, _ = trained
+    monkeypatch.setenv("CHURN_LAKE_ROOT", cfg.lake_root)
+    monkeypatch.setenv("CHURN_RUN_MONTH", "2024-05")
+    text, figures = run_notebook("02_train_and_evaluate.ipynb")
+    window = result.window
+    split = f"fit {', '.join(window.fit_months)}, validate {window.valid_month}, test {window.test_month}"
+    assert text[1].startswith(f"run month 2024-05: {split}")
+    assert f"tested on {result.rows['test']:,}" in text[2]
+    # the notebook's family is the train job's: the same rows, spec and seed give the same test AUC
+    auc = result.test_metrics["family"]["all"]["roc_auc"]
+    assert f"{auc:.4f}" in text[4]
+    assert figures >= 3  # gains per cohort with churners, calibration, importance
