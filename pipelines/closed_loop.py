@@ -21,7 +21,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from pipelines.core.config import Config
+from pipelines.core.config import PROJECT_ROOT, Config
 from pipelines.core.lake import Lake
 from pipelines.monthly import run_monthly
 from pipelines.sample_data.writer import GenerateOptions, GenerateReport, SampleOperator
@@ -33,10 +33,11 @@ DEMO_MARKER = ".churnlake-demo"
 
 def reset_demo_roots(cfg: Config) -> None:
     """Empty the lake and landing roots for a fresh demo (the lake's ``_logs`` stay); refuse a lake the
-    demo did not create."""
+    demo did not create, unless it is in the project's ``data/`` folder."""
     lake, landing = Path(cfg.lake_root), Path(cfg.landing_root)
     content = [p for p in lake.iterdir() if p.name != "_logs"] if lake.exists() else []
-    if content and not (lake / DEMO_MARKER).exists():
+    own = PROJECT_ROOT / "data"  # the project's own data folder is the demo's (make clean empties it)
+    if content and not (lake / DEMO_MARKER).exists() and not lake.resolve().is_relative_to(own.resolve()):
         raise ValueError(
             f"refusing to empty {lake}: it is not a demo lake (no {DEMO_MARKER}); point lake.root elsewhere"
         )

@@ -157,9 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     print("\nNext:")
     print('  make sql Q="SELECT risk_band, value_tier, count(*) FROM warning_list GROUP BY ALL ORDER BY ALL"')
     print("  make mlflow-ui                      # the tracking UI on the lake's store")
-    print(
-        "  jupyter lab notebooks/              # 01 features, 02 train and evaluate, 03 warning list and "
-        "offers"
-    )
+    print("  notebooks/0*.ipynb                  # in Jupyter: features, training, warning list and offers")
     print("  make monthly MONTH=2024-12          # a rerun of a month skips what did not change")
     return status

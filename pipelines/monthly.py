@@ -132,14 +132,18 @@ class MonthRun:
         self.lake, self.month, self.force, self.position = lake, month, force, position
         self.outcomes: list[StageOutcome] = []
         self._code = code_version()
+        self._earlier: list[Any] | None = None
 
     def _runs(self) -> list[Any]:
-        if not self.lake.exists("pipeline_runs"):
-            return []
-        df = self.lake.read("pipeline_runs")
-        if "fingerprint" not in df.columns:
-            return []
-        return df.where(F.col("month") == self.month).collect()
+        """The month's runs recorded before this pass (read once: a stage this pass ran changes the
+        inputs of the stages after it, so their fingerprints differ anyway)."""
+        if self._earlier is None:
+            self._earlier = []
+            if self.lake.exists("pipeline_runs"):
+                df = self.lake.read("pipeline_runs")
+                if "fingerprint" in df.columns:
+                    self._earlier = df.where(F.col("month") == self.month).collect()
+        return self._earlier
 
     def stage(self, stage: str, call: Callable[[], Any], **inputs: Any) -> Any:
         """Run ``call`` as ``stage`` unless its inputs are unchanged since its last successful run."""
