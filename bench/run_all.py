@@ -558,111 +558,47 @@ def load_lake(spark, cfg):
     return Lake(spark, cfg)
 
 
+# (stage, result key, ours, reference name, reference, rows, peak MB): keys into that stage's results,
+# a callable for derived values, None where there is nothing to pair
+PAIRS = (
+    ("delta write", "delta_layer", "delta_write_s", "Spark Parquet write", "parquet_write_s", "rows", None),
+    ("delta read", "delta_layer", "delta_read_s", "Spark Parquet read", "parquet_read_s", "rows", None),
+    ("generator (3 months)", "generator", "seconds", "-", None, "cdr_rows", "peak_mb"),
+    ("ingest, one CDR month", "ingest", "ingest_s", "Spark CSV->Parquet copy", "spark_csv_to_parquet_s",
+     "cdr_rows", "peak_mb"),
+    ("ingest, one CDR month", "ingest", "ingest_s", "DuckDB CSV->Parquet", "duckdb_csv_to_parquet_s",
+     "cdr_rows", "peak_mb"),
+    ("feature build (month)", "features", "build_features_s", "DuckDB CDR aggregates",
+     "duckdb_cdr_aggregates_s", "cdr_rows_in_window", "peak_mb"),
+    ("train job", "train", "train_as_of_s", "plain lightgbm.train", "plain_lightgbm_s", "fit_rows",
+     "peak_mb"),
+    ("fit_family", "train", "family_fit_s", "same boosters, plain", "plain_same_boosters_s", "fit_rows",
+     None),
+    ("scoring pass", "score", lambda c: c["subscribers"] / c["spark_pass_rows_per_s"], "one process",
+     lambda c: c["subscribers"] / c["one_process_rows_per_s"], "subscribers", "python_workers_peak_mb_1x"),
+    ("score job", "score", "score_job_s", "-", None, "subscribers", "score_job_peak_mb"),
+    ("match_offers", "offers", "match_job_s", "-", None, "lines", "peak_mb"),
+    ("match_offers (Lagrangian)", "offers", "lagrangian_job_s", "exact job", "match_job_s", "lines", None),
+    ("monthly run", "monthly", "seconds", "-", None, "subscribers", "peak_mb"),
+)  # fmt: skip
+
+
 def table(results: dict) -> list[tuple]:
     """(stage, ours s, reference, reference s, ratio, rows/s, peak MB) per measured pair."""
+
+    def value(r: dict, key):
+        return None if key is None else key(r) if callable(key) else r[key]
+
     rows: list[tuple] = []
-
-    def add(stage, ours, ref_name, ref, rows_n, peak):
+    for stage, name, ours_key, ref_name, ref_key, rows_key, peak_key in PAIRS:
+        if name not in results:
+            continue
+        r = results[name]
+        ours, ref, n = value(r, ours_key), value(r, ref_key), value(r, rows_key)
         ratio = round(ours / ref, 2) if ref else None
-        rate = round(rows_n / ours) if rows_n and ours else None
-        rows.append(
-            (stage, round(ours, 2), ref_name, None if ref is None else round(ref, 2), ratio, rate, peak)
-        )
-
-    r = results
-    if "delta_layer" in r:
-        d = r["delta_layer"]
-        add(
-            "delta write",
-            d["delta_write_s"],
-            "Spark Parquet write",
-            d["parquet_write_s"],
-            d.get("rows"),
-            None,
-        )
-        add(
-            "delta read",
-            d["delta_read_s"],
-            "Spark Parquet read",
-            d["parquet_read_s"],
-            d.get("rows"),
-            None,
-        )
-    if "generator" in r:
-        g = r["generator"]
-        add("generator (3 months)", g["seconds"], "-", None, g["cdr_rows"], g["peak_mb"])
-    if "ingest" in r:
-        i = r["ingest"]
-        add(
-            "ingest, one CDR month",
-            i["ingest_s"],
-            "Spark CSV->Parquet copy",
-            i["spark_csv_to_parquet_s"],
-            i["cdr_rows"],
-            i["peak_mb"],
-        )
-        add(
-            "ingest, one CDR month",
-            i["ingest_s"],
-            "DuckDB CSV->Parquet",
-            i["duckdb_csv_to_parquet_s"],
-            i["cdr_rows"],
-            i["peak_mb"],
-        )
-    if "features" in r:
-        f = r["features"]
-        add(
-            "feature build (month)",
-            f["build_features_s"],
-            "DuckDB CDR aggregates",
-            f["duckdb_cdr_aggregates_s"],
-            f["cdr_rows_in_window"],
-            f["peak_mb"],
-        )
-    if "train" in r:
-        t = r["train"]
-        add(
-            "train job",
-            t["train_as_of_s"],
-            "plain lightgbm.train",
-            t["plain_lightgbm_s"],
-            t["fit_rows"],
-            t["peak_mb"],
-        )
-        add(
-            "fit_family",
-            t["family_fit_s"],
-            "same boosters, plain",
-            t["plain_same_boosters_s"],
-            t["fit_rows"],
-            None,
-        )
-    if "score" in r:
-        c = r["score"]
-        n = c["subscribers"]
-        add(
-            "scoring pass",
-            n / c["spark_pass_rows_per_s"],
-            "one process",
-            n / c["one_process_rows_per_s"],
-            n,
-            c["python_workers_peak_mb_1x"],
-        )
-        add("score job", c["score_job_s"], "-", None, n, c["score_job_peak_mb"])
-    if "offers" in r:
-        o = r["offers"]
-        add(f"match_offers ({o['method']})", o["match_job_s"], "-", None, o["lines"], o["peak_mb"])
-        add(
-            "match_offers (Lagrangian)",
-            o["lagrangian_job_s"],
-            "exact job",
-            o["match_job_s"],
-            o["lines"],
-            None,
-        )
-    if "monthly" in r:
-        m = r["monthly"]
-        add(f"monthly run {m['month']}", m["seconds"], "-", None, m["subscribers"], m["peak_mb"])
+        rate = round(n / ours) if n and ours else None
+        ref_s = None if ref is None else round(ref, 2)
+        rows.append((stage, round(ours, 2), ref_name, ref_s, ratio, rate, value(r, peak_key)))
     return rows
 
 
