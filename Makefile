@@ -25,8 +25,9 @@ help: ## List the targets
 $(STAMP): setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "ERROR: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	@# uv installs the stack in under a minute where pip takes about three; pip when uv cannot be had
+	$(PY) -m pip install -q uv && $(VENV)/bin/uv pip install -q --python $(PY) -e '.[dev]' \
+		|| $(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP) java ## Create .venv and install the package with dev tools (when missing or stale)

@@ -101,17 +101,19 @@ def compute_cdr_daily(cdr: DataFrame, *, night_start_hour: int, night_end_hour: 
 
 
 def _daily_measure(name: str) -> Column:
-    """A daily column expression for a measure of the monthly summary."""
+    """A daily column expression for a measure of the monthly summary (only the one asked for is built:
+    every expression is a round trip to the JVM)."""
     derived = {
-        "voice_out_min": F.col("voice_out_s") / 60.0,
-        "voice_in_min": F.col("voice_in_s") / 60.0,
-        "data_mb": F.col("data_kb") / 1024.0,
-        "roaming_data_mb": F.col("roaming_data_kb") / 1024.0,
-        "active_days": F.when(F.col("events") > 0, 1).otherwise(0),
-        "out_active_days": F.when(F.col("out_events") > 0, 1).otherwise(0),
-        "roaming_days": F.when(F.col("roaming_events") > 0, 1).otherwise(0),
+        "voice_out_min": lambda: F.col("voice_out_s") / 60.0,
+        "voice_in_min": lambda: F.col("voice_in_s") / 60.0,
+        "data_mb": lambda: F.col("data_kb") / 1024.0,
+        "roaming_data_mb": lambda: F.col("roaming_data_kb") / 1024.0,
+        "active_days": lambda: F.when(F.col("events") > 0, 1).otherwise(0),
+        "out_active_days": lambda: F.when(F.col("out_events") > 0, 1).otherwise(0),
+        "roaming_days": lambda: F.when(F.col("roaming_events") > 0, 1).otherwise(0),
     }
-    return derived.get(name, F.col(name))
+    build = derived.get(name)
+    return build() if build is not None else F.col(name)
 
 
 def summarize_cdr_months(daily: DataFrame, *, month: str, trend_months: int) -> DataFrame:

@@ -104,14 +104,7 @@ def build_features_month(spark: SparkSession, cfg: Config, month: str) -> Featur
             churn=cfg.churn,
         )
         try:
-            result = lake.write(
-                frame,
-                "features_monthly",
-                mode="overwrite",
-                partition_by=["month"],
-                replace_partitions={"month": [month]},
-                merge_schema=True,
-            )
+            result = lake.replace(frame, "features_monthly", {"month": [month]}, merge_schema=True)
         finally:
             summary.unpersist()
         stats = (
@@ -183,12 +176,6 @@ def write_labels(lake: Lake, month: str) -> list[str]:
     labels = frames[0]
     for f in frames[1:]:
         labels = labels.unionByName(f)
-    lake.write(
-        labels,
-        "labels_monthly",
-        mode="overwrite",
-        partition_by=["month"],
-        replace_partitions={"month": todo},
-    )
+    lake.replace(labels, "labels_monthly", {"month": todo})
     log.info("labels written for snapshot months %s", ", ".join(todo))
     return todo

@@ -278,12 +278,10 @@ def evaluate_month(spark: SparkSession, cfg: Config, month: str) -> EvaluateRepo
             ["warning_list", "labels_monthly", "offer_assignments", "campaign_outcomes"]
         )
         perf, report.realised = realised_performance(lake, month, months)
-        _replace(
-            lake,
-            "model_performance",
+        lake.replace(
             spark.createDataFrame(perf, PERFORMANCE_SCHEMA),
+            "model_performance",
             {"month": [month], "source": ["realised"]},
-            ["month", "source"],
         )
         frame = _campaign_frame(lake, months)
         if frame is not None:
@@ -297,7 +295,7 @@ def evaluate_month(spark: SparkSession, cfg: Config, month: str) -> EvaluateRepo
                 ("offer_effects", offers, OFFER_EFFECT_SCHEMA),
                 ("campaign_feedback", feedback, FEEDBACK_SCHEMA),
             ):
-                _replace(lake, table, spark.createDataFrame(rows, schema), {"month": [month]}, ["month"])
+                lake.replace(spark.createDataFrame(rows, schema), table, {"month": [month]})
         run.output_versions = lake.versions(
             ["model_performance", "campaign_effect", "offer_effects", "campaign_feedback"]
         )
@@ -309,12 +307,6 @@ def evaluate_month(spark: SparkSession, cfg: Config, month: str) -> EvaluateRepo
             {o: round(e, 3) for o, e in report.effects.items()},
         )
         return report
-
-
-def _replace(
-    lake: Lake, table: str, df: DataFrame, partitions: dict[str, list[str]], partition_by: list[str]
-) -> None:
-    lake.write(df, table, mode="overwrite", partition_by=partition_by, replace_partitions=partitions)
 
 
 __all__ = ["EvaluateReport", "evaluate_month", "matured_score_months"]

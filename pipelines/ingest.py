@@ -715,12 +715,10 @@ def _dq_frame(lake: Lake, report: SourceReport) -> DataFrame:
 
 def _write_report(lake: Lake, df: DataFrame, table: str, source: str, month: str) -> None:
     """Replace the (source, month) partition of ``quarantine`` or ``data_quality``."""
-    lake.write(
+    lake.replace(
         df,
         table,
-        mode="overwrite",
-        partition_by=["source", "month"],
-        replace_partitions={"source": [source], "month": [month]},
+        {"source": [source], "month": [month]},
         merge_schema=table == "data_quality",  # lakes from before a report column was added
     )
 

@@ -20,13 +20,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -44,6 +42,7 @@ from models.offers import (
     update_prices,
 )
 from models.params import OfferParams
+from pipelines.core.arrow import BatchFn, pandas_batches
 from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake, decimals_as_double
@@ -144,19 +143,9 @@ def _recently_contacted(lake: Lake, month: str, months: int) -> DataFrame:
     return out.distinct().withColumn("cooling_down", F.lit(True))
 
 
-def value_batches(params: OfferParams, effects: dict[str, float]) -> Any:
+def value_batches(params: OfferParams, effects: dict[str, float]) -> BatchFn:
     """``mapInArrow``: each line's exclusion reason or its offers' expected net values (null: not usable)."""
-    from pipelines.score import _arrow_schema
-
-    schema = _arrow_schema(VALUES_SCHEMA)
-
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            frame = batch.to_pandas()
-            out = value_frame(frame, params, effects)
-            yield pa.RecordBatch.from_pandas(out, schema=schema, preserve_index=False)
-
-    return run
+    return pandas_batches(VALUES_SCHEMA, lambda: partial(value_frame, params=params, effects=effects))
 
 
 def value_frame(frame: pd.DataFrame, params: OfferParams, effects: dict[str, float]) -> pd.DataFrame:
@@ -217,12 +206,10 @@ def match_offers_month(spark: SparkSession, cfg: Config, month: str) -> MatchRep
                 picked, assignment = _solve_in_spark(candidates, params)
                 greedy = None
             assignments = _with_holdout(base, values, picked, month, params)
-            lake.write(
+            lake.replace(
                 _output(assignments, base, lake, month, params),
                 "offer_assignments",
-                mode="overwrite",
-                partition_by=["score_month"],
-                replace_partitions={"score_month": [month]},
+                {"score_month": [month]},
                 merge_schema=True,  # lakes written before a column was added
             )
             values.unpersist()

@@ -23,13 +23,12 @@ from __future__ import annotations
 import logging
 import pickle
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -38,6 +37,7 @@ from features.errors import MissingColumnsError
 from models.family import ModelFamily
 from models.params import RISK_BANDS, ScoreParams
 from models.scoring import risk_band, strategy, top_reasons, value_tier
+from pipelines.core.arrow import BatchFn, pandas_batches
 from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake, decimals_as_double
@@ -164,37 +164,14 @@ def _family(payload: FamilyPayload) -> ModelFamily:
     return _LOADED[payload.key]
 
 
-def _arrow_schema(ddl: str) -> pa.Schema:
-    """The Arrow schema of a DDL string (parsed on the driver: workers have no session)."""
-    from pyspark.sql.pandas.types import to_arrow_schema
-    from pyspark.sql.types import _parse_datatype_string
-
-    return to_arrow_schema(_parse_datatype_string(ddl))
+def score_batches(payload: FamilyPayload, params: ScoreParams) -> BatchFn:
+    """The scoring pass: :func:`score_frame` on each batch, the family loaded once per task."""
+    return pandas_batches(SCORED_SCHEMA, lambda: partial(score_frame, _family(payload), params=params))
 
 
-def arrow_batches(
-    payload: FamilyPayload, ddl: str, fn: Callable[[ModelFamily, pd.DataFrame], pd.DataFrame]
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """A ``mapInArrow`` function applying ``fn(family, batch as pandas)`` on the executors."""
-    schema = _arrow_schema(ddl)
-
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        family = _family(payload)
-        for batch in batches:
-            out = fn(family, batch.to_pandas())
-            yield pa.RecordBatch.from_pandas(out, schema=schema, preserve_index=False)
-
-    return run
-
-
-def score_batches(payload: FamilyPayload, params: ScoreParams) -> Callable[..., Iterator[pa.RecordBatch]]:
-    """The scoring pass: :func:`score_frame` on each batch."""
-    return arrow_batches(payload, SCORED_SCHEMA, lambda family, frame: score_frame(family, frame, params))
-
-
-def reason_batches(payload: FamilyPayload, params: ScoreParams) -> Callable[..., Iterator[pa.RecordBatch]]:
+def reason_batches(payload: FamilyPayload, params: ScoreParams) -> BatchFn:
     """The reasons pass: :func:`reason_frame` on each batch (the actionable rows only)."""
-    return arrow_batches(payload, REASONS_SCHEMA, lambda family, frame: reason_frame(family, frame, params))
+    return pandas_batches(REASONS_SCHEMA, lambda: partial(reason_frame, _family(payload), params=params))
 
 
 def reason_frame(family: ModelFamily, frame: pd.DataFrame, params: ScoreParams) -> pd.DataFrame:
@@ -316,13 +293,13 @@ def score_month(
                 reasons = features.join(actionable, "subscriber_id", "left_semi").mapInArrow(
                     reason_batches(payload, params), REASONS_SCHEMA
                 )
-                _replace_month(
-                    lake, "warning_list", month, _warning_list(ranked, reasons, month, model, feature_version)
-                )
+                this_month = {"score_month": [month]}
+                warning_list = _warning_list(ranked, reasons, month, model, feature_version)
+                lake.replace(warning_list, "warning_list", this_month)
                 written = lake.read("warning_list").where(F.col("score_month") == month)
-                _replace_month(lake, "customer_risk", month, customer_risk(written, params))
+                lake.replace(customer_risk(written, params), "customer_risk", this_month)
                 monitoring, warnings = score_monitoring(spark, ranked, family, month, model, params)
-                _replace_month(lake, "score_monitoring", month, monitoring)
+                lake.replace(monitoring, "score_monitoring", this_month)
             finally:
                 ranked.unpersist()
         finally:
@@ -361,12 +338,6 @@ def score_month(
         }
         run.flags = {"drift_warnings": warnings, "hard_warnings": report.hard_warnings}
         return report
-
-
-def _replace_month(lake: Lake, table: str, month: str, df: DataFrame) -> None:
-    lake.write(
-        df, table, mode="overwrite", partition_by=["score_month"], replace_partitions={"score_month": [month]}
-    )
 
 
 def _ranked(scored: DataFrame, params: ScoreParams) -> DataFrame:

@@ -264,12 +264,8 @@ def write_performance(lake: Lake, results: Sequence[TrainResult], source: str) -
     """Replace the (month, source) partitions of ``model_performance`` with these results."""
     rows = [r for res in results for r in _performance_rows(res, source)]
     df = lake.spark.createDataFrame(rows, PERFORMANCE_SCHEMA)
-    lake.write(
-        df,
-        "model_performance",
-        mode="overwrite",
-        partition_by=["month", "source"],
-        replace_partitions={"month": sorted({r.window.run_month for r in results}), "source": [source]},
+    lake.replace(
+        df, "model_performance", {"month": sorted({r.window.run_month for r in results}), "source": [source]}
     )
 
 

@@ -69,15 +69,21 @@ class WriteResult:
 
 
 # --------------------------------------------------------------------------------------------- engine
+_NATIVE: dict[str, bool] = {}  # by Spark application: the classpath does not change while it runs
+
+
 def native_delta_available(spark: SparkSession) -> bool:
     """True when the ``io.delta`` Spark classes are on the driver's classpath."""
-    try:
-        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-        loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
-        jvm.java.lang.Class.forName("io.delta.tables.DeltaTable", False, loader)
-        return True
-    except Exception:
-        return False
+    app = spark.sparkContext.applicationId
+    if app not in _NATIVE:
+        try:
+            jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+            loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+            jvm.java.lang.Class.forName("io.delta.tables.DeltaTable", False, loader)
+            _NATIVE[app] = True
+        except Exception:
+            _NATIVE[app] = False
+    return _NATIVE[app]
 
 
 def resolve_engine(spark: SparkSession, engine: Engine) -> Literal["bridge", "native"]:

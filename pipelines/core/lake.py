@@ -62,6 +62,27 @@ class Lake:
             before_commit=before_commit,
         )
 
+    def replace(
+        self,
+        df: DataFrame,
+        name: str,
+        partitions: Mapping[str, Sequence[Any]],
+        *,
+        merge_schema: bool = False,
+        before_commit: Callable[[DataFrame], Any] | None = None,
+    ) -> delta.WriteResult:
+        """Replace exactly ``partitions`` of the table (partitioned by their columns, in that order):
+        a rerun writes the same partitions again and touches nothing else."""
+        return self.write(
+            df,
+            name,
+            mode="overwrite",
+            partition_by=list(partitions),
+            replace_partitions=partitions,
+            merge_schema=merge_schema,
+            before_commit=before_commit,
+        )
+
     def versions(self, names: Sequence[str]) -> dict[str, int | None]:
         return {n: self.version(n) for n in names}
 
