@@ -39,6 +39,7 @@ from pyspark.sql import functions as F
 from features.calendar import add_months, months_between
 from pipelines.core.config import load_config
 from pipelines.core.delta import read_delta, write_delta
+from pipelines.core.lake import Lake
 from pipelines.core.runner import configure_logging
 from pipelines.core.spark import get_spark
 from pipelines.core.sql import duckdb_connect
@@ -291,7 +292,6 @@ def bench_features(spark, work: Path, landing: Path) -> dict:
     from features.build import select_cdr_window, summarize_cdr
     from features.social import compute_contact_pairs
     from pipelines.build_features import build_features_month
-    from pipelines.core.lake import Lake
 
     cfg = load_config([], [f"lake.root={work / 'lake'}", f"landing.root={landing}"])
     for month in ("2024-01", "2024-02"):  # bench_ingest loaded their subscriptions and CDRs
@@ -342,7 +342,6 @@ def bench_train(spark, work: Path, landing: Path) -> dict:
 
     from models.family import _lgb_params, _with_cohort
     from pipelines.build_features import build_features_month
-    from pipelines.core.lake import Lake
     from pipelines.train import labelled_months, read_training_frame, train_month, training_window
 
     cfg = load_config([], [f"lake.root={work / 'lake'}", f"landing.root={landing}"])
@@ -413,7 +412,6 @@ def bench_score(spark, work: Path, landing: Path) -> dict:
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
-    from pipelines.core.lake import Lake
     from pipelines.score import (
         REASONS_SCHEMA,
         SCORED_SCHEMA,
@@ -541,7 +539,7 @@ def bench_monthly(spark, work: Path, landing: Path, month: str) -> dict:
     for m in months_between("2024-04", add_months(month, -1)):  # the history the feature build reads
         ingest_month(spark, cfg, m)
     outcomes, secs = timed(lambda: run_monthly(spark, cfg, [month]))
-    subscribers = load_lake(spark, cfg).read("features_monthly").where(F.col("month") == month).count()
+    subscribers = Lake(spark, cfg).read("features_monthly").where(F.col("month") == month).count()
     return {
         "month": month,
         "subscribers": subscribers,
@@ -550,12 +548,6 @@ def bench_monthly(spark, work: Path, landing: Path, month: str) -> dict:
         "peak_mb": LAST_PEAK_MB[0],
         "stages": {o.stage: round(o.seconds, 2) for o in outcomes if o.status == "ran"},
     }
-
-
-def load_lake(spark, cfg):
-    from pipelines.core.lake import Lake
-
-    return Lake(spark, cfg)
 
 
 # (stage, result key, ours, reference name, reference, rows, peak MB): keys into that stage's results,

@@ -100,20 +100,25 @@ def compute_cdr_daily(cdr: DataFrame, *, night_start_hour: int, night_end_hour: 
     )
 
 
+# measures of the monthly summary derived from the daily columns: a unit change, or a day flag
+_SCALED = {
+    "voice_out_min": ("voice_out_s", 60.0),
+    "voice_in_min": ("voice_in_s", 60.0),
+    "data_mb": ("data_kb", 1024.0),
+    "roaming_data_mb": ("roaming_data_kb", 1024.0),
+}
+_DAY_FLAGS = {"active_days": "events", "out_active_days": "out_events", "roaming_days": "roaming_events"}
+
+
 def _daily_measure(name: str) -> Column:
-    """A daily column expression for a measure of the monthly summary (only the one asked for is built:
-    every expression is a round trip to the JVM)."""
-    derived = {
-        "voice_out_min": lambda: F.col("voice_out_s") / 60.0,
-        "voice_in_min": lambda: F.col("voice_in_s") / 60.0,
-        "data_mb": lambda: F.col("data_kb") / 1024.0,
-        "roaming_data_mb": lambda: F.col("roaming_data_kb") / 1024.0,
-        "active_days": lambda: F.when(F.col("events") > 0, 1).otherwise(0),
-        "out_active_days": lambda: F.when(F.col("out_events") > 0, 1).otherwise(0),
-        "roaming_days": lambda: F.when(F.col("roaming_events") > 0, 1).otherwise(0),
-    }
-    build = derived.get(name)
-    return build() if build is not None else F.col(name)
+    """A daily column expression for a measure of the monthly summary (only that one is built: every
+    expression is a round trip to the JVM)."""
+    if name in _SCALED:
+        column, divisor = _SCALED[name]
+        return F.col(column) / divisor
+    if name in _DAY_FLAGS:
+        return F.when(F.col(_DAY_FLAGS[name]) > 0, 1).otherwise(0)
+    return F.col(name)
 
 
 def summarize_cdr_months(daily: DataFrame, *, month: str, trend_months: int) -> DataFrame:
