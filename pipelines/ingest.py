@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from isal import igzip
@@ -164,17 +165,39 @@ def _check_gzip(path: Path) -> None:
 
 
 def _may_quote_line_breaks(path: Path) -> bool:
-    """Whether a CSV file may hold a quoted field with a line break (needs the whole-record parser).
+    """Whether a CSV file holds a quoted field with a line break (needs the whole-record parser).
 
-    A gzip file is read whole by one task anyway. A plain file without any quote character cannot
-    hold one, and stays splittable: the mediation extracts (the big ones) are written unquoted.
+    A gzip file is read whole by one task anyway. A plain file stays splittable unless one of its
+    lines ends inside quotes: quotes open and close in pairs (an escaped quote is two), so a line
+    break inside a quoted field is one preceded by an odd number of quote characters. A quoted
+    header or fully quoted fields (as many exporters write them) leave the file splittable.
     """
     if path.name.endswith(".gz"):
         return True
     if path.stat().st_size == 0:
         return False
     with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        return data.find(b'"') >= 0
+        body = data.find(b"\n") + 1
+        if body == 0 or data.find(b'"', body) < 0:
+            return False
+        return _odd_quotes_at_a_line_break(np.frombuffer(data, dtype=np.uint8))
+
+
+_CHUNK = 1 << 26
+
+
+def _odd_quotes_at_a_line_break(data: np.ndarray) -> bool:
+    """Whether any line feed in ``data`` follows an odd number of quote characters (chunked, vectorised)."""
+    parity = 0
+    for start in range(0, len(data), _CHUNK):
+        chunk = data[start : start + _CHUNK]
+        # a uint8 running count wraps at 256, which keeps its parity
+        quotes = np.cumsum(chunk == ord('"'), dtype=np.uint8)
+        quotes += parity
+        if (quotes[chunk == ord("\n")] & 1).any():
+            return True
+        parity = int(quotes[-1]) & 1
+    return False
 
 
 def _check_parquet_types(path: Path, schema: pa.Schema, source: str) -> None:

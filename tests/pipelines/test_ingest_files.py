@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from features import contract as C
 from pipelines.core.lake import Lake
-from pipelines.ingest import UnreadableFileError, ingest_month
+from pipelines.ingest import UnreadableFileError, _may_quote_line_breaks, ingest_month
 
 MONTH = "2024-03"
 NUMBERS = [f"3706{i:05d}" for i in range(6)]
@@ -67,10 +67,17 @@ def typed_frame(rows: list[dict[str, str]]) -> pd.DataFrame:
     return df
 
 
-def write_csv(path: Path, rows: list[dict[str, str]], *, columns=CDR_COLUMNS, gz: bool = False) -> None:
+def write_csv(
+    path: Path,
+    rows: list[dict[str, str]],
+    *,
+    columns=CDR_COLUMNS,
+    gz: bool = False,
+    quoting=csv.QUOTE_MINIMAL,
+) -> None:
     opener = gzip.open if gz else open
     with opener(path, "wt", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer = csv.DictWriter(fh, fieldnames=columns, quoting=quoting)
         writer.writeheader()
         writer.writerows(rows)
 
@@ -297,6 +304,37 @@ def test_quoted_line_breaks_parse_and_row_numbers_stay_right(spark, make_cfg, tm
     cells = {r.record_id: r.cell_id for r in lake.read("cdr").collect()}
     assert cells["R000001"] == "cell\nwith a break, and a comma"
     assert report.rows_loaded == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "needs_whole_records"),
+    [
+        (b'"a","b"\n"1","x"\n', False),  # every field quoted, as many exporters write them
+        (b'a,b\n1,"he said ""hi"", twice"\n2,3\n', False),  # escaped quotes on one line
+        (b"a,b\n1,2", False),
+        (b'a,b\n1,"x\ny"\n', True),
+        (b'a,b\r\n1,"x\r\ny"\r\n', True),
+        (b'a,b\n1,"x ""\ny"""\n', True),  # the break sits after an escaped quote
+    ],
+)
+def test_only_a_line_break_inside_quotes_makes_a_file_unsplittable(tmp_path, text, needs_whole_records):
+    path = tmp_path / "f.csv"
+    path.write_bytes(text)
+    assert _may_quote_line_breaks(path) is needs_whole_records
+
+
+def test_a_fully_quoted_file_with_escaped_quotes_loads_every_value(spark, make_cfg, tmp_path):
+    rows = cdr_rows(4)
+    rows[2]["cell_id"] = 'cell "north", sector 2'
+    landing = tmp_path / "landing"
+    subscriptions(landing)
+    write_csv(cdr_folder(landing) / "all_quoted.csv", rows, quoting=csv.QUOTE_ALL)
+    lake, report = ingest(spark, make_cfg, landing)
+    assert quarantined(lake) == []
+    cells = {r.record_id: r.cell_id for r in lake.read("cdr").collect()}
+    assert cells["R000002"] == 'cell "north", sector 2'
+    assert cells["R000001"] == rows[1]["cell_id"]
+    assert report.rows_loaded == 4
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_column_name(spark, make_cfg, tmp_path):
