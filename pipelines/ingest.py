@@ -131,7 +131,7 @@ class LandingFile:
     fmt: str  # csv | parquet
     columns: tuple[str, ...]
     mtime: float = 0.0
-    multiline: bool = False  # CSV: may hold quoted line breaks (parsed whole, not split)
+    multiline: bool = False  # CSV: holds a quoted line break, or gzip (parsed whole, not split)
     types: tuple[tuple[str, str], ...] = ()  # Parquet: (contract column, Arrow type) as written
 
 
@@ -164,7 +164,7 @@ def _check_gzip(path: Path) -> None:
         raise UnreadableFileError(f"{path}: truncated or corrupt gzip ({exc})") from None
 
 
-def _may_quote_line_breaks(path: Path) -> bool:
+def _has_quoted_line_break(path: Path) -> bool:
     """Whether a CSV file holds a quoted field with a line break (needs the whole-record parser).
 
     A gzip file is read whole by one task anyway. A plain file stays splittable unless one of its
@@ -242,7 +242,7 @@ def list_delivery(folder: Path, source: str, *, allow_incomplete: bool) -> tuple
             fmt = "csv"
             if path.name.endswith(".gz"):
                 _check_gzip(path)
-            multiline = _may_quote_line_breaks(path)
+            multiline = _has_quoted_line_break(path)
         repeated = sorted({c for c in cols if cols.count(c) > 1})
         if repeated:
             raise UnreadableFileError(f"{path}: column {', '.join(repeated)} appears twice in the header")
@@ -278,7 +278,7 @@ def read_delivery(
     ``_malformed`` marks a CSV record whose field count differs from its header.
 
     CSV files are read with their own header's columns (any order, extra columns ignored); files that
-    may hold quoted line breaks are parsed record by record. Parquet files are read per physical schema,
+    hold a quoted line break are parsed record by record. Parquet files are read per physical schema,
     each column turned into the contract's text form (see :func:`parquet_as_contract_text`), so files
     written by different tools (pandas, pyarrow, Spark, Polars, DuckDB) mix in one month.
     """

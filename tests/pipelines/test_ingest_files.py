@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from features import contract as C
 from pipelines.core.lake import Lake
-from pipelines.ingest import UnreadableFileError, _may_quote_line_breaks, ingest_month
+from pipelines.ingest import UnreadableFileError, _has_quoted_line_break, ingest_month
 
 MONTH = "2024-03"
 NUMBERS = [f"3706{i:05d}" for i in range(6)]
@@ -320,7 +320,7 @@ def test_quoted_line_breaks_parse_and_row_numbers_stay_right(spark, make_cfg, tm
 def test_only_a_line_break_inside_quotes_makes_a_file_unsplittable(tmp_path, text, needs_whole_records):
     path = tmp_path / "f.csv"
     path.write_bytes(text)
-    assert _may_quote_line_breaks(path) is needs_whole_records
+    assert _has_quoted_line_break(path) is needs_whole_records
 
 
 def test_a_fully_quoted_file_with_escaped_quotes_loads_every_value(spark, make_cfg, tmp_path):
