@@ -340,7 +340,7 @@ def bench_train(spark, work: Path, landing: Path) -> dict:
     import lightgbm as lgb
     import numpy as np
 
-    from models.family import _lgb_params, _with_cohort
+    from models.family import _encode, _lgb_params
     from pipelines.build_features import build_features_month
     from pipelines.train import labelled_months, read_training_frame, train_month, training_window
 
@@ -374,17 +374,31 @@ def bench_train(spark, work: Path, landing: Path) -> dict:
 
     booster, t_plain = timed(plain)
 
-    def same_models() -> None:
-        """The family's boosters, each a plain lightgbm.train on its own rows for as many trees."""
-        xp = _with_cohort(x, family.spec.cohorts.names, family.cohorts(fit))
-        cohort = family.cohorts(fit)
+    cohort, cohort_v = family.cohorts(fit), family.cohorts(valid)
+    xp = _encode(family.encoder, fit, family.spec.cohorts.names, cohort)
+    xpv = _encode(family.encoder, valid, family.spec.cohorts.names, cohort_v)
+    categorical = [*family.encoder.categorical, xp.shape[1] - 1]
+
+    def same_models(early_stopping: bool) -> None:
+        """The family's boosters by hand: a plain lightgbm.train on each one's own rows, early-stopped on its
+        validation rows as the family does (``early_stopping``) or for the family's number of trees."""
         for name, fitted in family.boosters.items():
             rows = np.ones(len(fit), bool) if name == "pooled" else cohort == name
-            categorical = [*family.encoder.categorical, xp.shape[1] - 1]
+            rows_v = np.ones(len(valid), bool) if name == "pooled" else cohort_v == name
             data = lgb.Dataset(xp[rows], y[rows], categorical_feature=categorical)
-            lgb.train(params, data, fitted.num_trees())
+            if early_stopping:
+                lgb.train(
+                    params,
+                    data,
+                    cfg.model.num_boost_round,
+                    valid_sets=[lgb.Dataset(xpv[rows_v], yv[rows_v], reference=data)],
+                    callbacks=[lgb.early_stopping(cfg.model.early_stopping_rounds, verbose=False)],
+                )
+            else:
+                lgb.train(params, data, fitted.num_trees())
 
-    _, t_same = timed(same_models)
+    _, t_same = timed(lambda: same_models(early_stopping=True))
+    _, t_same_trees = timed(lambda: same_models(early_stopping=False))
     return {
         "fit_rows": result.rows["fit"],
         "peak_mb": peak,
@@ -394,10 +408,12 @@ def bench_train(spark, work: Path, landing: Path) -> dict:
         "family_fit_s": round(result.seconds, 2),
         "plain_lightgbm_s": round(t_plain, 2),
         "plain_same_boosters_s": round(t_same, 2),
+        "plain_same_trees_s": round(t_same_trees, 2),
         "plain_trees": booster.num_trees(),
         "family_trees": int(np.sum([b.num_trees() for b in family.boosters.values()])),
         "ratio_family_fit_vs_plain": round(result.seconds / t_plain, 2),
         "ratio_family_fit_vs_same_boosters": round(result.seconds / t_same, 2),
+        "ratio_family_fit_vs_same_trees": round(result.seconds / t_same_trees, 2),
         "ratio_train_as_of_vs_plain": round(t_all / t_plain, 2),
         "test_auc_family": round(result.test_metrics["family"]["all"]["roc_auc"], 4),
     }
@@ -420,6 +436,7 @@ def bench_score(spark, work: Path, landing: Path) -> dict:
         reason_batches,
         resolve_model,
         score_batches,
+        score_files,
         score_frame,
         score_month,
         scoring_input,
@@ -438,7 +455,7 @@ def bench_score(spark, work: Path, landing: Path) -> dict:
     ]
     out = work / "score_out"
 
-    def one_process() -> None:
+    def one_process(files: list[str] = files) -> None:
         table = ds.dataset(files, format="parquet").to_table(columns=features.columns)
         doubles = pa.schema(
             [pa.field(f.name, pa.float64()) if pa.types.is_decimal(f.type) else f for f in table.schema]
@@ -451,27 +468,33 @@ def bench_score(spark, work: Path, landing: Path) -> dict:
     _, t_one = timed(one_process)
     payload = FamilyPayload(uuid.uuid4().hex, spark.sparkContext.broadcast(pickle.dumps(family)))
 
-    def spark_pass(frame) -> None:
-        scoring_input(spark, frame).mapInArrow(score_batches(payload, cfg.score), SCORED_SCHEMA).write.mode(
-            "overwrite"
-        ).parquet(str(out / "spark"))
+    def spark_pass(source) -> None:
+        """The job's pass: tasks reading the feature files (a list), or rows through Spark (a frame)."""
+        if isinstance(source, list):
+            scored = score_files(spark, source, features.columns, payload, cfg.score)
+        else:
+            scored = scoring_input(spark, source).mapInArrow(score_batches(payload, cfg.score), SCORED_SCHEMA)
+        scored.write.mode("overwrite").parquet(str(out / "spark"))
 
-    spark_pass(features.limit(1000))  # start the Python workers once, as a scheduled job's first batch does
+    spark_pass(files[:1])  # start the Python workers once, as a scheduled job's first batch does
+    spark_pass(features.limit(1000))
     with PeakMemory(workers_only=True, every=0.05) as mem_1x:
-        _, t_spark = timed(lambda: spark_pass(features))
+        _, t_spark = timed(lambda: spark_pass(files))
     # the same pass with Arrow batches of 100,000 rows instead of Spark's default 10,000
     batch_conf = "spark.sql.execution.arrow.maxRecordsPerBatch"
     default_batch = spark.conf.get(batch_conf)
     spark.conf.set(batch_conf, "100000")
     try:
-        _, t_spark_big = timed(lambda: spark_pass(features))
+        _, t_spark_big = timed(lambda: spark_pass(files))
     finally:
         spark.conf.set(batch_conf, default_batch)
-    doubled = features.unionByName(
-        features.withColumn("subscriber_id", F.concat("subscriber_id", F.lit("b")))
-    )
+    # the rows through Spark (the path for tables only the native Delta connector reads)
+    _, t_spark_rows = timed(lambda: spark_pass(features))
     with PeakMemory(workers_only=True, every=0.05) as mem_2x:
-        _, t_spark_2x = timed(lambda: spark_pass(doubled))
+        _, t_spark_2x = timed(lambda: spark_pass(files + files))
+    # ten times the month (the files listed ten times): Spark's fixed cost per job spread over 1M rows
+    _, t_one_10x = timed(lambda: one_process(files * 10))
+    _, t_spark_10x = timed(lambda: spark_pass(files * 10))
     top = features.orderBy(F.rand(1)).limit(max(1, subscribers // 10))  # a 10 % actionable share
     _, t_reasons = timed(
         lambda: (
@@ -492,7 +515,12 @@ def bench_score(spark, work: Path, landing: Path) -> dict:
         "ratio_spark_vs_one_process": round(t_one / t_spark, 2),
         "spark_pass_100k_batches_rows_per_s": round(subscribers / t_spark_big),
         "ratio_spark_100k_batches_vs_one_process": round(t_one / t_spark_big, 2),
+        "spark_rows_pass_rows_per_s": round(subscribers / t_spark_rows),
+        "ratio_spark_rows_vs_one_process": round(t_one / t_spark_rows, 2),
         "spark_pass_2x_rows_s": round(t_spark_2x, 2),
+        "one_process_10x_rows_s": round(t_one_10x, 2),
+        "spark_pass_10x_rows_s": round(t_spark_10x, 2),
+        "ratio_spark_vs_one_process_10x": round(t_one_10x / t_spark_10x, 2),
         "python_workers_peak_mb_1x": round(mem_1x.peak / 2**20),
         "python_workers_peak_mb_2x": round(mem_2x.peak / 2**20),
         "reasons_rows_per_s": round(max(1, subscribers // 10) / t_reasons),
@@ -564,10 +592,12 @@ PAIRS = (
      "duckdb_cdr_aggregates_s", "cdr_rows_in_window", "peak_mb"),
     ("train job", "train", "train_as_of_s", "plain lightgbm.train", "plain_lightgbm_s", "fit_rows",
      "peak_mb"),
-    ("fit_family", "train", "family_fit_s", "same boosters, plain", "plain_same_boosters_s", "fit_rows",
+    ("fit_family", "train", "family_fit_s", "same boosters by hand", "plain_same_boosters_s", "fit_rows",
      None),
     ("scoring pass", "score", lambda c: c["subscribers"] / c["spark_pass_rows_per_s"], "one process",
      lambda c: c["subscribers"] / c["one_process_rows_per_s"], "subscribers", "python_workers_peak_mb_1x"),
+    ("scoring pass x10", "score", "spark_pass_10x_rows_s", "one process", "one_process_10x_rows_s",
+     lambda c: 10 * c["subscribers"], None),
     ("score job", "score", "score_job_s", "-", None, "subscribers", "score_job_peak_mb"),
     ("match_offers", "offers", "match_job_s", "-", None, "lines", "peak_mb"),
     ("match_offers (Lagrangian)", "offers", "lagrangian_job_s", "exact job", "match_job_s", "lines", None),

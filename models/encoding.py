@@ -48,12 +48,17 @@ class FeatureEncoder:
         """Positions of the categorical columns in the matrix."""
         return [i for i, c in enumerate(self.features) if c in self.categories]
 
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        """The float matrix of ``frame`` in feature order (columns the frame lacks are an error)."""
+    def transform(self, frame: pd.DataFrame, *, extra_columns: int = 0) -> np.ndarray:
+        """The float matrix of ``frame`` in feature order (columns the frame lacks are an error).
+
+        Column-major (each column is written in one contiguous run; LightGBM and scikit-learn take
+        either layout), with ``extra_columns`` NaN columns after the features for the caller to fill.
+        """
         missing = [c for c in self.features if c not in frame.columns]
         if missing:
             raise MissingColumnsError(missing, "predict_proba")
-        out = np.empty((len(frame), len(self.features)), dtype=np.float64)
+        out = np.empty((len(frame), len(self.features) + extra_columns), dtype=np.float64, order="F")
+        out[:, len(self.features) :] = np.nan
         for j, name in enumerate(self.features):
             col = frame[name]
             if name in self.categories:

@@ -42,6 +42,7 @@ from models.params import ModelParams
 
 POOLED = "pooled"
 COHORT_FEATURE = "__cohort"
+DRIFT_REFERENCE_ROWS = 200_000
 
 
 class TrainingDataError(ValueError):
@@ -133,7 +134,7 @@ class ModelFamily:
 
     def _matrix(self, frame: pd.DataFrame, cohort: np.ndarray) -> np.ndarray:
         """The encoded features and the cohort code (a constant, so unused, in a cohort's own model)."""
-        return _with_cohort(self.encoder.transform(frame), self.spec.cohorts.names, cohort)
+        return _encode(self.encoder, frame, self.spec.cohorts.names, cohort)
 
     def _serving_booster(self, name: str) -> lgb.Booster:
         return self.boosters[name if self.serving[name] == "cohort" else POOLED]
@@ -141,8 +142,10 @@ class ModelFamily:
     def raw_score(self, frame: pd.DataFrame) -> np.ndarray:
         """Uncalibrated churn probability of the model serving each row's cohort."""
         cohort = self.cohorts(frame)
-        x = self._matrix(frame, cohort)
-        out = np.empty(len(frame))
+        return self._raw_of_matrix(self._matrix(frame, cohort), cohort)
+
+    def _raw_of_matrix(self, x: np.ndarray, cohort: np.ndarray) -> np.ndarray:
+        out = np.empty(len(x))
         for name in self.spec.cohorts.names:
             rows = cohort == name
             if rows.any():
@@ -152,6 +155,19 @@ class ModelFamily:
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated churn probability per row (numpy array in the frame's row order)."""
         return self.calibrate(self.raw_score(frame), self.cohorts(frame))
+
+    def score(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Cohort, raw score, calibrated probability and the drift-monitored values of each row.
+
+        What scoring needs, from one encoding of ``frame`` (``predict_proba`` and ``drift_columns``
+        would each encode it).
+        """
+        cohort = self.cohorts(frame)
+        x = self._matrix(frame, cohort)
+        raw = self._raw_of_matrix(x, cohort)
+        proba = self.calibrate(raw, cohort)
+        features = [c for c in (self.drift.columns if self.drift else []) if c != "score"]
+        return cohort, raw, proba, self._drift_of_matrix(x, proba, features)
 
     def calibrate(self, raw: np.ndarray, cohort: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of raw scores (each row by its cohort's calibrator)."""
@@ -182,12 +198,14 @@ class ModelFamily:
 
     def baseline_proba(self, frame: pd.DataFrame, which: str) -> np.ndarray:
         """``pooled`` (the pooled LightGBM, uncalibrated) or ``logistic`` probabilities."""
-        pooled = self._matrix(frame, self.cohorts(frame))
+        if which not in (POOLED, "logistic"):
+            raise ValueError(f"unknown baseline {which!r} (pooled, logistic)")
+        return self._baseline_of_matrix(self._matrix(frame, self.cohorts(frame)), which)
+
+    def _baseline_of_matrix(self, x: np.ndarray, which: str) -> np.ndarray:
         if which == POOLED:
-            return self.boosters[POOLED].predict(pooled, num_threads=self._threads())
-        if which == "logistic":
-            return self.logistic.predict_proba(pooled)[:, 1]
-        raise ValueError(f"unknown baseline {which!r} (pooled, logistic)")
+            return self.boosters[POOLED].predict(x, num_threads=self._threads())
+        return self.logistic.predict_proba(x)[:, 1]
 
     def _threads(self) -> int:
         return self.spec.params.num_threads
@@ -197,12 +215,17 @@ class ModelFamily:
     ) -> dict[str, np.ndarray]:
         """The monitored values of ``frame``: ``score`` (calibrated probability) and the monitored features
         (``features``, by default those of the drift profile)."""
-        out = {"score": np.asarray(probability, dtype=float)}
         if features is None:
             features = [c for c in (self.drift.columns if self.drift else []) if c != "score"]
-        if features:
-            x = self.encoder.transform(frame)
-            index = {f: i for i, f in enumerate(self.features)}
+        x = self.encoder.transform(frame) if features else None
+        return self._drift_of_matrix(x, probability, features)
+
+    def _drift_of_matrix(
+        self, x: np.ndarray | None, probability: np.ndarray, features: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        out = {"score": np.asarray(probability, dtype=float)}
+        index = {f: i for i, f in enumerate(self.features)}
+        if x is not None:
             out.update({c: x[:, index[c]] for c in features})
         return out
 
@@ -232,9 +255,17 @@ def _fit_booster(p: ModelParams, train: lgb.Dataset, valid: lgb.Dataset, yv: np.
     return booster
 
 
-def _with_cohort(x: np.ndarray, names: Sequence[str], cohort: np.ndarray) -> np.ndarray:
-    """``x`` and the cohort as a last categorical column: its position in ``names``."""
-    return np.column_stack([x, pd.Categorical(cohort, categories=list(names)).codes.astype(np.float64)])
+def _cohort_codes(names: Sequence[str], cohort: np.ndarray) -> np.ndarray:
+    return pd.Categorical(cohort, categories=list(names)).codes.astype(np.float64)
+
+
+def _encode(
+    encoder: FeatureEncoder, frame: pd.DataFrame, names: Sequence[str], cohort: np.ndarray
+) -> np.ndarray:
+    """The encoded features of ``frame`` and the cohort code as the last column (one allocation)."""
+    x = encoder.transform(frame, extra_columns=1)
+    x[:, -1] = _cohort_codes(names, cohort)
+    return x
 
 
 def _safe_name(name: str) -> str:
@@ -298,7 +329,9 @@ def fit_family(
     if y.sum() == 0 or y.sum() == len(y):
         raise TrainingDataError(f"fit_family: the training rows hold {int(y.sum())} churners of {len(y)}")
     rows_before = len(train)
-    reference = train.sample(n=min(len(train), 200_000), random_state=p.seed)  # before downsampling
+    # the drift reference: up to 200,000 training rows drawn before downsampling
+    reference = np.random.default_rng(p.seed).permutation(len(train))[:DRIFT_REFERENCE_ROWS]
+    unsampled = train
     train, y, w, rate = _downsample(train, y, w, p.row_budget, p.seed)
     features = spec.feature_columns(train)
     encoder = FeatureEncoder.fit(train, features)
@@ -307,8 +340,8 @@ def fit_family(
         raise SchemaMismatchError("fit_family: feature names collide once made LightGBM-safe")
     cohort_names = list(spec.cohorts.names)
     cohort, cohort_v = spec.cohort_of(train[spec.tenure]), spec.cohort_of(valid[spec.tenure])
-    xp = _with_cohort(encoder.transform(train), cohort_names, cohort)
-    xpv = _with_cohort(encoder.transform(valid), cohort_names, cohort_v)
+    xp = _encode(encoder, train, cohort_names, cohort)
+    xpv = _encode(encoder, valid, cohort_names, cohort_v)
     categorical = [*encoder.categorical, len(names)]
     # binned once: the cohort models train on subsets of the pooled model's Dataset
     layout = {
@@ -327,6 +360,7 @@ def fit_family(
         "cohorts": {},
     }
     pooled_v = boosters[POOLED].predict(xpv, num_threads=p.num_threads)
+    raw_v = pooled_v.copy()  # each validation row's serving model's score, filled in below
     for name in cohort_names:
         rows, rows_v = cohort == name, cohort_v == name
         info: dict[str, Any] = {
@@ -353,9 +387,10 @@ def fit_family(
             boosters[name] = booster
             serving[name] = "cohort"
             info["reason"] = "own model"
+            own_v = booster.predict(xpv[rows_v], num_threads=p.num_threads)
             both = 0 < yv[rows_v].sum() < rows_v.sum()
             if both:
-                own_auc = roc_auc_score(yv[rows_v], booster.predict(xpv[rows_v]), sample_weight=wv[rows_v])
+                own_auc = roc_auc_score(yv[rows_v], own_v, sample_weight=wv[rows_v])
                 pooled_auc = roc_auc_score(yv[rows_v], pooled_v[rows_v], sample_weight=wv[rows_v])
                 info["valid_auc"] = {"cohort": float(own_auc), "pooled": float(pooled_auc)}
                 if p.serve == "auto" and pooled_auc > own_auc + p.pooled_margin:
@@ -363,12 +398,13 @@ def fit_family(
                     info["reason"] = (
                         f"pooled model better on validation (AUC {pooled_auc:.4f} vs {own_auc:.4f})"
                     )
+            if serving[name] == "cohort":
+                raw_v[rows_v] = own_v
             info["trees"] = booster.num_trees()
         info["served_by"] = serving[name]
         report["cohorts"][name] = info
     family = ModelFamily(spec, encoder, boosters, serving, {}, None, report)  # type: ignore[arg-type]
     # calibrators on the validation rows of each cohort's serving model
-    raw_v = family.raw_score(valid)
     shared = _Calibrator(p.calibration).fit(raw_v, yv, wv)
     for name in cohort_names:
         rows_v = cohort_v == name
@@ -379,17 +415,31 @@ def fit_family(
             family.calibrators[name] = shared
             report["cohorts"][name]["calibration"] = "shared (too few validation churners)"
     family.logistic = _fit_logistic(xp, y, w, categorical, p)
-    report["valid"] = _valid_report(family, valid, yv, wv)
-    family.drift = _drift_profile(family, reference, p.monitor_features)
+    scores_v = {
+        "family": family.calibrate(raw_v, cohort_v),
+        POOLED: pooled_v,
+        "logistic": family._baseline_of_matrix(xpv, "logistic"),
+    }
+    report["valid"] = _report_of_scores(family, cohort_v, yv, wv, scores_v)
+    if rate == 1.0:  # not downsampled: the reference rows are rows of the training matrix
+        xr, cohort_r = xp[reference], cohort[reference]
+    else:
+        cohort_r = spec.cohort_of(unsampled[spec.tenure].iloc[reference])
+        xr = _encode(encoder, unsampled.iloc[reference], cohort_names, cohort_r)
+    family.drift = _drift_profile(family, xr, cohort_r, p.monitor_features)
     return family
 
 
-def _drift_profile(family: ModelFamily, reference: pd.DataFrame, top: int) -> DriftProfile:
-    """Training distribution of the score and of the ``top`` numeric features by the pooled model's gain."""
+def _drift_profile(family: ModelFamily, x: np.ndarray, cohort: np.ndarray, top: int) -> DriftProfile:
+    """Training distribution of the score and of the ``top`` numeric features by the pooled model's gain.
+
+    ``x``: the reference rows' matrix (with the cohort column), ``cohort`` their cohorts.
+    """
     gain = family.boosters[POOLED].feature_importance("gain")[: len(family.features)]
     numeric = [i for i in np.argsort(-gain) if i not in family.encoder.categorical and gain[i] > 0]
     features = [family.features[i] for i in numeric[:top]]
-    return DriftProfile.fit(family.drift_columns(reference, family.predict_proba(reference), features))
+    probability = family.calibrate(family._raw_of_matrix(x, cohort), cohort)
+    return DriftProfile.fit(family._drift_of_matrix(x, probability, features))
 
 
 def _fit_logistic(
@@ -417,14 +467,22 @@ def _fit_logistic(
     return model.fit(x, y, lr__sample_weight=w)
 
 
-def _valid_report(family: ModelFamily, valid: pd.DataFrame, yv: np.ndarray, wv: np.ndarray) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    cohort = family.cohorts(valid)
-    scores = {
-        "family": family.predict_proba(valid),
-        POOLED: family.baseline_proba(valid, POOLED),
-        "logistic": family.baseline_proba(valid, "logistic"),
+def model_scores(family: ModelFamily, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Calibrated probabilities of the family and those of both baselines on ``frame`` (one encoding)."""
+    cohort = family.cohorts(frame)
+    x = family._matrix(frame, cohort)
+    return {
+        "family": family.calibrate(family._raw_of_matrix(x, cohort), cohort),
+        POOLED: family._baseline_of_matrix(x, POOLED),
+        "logistic": family._baseline_of_matrix(x, "logistic"),
     }
+
+
+def _report_of_scores(
+    family: ModelFamily, cohort: np.ndarray, yv: np.ndarray, wv: np.ndarray, scores: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """Metrics of each model's scores, over every row and per cohort."""
+    out: dict[str, Any] = {}
     for model, s in scores.items():
         out[model] = {"all": classification_metrics(yv, s, profit=family.spec.profit, sample_weight=wv)}
         for name in family.spec.cohorts.names:
@@ -436,7 +494,16 @@ def _valid_report(family: ModelFamily, valid: pd.DataFrame, yv: np.ndarray, wv: 
     return out
 
 
-def evaluate_family(family: ModelFamily, frame: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
-    """Metrics of the family and both baselines on labelled ``frame``: model -> cohort (and all) -> metric."""
+def evaluate_family(
+    family: ModelFamily, frame: pd.DataFrame, scores: dict[str, np.ndarray] | None = None
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Metrics of the family and both baselines on labelled ``frame``: model -> cohort (and all) -> metric.
+
+    ``scores``: :func:`model_scores` of ``frame`` when the caller has them (``frame`` has no null label).
+    """
     labelled, y, w = _prepare(frame, family.spec, "evaluate_family")
-    return _valid_report(family, labelled, y, w)
+    if scores is None:
+        scores = model_scores(family, labelled)
+    elif len(labelled) != len(frame):
+        raise ValueError("evaluate_family: scores given for a frame with unlabelled rows")
+    return _report_of_scores(family, family.cohorts(labelled), y, w, scores)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 from scipy import stats
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
+from sklearn.metrics import auc, average_precision_score, brier_score_loss, roc_curve
 
 from features.params import Params
 
@@ -89,14 +89,18 @@ def empc(y_true, y_score, params: ProfitParams | None = None, sample_weight=None
     per customer (d, f: incentive and contact cost over CLV). Only ROC convex hull points can be
     optimal, each on an interval of g; the integral over Beta(alpha, beta) is exact on each interval.
     """
-    p = params or ProfitParams()
     y, s, w = _arrays(y_true, y_score, sample_weight)
     pi1 = float(np.sum(w * y) / np.sum(w))
-    pi0 = 1 - pi1
     if pi1 in (0.0, 1.0):
         raise ValueError("EMPC needs both churners and non-churners")
     # the points roc_curve drops lie on segments between the kept ones: the hull is the same
     fpr, tpr, _ = roc_curve(y, s, sample_weight=None if sample_weight is None else w)
+    return _empc_of_roc(fpr, tpr, pi1, params or ProfitParams())
+
+
+def _empc_of_roc(fpr: np.ndarray, tpr: np.ndarray, pi1: float, p: ProfitParams) -> Empc:
+    """EMPC from the ROC curve and the churn rate ``pi1`` (both classes present)."""
+    pi0 = 1 - pi1
     hull = _upper_hull(fpr, tpr)
     d, f = p.incentive_cost / p.clv, p.contact_cost / p.clv
     # profit of hull point i is a_i * g + b_i; slopes rise along the hull
@@ -145,10 +149,12 @@ def classification_metrics(
     """Every metric the reports use, by name (NaN where a metric is undefined, such as one class only)."""
     y, p, w = _arrays(y_true, y_prob, sample_weight)
     both = 0 < np.sum(y) < len(y)
+    # one ROC curve for the AUC (what roc_auc_score computes) and EMPC
+    fpr, tpr, _ = roc_curve(y, p, sample_weight=sample_weight) if both else (None, None, None)
     out = {
         "rows": float(len(y)),
         "churn_rate": float(np.sum(w * y) / np.sum(w)) if len(y) else float("nan"),
-        "roc_auc": float(roc_auc_score(y, p, sample_weight=sample_weight)) if both else float("nan"),
+        "roc_auc": float(auc(fpr, tpr)) if both else float("nan"),
         "pr_auc": float(average_precision_score(y, p, sample_weight=sample_weight)) if both else float("nan"),
         "brier": float(brier_score_loss(y, p, sample_weight=sample_weight)) if len(y) else float("nan"),
         "ece": expected_calibration_error(y, p, sample_weight=sample_weight) if len(y) else float("nan"),
@@ -158,8 +164,8 @@ def classification_metrics(
             lift_at(y, p, k, sample_weight=sample_weight) if both else float("nan")
         )
     out["top_decile_lift"] = out.get("lift_10pct", lift_at(y, p, 0.1) if both else float("nan"))
-    if both:
-        e = empc(y, p, profit, sample_weight=sample_weight)
+    if both and 0 < out["churn_rate"] < 1:
+        e = _empc_of_roc(fpr, tpr, out["churn_rate"], profit or ProfitParams())
         out["empc"], out["empc_fraction"] = e.value, e.fraction
     else:
         out["empc"] = out["empc_fraction"] = float("nan")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import pickle
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -37,7 +38,8 @@ from features.errors import MissingColumnsError
 from models.family import ModelFamily
 from models.params import RISK_BANDS, ScoreParams
 from models.scoring import risk_band, strategy, top_reasons, value_tier
-from pipelines.core.arrow import BatchFn, pandas_batches
+from pipelines.core import delta
+from pipelines.core.arrow import BatchFn, file_batches, pandas_batches
 from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake, decimals_as_double
@@ -185,9 +187,7 @@ def reason_frame(family: ModelFamily, frame: pd.DataFrame, params: ScoreParams) 
 
 def score_frame(family: ModelFamily, frame: pd.DataFrame, params: ScoreParams) -> pd.DataFrame:
     """Score one batch of feature rows (pure pandas: the Spark pass applies it batch by batch)."""
-    cohort = family.cohorts(frame)
-    raw = family.raw_score(frame)
-    proba = family.calibrate(raw, cohort)
+    cohort, raw, proba, monitored = family.score(frame)
     arpu = pd.Series(np.nan, index=frame.index)
     for column in ("arpu_avg_3m", "monthly_fee"):  # no bill yet: the plan fee is what the line brings
         if column in frame.columns:
@@ -196,7 +196,6 @@ def score_frame(family: ModelFamily, frame: pd.DataFrame, params: ScoreParams) -
     band, tier = risk_band(proba, params), value_tier(arpu_3m, params)
     segments = family.segments.assign(frame) if family.segments is not None else np.full(len(frame), None)
     if family.drift is not None:
-        monitored = family.drift_columns(frame, proba)
         bins = np.column_stack([family.drift.bins(c, monitored[c]) for c in family.drift.columns])
         drift_bins = list(bins)
     else:
@@ -248,6 +247,44 @@ def read_month_features(lake: Lake, month: str, family: ModelFamily, version: st
     return decimals_as_double(features.select(*present))
 
 
+def scored_rows(
+    spark: SparkSession,
+    lake: Lake,
+    month: str,
+    features: DataFrame,
+    payload: FamilyPayload,
+    params: ScoreParams,
+) -> DataFrame:
+    """The scoring pass over ``month`` (``features``: :func:`read_month_features`).
+
+    Each task reads one of the month's feature files itself with pyarrow and scores it: only the scored
+    rows cross into the JVM, not the hundred feature columns (the JVM's row-to-Arrow conversion of the
+    input cost more than the scoring). Tables only the native Delta connector reads go through Spark.
+    """
+    path = lake.path("features_monthly")
+    try:
+        files = delta.data_files(path, {"month": [month]}, version=lake.version("features_monthly"))
+    except delta.UnsupportedTableError:
+        return scoring_input(spark, features).mapInArrow(score_batches(payload, params), SCORED_SCHEMA)
+    return score_files(spark, files, features.columns, payload, params)
+
+
+def score_files(
+    spark: SparkSession, files: list[str], columns: list[str], payload: FamilyPayload, params: ScoreParams
+) -> DataFrame:
+    """:func:`score_frame` over the ``columns`` of Parquet ``files``, one file per task, read by the task."""
+    batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
+    units = spark.createDataFrame(
+        spark.sparkContext.parallelize([(f,) for f in files], len(files)), "path string"
+    )
+    make = partial(_score_fn, payload, params)
+    return units.mapInArrow(file_batches(SCORED_SCHEMA, columns, make, batch_rows), SCORED_SCHEMA)
+
+
+def _score_fn(payload: FamilyPayload, params: ScoreParams) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    return partial(score_frame, _family(payload), params=params)
+
+
 def scoring_input(spark: SparkSession, features: DataFrame) -> DataFrame:
     """At least one partition per core (a month is often one or two files; a task scores with one thread)."""
     parallelism = spark.sparkContext.defaultParallelism
@@ -285,8 +322,7 @@ def score_month(
             spark.sparkContext.broadcast(pickle.dumps(family)),
         )
         try:
-            features = scoring_input(spark, features)
-            scored = features.mapInArrow(score_batches(payload, params), SCORED_SCHEMA)
+            scored = scored_rows(spark, lake, month, features, payload, params)
             ranked = _ranked(scored, params).persist(StorageLevel.MEMORY_AND_DISK)
             try:
                 actionable = ranked.where("actionable").select("subscriber_id")

@@ -19,16 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+import pyarrow.compute as pc
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from features.calendar import add_months
 from features.errors import MissingColumnsError
 from features.labels import label_window
 from models import ModelSpec, TrainingDataError, evaluate_family, fit_family
-from models.family import ModelFamily
+from models.family import ModelFamily, model_scores
 from models.segments import fit_segments
+from pipelines.core import delta
 from pipelines.core.config import Config, PromotionGates
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake, decimals_as_double
@@ -103,36 +106,48 @@ def labelled_months(lake: Lake, run_month: str) -> list[str]:
     if not lake.exists("labels_monthly"):
         raise InputNotReadyError(f"no labels_monthly table under {lake.cfg.lake_root}: run build_features")
     features = {m for (m,) in lake.partition_values("features_monthly", "month") if m <= run_month}
-    labels = {
-        r.month
-        for r in lake.read("labels_monthly")
-        .where(F.col("label_available") & (F.col("month") <= run_month))
-        .select("month")
-        .distinct()
-        .collect()
-    }
-    return sorted(features & labels)
+    labels = lake.read_arrow(
+        "labels_monthly", columns=["month", "label_available"], partitions={"month": features}
+    )
+    available = labels.filter(pc.fill_null(labels["label_available"], False))["month"]
+    return sorted(features & set(pc.unique(available).to_pylist()))
 
 
 def read_training_frame(lake: Lake, months: Sequence[str], spec: ModelSpec) -> pd.DataFrame:
-    """Features of ``months`` joined with their (non-null) labels, as pandas (Arrow transfer)."""
-    features = lake.read("features_monthly").where(F.col("month").isin(*months))
+    """Features of ``months`` joined with their (non-null) labels, as pandas.
+
+    Read in the driver with pyarrow (the driver needs the rows whole to fit on them; a Spark job would
+    only add the JVM's row-to-Arrow conversion), Spark where only the native Delta connector can read.
+    """
+    keys = ["subscriber_id", "month"]
+    columns = delta.spark_schema_of(lake.path("features_monthly")).fieldNames()
     need = [spec.tenure, *spec.id_columns]
-    missing = [c for c in need if c not in features.columns]
+    missing = [c for c in need if c not in columns]
     if missing:
         raise MissingColumnsError(missing, "features_monthly (the model spec needs them)")
+    try:
+        features = lake.read_arrow("features_monthly", partitions={"month": months}).to_pandas()
+        labels = lake.read_arrow(
+            "labels_monthly", columns=[*keys, "label_available", "is_churn"], partitions={"month": months}
+        ).to_pandas()
+        labels = labels[labels["label_available"].fillna(False).astype(bool) & labels["is_churn"].notna()]
+        labels = labels[keys].assign(**{spec.label: labels["is_churn"].astype("int32")})
+        frame = features.merge(labels, on=keys, how="inner")
+    except delta.UnsupportedTableError:
+        frame = _spark_training_frame(lake, months, spec)
+    # Spark's join order (keys first) and the same rows in the same order, however the files were split
+    frame = frame[[*keys, *[c for c in frame.columns if c not in keys]]]
+    return frame.sort_values(["month", "subscriber_id"], kind="stable", ignore_index=True)
+
+
+def _spark_training_frame(lake: Lake, months: Sequence[str], spec: ModelSpec) -> pd.DataFrame:
+    features = lake.read("features_monthly").where(F.col("month").isin(*months))
     labels = (
         lake.read("labels_monthly")
         .where(F.col("month").isin(*months) & F.col("label_available") & F.col("is_churn").isNotNull())
         .select("subscriber_id", "month", F.col("is_churn").cast("int").alias(spec.label))
     )
-    frame = _to_pandas(features.join(labels, ["subscriber_id", "month"], "inner"))
-    # the same rows in the same order however Spark partitioned them (local or cluster): same model
-    return frame.sort_values(["month", "subscriber_id"], kind="stable", ignore_index=True)
-
-
-def _to_pandas(df: DataFrame) -> pd.DataFrame:
-    return decimals_as_double(df).toPandas()
+    return decimals_as_double(features.join(labels, ["subscriber_id", "month"], "inner")).toPandas()
 
 
 def _check_cohorts(frame: pd.DataFrame, spec: ModelSpec, window: TrainingWindow) -> None:
@@ -156,6 +171,7 @@ class TrainResult:
     rows: dict[str, int]
     seconds: float
     test_frame: pd.DataFrame  # the labelled rows of the test month (evaluation, charts, gates)
+    test_scores: dict[str, np.ndarray]  # model_scores of the test rows: family, pooled, logistic
     version: str | None = None
     run_id: str | None = None
     promoted: bool = False
@@ -186,8 +202,9 @@ def fit_as_of(lake: Lake, run_month: str) -> TrainResult:
     family.segments = fit_segments(fit, k=cfg.score.segments, seed=cfg.model.seed)
     seconds = time.perf_counter() - t0
     log.info("train as of %s: fitted %d rows in %.1f s", run_month, rows["fit"], seconds)
-    test = evaluate_family(family, parts[window.test_month])
-    return TrainResult(window, family, test, rows, seconds, parts[window.test_month])
+    scores = model_scores(family, parts[window.test_month])
+    test = evaluate_family(family, parts[window.test_month], scores)
+    return TrainResult(window, family, test, rows, seconds, parts[window.test_month], scores)
 
 
 def promotion_decision(
@@ -333,11 +350,7 @@ def _log_to_mlflow(lake: Lake, result: TrainResult, test: pd.DataFrame) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             y = test[spec.label].to_numpy(dtype=float)
-            probs = {
-                "family": family.predict_proba(test),
-                "pooled": family.baseline_proba(test, "pooled"),
-                "logistic": family.baseline_proba(test, "logistic"),
-            }
+            probs = result.test_scores
             importance = {
                 name: dict(zip(b.feature_name(), b.feature_importance("gain").tolist(), strict=True))
                 for name, b in family.boosters.items()

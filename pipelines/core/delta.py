@@ -31,6 +31,7 @@ from typing import Any, Literal
 from urllib.parse import quote, unquote
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
@@ -42,6 +43,7 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
 from features.errors import MissingColumnsError, SchemaMismatchError
+from pipelines.core.arrow import arrow_decimals_as_double
 
 log = logging.getLogger(__name__)
 
@@ -265,14 +267,7 @@ def read_delta(
         return reader.load(path)
     if not table_exists(path):
         raise FileNotFoundError(f"no Delta table at {path}")
-    table = DeltaTable(path, version=version)
-    features = set(table.protocol().reader_features or [])
-    unsupported = features & {"deletionVectors", "columnMapping"}
-    if unsupported:
-        raise UnsupportedTableError(
-            f"{path}: reader features {sorted(unsupported)} need the native Delta connector "
-            "(lake.engine=native)"
-        )
+    table = _readable_table(path, version)
     schema = from_arrow_schema(pa.schema(table.schema().to_arrow()))
     part_cols = list(table.metadata().partition_columns)
     actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
@@ -293,6 +288,63 @@ def read_delta(
         df = spark.read.schema(schema).option("basePath", root).parquet(*files)
         return df.select(*schema.fieldNames())
     return _read_with_partition_map(spark, schema, part_cols, files, actions)
+
+
+def _readable_table(path: str, version: int | None) -> DeltaTable:
+    """The table at ``path`` if this layer can read its files itself (no deletion vectors, no column
+    mapping: those need the native Delta connector)."""
+    table = DeltaTable(path, version=version)
+    features = set(table.protocol().reader_features or [])
+    unsupported = features & {"deletionVectors", "columnMapping"}
+    if unsupported:
+        raise UnsupportedTableError(
+            f"{path}: reader features {sorted(unsupported)} need the native Delta connector "
+            "(lake.engine=native)"
+        )
+    return table
+
+
+def read_arrow(
+    path: str,
+    *,
+    columns: Sequence[str] | None = None,
+    partitions: Mapping[str, Sequence[str]] | None = None,
+    version: int | None = None,
+) -> pa.Table:
+    """The table at ``path`` (``columns`` of the ``partitions`` given) read in this process with pyarrow.
+
+    For what the driver needs whole anyway (a training frame): no Spark job and no JVM-to-Arrow
+    conversion. Decimals come as doubles, as :func:`pipelines.core.lake.decimals_as_double` gives Spark.
+    Raises :class:`UnsupportedTableError` where only the native connector can read the table.
+    """
+    if not table_exists(path):
+        raise FileNotFoundError(f"no Delta table at {path}")
+    dataset = _readable_table(path, version).to_pyarrow_dataset()
+    where = None
+    for column, values in (partitions or {}).items():
+        term = pc.field(column).isin(list(values))
+        where = term if where is None else where & term
+    table = dataset.to_table(columns=list(columns) if columns is not None else None, filter=where)
+    return arrow_decimals_as_double(table)
+
+
+def data_files(
+    path: str, partitions: Mapping[str, Sequence[str]], *, version: int | None = None
+) -> list[str]:
+    """URIs of the data files holding ``partitions`` (column -> values) in the snapshot ``version``.
+
+    For readers outside Spark (executor tasks reading with pyarrow); the table must be one this layer reads
+    itself (else :class:`UnsupportedTableError`). The files hold no partition columns.
+    """
+    table = _readable_table(path, version)
+    root = path.rstrip("/")
+    files = []
+    for a in pa.table(table.get_add_actions(flatten=True)).to_pylist():
+        if all(_partition_value_str(a.get(f"partition.{c}")) in set(v) for c, v in partitions.items()):
+            name = unquote(a["path"])
+            uri = name if "://" in a["path"] else f"{root}/{name}"
+            files.append(uri if "://" in uri else f"file://{uri}")
+    return sorted(files)
 
 
 def _read_with_partition_map(

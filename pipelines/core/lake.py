@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -34,6 +35,17 @@ class Lake:
 
     def read(self, name: str, *, version: int | None = None) -> DataFrame:
         return delta.read_delta(self.spark, self.path(name), version=version, engine=self.engine)
+
+    def read_arrow(
+        self,
+        name: str,
+        *,
+        columns: Sequence[str] | None = None,
+        partitions: Mapping[str, Sequence[str]] | None = None,
+    ) -> pa.Table:
+        """``columns`` of ``partitions`` of the table, read in this process (no Spark job): for data the
+        driver needs whole; see :func:`pipelines.core.delta.read_arrow`."""
+        return delta.read_arrow(self.path(name), columns=columns, partitions=partitions)
 
     def read_or_none(self, name: str) -> DataFrame | None:
         return self.read(name) if self.exists(name) else None

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
@@ -17,6 +18,8 @@ from pyspark.testing import assertDataFrameEqual
 
 from features.errors import MissingColumnsError, SchemaMismatchError
 from pipelines.core.delta import (
+    data_files,
+    read_arrow,
     read_delta,
     table_history,
     table_version,
@@ -139,6 +142,42 @@ def test_other_engines_read_identically_with_partitions_and_stats(spark, tmp_pat
 
     # and Spark through the layer agrees
     assertDataFrameEqual(read_delta(spark, path), df)
+
+
+def test_read_arrow_prunes_partitions_and_rounds_decimals_as_spark_does(spark, tmp_path: Path):
+    path = str(tmp_path / "t")
+    fees = [Decimal("60.04"), Decimal("0.10"), None]
+    df = spark.createDataFrame(
+        [(*r[:3], fee, *r[4:]) for r, fee in zip(rows("2024-01", ["a", "b", "c"]), fees, strict=True)]
+        + rows("2024-02", ["d"], calls=5),
+        SCHEMA,
+    )
+    write_delta(df, path, partition_by=["month"])
+
+    got = read_arrow(
+        path, columns=["subscriber_id", "month", "calls", "fee"], partitions={"month": ["2024-01"]}
+    )
+    assert got.schema.field("fee").type == pa.float64()
+    assert got.sort_by("subscriber_id").to_pylist() == [
+        {"subscriber_id": "a", "month": "2024-01", "calls": 1, "fee": 60.04},  # not 60.040000000000006
+        {"subscriber_id": "b", "month": "2024-01", "calls": 2, "fee": 0.1},
+        {"subscriber_id": "c", "month": "2024-01", "calls": 3, "fee": None},
+    ]
+    spark_fees = [r.fee for r in read_delta(spark, path).where("month = '2024-01'").orderBy("subscriber_id")
+                  .selectExpr("cast(fee as double) as fee").collect()]  # fmt: skip
+    assert got.sort_by("subscriber_id")["fee"].to_pylist() == spark_fees
+    assert read_arrow(path, partitions={"month": ["2024-03"]}).num_rows == 0
+    # the files executor tasks read themselves: the month's, and only the live ones
+    write_delta(
+        df.where("month = '2024-02'"), path, mode="overwrite", replace_partitions={"month": ["2024-02"]}
+    )
+    files = data_files(path, {"month": ["2024-02"]})
+    assert files and all(f.startswith("file://") and "/month=2024-02/" in f for f in files)
+    assert sum(pq.read_metadata(f.removeprefix("file://")).num_rows for f in files) == 1
+    assert data_files(path, {"month": ["2024-03"]}) == []
+    assert read_arrow(path).num_rows == 4
+    with pytest.raises(FileNotFoundError, match="no Delta table"):
+        read_arrow(str(tmp_path / "missing"))
 
 
 def test_schema_enforcement(spark, tmp_path: Path):

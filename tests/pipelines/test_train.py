@@ -6,13 +6,21 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
 from pipelines.core.config import PromotionGates, load_config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake
-from pipelines.train import fit_as_of, promotion_decision, read_training_frame, train_month, training_window
+from pipelines.train import (
+    _spark_training_frame,
+    fit_as_of,
+    promotion_decision,
+    read_training_frame,
+    train_month,
+    training_window,
+)
 from tests.conftest import TEST_CONF, job_args
 
 pytestmark = pytest.mark.slow
@@ -84,6 +92,18 @@ def test_training_reads_only_its_window(trained):
     assert first.rows == {"fit": counts["2024-01"], "valid": counts["2024-02"], "test": counts["2024-03"]}
     assert first.family.report["rows"]["train"] == counts["2024-01"]
     assert first.family.report["rows"]["valid"] == counts["2024-02"]
+
+
+def test_training_frame_read_in_the_driver_equals_spark_join(trained):
+    """The driver's pyarrow read of features and labels gives exactly Spark's join: columns, types, values."""
+    lake, _, first, _ = trained
+    months = ["2024-01", "2024-02", "2024-03"]
+    frame = read_training_frame(lake, months, first.family.spec)
+    spark_frame = _spark_training_frame(lake, months, first.family.spec)
+    spark_frame = spark_frame.sort_values(["month", "subscriber_id"], kind="stable", ignore_index=True)
+    pd.testing.assert_frame_equal(frame, spark_frame)
+    assert sorted(frame["month"].unique()) == months
+    assert len(frame) == sum(first.rows.values())
 
 
 def test_test_month_and_later_labels_never_reach_the_model(trained, spark, tmp_path):
