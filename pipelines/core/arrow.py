@@ -47,9 +47,10 @@ def file_batches(
     make: Callable[[], Callable[[pd.DataFrame], pd.DataFrame]],
     batch_rows: int,
 ) -> BatchFn:
-    """A ``mapInArrow`` function over rows of Parquet file URIs (one string column): each task reads its
-    files itself with pyarrow (``columns``, decimals as doubles) and applies ``make()``'s function to
-    batches of ``batch_rows``; only the results cross into the JVM, never the input columns."""
+    """A ``mapInArrow`` function over rows of Parquet file URIs (one string column): each task streams its
+    files itself with pyarrow (``columns``, decimals as doubles) in batches of up to ``batch_rows`` (a
+    task holds one batch, not the file) and applies ``make()``'s function to each; only the results cross
+    into the JVM, never the input columns."""
     import pyarrow.dataset as ds
 
     schema = arrow_schema(ddl)
@@ -59,15 +60,15 @@ def file_batches(
         for batch in batches:
             for uri in batch.column(0).to_pylist():
                 data = ds.dataset(uri, format="parquet")
-                held = set(data.schema.names)  # a file older than a column added since holds none of it
-                table = data.to_table(columns=[c for c in columns if c in held])
-                for c in columns:
-                    if c not in held:
-                        table = table.append_column(c, pa.nulls(table.num_rows))
-                table = arrow_decimals_as_double(table.select(list(columns)))
-                for part in table.to_batches(max_chunksize=batch_rows):
+                held = [c for c in columns if c in data.schema.names]  # an older file lacks newer columns
+                for part in data.to_batches(columns=held, batch_size=batch_rows):
+                    table = pa.Table.from_batches([part])
+                    for c in columns:
+                        if c not in held:
+                            table = table.append_column(c, pa.nulls(table.num_rows))
+                    table = arrow_decimals_as_double(table.select(list(columns)))
                     yield pa.RecordBatch.from_pandas(
-                        fn(part.to_pandas()), schema=schema, preserve_index=False
+                        fn(table.to_pandas()), schema=schema, preserve_index=False
                     )
 
     return run
