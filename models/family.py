@@ -166,8 +166,7 @@ class ModelFamily:
         x = self._matrix(frame, cohort)
         raw = self._raw_of_matrix(x, cohort)
         proba = self.calibrate(raw, cohort)
-        features = [c for c in (self.drift.columns if self.drift else []) if c != "score"]
-        return cohort, raw, proba, self._drift_of_matrix(x, proba, features)
+        return cohort, raw, proba, self._drift_of_matrix(x, proba, self._drift_features())
 
     def calibrate(self, raw: np.ndarray, cohort: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of raw scores (each row by its cohort's calibrator)."""
@@ -216,16 +215,19 @@ class ModelFamily:
         """The monitored values of ``frame``: ``score`` (calibrated probability) and the monitored features
         (``features``, by default those of the drift profile)."""
         if features is None:
-            features = [c for c in (self.drift.columns if self.drift else []) if c != "score"]
+            features = self._drift_features()
         x = self.encoder.transform(frame) if features else None
         return self._drift_of_matrix(x, probability, features)
+
+    def _drift_features(self) -> list[str]:
+        return [c for c in (self.drift.columns if self.drift else []) if c != "score"]
 
     def _drift_of_matrix(
         self, x: np.ndarray | None, probability: np.ndarray, features: Sequence[str]
     ) -> dict[str, np.ndarray]:
         out = {"score": np.asarray(probability, dtype=float)}
-        index = {f: i for i, f in enumerate(self.features)}
         if x is not None:
+            index = {f: i for i, f in enumerate(self.features)}
             out.update({c: x[:, index[c]] for c in features})
         return out
 

@@ -274,8 +274,7 @@ def read_delta(
     if not actions:
         return spark.createDataFrame([], schema)
     root = path.rstrip("/")
-    # delta-rs returns the log's URI-encoded paths
-    files = [unquote(a["path"]) if "://" in a["path"] else f"{root}/{unquote(a['path'])}" for a in actions]
+    files = [_file_path(path, a) for a in actions]
     if not part_cols:
         return spark.read.schema(schema).parquet(*files).select(*schema.fieldNames())
     hive_layout = all(
@@ -337,14 +336,19 @@ def data_files(
     itself (else :class:`UnsupportedTableError`). The files hold no partition columns.
     """
     table = _readable_table(path, version)
-    root = path.rstrip("/")
+    wanted = {c: set(v) for c, v in partitions.items()}
     files = []
     for a in pa.table(table.get_add_actions(flatten=True)).to_pylist():
-        if all(_partition_value_str(a.get(f"partition.{c}")) in set(v) for c, v in partitions.items()):
-            name = unquote(a["path"])
-            uri = name if "://" in a["path"] else f"{root}/{name}"
-            files.append(uri if "://" in uri else f"file://{uri}")
+        if all(_partition_value_str(a.get(f"partition.{c}")) in v for c, v in wanted.items()):
+            file = _file_path(path, a)
+            files.append(file if "://" in file else f"file://{file}")
     return sorted(files)
+
+
+def _file_path(path: str, action: dict[str, Any]) -> str:
+    """The data file of an add action: delta-rs returns the log's URI-encoded paths, relative or absolute."""
+    name = unquote(action["path"])
+    return name if "://" in action["path"] else f"{path.rstrip('/')}/{name}"
 
 
 def _read_with_partition_map(
