@@ -278,10 +278,8 @@ def evaluate_month(spark: SparkSession, cfg: Config, month: str) -> EvaluateRepo
             ["warning_list", "labels_monthly", "offer_assignments", "campaign_outcomes"]
         )
         perf, report.realised = realised_performance(lake, month, months)
-        lake.replace(
-            spark.createDataFrame(perf, PERFORMANCE_SCHEMA),
-            "model_performance",
-            {"month": [month], "source": ["realised"]},
+        lake.replace_rows(
+            perf, PERFORMANCE_SCHEMA, "model_performance", {"month": [month], "source": ["realised"]}
         )
         frame = _campaign_frame(lake, months)
         if frame is not None:
@@ -295,7 +293,7 @@ def evaluate_month(spark: SparkSession, cfg: Config, month: str) -> EvaluateRepo
                 ("offer_effects", offers, OFFER_EFFECT_SCHEMA),
                 ("campaign_feedback", feedback, FEEDBACK_SCHEMA),
             ):
-                lake.replace(spark.createDataFrame(rows, schema), table, {"month": [month]})
+                lake.replace_rows(rows, schema, table, {"month": [month]})
         run.output_versions = lake.versions(
             ["model_performance", "campaign_effect", "offer_effects", "campaign_feedback"]
         )

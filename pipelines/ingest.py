@@ -444,7 +444,7 @@ def ingest_source(
         files, incomplete = list_delivery(folder, source, allow_incomplete=allow_incomplete)
     except (UnreadableFileError, MissingColumnsError) as exc:
         failed = SourceReport(source, month, gate_failures=[one_line(exc)])
-        _write_report(lake, _dq_frame(lake, failed), "data_quality", source, month)
+        _write_quality(lake, failed)
         raise
     report = SourceReport(source, month, files=len(files), incomplete_delivery=incomplete)
     report.extra_columns = {
@@ -484,7 +484,7 @@ def ingest_source(
         if unreadable is None:
             raise
         report.gate_failures = [str(unreadable)]
-        _write_report(lake, _dq_frame(lake, report), "data_quality", source, month)
+        _write_quality(lake, report)
         raise unreadable from None
     finally:
         checked.unpersist()
@@ -676,7 +676,7 @@ def _finish_source(
         stats, failures = _write_silver(lake, spec, month, deduped, good_count, check).checked
     except GateFailedError as exc:
         report = _with_stats(report, spec, exc.stats, exc.failures, overridden=False)
-        _write_report(lake, _dq_frame(lake, report), "data_quality", source, month)
+        _write_quality(lake, report)
         raise
     report = _with_stats(report, spec, stats, failures, overridden=bool(failures))
     if blocks is None:  # nothing rejected: no need to scan the rows again
@@ -696,8 +696,8 @@ def _finish_source(
         F.array_join(REASONS_COL, ",").alias("reasons"),
         F.to_json(RAW_COL).alias("raw_values"),
     )
-    _write_report(lake, quarantine, "quarantine", source, month)
-    _write_report(lake, _dq_frame(lake, report), "data_quality", source, month)
+    lake.replace(quarantine, "quarantine", {"source": [source], "month": [month]})
+    _write_quality(lake, report)
     log.info(
         "%s %s: read %d, loaded %d, quarantined %d, duplicates %d%s",
         source,
@@ -730,19 +730,16 @@ def _with_stats(
     )
 
 
-def _dq_frame(lake: Lake, report: SourceReport) -> DataFrame:
+def _write_quality(lake: Lake, report: SourceReport) -> None:
+    """Replace the (source, month) partition of ``data_quality`` with the report's row."""
     schema = T._parse_datatype_string(DQ_SCHEMA)
     row = report.row()
-    return lake.spark.createDataFrame([tuple(row[f.name] for f in schema.fields)], schema)
-
-
-def _write_report(lake: Lake, df: DataFrame, table: str, source: str, month: str) -> None:
-    """Replace the (source, month) partition of ``quarantine`` or ``data_quality``."""
-    lake.replace(
-        df,
-        table,
-        {"source": [source], "month": [month]},
-        merge_schema=table == "data_quality",  # lakes from before a report column was added
+    lake.replace_rows(
+        [tuple(row[f.name] for f in schema.fields)],
+        schema,
+        "data_quality",
+        {"source": [report.source], "month": [report.month]},
+        merge_schema=True,  # lakes from before a report column was added
     )
 
 

@@ -339,8 +339,8 @@ def score_month(
                 lake.replace(warning_list, "warning_list", this_month)
                 written = lake.read("warning_list").where(F.col("score_month") == month)
                 lake.replace(customer_risk(written, params), "customer_risk", this_month)
-                monitoring, warnings = score_monitoring(spark, ranked, family, month, model, params)
-                lake.replace(monitoring, "score_monitoring", this_month)
+                monitoring, warnings = score_monitoring(ranked, family, month, model, params)
+                lake.replace_rows(monitoring, MONITORING_SCHEMA, "score_monitoring", this_month)
             finally:
                 ranked.unpersist()
         finally:
@@ -486,14 +486,14 @@ def customer_risk(warning: DataFrame, params: ScoreParams) -> DataFrame:
 
 
 def score_monitoring(
-    spark: SparkSession,
     ranked: DataFrame,
     family: ModelFamily,
     month: str,
     model: ResolvedModel,
     params: ScoreParams,
-) -> tuple[DataFrame, list[str]]:
-    """The score distribution by cohort and the PSI of the score and monitored features vs training."""
+) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """The score distribution by cohort and the PSI of the score and monitored features vs training:
+    ``score_monitoring`` rows (``MONITORING_SCHEMA``) and the drift warnings."""
     rows: list[tuple[Any, ...]] = []
     reference = "training months"
 
@@ -528,7 +528,7 @@ def score_monitoring(
                 warnings.append(
                     f"PSI of {name} is {value:.3f} (> {params.psi_warning}) against the training months"
                 )
-    return spark.createDataFrame(rows, MONITORING_SCHEMA), warnings
+    return rows, warnings
 
 
 def _distribution(ranked: DataFrame) -> dict[str, dict[str, float | None]]:

@@ -280,10 +280,8 @@ def _performance_rows(result: TrainResult, source: str) -> list[tuple[Any, ...]]
 def write_performance(lake: Lake, results: Sequence[TrainResult], source: str) -> None:
     """Replace the (month, source) partitions of ``model_performance`` with these results."""
     rows = [r for res in results for r in _performance_rows(res, source)]
-    df = lake.spark.createDataFrame(rows, PERFORMANCE_SCHEMA)
-    lake.replace(
-        df, "model_performance", {"month": sorted({r.window.run_month for r in results}), "source": [source]}
-    )
+    months = sorted({r.window.run_month for r in results})
+    lake.replace_rows(rows, PERFORMANCE_SCHEMA, "model_performance", {"month": months, "source": [source]})
 
 
 def metrics_table(metrics: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:

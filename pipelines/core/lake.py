@@ -8,6 +8,7 @@ from typing import Any
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from pipelines.core import delta
 from pipelines.core.config import Config
@@ -93,6 +94,49 @@ class Lake:
             replace_partitions=partitions,
             merge_schema=merge_schema,
             before_commit=before_commit,
+        )
+
+    def write_rows(
+        self,
+        rows: Sequence[Sequence[Any]],
+        schema: T.StructType | str,
+        name: str,
+        *,
+        mode: delta.WriteMode = "append",
+        merge_schema: bool = False,
+    ) -> delta.WriteResult:
+        """Append (or write) a few rows made in the driver, tuples in ``schema`` order, without a Spark
+        job where the engine allows (:func:`pipelines.core.delta.write_rows`)."""
+        return delta.write_rows(
+            self.spark,
+            rows,
+            schema,
+            self.path(name),
+            mode=mode,
+            merge_schema=merge_schema,
+            engine=self.engine,
+        )
+
+    def replace_rows(
+        self,
+        rows: Sequence[Sequence[Any]],
+        schema: T.StructType | str,
+        name: str,
+        partitions: Mapping[str, Sequence[Any]],
+        *,
+        merge_schema: bool = False,
+    ) -> delta.WriteResult:
+        """:meth:`replace` for a few rows made in the driver (see :meth:`write_rows`)."""
+        return delta.write_rows(
+            self.spark,
+            rows,
+            schema,
+            self.path(name),
+            mode="overwrite",
+            partition_by=list(partitions),
+            replace_partitions=partitions,
+            merge_schema=merge_schema,
+            engine=self.engine,
         )
 
     def versions(self, names: Sequence[str]) -> dict[str, int | None]:

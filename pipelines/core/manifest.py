@@ -126,7 +126,7 @@ def _write_run(
     }
     schema = T._parse_datatype_string(RUNS_SCHEMA)
     try:
-        df = lake.spark.createDataFrame([tuple(row[f.name] for f in schema.fields)], schema)
-        lake.write(df, "pipeline_runs", mode="append", merge_schema=True)  # lakes from older versions
+        values = [tuple(row[f.name] for f in schema.fields)]
+        lake.write_rows(values, schema, "pipeline_runs", merge_schema=True)  # lakes from older versions
     except Exception:  # the manifest must never hide the stage's own error
         log.exception("could not record run %s of %s", record.run_id, record.stage)

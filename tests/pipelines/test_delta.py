@@ -25,6 +25,7 @@ from pipelines.core.delta import (
     table_version,
     vacuum,
     write_delta,
+    write_rows,
 )
 
 SCHEMA = T.StructType(
@@ -142,6 +143,59 @@ def test_other_engines_read_identically_with_partitions_and_stats(spark, tmp_pat
 
     # and Spark through the layer agrees
     assertDataFrameEqual(read_delta(spark, path), df)
+
+
+def test_rows_written_in_the_driver_equal_rows_written_by_spark(spark, tmp_path: Path):
+    """write_rows (pyarrow in this process, no Spark job) and write_delta give the same table: values,
+    types, partition folders and statistics; replacing, appending and merging a new column behave alike."""
+    jan = rows("2024-01", ["a", "b"]) + rows("2024/02 x", ["c"], calls=5)
+    jan[1] = ("b", "2024-01", None, None, None, None, None)  # nulls in every column but the keys
+    by_spark, by_rows = str(tmp_path / "spark"), str(tmp_path / "rows")
+    write_delta(spark.createDataFrame(jan, SCHEMA), by_spark, partition_by=["month"])
+    result = write_rows(spark, jan, SCHEMA, by_rows, partition_by=["month"])
+    assert (result.version, result.files_added, result.rows_added) == (0, 2, 3)
+    assertDataFrameEqual(read_delta(spark, by_rows), read_delta(spark, by_spark))
+    assert read_delta(spark, by_rows).schema == SCHEMA
+    assert sorted(os.listdir(by_rows)) == sorted(os.listdir(by_spark))  # month=2024-01, month=2024%2F02 x
+
+    def stats(path: str) -> dict[str, tuple]:  # per partition (Spark may write several files)
+        actions = pa.table(DeltaTable(path).get_add_actions(flatten=True)).to_pylist()
+        out = {}
+        for month in {a["partition.month"] for a in actions}:
+            part = [a for a in actions if a["partition.month"] == month]
+            low = [a["min.calls"] for a in part if a["min.calls"] is not None]
+            out[month] = (
+                sum(a["num_records"] for a in part),
+                min(low),
+                max(a["max.calls"] for a in part if a["max.calls"] is not None),
+                min(a["min.event_ts"] for a in part if a["min.event_ts"] is not None),
+                sum(a["null_count.fee"] for a in part),
+            )
+        return out
+
+    assert stats(by_rows) == stats(by_spark)
+    assert stats(by_rows)["2024-01"] == (2, 1, 1, dt.datetime(2024, 1, 1, 12, 30, tzinfo=dt.UTC), 1)
+
+    # replace one partition, keep the other; append; a new column merged into the table
+    feb = rows("2024-01", ["x"], calls=7)
+    write_rows(spark, feb, SCHEMA, by_rows, mode="overwrite", replace_partitions={"month": ["2024-01"]})
+    write_rows(spark, rows("2024-03", ["y"]), SCHEMA, by_rows)
+    with pytest.raises(ValueError, match="rows outside the partitions being replaced"):
+        write_rows(spark, feb, SCHEMA, by_rows, mode="overwrite", replace_partitions={"month": ["2024-03"]})
+    with pytest.raises(MissingColumnsError, match="fee"):
+        write_rows(spark, [r[:3] for r in feb], T.StructType(SCHEMA.fields[:3]), by_rows)
+    assert table_version(by_rows) == 2  # the failed writes committed nothing
+    wider = T.StructType([*SCHEMA.fields, T.StructField("note", T.StringType())])
+    write_rows(spark, [(*rows("2024-04", ["z"])[0], "new")], wider, by_rows, merge_schema=True)
+    got = (
+        read_delta(spark, by_rows).select("subscriber_id", "month", "calls", "note").orderBy("subscriber_id")
+    )
+    assert [tuple(r) for r in got.collect()] == [
+        ("c", "2024/02 x", 5, None),
+        ("x", "2024-01", 7, None),
+        ("y", "2024-03", 1, None),
+        ("z", "2024-04", 1, "new"),
+    ]
 
 
 def test_read_arrow_prunes_partitions_and_rounds_decimals_as_spark_does(spark, tmp_path: Path):
