@@ -19,10 +19,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 from features import contract as C
 from pipelines.build_features import FeatureReport, build_features_month
@@ -140,9 +140,9 @@ class MonthRun:
         if self._earlier is None:
             self._earlier = []
             if self.lake.exists("pipeline_runs"):
-                df = self.lake.read("pipeline_runs")
-                if "fingerprint" in df.columns:
-                    self._earlier = df.where(F.col("month") == self.month).collect()
+                runs = self.lake.read_rows("pipeline_runs")
+                if runs and "fingerprint" in runs[0]:
+                    self._earlier = [SimpleNamespace(**r) for r in runs if r["month"] == self.month]
         return self._earlier
 
     def stage(self, stage: str, call: Callable[[], Any], **inputs: Any) -> Any:
@@ -227,7 +227,10 @@ def run_monthly(
     override_gates: bool = False,
 ) -> list[StageOutcome]:
     """Run every stage for each month, oldest first; raise :class:`StageFailedError` at the first failure."""
+    from pipelines.core.tracking import open_in_background
+
     lake = Lake(spark, cfg)
+    open_in_background(cfg)  # beside the first ingest: a new store takes seconds to create
     outcomes: list[StageOutcome] = []
     for i, month in enumerate(months, 1):
         run = MonthRun(lake, month, force=force, position=f"[{i}/{len(months)}]")
@@ -277,10 +280,12 @@ def train_due(lake: Lake, month: str, *, force: bool = False) -> str | None:
         return None
     if champion_version(cfg) is None:
         return "no champion yet"
-    runs = lake.read("pipeline_runs").where(
-        (F.col("stage") == "train") & (F.col("status") == "success") & F.col("scope").isNull()
-    )
-    last = runs.agg(F.max("month")).first()[0]
+    trained = [
+        r["month"]
+        for r in lake.read_rows("pipeline_runs", columns=["stage", "status", "scope", "month"])
+        if r["stage"] == "train" and r["status"] == "success" and r["scope"] is None
+    ]
+    last = max(trained, default=None)
     if last is None:
         return "never trained in this lake"
     if last >= month:

@@ -48,6 +48,15 @@ class Lake:
         driver needs whole; see :func:`pipelines.core.delta.read_arrow`."""
         return delta.read_arrow(self.path(name), columns=columns, partitions=partitions)
 
+    def read_rows(self, name: str, *, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Every row of a small table (run records) as dicts, read in this process; through Spark where
+        only the native connector reads the table."""
+        try:
+            return self.read_arrow(name, columns=columns).to_pylist()
+        except delta.UnsupportedTableError:
+            df = self.read(name)
+            return [r.asDict() for r in (df.select(*columns) if columns else df).collect()]
+
     def read_or_none(self, name: str) -> DataFrame | None:
         return self.read(name) if self.exists(name) else None
 

@@ -72,6 +72,9 @@ def get_spark(cfg: Config) -> SparkSession:
             .config("spark.pyspark.python", sys.executable)
             .config("spark.driver.extraJavaOptions", _driver_java_options())
             .config("spark.sql.warehouse.dir", "/tmp/spark-warehouse")
+            # PySpark otherwise records the Python call site of every DataFrame call for error messages:
+            # five JVM round trips a call, about 3,000 of a demo month's feature build (static setting)
+            .config("spark.python.sql.dataFrameDebugging.enabled", "false")
         )
     settings = {
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import pickle
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,31 @@ log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
+# tracking stores being opened by a background thread (open_in_background), by URI
+_OPENING: dict[str, threading.Thread] = {}
+
+
+def open_in_background(cfg: Config) -> None:
+    """Open the tracking store in a thread while the first stages run: the first open of a new sqlite
+    store creates its tables (several seconds). :func:`configure_mlflow` waits for it."""
+    uri = cfg.mlflow_tracking_uri
+    if uri not in _OPENING:
+        _OPENING[uri] = threading.Thread(target=_open_quietly, args=(cfg,), name="mlflow-open", daemon=True)
+        _OPENING[uri].start()
+
+
+def _open_quietly(cfg: Config) -> None:
+    try:
+        configure_mlflow(cfg)
+    except Exception as exc:  # the stage that needs the store meets the error itself, with its context
+        log.debug("opening the tracking store in the background failed: %s", exc)
+
+
 def configure_mlflow(cfg: Config) -> MlflowClient:
     """Point MLflow at the configured store and make sure the experiment exists (artifacts under the lake)."""
+    opening = _OPENING.get(cfg.mlflow_tracking_uri)
+    if opening is not None and opening is not threading.current_thread():
+        opening.join()
     uri = cfg.mlflow_tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
