@@ -473,8 +473,8 @@ def ingest_source(
             )
         checked = _with_subscriber(checked, intervals)
     # the checked rows are read three times (statistics, duplicates, silver write) and live only for this
-    # source: an uncompressed cache builds a third faster, and memory holds it at these sizes
-    checked = _uncompressed_cache(spark, checked)
+    # source: cached uncompressed in memory while the delivery is small enough, else on local disk
+    checked = _cache_checked(spark, checked, files, cfg.ingest.memory_cache_max_mb)
     try:
         return _finish_source(lake, spec, report, checked, files, override_gates)
     except (GateFailedError, UnreadableFileError):
@@ -493,6 +493,31 @@ def ingest_source(
 
 
 _CACHE_LOCK = threading.Lock()
+
+
+# landing bytes on disk -> rows as text: gzip and Parquet hold about 5x and 4x their size
+_TEXT_FACTOR = {"csv": 1.0, "csv.gz": 5.0, "parquet": 4.0}
+
+
+def delivery_text_mb(files: Sequence[LandingFile]) -> float:
+    """The delivery's size as CSV text, estimated from its files' sizes (MB)."""
+    total = 0.0
+    for f in files:
+        kind = "csv.gz" if f.name.endswith(".gz") else f.fmt
+        total += Path(f.path).stat().st_size * _TEXT_FACTOR.get(kind, 1.0)
+    return total / 2**20
+
+
+def _cache_checked(
+    spark: SparkSession, df: DataFrame, files: Sequence[LandingFile], memory_max_mb: int
+) -> DataFrame:
+    """``df`` cached uncompressed in memory (a third faster to build than compressed) when the delivery
+    holds at most ``memory_max_mb`` of text, else on local disk: measured on one CDR month of 9.4M rows
+    (1.2 GB of CSV) with a 6 GB heap, the memory cache ran the heap out (out-of-memory traces, tasks
+    retried) while the disk cache took the same 59 s; at 4.7M rows memory was 10 % faster."""
+    if delivery_text_mb(files) > memory_max_mb:
+        return df.persist(StorageLevel.DISK_ONLY)
+    return _uncompressed_cache(spark, df)
 
 
 def _uncompressed_cache(spark: SparkSession, df: DataFrame) -> DataFrame:

@@ -98,6 +98,8 @@ class IngestConf(Params):
     local_timezone: str = "UTC"
     # sources ingested at once after the subscriptions (Spark jobs of small months are latency-bound)
     parallel_sources: int = Field(4, ge=1, le=4)
+    # a source-month's checked rows are cached in memory up to this much landing text, on disk beyond
+    memory_cache_max_mb: int = Field(800, ge=0)
     gates: GatesConf = Field(default_factory=GatesConf)
 
 

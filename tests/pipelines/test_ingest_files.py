@@ -420,3 +420,34 @@ def test_a_generated_mixed_delivery_ingests_exactly_its_faults(spark, make_cfg, 
     assert len(expected) > 20
     assert set(quarantined(lake)) == expected
     assert reports["cdr"].rows_loaded > 10_000
+    # the same delivery with its checked rows cached on disk (what a large month gets) loads the same rows
+    on_disk = make_cfg(
+        f"landing.root={landing}", "ingest.gates.enabled=false", f"lake.root={tmp_path / 'lake_disk'}",
+        "ingest.memory_cache_max_mb=0",
+    )  # fmt: skip
+    ingest_month(spark, on_disk, MONTH, sources=["subscriptions", "cdr"])
+    disk_lake = Lake(spark, on_disk)
+    assert loaded_rows(disk_lake) == loaded_rows(lake)
+    assert quarantined(disk_lake) == quarantined(lake)
+
+
+def test_a_large_delivery_is_cached_on_disk_and_a_small_one_in_memory(spark, tmp_path):
+    from pyspark import StorageLevel
+
+    from pipelines.ingest import _cache_checked, delivery_text_mb, list_delivery
+
+    _, first = csv_delivery(tmp_path, "part-000.csv", cdr_rows(400))
+    folder = first.parent
+    shutil.copy(first, folder / "part-001.csv")
+    with gzip.open(folder / "part-002.csv.gz", "wb") as out:
+        out.write(first.read_bytes())
+    files, _ = list_delivery(folder, "cdr", allow_incomplete=True)
+    plain, packed = first.stat().st_size, (folder / "part-002.csv.gz").stat().st_size
+    assert delivery_text_mb(files) == pytest.approx((2 * plain + 5 * packed) / 2**20)
+    df = spark.range(10)
+    cached = _cache_checked(spark, df, files, memory_max_mb=0)
+    assert cached.storageLevel == StorageLevel.DISK_ONLY
+    cached.unpersist()
+    cached = _cache_checked(spark, df, files, memory_max_mb=1)
+    assert cached.storageLevel.useMemory and cached.storageLevel.useDisk
+    cached.unpersist()
