@@ -279,11 +279,11 @@ def score_files(
     batch_rows = max(
         SCORE_BATCH_ROWS, int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "0"))
     )
-    units = spark.createDataFrame(
-        spark.sparkContext.parallelize([(f,) for f in files], len(files)), "path string"
-    )
+    # one task per file: a range of the files' indexes (a parallelized list of paths costs a Python pass
+    # of its own in every task: 0.07 s of a 0.8 s pass over 100,000 rows)
+    units = spark.range(len(files), numPartitions=max(len(files), 1))
     make = partial(_score_fn, payload, params)
-    return units.mapInArrow(file_batches(SCORED_SCHEMA, columns, make, batch_rows), SCORED_SCHEMA)
+    return units.mapInArrow(file_batches(SCORED_SCHEMA, files, columns, make, batch_rows), SCORED_SCHEMA)
 
 
 def _score_fn(payload: FamilyPayload, params: ScoreParams) -> Callable[[pd.DataFrame], pd.DataFrame]:

@@ -43,22 +43,25 @@ def arrow_decimals_as_double(table: pa.Table) -> pa.Table:
 
 def file_batches(
     ddl: str,
+    files: Sequence[str],
     columns: Sequence[str],
     make: Callable[[], Callable[[pd.DataFrame], pd.DataFrame]],
     batch_rows: int,
 ) -> BatchFn:
-    """A ``mapInArrow`` function over rows of Parquet file URIs (one string column): each task streams its
-    files itself with pyarrow (``columns``, decimals as doubles) in batches of up to ``batch_rows`` (a
-    task holds one batch, not the file) and applies ``make()``'s function to each; only the results cross
-    into the JVM, never the input columns."""
+    """A ``mapInArrow`` function over rows of indexes into ``files`` (Parquet URIs; one integer column, as
+    ``spark.range`` gives): each task streams its files itself with pyarrow (``columns``, decimals as
+    doubles) in batches of up to ``batch_rows`` (a task holds one batch, not the file) and applies
+    ``make()``'s function to each; only the results cross into the JVM, never the input columns. The
+    indexes, not the URIs, are the input: a range needs no Python pass of its own before the tasks."""
     import pyarrow.dataset as ds
 
     schema = arrow_schema(ddl)
+    uris = tuple(files)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         fn = make()
         for batch in batches:
-            for uri in batch.column(0).to_pylist():
+            for uri in (uris[i] for i in batch.column(0).to_pylist()):
                 data = ds.dataset(uri, format="parquet")
                 held = [c for c in columns if c in data.schema.names]  # an older file lacks newer columns
                 for part in data.to_batches(columns=held, batch_size=batch_rows):
