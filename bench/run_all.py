@@ -15,8 +15,8 @@ against size.
 - Training: the train job as of one month vs plain ``lightgbm.train`` on the same rows, and vs the same
   boosters trained plainly (the family fits a pooled and a per-cohort model).
 - Scoring: the ``mapInArrow`` scoring pass vs the same work in one process (pyarrow read, score, pyarrow
-  write), each side the best of three passes, Python worker memory at 1x and 2x the subscribers (flat),
-  the SHAP reasons on a 10 % share, and the whole score job.
+  write), the two sides interleaved and each its best of five passes, Python worker memory at 1x and 2x
+  the subscribers (flat), the SHAP reasons on a 10 % share, and the whole score job.
 - Offers: the match_offers job (per subscriber of the warning list), the exact optimum vs greedy, and the
   Lagrangian path in Spark vs the exact solve.
 - The whole monthly run of one month (ingest to offers), per subscriber.
@@ -119,6 +119,16 @@ def best_of(n: int, fn) -> float:
     """The shortest of ``n`` timed calls of ``fn``: a pass of a few seconds swings by a third between runs
     (scheduling, the first batch, the file commit), so each side of a ratio is its best of ``n``."""
     return min(timed(fn)[1] for _ in range(n))
+
+
+def interleaved_best(n: int, *fns) -> list[float]:
+    """Each of ``fns`` timed ``n`` times, taking turns, and the best time of each: a ratio between two of
+    them then does not depend on the machine's state drifting from one block of timings to the next."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(n):
+        for fn, seen in zip(fns, times, strict=True):
+            seen.append(timed(fn)[1])
+    return [min(seen) for seen in times]
 
 
 def bench_delta(spark, work: Path, rows: int) -> dict:
@@ -473,7 +483,6 @@ def bench_score(spark, work: Path, landing: Path) -> dict:
 
     out.mkdir(exist_ok=True)
     one_process()  # imports and the first read done, as for the Spark side's warm-up below
-    t_one = best_of(3, one_process)
     payload = FamilyPayload(uuid.uuid4().hex, spark.sparkContext.broadcast(pickle.dumps(family)))
 
     def spark_pass(source) -> None:
@@ -488,7 +497,10 @@ def bench_score(spark, work: Path, landing: Path) -> dict:
     # as a scheduled job's earlier stages do; the one-process reference has its imports done too
     spark_pass(files)
     spark_pass(features.limit(1000))
-    t_spark = best_of(3, lambda: spark_pass(files))
+    # the two sides interleaved (one, Spark, one, Spark, ...), each its best of five: a pass of a second
+    # swings by half between timings, and the machine's state drifts between a block of one side's
+    # passes and the other's (the first timed Spark pass had been the slowest in every run)
+    t_one, t_spark = interleaved_best(5, one_process, lambda: spark_pass(files))
     with PeakMemory(workers_only=True, every=0.05) as mem_1x:  # apart: sampling every 50 ms costs CPU
         spark_pass(files)
     # the same pass with Spark's Arrow batches at 100,000 rows (the file pass streams batches of
