@@ -115,12 +115,6 @@ def timed(fn):
     return out, seconds
 
 
-def best_of(n: int, fn) -> float:
-    """The shortest of ``n`` timed calls of ``fn``: a pass of a few seconds swings by a third between runs
-    (scheduling, the first batch, the file commit), so each side of a ratio is its best of ``n``."""
-    return min(timed(fn)[1] for _ in range(n))
-
-
 def interleaved_best(n: int, *fns) -> list[float]:
     """Each of ``fns`` timed ``n`` times, taking turns, and the best time of each: a ratio between two of
     them then does not depend on the machine's state drifting from one block of timings to the next."""
@@ -509,7 +503,7 @@ def bench_score(spark, work: Path, landing: Path) -> dict:
     default_batch = spark.conf.get(batch_conf)
     spark.conf.set(batch_conf, "100000")
     try:
-        t_spark_big = best_of(3, lambda: spark_pass(files))
+        (t_spark_big,) = interleaved_best(3, lambda: spark_pass(files))
     finally:
         spark.conf.set(batch_conf, default_batch)
     # the rows through Spark (the path for tables only the native Delta connector reads)

@@ -131,6 +131,7 @@ class LandingFile:
     fmt: str  # csv | parquet
     columns: tuple[str, ...]
     mtime: float = 0.0
+    size: int = 0  # bytes on disk
     multiline: bool = False  # CSV: holds a quoted line break, or gzip (parsed whole, not split)
     types: tuple[tuple[str, str], ...] = ()  # Parquet: (contract column, Arrow type) as written
 
@@ -251,13 +252,15 @@ def list_delivery(folder: Path, source: str, *, allow_incomplete: bool) -> tuple
             raise MissingColumnsError(missing, f"{path}")
         if schema is not None:
             _check_parquet_types(path, schema, source)
+        st = path.stat()
         files.append(
             LandingFile(
                 str(path),
                 path.name,
                 fmt,
                 tuple(cols),
-                path.stat().st_mtime,
+                st.st_mtime,
+                st.st_size,
                 multiline=multiline,
                 types=_contract_types(schema, source) if schema is not None else (),
             )
@@ -501,11 +504,8 @@ _TEXT_FACTOR = {"csv": 1.0, "csv.gz": 5.0, "parquet": 4.0}
 
 def delivery_text_mb(files: Sequence[LandingFile]) -> float:
     """The delivery's size as CSV text, estimated from its files' sizes (MB)."""
-    total = 0.0
-    for f in files:
-        kind = "csv.gz" if f.name.endswith(".gz") else f.fmt
-        total += Path(f.path).stat().st_size * _TEXT_FACTOR.get(kind, 1.0)
-    return total / 2**20
+    kinds = ("csv.gz" if f.name.endswith(".gz") else f.fmt for f in files)
+    return sum(f.size * _TEXT_FACTOR.get(kind, 1.0) for f, kind in zip(files, kinds, strict=True)) / 2**20
 
 
 def _cache_checked(
@@ -517,12 +517,8 @@ def _cache_checked(
     retried) while the disk cache took the same 59 s; at 4.7M rows memory was 10 % faster."""
     if delivery_text_mb(files) > memory_max_mb:
         return df.persist(StorageLevel.DISK_ONLY)
-    return _uncompressed_cache(spark, df)
-
-
-def _uncompressed_cache(spark: SparkSession, df: DataFrame) -> DataFrame:
-    """``df`` cached without compression (the setting applies when the cache is defined; sources
-    ingested side by side take turns so each restores what it found)."""
+    # the compression setting applies when the cache is defined: sources ingested side by side take
+    # turns, each restoring what it found
     with _CACHE_LOCK:
         compressed = spark.conf.get(CACHE_COMPRESSED, "true")
         spark.conf.set(CACHE_COMPRESSED, "false")
