@@ -439,6 +439,7 @@ def bench_score(spark, work: Path, landing: Path) -> dict:
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
+    from pipelines.core.arrow import remove_folder, write_staged
     from pipelines.score import (
         REASONS_SCHEMA,
         SCORED_SCHEMA,
@@ -480,12 +481,15 @@ def bench_score(spark, work: Path, landing: Path) -> dict:
     payload = FamilyPayload(uuid.uuid4().hex, spark.sparkContext.broadcast(pickle.dumps(family)))
 
     def spark_pass(source) -> None:
-        """The job's pass: tasks reading the feature files (a list), or rows through Spark (a frame)."""
+        """The job's pass: tasks reading the feature files (a list), or rows through Spark (a frame), and
+        writing the scored rows with pyarrow (the job then ranks them)."""
+        target = out / "spark"
+        remove_folder(str(target))
         if isinstance(source, list):
-            scored = score_files(spark, source, features.columns, payload, cfg.score)
+            score_files(spark, source, features.columns, payload, cfg.score, str(target))
         else:
-            scored = scoring_input(spark, source).mapInArrow(score_batches(payload, cfg.score), SCORED_SCHEMA)
-        scored.write.mode("overwrite").parquet(str(out / "spark"))
+            fn = score_batches(payload, cfg.score)
+            write_staged(scoring_input(spark, source), fn, SCORED_SCHEMA, str(target))
 
     # start every Python worker once (one per task slot: a pass over one file started one of the two),
     # as a scheduled job's earlier stages do; the one-process reference has its imports done too

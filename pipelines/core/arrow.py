@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 BatchFn = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
 
@@ -75,3 +79,75 @@ def file_batches(
                     )
 
     return run
+
+
+STAGED_DDL = "file string, rows long"
+
+
+def parquet_writer(fn: BatchFn, ddl: str, target: str) -> BatchFn:
+    """A ``mapInArrow`` function that writes what ``fn`` yields (rows of ``ddl``) into one Parquet file per
+    task under ``target`` (a URI) with pyarrow, streaming batch by batch, and yields one row per task: the
+    file (null when the task had no rows) and its rows (:data:`STAGED_DDL`).
+
+    For results that are only written, Spark's Parquet writer costs more than the work: 0.18 s and a 0.1 s
+    commit for 100,000 scored rows that pyarrow writes in 0.05 s. A file is named by its partition and
+    attempt, so a retried task never overwrites nor adds to another attempt's rows: readers take exactly the
+    files the finished tasks report (:func:`write_staged`)."""
+    import uuid
+
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    schema = arrow_schema(ddl)
+    out = arrow_schema(STAGED_DDL)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        name = (
+            f"part-{context.partitionId():05d}-{context.attemptNumber()}-{uuid.uuid4().hex[:8]}.parquet"
+            if context is not None
+            else f"part-{uuid.uuid4().hex}.parquet"
+        )
+        fs, root = pafs.FileSystem.from_uri(target)
+        path = f"{root.rstrip('/')}/{name}"
+        writer, rows = None, 0
+        try:
+            for batch in fn(batches):
+                if batch.num_rows == 0:
+                    continue
+                if writer is None:
+                    fs.create_dir(root, recursive=True)
+                    writer = pq.ParquetWriter(path, schema, filesystem=fs)
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        file = f"{target.rstrip('/')}/{name}" if rows else None
+        yield pa.RecordBatch.from_pydict({"file": [file], "rows": [rows]}, schema=out)
+
+    return run
+
+
+def write_staged(source: DataFrame, fn: BatchFn, ddl: str, target: str) -> DataFrame:
+    """Run ``fn`` over ``source`` (``mapInArrow``), its rows written to ``target`` by the tasks themselves
+    (:func:`parquet_writer`), and return them read back: a DataFrame over exactly the files the tasks
+    reported (none: an empty frame of ``ddl``). ``target`` is a scratch folder the caller removes."""
+    target = target if "://" in target else f"file://{target}"
+    staged = source.mapInArrow(parquet_writer(fn, ddl, target), STAGED_DDL).collect()
+    files = [r.file for r in staged if r.file]
+    spark = source.sparkSession
+    if not files:
+        return spark.createDataFrame([], ddl)
+    return spark.read.schema(ddl).parquet(*files)
+
+
+def remove_folder(uri: str) -> None:
+    """Delete the folder ``uri`` and what it holds (nothing when it does not exist)."""
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(uri if "://" in uri else f"file://{uri}")
+    if fs.get_file_info(root).type == pafs.FileType.Directory:
+        fs.delete_dir(root)

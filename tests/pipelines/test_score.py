@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -145,6 +146,8 @@ def test_rerun_replaces_the_partition_exactly(scored):
     )
     runs = lake.read("pipeline_runs").where((F.col("stage") == "score") & (F.col("status") == "success"))
     assert runs.count() == 2
+    staging = Path(lake.path("warning_list")) / "_staging"  # the scored rows' scratch folder is gone
+    assert not staging.exists() or not any(staging.iterdir())
 
 
 def test_customer_and_household_rollup_reconciles_with_the_lines(scored):
