@@ -338,7 +338,7 @@ def score_month(
             f"{model.name}/{model.version}/{uuid.uuid4().hex}",
             spark.sparkContext.broadcast(pickle.dumps(family)),
         )
-        # the scored rows, written by the scoring tasks (a crashed run's leftover: ``vacuum`` removes it)
+        # the scored rows, written by the scoring tasks (a killed run's leftover: ``delta.vacuum`` removes it)
         staging = f"{lake.path('warning_list').rstrip('/')}/{delta.STAGING_DIR}/score-{uuid.uuid4().hex}"
         try:
             scored = scored_rows(spark, lake, month, feature_version, features, payload, params, staging)
