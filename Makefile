@@ -25,8 +25,10 @@ help: ## List the targets
 $(STAMP): setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "ERROR: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@# uv installs the stack in under a minute where pip takes about three; pip when uv cannot be had
-	$(PY) -m pip install -q uv && $(VENV)/bin/uv pip install -q --python $(PY) -e '.[dev]' \
+	@# uv installs the stack in under a minute where pip takes about three; pip when uv cannot be had.
+	@# Bytecode compiled at install (pip does it, uv only when asked): where PYTHONDONTWRITEBYTECODE is
+	@# set, every process (each job, each Spark Python worker) would otherwise compile what it imports
+	$(PY) -m pip install -q uv && $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -e '.[dev]' \
 		|| $(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 

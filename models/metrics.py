@@ -148,6 +148,11 @@ def classification_metrics(
 ) -> dict[str, float]:
     """Every metric the reports use, by name (NaN where a metric is undefined, such as one class only)."""
     y, p, w = _arrays(y_true, y_prob, sample_weight)
+    # sorted once by probability (stable: tied rows keep their order, so every metric is what it is on the
+    # rows as given): each sort inside (sklearn's curves, lift, calibration bins) then finds sorted runs
+    order = np.argsort(p, kind="stable")
+    y, p, w = y[order], p[order], w[order]
+    sample_weight = None if sample_weight is None else w
     both = 0 < np.sum(y) < len(y)
     # one ROC curve for the AUC (what roc_auc_score computes) and EMPC
     fpr, tpr, _ = roc_curve(y, p, sample_weight=sample_weight) if both else (None, None, None)

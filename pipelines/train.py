@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -126,16 +127,26 @@ def read_training_frame(lake: Lake, months: Sequence[str], spec: ModelSpec) -> p
     if missing:
         raise MissingColumnsError(missing, "features_monthly (the model spec needs them)")
     try:
-        features = lake.read_arrow("features_monthly", partitions={"month": months}).to_pandas()
+        features = lake.read_arrow("features_monthly", partitions={"month": months})
         labels = lake.read_arrow(
             "labels_monthly", columns=[*keys, "label_available", "is_churn"], partitions={"month": months}
-        ).to_pandas()
-        labels = labels[labels["label_available"].fillna(False).astype(bool) & labels["is_churn"].notna()]
-        labels = labels[keys].assign(**{spec.label: labels["is_churn"].astype("int32")})
-        frame = features.merge(labels, on=keys, how="inner")
+        )
+        known = pc.and_(pc.fill_null(labels["label_available"], False), pc.is_valid(labels["is_churn"]))
+        labels = labels.filter(known)
+        labels = pa.table(
+            {
+                **{k: labels[k].cast(features.schema.field(k).type) for k in keys},
+                spec.label: pc.cast(labels["is_churn"], pa.int32()),
+            }
+        )
+        # joined and sorted in Arrow (multi-threaded), one conversion to pandas: a pandas merge copied
+        # every column block (0.7 s of a 1.1 s read of three months at 100,000 subscribers)
+        joined = features.join(labels, keys, join_type="inner")
+        # Spark's join order (keys first) and the same rows in the same order, however the files were split
+        joined = joined.select([*keys, *[c for c in joined.column_names if c not in keys]])
+        return joined.sort_by([("month", "ascending"), ("subscriber_id", "ascending")]).to_pandas()
     except delta.UnsupportedTableError:
         frame = _spark_training_frame(lake, months, spec)
-    # Spark's join order (keys first) and the same rows in the same order, however the files were split
     frame = frame[[*keys, *[c for c in frame.columns if c not in keys]]]
     return frame.sort_values(["month", "subscriber_id"], kind="stable", ignore_index=True)
 
@@ -396,7 +407,9 @@ def train_month(
         champion = load_family(name, CHAMPION)
         champion_view = None
         if champion is not None and champion[1] != result.version:
-            champion_view = _gate_view(evaluate_family(champion[0], test))
+            # the gates compare the families only: the champion's baselines are not scored
+            scores = {"family": champion[0].predict_proba(test)}
+            champion_view = _gate_view(evaluate_family(champion[0], test, scores))
         ok, decision = promotion_decision(_gate_view(result.test_metrics), champion_view, cfg.train.promotion)
         if promote is not None:
             decision.append(f"gates {'passed' if ok else 'failed'}; overridden: promote={promote} ({reason})")
