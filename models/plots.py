@@ -1,14 +1,14 @@
-"""Model charts as matplotlib figures (pure: the caller decides where they go)."""
+"""Model charts as matplotlib figures (pure: the caller decides where they go).
+
+Figures are made without pyplot: nothing is registered in pyplot's global state, so a job or a backtest
+that draws many never accumulates open figures, figures can be drawn off the main thread, and
+``savefig`` needs no backend choice (notebooks show them with ``display(fig)``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
@@ -17,7 +17,8 @@ from sklearn.calibration import calibration_curve
 def gains_chart(y_true, scores: Mapping[str, np.ndarray], title: str = "Cumulative gains") -> Figure:
     """Share of churners reached against share of subscribers contacted, one line per model."""
     y = np.asarray(y_true, dtype=float)
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    ax, ax2 = fig.subplots(1, 2)
     x = np.arange(1, len(y) + 1) / max(len(y), 1)
     for name, s in scores.items():
         order = np.argsort(-np.asarray(s), kind="stable")
@@ -36,7 +37,8 @@ def gains_chart(y_true, scores: Mapping[str, np.ndarray], title: str = "Cumulati
 
 def calibration_chart(y_true, probs: Mapping[str, np.ndarray], n_bins: int = 10) -> Figure:
     """Observed churn rate against predicted probability (equal-frequency bins)."""
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig = Figure(figsize=(5.5, 4.5))
+    ax = fig.subplots()
     top = 0.0
     for name, p in probs.items():
         observed, predicted = calibration_curve(y_true, p, n_bins=n_bins, strategy="quantile")
@@ -52,7 +54,8 @@ def calibration_chart(y_true, probs: Mapping[str, np.ndarray], n_bins: int = 10)
 def score_distribution(y_true, p: np.ndarray) -> Figure:
     """Histogram of calibrated probabilities for churners and stayers."""
     y = np.asarray(y_true, dtype=bool)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     bins = np.linspace(0, max(float(np.max(p)), 1e-6), 40)
     ax.hist(p[~y], bins=bins, alpha=0.6, density=True, label="stayed")
     ax.hist(p[y], bins=bins, alpha=0.6, density=True, label="churned")
@@ -64,9 +67,8 @@ def score_distribution(y_true, p: np.ndarray) -> Figure:
 
 def importance_chart(importance: Mapping[str, Mapping[str, float]], top: int = 20) -> Figure:
     """Gain importance of the top features, one panel per model."""
-    fig, axes = plt.subplots(
-        1, len(importance), figsize=(5 * len(importance), 0.3 * top + 1.5), squeeze=False
-    )
+    fig = Figure(figsize=(5 * len(importance), 0.3 * top + 1.5))
+    axes = fig.subplots(1, len(importance), squeeze=False)
     for ax, (name, values) in zip(axes[0], importance.items(), strict=True):
         items = sorted(values.items(), key=lambda kv: kv[1], reverse=True)[:top][::-1]
         ax.barh([k for k, _ in items], [v for _, v in items])

@@ -187,6 +187,7 @@ class TrainResult:
     run_id: str | None = None
     promoted: bool = False
     decision: list[str] = field(default_factory=list)
+    steps: dict[str, float] = field(default_factory=dict)  # seconds of each step of the job
 
 
 def fit_as_of(lake: Lake, run_month: str) -> TrainResult:
@@ -201,7 +202,9 @@ def fit_as_of(lake: Lake, run_month: str) -> TrainResult:
         window.valid_month,
         window.test_month,
     )
+    t_read = time.perf_counter()
     frame = read_training_frame(lake, window.months, spec)
+    t_read = time.perf_counter() - t_read
     _check_cohorts(frame, spec, window)
     parts = {m: frame[frame["month"] == m] for m in (window.valid_month, window.test_month)}
     fit = frame[frame["month"].isin(window.fit_months)]
@@ -213,9 +216,11 @@ def fit_as_of(lake: Lake, run_month: str) -> TrainResult:
     family.segments = fit_segments(fit, k=cfg.score.segments, seed=cfg.model.seed)
     seconds = time.perf_counter() - t0
     log.info("train as of %s: fitted %d rows in %.1f s", run_month, rows["fit"], seconds)
+    t_test = time.perf_counter()
     scores = model_scores(family, parts[window.test_month])
     test = evaluate_family(family, parts[window.test_month], scores)
-    return TrainResult(window, family, test, rows, seconds, parts[window.test_month], scores)
+    steps = {"read": t_read, "fit": seconds, "test": time.perf_counter() - t_test}
+    return TrainResult(window, family, test, rows, seconds, parts[window.test_month], scores, steps=steps)
 
 
 def promotion_decision(
@@ -398,9 +403,12 @@ def train_month(
         result = fit_as_of(lake, month)
         run.input_versions = lake.versions(["features_monthly", "labels_monthly"])
         run.row_counts = dict(result.rows)
+        t_step = time.perf_counter()
         configure_mlflow(cfg)
         test = result.test_frame  # already read with the window: no second Spark read
         _log_to_mlflow(lake, result, test)
+        result.steps["mlflow"] = time.perf_counter() - t_step
+        t_step = time.perf_counter()
         name = cfg.train.registered_model
         assert result.version is not None
         set_alias(name, CHALLENGER, result.version)
@@ -424,7 +432,13 @@ def train_month(
             mlflow.log_text("\n".join(decision), "report/promotion.txt")
         verdict = "champion" if ok else "challenger only"
         log.info("%s version %s: %s (%s)", name, result.version, verdict, "; ".join(decision))
+        result.steps["gates"] = time.perf_counter() - t_step
         write_performance(lake, [result], "train")
+        log.info(
+            "train as of %s: %s",
+            month,
+            ", ".join(f"{step} {seconds:.1f} s" for step, seconds in result.steps.items()),
+        )
         run.model_versions = {
             "name": name,
             "version": result.version,
@@ -432,7 +446,11 @@ def train_month(
             "run_id": result.run_id,
         }
         run.output_versions = lake.versions(["model_performance"])
-        run.flags = {"window": result.window.months, "decision": decision}
+        run.flags = {
+            "window": result.window.months,
+            "decision": decision,
+            "seconds": {step: round(seconds, 2) for step, seconds in result.steps.items()},
+        }
     return result
 
 

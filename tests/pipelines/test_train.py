@@ -203,6 +203,20 @@ def test_mlflow_run_holds_cohort_children_params_and_charts(trained):
         assert f"report/{name}" in files
 
 
+def test_the_job_records_the_seconds_of_each_step(trained):
+    import json
+
+    lake, _, _, second = trained
+    steps = ["read", "fit", "test", "mlflow", "gates"]
+    assert list(second.steps) == steps and all(second.steps[s] > 0 for s in steps)
+    assert second.steps["fit"] == second.seconds
+    runs = lake.read("pipeline_runs").where(
+        (F.col("stage") == "train") & (F.col("month") == "2024-06") & (F.col("status") == "success")
+    )
+    (flags,) = [json.loads(r.flags) for r in runs.collect()]
+    assert flags["seconds"] == {s: round(second.steps[s], 2) for s in steps}
+
+
 def test_job_refuses_a_month_without_matured_labels(trained, capsys):
     from jobs.train import main
 
