@@ -445,7 +445,8 @@ def bench_score(spark, work: Path, landing: Path) -> dict:
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
-    from pipelines.core.arrow import remove_folder, write_staged
+    from pipelines.core import delta
+    from pipelines.core.arrow import write_staged
     from pipelines.score import (
         REASONS_SCHEMA,
         SCORED_SCHEMA,
@@ -489,13 +490,12 @@ def bench_score(spark, work: Path, landing: Path) -> dict:
     def spark_pass(source) -> None:
         """The job's pass: tasks reading the feature files (a list), or rows through Spark (a frame), and
         writing the scored rows with pyarrow (the job then ranks them)."""
-        target = out / "spark"
-        remove_folder(str(target))
-        if isinstance(source, list):
-            score_files(spark, source, features.columns, payload, cfg.score, str(target))
-        else:
-            fn = score_batches(payload, cfg.score)
-            write_staged(scoring_input(spark, source), fn, SCORED_SCHEMA, str(target))
+        with delta.scratch_folder(str(out), "spark") as target:
+            if isinstance(source, list):
+                score_files(spark, source, features.columns, payload, cfg.score, target)
+            else:
+                fn = score_batches(payload, cfg.score)
+                write_staged(scoring_input(spark, source), fn, SCORED_SCHEMA, target)
 
     # start every Python worker once (one per task slot: a pass over one file started one of the two),
     # as a scheduled job's earlier stages do; the one-process reference has its imports done too

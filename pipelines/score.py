@@ -41,7 +41,7 @@ from models.family import ModelFamily
 from models.params import RISK_BANDS, ScoreParams
 from models.scoring import risk_band, strategy, top_reasons, value_tier
 from pipelines.core import delta
-from pipelines.core.arrow import BatchFn, file_batches, pandas_batches, remove_folder, write_staged
+from pipelines.core.arrow import BatchFn, file_batches, pandas_batches, write_staged
 from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake, decimals_as_double
@@ -338,28 +338,27 @@ def score_month(
             f"{model.name}/{model.version}/{uuid.uuid4().hex}",
             spark.sparkContext.broadcast(pickle.dumps(family)),
         )
-        # the scored rows, written by the scoring tasks (a killed run's leftover: ``delta.vacuum`` removes it)
-        staging = f"{lake.path('warning_list').rstrip('/')}/{delta.STAGING_DIR}/score-{uuid.uuid4().hex}"
         try:
-            scored = scored_rows(spark, lake, month, feature_version, features, payload, params, staging)
-            ranked = _ranked(scored, params).persist(StorageLevel.MEMORY_AND_DISK)
-            try:
-                actionable = ranked.where("actionable").select("subscriber_id")
-                reasons = features.join(actionable, "subscriber_id", "left_semi").mapInArrow(
-                    reason_batches(payload, params), REASONS_SCHEMA
-                )
-                this_month = {"score_month": [month]}
-                warning_list = _warning_list(ranked, reasons, month, model, feature_version)
-                lake.replace(warning_list, "warning_list", this_month)
-                written = lake.read("warning_list").where(F.col("score_month") == month)
-                lake.replace(customer_risk(written, params), "customer_risk", this_month)
-                monitoring, warnings = score_monitoring(ranked, family, month, model, params)
-                lake.replace_rows(monitoring, MONITORING_SCHEMA, "score_monitoring", this_month)
-            finally:
-                ranked.unpersist()
+            # the scored rows, written there by the scoring tasks
+            with delta.scratch_folder(lake.path("warning_list"), "score") as staging:
+                scored = scored_rows(spark, lake, month, feature_version, features, payload, params, staging)
+                ranked = _ranked(scored, params).persist(StorageLevel.MEMORY_AND_DISK)
+                try:
+                    actionable = ranked.where("actionable").select("subscriber_id")
+                    reasons = features.join(actionable, "subscriber_id", "left_semi").mapInArrow(
+                        reason_batches(payload, params), REASONS_SCHEMA
+                    )
+                    this_month = {"score_month": [month]}
+                    warning_list = _warning_list(ranked, reasons, month, model, feature_version)
+                    lake.replace(warning_list, "warning_list", this_month)
+                    written = lake.read("warning_list").where(F.col("score_month") == month)
+                    lake.replace(customer_risk(written, params), "customer_risk", this_month)
+                    monitoring, warnings = score_monitoring(ranked, family, month, model, params)
+                    lake.replace_rows(monitoring, MONITORING_SCHEMA, "score_monitoring", this_month)
+                finally:
+                    ranked.unpersist()
         finally:
             payload.broadcast.destroy()
-            remove_folder(staging)
         stats = written.agg(
             F.count("*").alias("n"),
             F.count("reasons").alias("with_reasons"),

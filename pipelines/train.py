@@ -180,14 +180,18 @@ class TrainResult:
     family: ModelFamily
     test_metrics: dict[str, dict[str, dict[str, float]]]
     rows: dict[str, int]
-    seconds: float
+    steps: dict[str, float]  # seconds of each step of the job: read, fit, test (then mlflow, gates)
     test_frame: pd.DataFrame  # the labelled rows of the test month (evaluation, charts, gates)
     test_scores: dict[str, np.ndarray]  # model_scores of the test rows: family, pooled, logistic
     version: str | None = None
     run_id: str | None = None
     promoted: bool = False
     decision: list[str] = field(default_factory=list)
-    steps: dict[str, float] = field(default_factory=dict)  # seconds of each step of the job
+
+    @property
+    def seconds(self) -> float:
+        """Seconds fitting the family and its segments."""
+        return self.steps["fit"]
 
 
 def fit_as_of(lake: Lake, run_month: str) -> TrainResult:
@@ -220,7 +224,7 @@ def fit_as_of(lake: Lake, run_month: str) -> TrainResult:
     scores = model_scores(family, parts[window.test_month])
     test = evaluate_family(family, parts[window.test_month], scores)
     steps = {"read": t_read, "fit": seconds, "test": time.perf_counter() - t_test}
-    return TrainResult(window, family, test, rows, seconds, parts[window.test_month], scores, steps=steps)
+    return TrainResult(window, family, test, rows, steps, parts[window.test_month], scores)
 
 
 def promotion_decision(

@@ -134,7 +134,8 @@ def parquet_writer(fn: BatchFn, ddl: str, target: str) -> BatchFn:
 def write_staged(source: DataFrame, fn: BatchFn, ddl: str, target: str) -> DataFrame:
     """Run ``fn`` over ``source`` (``mapInArrow``), its rows written to ``target`` by the tasks themselves
     (:func:`parquet_writer`), and return them read back: a DataFrame over exactly the files the tasks
-    reported (none: an empty frame of ``ddl``). ``target`` is a scratch folder the caller removes."""
+    reported (none: an empty frame of ``ddl``). ``target`` is a scratch folder the caller removes
+    (:func:`pipelines.core.delta.scratch_folder`)."""
     target = target if "://" in target else f"file://{target}"
     staged = source.mapInArrow(parquet_writer(fn, ddl, target), STAGED_DDL).collect()
     files = [r.file for r in staged if r.file]
@@ -142,12 +143,3 @@ def write_staged(source: DataFrame, fn: BatchFn, ddl: str, target: str) -> DataF
     if not files:
         return spark.createDataFrame([], ddl)
     return spark.read.schema(ddl).parquet(*files)
-
-
-def remove_folder(uri: str) -> None:
-    """Delete the folder ``uri`` and what it holds (nothing when it does not exist)."""
-    import pyarrow.fs as pafs
-
-    fs, root = pafs.FileSystem.from_uri(uri if "://" in uri else f"file://{uri}")
-    if fs.get_file_info(root).type == pafs.FileType.Directory:
-        fs.delete_dir(root)

@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, unquote
@@ -100,6 +100,20 @@ def resolve_engine(spark: SparkSession, engine: Engine) -> Literal["bridge", "na
 # ------------------------------------------------------------------------------------------- helpers
 def _fs(path: str) -> tuple[pafs.FileSystem, str]:
     return pafs.FileSystem.from_uri(path if "://" in path else f"file://{path}")
+
+
+@contextlib.contextmanager
+def scratch_folder(path: str, prefix: str) -> Iterator[str]:
+    """A fresh folder in the staging area of the table at ``path`` (a path or URI, as ``path`` is), removed
+    with what it holds when the block ends; a killed run's is removed by :func:`vacuum`, like a failed
+    write's."""
+    name = f"{STAGING_DIR}/{prefix}-{uuid.uuid4().hex}"
+    fs, folder = _fs(f"{path.rstrip('/')}/{name}")
+    try:
+        yield f"{path.rstrip('/')}/{name}"
+    finally:
+        if fs.get_file_info(folder).type == pafs.FileType.Directory:
+            fs.delete_dir(folder)
 
 
 def table_exists(path: str) -> bool:

@@ -1,4 +1,5 @@
-"""The tasks' own Parquet writer: what they write is what is read back, and nothing else."""
+"""The tasks' own Parquet writer: what they write is what is read back, and nothing else; the scratch
+folder it writes into is gone afterwards."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.core.arrow import remove_folder, write_staged
+from pipelines.core.arrow import write_staged
+from pipelines.core.delta import scratch_folder
 
 DDL = "id long, twice double, tag string"
 
@@ -29,22 +31,24 @@ def _twice(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
 
 
 def test_rows_written_by_the_tasks_are_read_back_and_nothing_else(spark, tmp_path: Path):
-    target = tmp_path / "scratch"
-    target.mkdir()
-    # a file in the folder that no task of this run reported (a failed attempt's): never read
-    pq.write_table(pa.table({"id": [99], "twice": [0.0], "tag": ["stray"]}), target / "part-stray.parquet")
-    got = write_staged(spark.range(6, numPartitions=3), _twice, DDL, str(target))
-    assert sorted(tuple(r) for r in got.collect()) == [
-        (0, 0.0, "t0"),
-        (1, 2.0, "t1"),
-        (4, 8.0, "t4"),
-        (5, 10.0, None),
-    ]
-    assert got.schema.simpleString() == "struct<id:bigint,twice:double,tag:string>"
-    assert len(list(target.glob("part-0*.parquet"))) == 2  # the task without rows wrote no file
-    remove_folder(str(target))
+    with scratch_folder(str(tmp_path), "test") as folder:
+        target = Path(folder)
+        target.mkdir(parents=True)
+        # a file in the folder that no task of this run reported (a failed attempt's): never read
+        stray = pa.table({"id": [99], "twice": [0.0], "tag": ["stray"]})
+        pq.write_table(stray, target / "part-stray.parquet")
+        got = write_staged(spark.range(6, numPartitions=3), _twice, DDL, folder)
+        assert sorted(tuple(r) for r in got.collect()) == [
+            (0, 0.0, "t0"),
+            (1, 2.0, "t1"),
+            (4, 8.0, "t4"),
+            (5, 10.0, None),
+        ]
+        assert got.schema.simpleString() == "struct<id:bigint,twice:double,tag:string>"
+        assert len(list(target.glob("part-0*.parquet"))) == 2  # the task without rows wrote no file
     assert not target.exists()
-    remove_folder(str(target))  # nothing there: no error
+    with scratch_folder(str(tmp_path), "test"):
+        pass  # nothing there: no error
 
 
 def test_no_rows_at_all_give_an_empty_frame_of_the_schema(spark, tmp_path: Path):
