@@ -17,6 +17,11 @@ def month_col(measure: str, k: int) -> str:
     return f"{measure}_m{k}"
 
 
+def window_col(measure: str, n: int) -> str:
+    """A count or sum over the N months ending at M: ``unresolved_complaints_3m``, ``bill_months_3m``."""
+    return f"{measure}_{n}m"
+
+
 def avg_col(measure: str, n: int) -> str:
     """The mean over the N months ending at M: ``data_mb_avg_3m``."""
     return f"{measure}_avg_{n}m"
