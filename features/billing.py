@@ -11,7 +11,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from features.calendar import add_months
-from features.columns import avg_col
+from features.columns import avg_col, window_col
 
 
 def arpu_column(plan_type: Column) -> Column:
@@ -62,8 +62,8 @@ def compute_billing_features(
             m0(F.col("topup_amount")).alias("topup_amount_m0"),
             F.avg(F.when(in_window, F.col("_arpu"))).alias(avg_col("arpu", n)),
             F.avg(F.when(in_window, F.col("topup_amount"))).alias(avg_col("topup_amount", n)),
-            F.count_if(in_window & (F.col("overdue_days") > 0)).alias(f"overdue_months_{n}m"),
-            F.count_if(in_window).alias(f"bill_months_{n}m"),
+            F.count_if(in_window & (F.col("overdue_days") > 0)).alias(window_col("overdue_months", n)),
+            F.count_if(in_window).alias(window_col("bill_months", n)),
             F.avg(F.when(in_previous, F.col("invoice_amount"))).alias("_prev_invoice"),
         )
     )
@@ -72,4 +72,4 @@ def compute_billing_features(
         F.when(F.col("_prev_invoice") > 0, F.col("invoice_amount_m0") / F.col("_prev_invoice")),
     ).drop("_prev_invoice")
     df = population.select("subscriber_id").join(agg, "subscriber_id", "left")
-    return df.fillna(0, subset=[f"overdue_months_{n}m", f"bill_months_{n}m"])
+    return df.fillna(0, subset=[window_col("overdue_months", n), window_col("bill_months", n)])

@@ -13,6 +13,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from features.calendar import add_months, month_end, month_start
+from features.columns import window_col
 
 FEATURE_CATEGORIES = ("billing", "network", "device", "plan_change", "complaint", "other")
 PORT_OUT_REQUEST = "port_out_request"
@@ -44,18 +45,20 @@ def compute_care_features(
     agg = known.groupBy("subscriber_id").agg(
         F.count_if(normal & in_m0).alias("care_contacts_m0"),
         *[F.count_if(in_m0 & (category == c)).alias(f"care_{c}_m0") for c in FEATURE_CATEGORIES],
-        F.count_if(normal & in_window).alias(f"care_contacts_{n}m"),
-        F.count_if(normal & in_window & unresolved).alias(f"unresolved_contacts_{n}m"),
-        F.count_if(in_window & unresolved & (category == "complaint")).alias(f"unresolved_complaints_{n}m"),
+        F.count_if(normal & in_window).alias(window_col("care_contacts", n)),
+        F.count_if(normal & in_window & unresolved).alias(window_col("unresolved_contacts", n)),
+        F.count_if(in_window & unresolved & (category == "complaint")).alias(
+            window_col("unresolved_complaints", n)
+        ),
         F.max(F.when(normal, F.to_date(ts))).alias("_last"),
         F.min(F.when(in_m0 & ~normal, F.to_date(ts))).alias("port_out_request_date"),
     )
     counts = [
         "care_contacts_m0",
         *[f"care_{c}_m0" for c in FEATURE_CATEGORIES],
-        f"care_contacts_{n}m",
-        f"unresolved_contacts_{n}m",
-        f"unresolved_complaints_{n}m",
+        window_col("care_contacts", n),
+        window_col("unresolved_contacts", n),
+        window_col("unresolved_complaints", n),
     ]
     df = population.select("subscriber_id").join(agg, "subscriber_id", "left").fillna(0, subset=counts)
     return df.select(

@@ -1,47 +1,90 @@
-"""Typed parameters of the pure layer, defined once.
+"""Typed parameters of the pure layer: types and bounds here, default values in ``conf/base.yml`` only.
 
 Each model is frozen and strict; the run configuration (``pipelines.core.config.Config``) composes them
-as its ``churn``, ``cohorts`` and ``features`` sections and passes them straight through, so a notebook
-building features from its own DataFrames and the monthly job use the same defaults. ``conf/base.yml``
-restates the defaults for reading (a test keeps the two equal). The model and offer parameters follow
-this pattern.
+as its ``churn``, ``cohorts`` and ``features`` sections and passes them straight through. A model that
+names its ``defaults_section`` takes its field defaults from that section of ``conf/base.yml`` when the
+class is created, so a notebook calling ``FeatureParams()`` and the monthly job loading the config get
+the same values from the one file an operator reads. Where the file is absent (the package zipped for
+Spark executors, which only unpickle parameter objects) the fields are simply required.
+The model and offer parameters follow this pattern.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import functools
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+BASE_CONF = Path(__file__).resolve().parents[1] / "conf" / "base.yml"
 
 # YAML has lists, not tuples: accept a list for these (items stay strictly typed).
 StrTuple = Annotated[tuple[str, ...], Field(strict=False)]
 IntTuple = Annotated[tuple[int, ...], Field(strict=False)]
 
 
-class Params(BaseModel):
-    """Base of every parameter and config model: unknown keys and wrong types are errors; frozen."""
+@functools.cache
+def base_defaults() -> dict[str, Any]:
+    """``conf/base.yml`` as a mapping (empty where the file is not shipped)."""
+    if not BASE_CONF.is_file():
+        return {}
+    return yaml.safe_load(BASE_CONF.read_text()) or {}
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+def _section(dotted: str) -> dict[str, Any]:
+    node: Any = base_defaults()
+    for part in dotted.split("."):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return node if isinstance(node, dict) else {}
+
+
+class Params(BaseModel):
+    """Base of every parameter and config model: unknown keys and wrong types are errors; frozen.
+
+    ``defaults_section`` (a dotted key of ``conf/base.yml``): the section whose values are this model's
+    field defaults. Defaults are validated like any input (``validate_default``), so a wrong value in
+    the file fails where it is used.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
+    defaults_section: ClassVar[str | None] = None
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if not cls.defaults_section:
+            return
+        section = _section(cls.defaults_section)
+        fields = cls.__pydantic_fields__
+        for name, info in fields.items():
+            if name in section and info.default_factory is None:
+                info.default = section[name]
+        cls.model_rebuild(force=True)
 
 
 class ChurnParams(Params):
     """The churn label: snapshot M, ``gap_months``, then a window of ``window_months`` (features.labels)."""
 
-    gap_months: int = Field(1, ge=0, le=6)
-    window_months: int = Field(1, ge=1, le=6)
-    counted_reasons: StrTuple = ("port_out", "voluntary")
-    involuntary_reasons: StrTuple = ("non_payment",)
-    excluded_reasons: StrTuple = ("fraud", "deceased")
-    prepaid_inactivity_days: int | None = Field(None, ge=1)
-    # A deactivation in the gap month: "exclude" (label null: neither churner nor stayer) or "count".
-    gap_churn: Literal["exclude", "count"] = "exclude"
+    defaults_section: ClassVar[str | None] = "churn"
+
+    gap_months: int = Field(ge=0, le=6)
+    window_months: int = Field(ge=1, le=6)
+    counted_reasons: StrTuple
+    involuntary_reasons: StrTuple
+    excluded_reasons: StrTuple
+    prepaid_inactivity_days: int | None = Field(ge=1)
+    gap_churn: Literal["exclude", "count"]
 
 
 class CohortParams(Params):
     """Tenure cohorts: ``boundaries`` in months split tenure into ``len(boundaries) + 1`` named cohorts."""
 
-    boundaries: IntTuple = (6, 12)
-    names: StrTuple = ("new", "early", "established")
+    defaults_section: ClassVar[str | None] = "cohorts"
+
+    boundaries: IntTuple
+    names: StrTuple
 
     @field_validator("boundaries")
     @classmethod
@@ -60,16 +103,17 @@ class CohortParams(Params):
 class FeatureParams(Params):
     """Feature windows and rules (features.build and the families)."""
 
-    trend_months: int = Field(3, ge=2, le=12)
-    contagion_months: int = Field(3, ge=1, le=12)
-    frequent_contact_min_calls: int = Field(3, ge=1)
-    night_start_hour: int = Field(22, ge=0, le=23)
-    night_end_hour: int = Field(6, ge=0, le=23)
-    lifecycle_onboarding_months: int = Field(3, ge=1)
-    lifecycle_decline_contract_months: int = Field(3, ge=0)
-    lifecycle_decline_inactive_days: int = Field(7, ge=1)
-    # Tenure (months) below which a subscriber past onboarding is in "growth", else "maturity".
-    lifecycle_growth_months: int = Field(12, ge=1)
+    defaults_section: ClassVar[str | None] = "features"
+
+    trend_months: int = Field(ge=2, le=12)
+    contagion_months: int = Field(ge=1, le=12)
+    frequent_contact_min_calls: int = Field(ge=1)
+    night_start_hour: int = Field(ge=0, le=23)
+    night_end_hour: int = Field(ge=0, le=23)
+    lifecycle_onboarding_months: int = Field(ge=1)
+    lifecycle_decline_contract_months: int = Field(ge=0)
+    lifecycle_decline_inactive_days: int = Field(ge=1)
+    lifecycle_growth_months: int = Field(ge=1)
 
     @property
     def cdr_months(self) -> int:

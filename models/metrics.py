@@ -9,6 +9,7 @@ Beta distribution, integrated exactly over the ROC convex hull.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from pydantic import Field
@@ -21,11 +22,13 @@ from features.params import Params
 class ProfitParams(Params):
     """EMPC's economics: customer lifetime value, offer cost, contact cost, acceptance ~ Beta(alpha, beta)."""
 
-    clv: float = Field(200.0, gt=0)
-    incentive_cost: float = Field(10.0, ge=0)
-    contact_cost: float = Field(1.0, ge=0)
-    alpha: float = Field(6.0, gt=0)
-    beta: float = Field(14.0, gt=0)
+    defaults_section: ClassVar[str | None] = "train.profit"
+
+    clv: float = Field(gt=0)
+    incentive_cost: float = Field(ge=0)
+    contact_cost: float = Field(ge=0)
+    alpha: float = Field(gt=0)
+    beta: float = Field(gt=0)
 
 
 def _arrays(y_true, y_score, weight=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

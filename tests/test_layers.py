@@ -56,6 +56,9 @@ IO_CALLS = {
     "to_parquet": "writes files",
     "to_csv": "writes files",
 }
+# The one reading a pure module may do: ``features.params`` takes the parameter defaults from
+# ``conf/base.yml`` (the project's own file, read once at import), so each value is written once.
+DEFAULTS_READER = ("features/params.py", {"pathlib", "pathlib.Path", "yaml", "functools"})
 PURE_FILES = sorted(p for folder in ("features", "models") for p in (ROOT / folder).rglob("*.py"))
 CORE_FILES = sorted((ROOT / "pipelines" / "core").rglob("*.py"))
 
@@ -123,7 +126,10 @@ def _io_calls(tree: ast.AST) -> list[tuple[int, str]]:
 def violations(path: Path, root: Path = ROOT) -> list[str]:
     tree = ast.parse(path.read_text(), str(path))
     rel = path.relative_to(root)
-    found = [f"{rel}:{line}: imports {mod}" for line, mod in _imports(tree) if not _allowed(mod)]
+    exempt = DEFAULTS_READER[1] if str(rel) == DEFAULTS_READER[0] else set()
+    found = [
+        f"{rel}:{line}: imports {mod}" for line, mod in _imports(tree) if not (_allowed(mod) or mod in exempt)
+    ]
     found += [f"{rel}:{line}: {why}" for line, why in _io_calls(tree)]
     return sorted(set(found))
 

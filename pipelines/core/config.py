@@ -13,17 +13,16 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import Field, ValidationError
 
-from features.params import ChurnParams, CohortParams, FeatureParams, Params
+from features.params import BASE_CONF, ChurnParams, CohortParams, FeatureParams, Params
 from models.metrics import ProfitParams
 from models.params import EvaluateParams, ModelParams, OfferParams, ScoreParams
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-BASE_CONF = PROJECT_ROOT / "conf" / "base.yml"
+PROJECT_ROOT = BASE_CONF.parents[1]
 
 
 class ConfigError(ValueError):
@@ -31,105 +30,121 @@ class ConfigError(ValueError):
 
 
 class ProjectConf(Params):
+    defaults_section: ClassVar[str | None] = "project"
+
     name: str
 
 
 class LakeConf(Params):
+    defaults_section: ClassVar[str | None] = "lake"
+
     root: str
-    engine: Literal["auto", "bridge", "native"] = "auto"
+    engine: Literal["auto", "bridge", "native"]
     tables: dict[str, str]
 
 
 class LandingConf(Params):
+    defaults_section: ClassVar[str | None] = "landing"
+
     root: str
 
 
 class SparkConf(Params):
-    master: str = "local[2]"
-    app_name: str = "churnlake"
-    driver_memory: str = "6g"
-    shuffle_partitions: int = Field(8, ge=1)
-    ui_enabled: bool = False
-    conf: dict[str, str] = Field(default_factory=dict)
+    defaults_section: ClassVar[str | None] = "spark"
+
+    master: str
+    app_name: str
+    driver_memory: str
+    shuffle_partitions: int = Field(ge=1)
+    ui_enabled: bool
+    conf: dict[str, str]
 
 
 class MlflowConf(Params):
-    tracking_uri: str = ""
-    registry_uri: str = ""
-    experiment: str = "churn"
+    defaults_section: ClassVar[str | None] = "mlflow"
+
+    tracking_uri: str
+    registry_uri: str
+    experiment: str
 
 
 class PromotionGates(Params):
     """When a new model version becomes ``champion`` (every cohort, on the test month)."""
 
-    min_auc: float = Field(0.6, ge=0, le=1)
-    max_ece: float = Field(0.05, ge=0, le=1)
-    # not worse than the champion scored on the same test month beyond these
-    auc_tolerance: float = Field(0.01, ge=0)
-    ece_tolerance: float = Field(0.01, ge=0)
-    # cohorts with fewer test churners than this are reported but not gated (too noisy to judge)
-    min_test_churners: int = Field(10, ge=1)
+    defaults_section: ClassVar[str | None] = "train.promotion"
+
+    min_auc: float = Field(ge=0, le=1)
+    max_ece: float = Field(ge=0, le=1)
+    auc_tolerance: float = Field(ge=0)
+    ece_tolerance: float = Field(ge=0)
+    min_test_churners: int = Field(ge=1)
 
 
 class TrainConf(Params):
-    # snapshot months fitted, before the validation month and the test month (all labels matured)
-    fit_months: int = Field(6, ge=1, le=36)
-    # the monthly run retrains every N run months (and whenever no champion exists); 0: only on demand
-    every_months: int = Field(3, ge=0)
-    registered_model: str = "churn_family"
+    defaults_section: ClassVar[str | None] = "train"
+
+    fit_months: int = Field(ge=1, le=36)
+    every_months: int = Field(ge=0)
+    registered_model: str
     promotion: PromotionGates = Field(default_factory=PromotionGates)
     # EMPC economics (models.metrics.ProfitParams)
     profit: ProfitParams = Field(default_factory=ProfitParams)
 
 
 class GatesConf(Params):
-    enabled: bool = True
-    max_quarantine_rate: float = Field(0.05, ge=0, le=1)
-    cdr_daily_volume_tolerance: float = Field(0.5, gt=0)
-    cdr_trailing_months: int = Field(3, ge=1)
-    require_all_cdr_days: bool = True
-    unique_subscription_snapshot: bool = True
+    defaults_section: ClassVar[str | None] = "ingest.gates"
+
+    enabled: bool
+    max_quarantine_rate: float = Field(ge=0, le=1)
+    cdr_daily_volume_tolerance: float = Field(gt=0)
+    cdr_trailing_months: int = Field(ge=1)
+    require_all_cdr_days: bool
+    unique_subscription_snapshot: bool
 
 
 class IngestConf(Params):
-    late_days: int = Field(7, ge=0, le=31)
-    # Operator local time zone: Parquet timestamps that carry a zone (instants) are converted to it,
-    # since the contract's timestamps are local wall-clock times.
-    local_timezone: str = "UTC"
-    # sources ingested at once after the subscriptions (Spark jobs of small months are latency-bound)
-    parallel_sources: int = Field(4, ge=1, le=4)
-    # a source-month's checked rows are cached in memory up to this much landing text, on disk beyond
-    memory_cache_max_mb: int = Field(800, ge=0)
+    defaults_section: ClassVar[str | None] = "ingest"
+
+    late_days: int = Field(ge=0, le=31)
+    local_timezone: str
+    parallel_sources: int = Field(ge=1, le=4)
+    memory_cache_max_mb: int = Field(ge=0)
     gates: GatesConf = Field(default_factory=GatesConf)
 
 
 class SampleDataConf(Params):
-    subscribers: int = Field(5000, ge=10)
-    seed: int = 7
-    format: Literal["csv", "parquet", "mixed"] = "csv"
-    gzip_share: float = Field(0.3, ge=0, le=1)
-    cdr_events_per_subscriber: int = Field(40, ge=1)
-    bad_rows: float = Field(0.0, ge=0, le=0.5)
-    file_faults: bool = False
-    files_per_month: int = Field(2, ge=1, le=50)
+    defaults_section: ClassVar[str | None] = "sample_data"
+
+    subscribers: int = Field(ge=10)
+    seed: int
+    format: Literal["csv", "parquet", "mixed"]
+    gzip_share: float = Field(ge=0, le=1)
+    cdr_events_per_subscriber: int = Field(ge=1)
+    bad_rows: float = Field(ge=0, le=0.5)
+    file_faults: bool
+    files_per_month: int = Field(ge=1, le=50)
 
 
 class Config(Params):
-    """The effective configuration of one run (frozen)."""
+    """The effective configuration of one run (frozen).
+
+    Every value comes from the layered files: ``conf/base.yml`` holds each key once with its explanation
+    (and is each section's defaults, ``features.params.Params``); the classes here hold types and bounds.
+    """
 
     project: ProjectConf
     lake: LakeConf
     landing: LandingConf
     spark: SparkConf
     mlflow: MlflowConf
-    churn: ChurnParams = Field(default_factory=ChurnParams)
-    cohorts: CohortParams = Field(default_factory=CohortParams)
-    features: FeatureParams = Field(default_factory=FeatureParams)
-    model: ModelParams = Field(default_factory=ModelParams)
-    train: TrainConf = Field(default_factory=TrainConf)
-    score: ScoreParams = Field(default_factory=ScoreParams)
-    offers: OfferParams = Field(default_factory=OfferParams)
-    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    churn: ChurnParams
+    cohorts: CohortParams
+    features: FeatureParams
+    model: ModelParams
+    train: TrainConf
+    score: ScoreParams
+    offers: OfferParams
+    evaluate: EvaluateParams
     ingest: IngestConf
     sample_data: SampleDataConf
 
