@@ -17,8 +17,19 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticUndefined
 
 BASE_CONF = Path(__file__).resolve().parents[1] / "conf" / "base.yml"
+
+
+class _FromBase:
+    def __repr__(self) -> str:
+        return "<value from conf/base.yml>"
+
+
+# The default of a field whose value is written in conf/base.yml (typed Any so that type checkers see a
+# default and ``FeatureParams()`` checks as a valid call).
+BASE: Any = _FromBase()
 
 # YAML has lists, not tuples: accept a list for these (items stay strictly typed).
 StrTuple = Annotated[tuple[str, ...], Field(strict=False)]
@@ -43,9 +54,10 @@ def _section(dotted: str) -> dict[str, Any]:
 class Params(BaseModel):
     """Base of every parameter and config model: unknown keys and wrong types are errors; frozen.
 
-    ``defaults_section`` (a dotted key of ``conf/base.yml``): the section whose values are this model's
-    field defaults. Defaults are validated like any input (``validate_default``), so a wrong value in
-    the file fails where it is used.
+    A field declared ``= BASE`` (or ``Field(default=BASE, ...)``) takes its default from the section
+    ``defaults_section`` (a dotted key) of ``conf/base.yml``; with no value there it is required.
+    Defaults are validated like any input (``validate_default``): a wrong value in the file fails where
+    it is used.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
@@ -54,13 +66,13 @@ class Params(BaseModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
-        if not cls.defaults_section:
-            return
-        section = _section(cls.defaults_section)
         fields = cls.__pydantic_fields__
-        for name, info in fields.items():
-            if name in section and info.default_factory is None:
-                info.default = section[name]
+        from_base = [name for name, info in fields.items() if info.default is BASE]
+        if not from_base:
+            return
+        section = _section(cls.defaults_section) if cls.defaults_section else {}
+        for name in from_base:
+            fields[name].default = section.get(name, PydanticUndefined)
         cls.model_rebuild(force=True)
 
 
@@ -69,13 +81,13 @@ class ChurnParams(Params):
 
     defaults_section: ClassVar[str | None] = "churn"
 
-    gap_months: int = Field(ge=0, le=6)
-    window_months: int = Field(ge=1, le=6)
-    counted_reasons: StrTuple
-    involuntary_reasons: StrTuple
-    excluded_reasons: StrTuple
-    prepaid_inactivity_days: int | None = Field(ge=1)
-    gap_churn: Literal["exclude", "count"]
+    gap_months: int = Field(default=BASE, ge=0, le=6)
+    window_months: int = Field(default=BASE, ge=1, le=6)
+    counted_reasons: StrTuple = BASE
+    involuntary_reasons: StrTuple = BASE
+    excluded_reasons: StrTuple = BASE
+    prepaid_inactivity_days: int | None = Field(default=BASE, ge=1)
+    gap_churn: Literal["exclude", "count"] = BASE
 
 
 class CohortParams(Params):
@@ -83,8 +95,8 @@ class CohortParams(Params):
 
     defaults_section: ClassVar[str | None] = "cohorts"
 
-    boundaries: IntTuple
-    names: StrTuple
+    boundaries: IntTuple = BASE
+    names: StrTuple = BASE
 
     @field_validator("boundaries")
     @classmethod
@@ -105,15 +117,15 @@ class FeatureParams(Params):
 
     defaults_section: ClassVar[str | None] = "features"
 
-    trend_months: int = Field(ge=2, le=12)
-    contagion_months: int = Field(ge=1, le=12)
-    frequent_contact_min_calls: int = Field(ge=1)
-    night_start_hour: int = Field(ge=0, le=23)
-    night_end_hour: int = Field(ge=0, le=23)
-    lifecycle_onboarding_months: int = Field(ge=1)
-    lifecycle_decline_contract_months: int = Field(ge=0)
-    lifecycle_decline_inactive_days: int = Field(ge=1)
-    lifecycle_growth_months: int = Field(ge=1)
+    trend_months: int = Field(default=BASE, ge=2, le=12)
+    contagion_months: int = Field(default=BASE, ge=1, le=12)
+    frequent_contact_min_calls: int = Field(default=BASE, ge=1)
+    night_start_hour: int = Field(default=BASE, ge=0, le=23)
+    night_end_hour: int = Field(default=BASE, ge=0, le=23)
+    lifecycle_onboarding_months: int = Field(default=BASE, ge=1)
+    lifecycle_decline_contract_months: int = Field(default=BASE, ge=0)
+    lifecycle_decline_inactive_days: int = Field(default=BASE, ge=1)
+    lifecycle_growth_months: int = Field(default=BASE, ge=1)
 
     @property
     def cdr_months(self) -> int:

@@ -16,7 +16,7 @@ from pydantic import Field
 from scipy import stats
 from sklearn.metrics import auc, average_precision_score, brier_score_loss, roc_curve
 
-from features.params import Params
+from features.params import BASE, Params
 
 
 class ProfitParams(Params):
@@ -24,11 +24,11 @@ class ProfitParams(Params):
 
     defaults_section: ClassVar[str | None] = "train.profit"
 
-    clv: float = Field(gt=0)
-    incentive_cost: float = Field(ge=0)
-    contact_cost: float = Field(ge=0)
-    alpha: float = Field(gt=0)
-    beta: float = Field(gt=0)
+    clv: float = Field(default=BASE, gt=0)
+    incentive_cost: float = Field(default=BASE, ge=0)
+    contact_cost: float = Field(default=BASE, ge=0)
+    alpha: float = Field(default=BASE, gt=0)
+    beta: float = Field(default=BASE, gt=0)
 
 
 def _arrays(y_true, y_score, weight=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -172,7 +172,7 @@ def classification_metrics(
             lift_at(y, p, k, sample_weight=sample_weight) if both else float("nan")
         )
     out["top_decile_lift"] = out.get("lift_10pct", lift_at(y, p, 0.1) if both else float("nan"))
-    if both and 0 < out["churn_rate"] < 1:
+    if fpr is not None and tpr is not None and 0 < out["churn_rate"] < 1:
         e = _empc_of_roc(fpr, tpr, out["churn_rate"], profit or ProfitParams())
         out["empc"], out["empc_fraction"] = e.value, e.fraction
     else:

@@ -10,7 +10,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from features.params import Params, StrTuple
+from features.params import BASE, Params, StrTuple
 
 
 class ModelParams(Params):
@@ -20,33 +20,33 @@ class ModelParams(Params):
 
     # LightGBM parameters (objective, learning rate, leaves, ...); threads, seed and determinism are set
     # by the family so that a fit is reproducible on any machine
-    lightgbm: dict[str, float | int | str | bool]
-    num_boost_round: int = Field(ge=1)
-    early_stopping_rounds: int = Field(ge=1)
-    num_threads: int = Field(ge=0)  # 0: LightGBM's default (all cores)
-    seed: int
+    lightgbm: dict[str, float | int | str | bool] = BASE
+    num_boost_round: int = Field(default=BASE, ge=1)
+    early_stopping_rounds: int = Field(default=BASE, ge=1)
+    num_threads: int = Field(default=BASE, ge=0)  # 0: LightGBM's default (all cores)
+    seed: int = BASE
     # probability calibration per cohort on the validation rows: Platt (sigmoid) or isotonic. Platt keeps
     # the ranking; isotonic steps tie scores
-    calibration: Literal["isotonic", "platt"]
+    calibration: Literal["isotonic", "platt"] = BASE
     # a cohort with fewer training rows or churners than this is served by the pooled model
-    min_cohort_rows: int = Field(ge=1)
-    min_cohort_positives: int = Field(ge=1)
+    min_cohort_rows: int = Field(default=BASE, ge=1)
+    min_cohort_positives: int = Field(default=BASE, ge=1)
     # below this many validation churners a cohort's calibrator is the pooled one
-    min_calibration_positives: int = Field(ge=1)
+    min_calibration_positives: int = Field(default=BASE, ge=1)
     # auto: the pooled model serves a cohort where its validation AUC beats the cohort model's by more
     # than ``pooled_margin``; cohort / pooled force either
-    serve: Literal["auto", "cohort", "pooled"]
-    pooled_margin: float = Field(ge=0)
+    serve: Literal["auto", "cohort", "pooled"] = BASE
+    pooled_margin: float = Field(default=BASE, ge=0)
     # training rows beyond this budget: non-churners are downsampled and weighted (calibration holds),
     # which bounds the fit's memory and time
-    row_budget: int = Field(ge=1000)
+    row_budget: int = Field(default=BASE, ge=1000)
     # the validation share drawn (stratified by cohort and label) when no validation frame is given
-    valid_share: float = Field(gt=0, lt=1)
-    logistic_c: float = Field(gt=0)
+    valid_share: float = Field(default=BASE, gt=0, lt=1)
+    logistic_c: float = Field(default=BASE, gt=0)
     # the training distribution of the score and of this many top features is kept for drift (PSI)
-    monitor_features: int = Field(ge=0, le=100)
+    monitor_features: int = Field(default=BASE, ge=0, le=100)
     # feature table columns that are never features (identifiers, the hard warning, dates)
-    exclude_columns: StrTuple
+    exclude_columns: StrTuple = BASE
 
 
 REASON_FAMILIES = (
@@ -72,22 +72,22 @@ class ScoreParams(Params):
 
     defaults_section: ClassVar[str | None] = "score"
 
-    band_high: float = Field(gt=0, le=1)
-    band_medium: float = Field(gt=0, le=1)
-    reasons_min_band: Literal["low", "medium", "high"]
-    reasons_top_share: float = Field(ge=0, le=1)
-    reasons_top: int = Field(ge=1, le=20)
+    band_high: float = Field(default=BASE, gt=0, le=1)
+    band_medium: float = Field(default=BASE, gt=0, le=1)
+    reasons_min_band: Literal["low", "medium", "high"] = BASE
+    reasons_top_share: float = Field(default=BASE, ge=0, le=1)
+    reasons_top: int = Field(default=BASE, ge=1, le=20)
     # feature name patterns (fnmatch) per reason family, first match wins in this order
-    reason_families: dict[str, StrTuple]
-    fallback_family: str
-    value_high: float
-    value_medium: float
-    value_low: float
+    reason_families: dict[str, StrTuple] = BASE
+    fallback_family: str = BASE
+    value_high: float = BASE
+    value_medium: float = BASE
+    value_low: float = BASE
     # value tier -> risk band -> action
-    strategy: dict[str, dict[str, str]]
-    at_risk_band: Literal["low", "medium", "high"]
-    psi_warning: float = Field(gt=0)
-    segments: int = Field(ge=2, le=20)
+    strategy: dict[str, dict[str, str]] = BASE
+    at_risk_band: Literal["low", "medium", "high"] = BASE
+    psi_warning: float = Field(default=BASE, gt=0)
+    segments: int = Field(default=BASE, ge=2, le=20)
 
     @model_validator(mode="after")
     def _consistent(self) -> ScoreParams:
@@ -141,10 +141,10 @@ class ContactPolicy(Params):
 
     defaults_section: ClassVar[str | None] = "offers.policy"
 
-    require_consent: bool
-    cooldown_months: int = Field(ge=0)  # months after a retention contact with no new offer
-    suppress_sales_on_open_complaint: bool
-    exclude_unprofitable: bool
+    require_consent: bool = BASE
+    cooldown_months: int = Field(default=BASE, ge=0)  # months after a retention contact with no new offer
+    suppress_sales_on_open_complaint: bool = BASE
+    exclude_unprofitable: bool = BASE
 
 
 class OfferParams(Params):
@@ -155,15 +155,15 @@ class OfferParams(Params):
 
     defaults_section: ClassVar[str | None] = "offers"
 
-    offers: tuple[Offer, ...] = Field(strict=False)
+    offers: tuple[Offer, ...] = Field(default=BASE, strict=False)
     policy: ContactPolicy = Field(default_factory=ContactPolicy)
-    budget: float = Field(ge=0)  # per month, in the currency of the bills
-    value_horizon_months: int = Field(ge=1)
-    min_band: Literal["low", "medium", "high"]
-    holdout_rate: float = Field(ge=0, lt=1)
-    holdout_salt: str
-    exact_max_candidates: int = Field(ge=0)
-    lagrangian_iterations: int = Field(ge=1)
+    budget: float = Field(default=BASE, ge=0)  # per month, in the currency of the bills
+    value_horizon_months: int = Field(default=BASE, ge=1)
+    min_band: Literal["low", "medium", "high"] = BASE
+    holdout_rate: float = Field(default=BASE, ge=0, lt=1)
+    holdout_salt: str = BASE
+    exact_max_candidates: int = Field(default=BASE, ge=0)
+    lagrangian_iterations: int = Field(default=BASE, ge=1)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> OfferParams:
@@ -178,7 +178,7 @@ class EvaluateParams(Params):
 
     defaults_section: ClassVar[str | None] = "evaluate"
 
-    confidence: float = Field(gt=0.5, lt=1)
-    prior_strength: float = Field(ge=0)
-    revenue_months: int = Field(ge=1)
-    probability_bins: int = Field(ge=100)
+    confidence: float = Field(default=BASE, gt=0.5, lt=1)
+    prior_strength: float = Field(default=BASE, ge=0)
+    revenue_months: int = Field(default=BASE, ge=1)
+    probability_bins: int = Field(default=BASE, ge=100)

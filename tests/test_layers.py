@@ -19,7 +19,8 @@ PURE_IMPORTS = {
     "__future__", "abc", "bisect", "calendar", "collections", "copy", "dataclasses", "datetime", "decimal",
     "enum", "fnmatch", "functools", "hashlib", "heapq", "itertools", "json", "logging", "math", "numbers",
     "operator", "re", "statistics", "string", "typing", "warnings",
-    "numpy", "pandas", "pyarrow", "pyarrow.compute", "pydantic", "scipy", "sklearn", "lightgbm", "matplotlib",
+    "numpy", "pandas", "pyarrow", "pyarrow.compute", "pydantic", "pydantic_core", "scipy", "sklearn",
+    "lightgbm", "matplotlib",
     "pyspark.sql", "pyspark.sql.functions", "pyspark.sql.types", "pyspark.sql.window", "pyspark.sql.column",
     "features", "models",
 }  # fmt: skip

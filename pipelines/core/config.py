@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from features.params import BASE_CONF, ChurnParams, CohortParams, FeatureParams, Params
+from features.params import BASE, BASE_CONF, ChurnParams, CohortParams, FeatureParams, Params
 from models.metrics import ProfitParams
 from models.params import EvaluateParams, ModelParams, OfferParams, ScoreParams
 
@@ -32,40 +32,40 @@ class ConfigError(ValueError):
 class ProjectConf(Params):
     defaults_section: ClassVar[str | None] = "project"
 
-    name: str
+    name: str = BASE
 
 
 class LakeConf(Params):
     defaults_section: ClassVar[str | None] = "lake"
 
-    root: str
-    engine: Literal["auto", "bridge", "native"]
-    tables: dict[str, str]
+    root: str = BASE
+    engine: Literal["auto", "bridge", "native"] = BASE
+    tables: dict[str, str] = BASE
 
 
 class LandingConf(Params):
     defaults_section: ClassVar[str | None] = "landing"
 
-    root: str
+    root: str = BASE
 
 
 class SparkConf(Params):
     defaults_section: ClassVar[str | None] = "spark"
 
-    master: str
-    app_name: str
-    driver_memory: str
-    shuffle_partitions: int = Field(ge=1)
-    ui_enabled: bool
-    conf: dict[str, str]
+    master: str = BASE
+    app_name: str = BASE
+    driver_memory: str = BASE
+    shuffle_partitions: int = Field(default=BASE, ge=1)
+    ui_enabled: bool = BASE
+    conf: dict[str, str] = BASE
 
 
 class MlflowConf(Params):
     defaults_section: ClassVar[str | None] = "mlflow"
 
-    tracking_uri: str
-    registry_uri: str
-    experiment: str
+    tracking_uri: str = BASE
+    registry_uri: str = BASE
+    experiment: str = BASE
 
 
 class PromotionGates(Params):
@@ -73,19 +73,19 @@ class PromotionGates(Params):
 
     defaults_section: ClassVar[str | None] = "train.promotion"
 
-    min_auc: float = Field(ge=0, le=1)
-    max_ece: float = Field(ge=0, le=1)
-    auc_tolerance: float = Field(ge=0)
-    ece_tolerance: float = Field(ge=0)
-    min_test_churners: int = Field(ge=1)
+    min_auc: float = Field(default=BASE, ge=0, le=1)
+    max_ece: float = Field(default=BASE, ge=0, le=1)
+    auc_tolerance: float = Field(default=BASE, ge=0)
+    ece_tolerance: float = Field(default=BASE, ge=0)
+    min_test_churners: int = Field(default=BASE, ge=1)
 
 
 class TrainConf(Params):
     defaults_section: ClassVar[str | None] = "train"
 
-    fit_months: int = Field(ge=1, le=36)
-    every_months: int = Field(ge=0)
-    registered_model: str
+    fit_months: int = Field(default=BASE, ge=1, le=36)
+    every_months: int = Field(default=BASE, ge=0)
+    registered_model: str = BASE
     promotion: PromotionGates = Field(default_factory=PromotionGates)
     # EMPC economics (models.metrics.ProfitParams)
     profit: ProfitParams = Field(default_factory=ProfitParams)
@@ -94,35 +94,35 @@ class TrainConf(Params):
 class GatesConf(Params):
     defaults_section: ClassVar[str | None] = "ingest.gates"
 
-    enabled: bool
-    max_quarantine_rate: float = Field(ge=0, le=1)
-    cdr_daily_volume_tolerance: float = Field(gt=0)
-    cdr_trailing_months: int = Field(ge=1)
-    require_all_cdr_days: bool
-    unique_subscription_snapshot: bool
+    enabled: bool = BASE
+    max_quarantine_rate: float = Field(default=BASE, ge=0, le=1)
+    cdr_daily_volume_tolerance: float = Field(default=BASE, gt=0)
+    cdr_trailing_months: int = Field(default=BASE, ge=1)
+    require_all_cdr_days: bool = BASE
+    unique_subscription_snapshot: bool = BASE
 
 
 class IngestConf(Params):
     defaults_section: ClassVar[str | None] = "ingest"
 
-    late_days: int = Field(ge=0, le=31)
-    local_timezone: str
-    parallel_sources: int = Field(ge=1, le=4)
-    memory_cache_max_mb: int = Field(ge=0)
+    late_days: int = Field(default=BASE, ge=0, le=31)
+    local_timezone: str = BASE
+    parallel_sources: int = Field(default=BASE, ge=1, le=4)
+    memory_cache_max_mb: int = Field(default=BASE, ge=0)
     gates: GatesConf = Field(default_factory=GatesConf)
 
 
 class SampleDataConf(Params):
     defaults_section: ClassVar[str | None] = "sample_data"
 
-    subscribers: int = Field(ge=10)
-    seed: int
-    format: Literal["csv", "parquet", "mixed"]
-    gzip_share: float = Field(ge=0, le=1)
-    cdr_events_per_subscriber: int = Field(ge=1)
-    bad_rows: float = Field(ge=0, le=0.5)
-    file_faults: bool
-    files_per_month: int = Field(ge=1, le=50)
+    subscribers: int = Field(default=BASE, ge=10)
+    seed: int = BASE
+    format: Literal["csv", "parquet", "mixed"] = BASE
+    gzip_share: float = Field(default=BASE, ge=0, le=1)
+    cdr_events_per_subscriber: int = Field(default=BASE, ge=1)
+    bad_rows: float = Field(default=BASE, ge=0, le=0.5)
+    file_faults: bool = BASE
+    files_per_month: int = Field(default=BASE, ge=1, le=50)
 
 
 class Config(Params):

@@ -151,13 +151,13 @@ def test_pure_parameters_take_their_defaults_from_base_yml():
 def test_a_field_without_a_value_in_base_yml_is_required():
     from pydantic import ValidationError
 
-    from features.params import Params
+    from features.params import BASE, Params
 
     class Probe(Params):
         defaults_section: ClassVar[str | None] = "features"
 
-        trend_months: int
-        not_in_base_yml: int
+        trend_months: int = BASE
+        not_in_base_yml: int = BASE
 
     with pytest.raises(ValidationError, match="not_in_base_yml"):
         Probe()
