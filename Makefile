@@ -16,7 +16,7 @@ JOB_ARGS = $(foreach c,$(CONF),--conf $(c)) $(foreach s,$(SET),--set $(s))
 DEMO_ARGS = --conf conf/demo.yml $(JOB_ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install java test test-e2e test-fast test-thorough lint format demo sql package mlflow-ui bench bench-scaling clean \
+.PHONY: help install java test test-e2e test-fast test-thorough lint typecheck format demo sql package mlflow-ui bench bench-scaling clean \
         generate_sample_data ingest build_features train monthly demo_summary
 
 help: ## List the targets
@@ -52,6 +52,9 @@ test-thorough: install ## Run the long property runs (hundreds of generated deli
 lint: $(STAMP) ## Lint with ruff
 	$(VENV)/bin/ruff check pipelines features models jobs tests bench
 	$(VENV)/bin/ruff format --check pipelines features models jobs tests bench
+
+typecheck: $(STAMP) ## Type-check the pure layers (features/, models/) with mypy
+	$(VENV)/bin/mypy
 
 format: $(STAMP) ## Format and fix with ruff
 	$(VENV)/bin/ruff format pipelines features models jobs tests bench

@@ -27,8 +27,12 @@ setup(
         "matplotlib>=3.8,<4",
         # confidence intervals of the campaign effect (difference of two proportions, Newcombe)
         "statsmodels>=0.14,<0.16",
-        # ISA-L gzip for the sample-data generator: twice as fast as zlib at level 1.
+        # ISA-L gzip for the sample-data generator (faster than zlib at level 1).
         "isal>=1.6,<2",
+        # analyst SQL over the lake (make sql) and the demo summary; the Delta extension on PyPI is built
+        # for duckdb 1.4.4 exactly
+        "duckdb==1.4.4",
+        "duckdb-ext-delta==1.4.4.*",
     ],
     extras_require={
         "dev": [
@@ -37,10 +41,10 @@ setup(
             # an independent EMPC implementation the metric is tested against
             "empulse>=0.13,<0.14",
             "ruff>=0.6",
+            "mypy>=1.10",
+            "types-PyYAML",
+            "pre-commit>=3.5",
             "polars>=1.0",
-            # The DuckDB Delta extension on PyPI is built for duckdb 1.4.4 exactly.
-            "duckdb==1.4.4",
-            "duckdb-ext-delta==1.4.4.*",
             "nbformat>=5.9",
             "nbclient>=0.10",
             "ipykernel>=6.29",
