@@ -108,7 +108,7 @@ def test_every_feature_column_is_documented_in_the_readme(built):
     from tests.conftest import ROOT
 
     lake = built[0]
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "features.md").read_text()
     suffixes = ("_m0", "_m1", "_avg_3m", "_chg_1m", "_ratio_avg_3m")
 
     def documented(col: str) -> bool:
@@ -205,7 +205,7 @@ def test_feature_plan_holds_few_memory_consumers_per_task(built, spark):
 
 
 def test_feature_build_runs_at_the_smallest_documented_driver_memory(built, tmp_path):
-    """README: 1g of driver is enough for the local feature build (with the 4m page of base.yml)."""
+    """docs/configuration.md: 1g of driver is enough for the local feature build (4m page of base.yml)."""
     import shutil
     import subprocess
     import sys

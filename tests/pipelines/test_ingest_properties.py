@@ -147,7 +147,7 @@ def _render(rows, changes, line_end: str, bom: bool, file_damage: str):
             data = data[:pos] + b"\xff" + data[pos:]
         encoded.append(data)
     body = (b"\xef\xbb\xbf" if bom else b"") + buffer.getvalue().encode() + b"".join(encoded)
-    # a CRLF inside a quoted value loads as LF, whatever the file's own line ends (README)
+    # a CRLF inside a quoted value loads as LF, whatever the file's own line ends (docs/tables.md)
     expected = [{**r, "cell_id": r["cell_id"].replace("\r\n", "\n") if r["cell_id"] else None} for r in rows]
     loaded = {r["record_id"]: r for i, r in enumerate(expected) if i not in bad}
     # a duplicate of a bad row is itself bad (the same damage is not repeated: it is the clean copy)

@@ -130,7 +130,7 @@ def test_the_readme_sql_questions_answer_on_the_lake(loop_lake, spark):
     from pipelines.sql import run_sql
 
     lake, cfg, _ = loop_lake
-    queries = re.findall(r'^make sql Q="(.+)"$', (ROOT / "README.md").read_text(), flags=re.M)
+    queries = re.findall(r'^make sql Q="(.+)"$', (ROOT / "docs" / "operations.md").read_text(), flags=re.M)
     assert len(queries) >= 3
     results = [run_sql(cfg, query) for query in queries]
     assert list(results[0].columns) == ["subscriber_id", "p", "churn_type", "drivers"]
