@@ -2,7 +2,7 @@
 
 ``SOURCE_SPECS`` says, for each landing source, how its silver table is partitioned, which partitions
 one month's delivery replaces, which column dates an event, how rows repeated across deliveries are
-recognised, and which gates apply. ``pipelines.ingest`` reads these instead of branching on source names.
+recognised, and which gates apply. The ingest stage reads these instead of branching on source names.
 ``evaluate_gates`` turns a load's statistics, the trailing figures and the gate settings into failures;
 it does no I/O, so each gate is tested with literal inputs.
 """

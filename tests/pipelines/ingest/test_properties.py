@@ -12,6 +12,7 @@ import gzip
 import io
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,7 +24,7 @@ from pyspark.sql import functions as F
 
 from pipelines.core.lake import Lake
 from pipelines.ingest import UnreadableFileError, ingest_month
-from tests.pipelines.test_ingest_files import CDR_COLUMNS, MONTH, cdr_rows, subscriptions, typed_frame
+from tests.pipelines.ingest.deliveries import CDR_COLUMNS, MONTH, cdr_rows, subscriptions, typed_frame
 
 ROW_DAMAGE = ("bad_byte", "extra_field", "missing_field")
 VALID_CHANGES = ("quoted_break", "huge_field", "quote_inside", "duplicate")
@@ -83,8 +84,20 @@ def _as_text(row) -> dict[str, str | None]:
     return out
 
 
+@dataclass(frozen=True)
+class CsvDelivery:
+    """A drawn CSV delivery: valid rows, the changes made to them, and how the file is written."""
+
+    rows: list[dict[str, str | None]]
+    changes: list[tuple[str, int, int]]  # (change, row index, column or byte offset)
+    gz: bool
+    line_end: str
+    bom: bool  # a byte-order mark before the header
+    file_damage: str
+
+
 @st.composite
-def csv_deliveries(draw):
+def csv_deliveries(draw) -> CsvDelivery:
     n = draw(st.integers(3, 24))
     rows = cdr_rows(n)
     changes = draw(
@@ -93,13 +106,13 @@ def csv_deliveries(draw):
             max_size=6,
         )
     )
-    return (
-        rows,
-        changes,
-        draw(st.booleans()),  # gzip
-        draw(st.sampled_from(["\n", "\r\n"])),
-        draw(st.booleans()),  # byte-order mark
-        draw(st.sampled_from(FILE_DAMAGE)),
+    return CsvDelivery(
+        rows=rows,
+        changes=changes,
+        gz=draw(st.booleans()),
+        line_end=draw(st.sampled_from(["\n", "\r\n"])),
+        bom=draw(st.booleans()),
+        file_damage=draw(st.sampled_from(FILE_DAMAGE)),
     )
 
 
@@ -171,9 +184,11 @@ def test_every_csv_row_is_loaded_quarantined_or_a_duplicate_large_run(spark, bas
 
 
 def _check_csv(spark, base: Path, delivery) -> None:
-    rows, changes, gz, line_end, bom, file_damage = delivery
-    body, bad_rows, loaded = _render(rows, changes, line_end, bom, file_damage)
-    name = "delivery.csv.gz" if gz else "delivery.csv"
+    file_damage = delivery.file_damage
+    body, bad_rows, loaded = _render(
+        delivery.rows, delivery.changes, delivery.line_end, delivery.bom, file_damage
+    )
+    name = "delivery.csv.gz" if delivery.gz else "delivery.csv"
     if file_damage == "truncate_gzip":
         name = "delivery.csv.gz"
 

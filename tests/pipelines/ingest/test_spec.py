@@ -6,7 +6,7 @@ import pytest
 
 from features import contract as C
 from pipelines.core.config import GatesConf
-from pipelines.ingest_spec import (
+from pipelines.ingest.spec import (
     INGEST_ORDER,
     SOURCE_SPECS,
     LoadStats,

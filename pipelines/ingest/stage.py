@@ -1,0 +1,286 @@
+"""Stage: ingest one month of landing extracts into validated silver Delta tables.
+
+Per source and month: check the delivery (``_SUCCESS``, readable files with the required columns; all
+files are checked before anything is written), read every file with an explicit all-text schema, validate
+each row (``features.cleaning``), quarantine rejected rows with file, row number, reason and raw values,
+drop duplicates (last delivered copy wins; CDRs and care contacts already loaded from another delivery
+are duplicates too), resolve CDR numbers to subscribers as of the event time, apply the data-quality
+gates, then replace exactly what this delivery contributed. Re-running a month, or a redelivery of it,
+gives the same tables.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from features import contract as C
+from features.calendar import add_months
+from features.cleaning import RAW_COL, REASONS_COL, validate_rows
+from features.errors import MissingColumnsError
+from pipelines.core.config import Config
+from pipelines.core.delta import WriteResult
+from pipelines.core.lake import Lake
+from pipelines.core.manifest import recorded_run
+from pipelines.core.runner import one_line
+from pipelines.ingest.dedupe import dedupe_repeated, drop_loaded_elsewhere
+from pipelines.ingest.files import (
+    LandingFile,
+    MissingDeliveryError,
+    UnreadableFileError,
+    delivery_text_mb,
+    extra_columns,
+    list_delivery,
+)
+from pipelines.ingest.quality import (
+    GateFailedError,
+    SourceReport,
+    check_staged,
+    read_trailing_daily_mean,
+    report_with_stats,
+    write_quality,
+)
+from pipelines.ingest.read import block_stats, quarantine_rows, read_delivery, unreadable_file
+from pipelines.ingest.spec import INGEST_ORDER, SOURCE_SPECS, LoadStats, SourceSpec
+from pipelines.ingest.subscribers import count_msisdn_conflicts, read_msisdn_intervals, with_subscriber
+
+log = logging.getLogger(__name__)
+
+
+def ingest_month(
+    spark: SparkSession,
+    cfg: Config,
+    month: str,
+    *,
+    sources: Sequence[str] | None = None,
+    allow_incomplete: bool = False,
+    override_gates: bool = False,
+) -> dict[str, SourceReport]:
+    """Ingest the sources of ``month`` (subscriptions first: CDR numbers resolve against them)."""
+    lake = Lake(spark, cfg)
+    wanted = list(sources) if sources else list(C.SOURCES)
+    unknown = sorted(set(wanted) - set(C.SOURCES))
+    if unknown:
+        raise ValueError(f"unknown sources {unknown}; known: {', '.join(C.SOURCES)}")
+    ordered = [s for s in INGEST_ORDER if s in wanted]
+
+    def one(source: str) -> SourceReport | None:
+        with recorded_run(lake, "ingest", month, scope=source) as run:
+            spec = SOURCE_SPECS[source]
+            run.input_versions = (
+                {"subscriptions": lake.version("subscriptions")} if spec.resolves_subscriber else {}
+            )
+            run.flags = {"allow_incomplete": allow_incomplete, "override_gates": override_gates}
+            report = ingest_source(
+                lake, source, month, allow_incomplete=allow_incomplete, override_gates=override_gates
+            )
+            if report is None:
+                run.flags["skipped"] = "no delivery"
+                return None
+            run.flags["incomplete_delivery"] = report.incomplete_delivery
+            run.flags["gates_overridden"] = report.gates_overridden
+            run.row_counts = {
+                "read": report.rows_read,
+                "loaded": report.rows_loaded,
+                "quarantined": report.rows_quarantined,
+                "duplicates": report.duplicates,
+            }
+            run.output_versions = lake.versions([source, "quarantine", "data_quality"])
+            return report
+
+    # the subscriptions first (the CDRs resolve numbers against them), then the others side by side;
+    # every source runs to its end, and the first failure (in ingest order) is raised after them all
+    first = [s for s in ordered if s == "subscriptions"]
+    rest = [s for s in ordered if s != "subscriptions"]
+    results: dict[str, SourceReport | None] = {s: one(s) for s in first}
+    workers = min(cfg.ingest.parallel_sources, len(rest)) or 1
+    with ThreadPoolExecutor(workers, thread_name_prefix="ingest") as pool:
+        futures = {s: pool.submit(contextvars.copy_context().run, one, s) for s in rest}
+        errors = []
+        for source, future in futures.items():
+            try:
+                results[source] = future.result()
+            except Exception as exc:
+                errors.append(exc)
+    if errors:
+        raise errors[0]
+    return {s: r for s in ordered if (r := results.get(s)) is not None}
+
+
+def ingest_source(
+    lake: Lake,
+    source: str,
+    month: str,
+    *,
+    allow_incomplete: bool = False,
+    override_gates: bool = False,
+) -> SourceReport | None:
+    """Ingest one source-month; returns None when an optional source has no delivery."""
+    cfg = lake.cfg
+    spark = lake.spark
+    spec = SOURCE_SPECS[source]
+    folder = Path(cfg.landing_root) / source / f"month={month}"
+    if not folder.exists():
+        if spec.optional:
+            log.info("%s %s: no delivery (optional source)", source, month)
+            return None
+        raise MissingDeliveryError(f"{folder}: no delivery for {source} {month}")
+    try:
+        files, incomplete = list_delivery(folder, source, allow_incomplete=allow_incomplete)
+    except (UnreadableFileError, MissingColumnsError) as exc:
+        write_quality(lake, SourceReport(source, month, gate_failures=[one_line(exc)]))
+        raise
+    report = SourceReport(source, month, files=len(files), incomplete_delivery=incomplete)
+    report.extra_columns = extra_columns(files, source)
+    raw = read_delivery(spark, files, source, local_timezone=cfg.ingest.local_timezone)
+    checked = validate_rows(raw, source=source, month=month, late_days=cfg.ingest.late_days)
+    intervals = None
+    if spec.resolves_subscriber:
+        # read twice (the conflict count, then the broadcast join): built once from the snapshots
+        intervals = read_msisdn_intervals(lake, add_months(month, 1)).persist(StorageLevel.MEMORY_AND_DISK)
+        report.msisdn_conflicts = count_msisdn_conflicts(intervals, month)
+        checked = with_subscriber(checked, intervals)
+    # the checked rows are read three times (statistics, duplicates, silver write) and live only for this
+    # source: cached uncompressed in memory while the delivery is small enough, else on local disk
+    checked = cache_checked(spark, checked, files, cfg.ingest.memory_cache_max_mb)
+    try:
+        return _finish_source(lake, spec, report, checked, files, override_gates)
+    except (GateFailedError, UnreadableFileError):
+        raise
+    except Exception as exc:
+        unreadable = unreadable_file(exc, files)
+        if unreadable is None:
+            raise
+        report.gate_failures = [str(unreadable)]
+        write_quality(lake, report)
+        raise unreadable from None
+    finally:
+        checked.unpersist()
+        if intervals is not None:
+            intervals.unpersist()
+
+
+CACHE_COMPRESSED = "spark.sql.inMemoryColumnarStorage.compressed"
+_CACHE_LOCK = threading.Lock()
+
+
+def cache_checked(
+    spark: SparkSession, df: DataFrame, files: Sequence[LandingFile], memory_max_mb: int
+) -> DataFrame:
+    """``df`` cached uncompressed in memory when the delivery holds at most ``memory_max_mb`` of text,
+    else on local disk.
+
+    Uncompressed, the memory cache is faster to build than a compressed one; but a large delivery held in
+    memory runs the executor heap out (tasks fail and are retried) while the disk cache of the same rows
+    costs about the same time (the figures are in ``bench/results/``).
+    """
+    if delivery_text_mb(files) > memory_max_mb:
+        return df.persist(StorageLevel.DISK_ONLY)
+    # the compression setting applies when the cache is defined: sources ingested side by side take
+    # turns, each restoring what it found
+    with _CACHE_LOCK:
+        compressed = spark.conf.get(CACHE_COMPRESSED, "true")
+        spark.conf.set(CACHE_COMPRESSED, "false")
+        try:
+            return df.persist(StorageLevel.MEMORY_AND_DISK)
+        finally:
+            spark.conf.set(CACHE_COMPRESSED, compressed)
+
+
+def _finish_source(
+    lake: Lake,
+    spec: SourceSpec,
+    report: SourceReport,
+    checked: DataFrame,
+    files: Sequence[LandingFile],
+    override_gates: bool,
+) -> SourceReport:
+    """Count and locate the rejected rows, drop duplicates, write silver (gated), quarantine and quality."""
+    source, month, cfg = spec.name, report.month, lake.cfg
+    quarantine_by_reason, good_count, blocks = block_stats(checked)
+    rows_quarantined = sum(quarantine_by_reason.values())
+    good = checked.where(F.size(REASONS_COL) == 0).drop(REASONS_COL, RAW_COL)
+    deduped = _add_partition_columns(dedupe_repeated(good, list(spec.keys)), spec, month)
+    deduped = drop_loaded_elsewhere(lake, deduped, spec, month)
+    trailing = None
+    if spec.event_column:
+        trailing = read_trailing_daily_mean(
+            lake, source, month, cfg.ingest.gates.cdr_trailing_months, cfg.ingest.late_days
+        )
+
+    def check(staged: DataFrame) -> tuple[LoadStats, list[str]]:
+        return check_staged(
+            staged,
+            spec=spec,
+            month=month,
+            cfg=cfg,
+            rows_read=good_count + rows_quarantined,
+            rows_quarantined=rows_quarantined,
+            trailing_mean=trailing,
+            override_gates=override_gates,
+        )
+
+    report = dataclasses.replace(report, quarantine_by_reason=quarantine_by_reason)
+    try:
+        stats, failures = _write_silver(lake, spec, month, deduped, good_count, check).checked
+    except GateFailedError as exc:
+        write_quality(lake, report_with_stats(report, spec, exc.stats, exc.failures, overridden=False))
+        raise
+    report = report_with_stats(report, spec, stats, failures, overridden=bool(failures))
+    quarantine = quarantine_rows(checked, blocks, files, source=source, month=month)
+    lake.replace(quarantine, "quarantine", {"source": [source], "month": [month]})
+    write_quality(lake, report)
+    log.info(
+        "%s %s: read %d, loaded %d, quarantined %d, duplicates %d%s",
+        source,
+        month,
+        report.rows_read,
+        report.rows_loaded,
+        report.rows_quarantined,
+        report.duplicates,
+        f", late {report.late_records}" if spec.event_column else "",
+    )
+    return report
+
+
+def _add_partition_columns(df: DataFrame, spec: SourceSpec, month: str) -> DataFrame:
+    df = df.drop("_fid", "_block", "_pid", "_pos")
+    if spec.event_column:
+        assert spec.event_month_column is not None
+        df = df.withColumn(spec.event_month_column, F.date_format(spec.event_column, "yyyy-MM"))
+    if spec.delivery_column:
+        df = df.withColumn(spec.delivery_column, F.lit(month))
+    return df
+
+
+ROWS_PER_FILE = 1_000_000
+
+
+def _write_silver(
+    lake: Lake,
+    spec: SourceSpec,
+    month: str,
+    df: DataFrame,
+    rows: int,
+    check: Callable[[DataFrame], Any],
+) -> WriteResult:
+    # few, large files: about a million rows per task, never more tasks than the cluster runs at once
+    tasks = max(1, min(lake.spark.sparkContext.defaultParallelism, -(-rows // ROWS_PER_FILE)))
+    return lake.write(
+        df.coalesce(tasks).select(*spec.silver_columns()),
+        spec.name,
+        mode="overwrite",
+        partition_by=list(spec.partition_by),
+        replace_partitions=spec.replaced_partitions(month),
+        before_commit=check,
+    )

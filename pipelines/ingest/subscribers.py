@@ -1,0 +1,68 @@
+"""CDR numbers resolved to the subscriber who held them at the event's time, from the snapshots.
+
+A number moves between subscribers (recycled, contested); the subscription snapshots loaded so far say
+who held it when. A good CDR whose number nobody held at that time is quarantined (``unknown_msisdn``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from features import contract as C
+from features.cleaning import RAW_COL, REASONS_COL, compute_msisdn_intervals, resolve_msisdn
+from pipelines.core.lake import Lake
+
+log = logging.getLogger(__name__)
+
+
+def read_msisdn_intervals(lake: Lake, month: str) -> DataFrame:
+    """Who held each number when: from the subscription snapshots loaded up to ``month``."""
+    loaded = [m for (m,) in lake.partition_values("subscriptions", "month") if m <= month]
+    latest = max(loaded, default=month)
+    damaged = None
+    if lake.exists("quarantine"):
+        raw = F.col("raw_values")
+        damaged = (
+            lake.read("quarantine")
+            .where(F.col("source") == "subscriptions")
+            .select(
+                F.get_json_object(raw, "$.subscriber_id").alias("subscriber_id"),
+                F.get_json_object(raw, "$.msisdn").alias("msisdn"),
+                "month",
+            )
+        )
+    return compute_msisdn_intervals(lake.read("subscriptions"), latest_month=latest, damaged_listings=damaged)
+
+
+def count_msisdn_conflicts(intervals: DataFrame, month: str) -> int:
+    """Numbers claimed by two subscribers at once in the snapshots (logged with a few examples)."""
+    conflicts = intervals.where("conflict").agg(
+        F.count("*").alias("n"), F.slice(F.sort_array(F.collect_set("msisdn")), 1, 5).alias("some")
+    )
+    found = conflicts.first()
+    if found.n:
+        log.warning(
+            "cdr %s: %d number(s) claimed by two subscribers at once in the snapshots (the later "
+            "activation owns the events): %s",
+            month,
+            found.n,
+            ", ".join(found.some),
+        )
+    return int(found.n)
+
+
+def with_subscriber(validated: DataFrame, intervals: DataFrame) -> DataFrame:
+    """Resolve CDR numbers as of event time; a good row whose number belongs to nobody is quarantined."""
+    resolved = resolve_msisdn(validated, intervals)
+    unknown = (F.size(REASONS_COL) == 0) & F.col("subscriber_id").isNull()
+    # the row parsed cleanly, so its raw values are its typed values as text
+    as_text = F.struct(*[F.col(c).cast("string").alias(c) for c in C.columns("cdr")])
+    return resolved.withColumns(
+        {
+            REASONS_COL: F.when(unknown, F.array(F.lit(C.UNKNOWN_MSISDN))).otherwise(F.col(REASONS_COL)),
+            RAW_COL: F.when(unknown, as_text).otherwise(F.col(RAW_COL)),
+        }
+    )
