@@ -11,7 +11,8 @@ import pytest
 
 from features.calendar import add_months, month_start
 from models.evaluation import campaign_effect
-from pipelines.sample_data.simulate import CATALOGUE_TRUTH, DRIVERS, OperatorSimulation
+from pipelines.sample_data.catalogue import CATALOGUE_TRUTH, DRIVERS
+from pipelines.sample_data.simulate import OperatorSimulation
 from pipelines.sample_data.writer import GenerateOptions, SampleOperator, read_manifest
 
 FITTING = {  # a fitting catalogue offer per episode driver
@@ -35,7 +36,7 @@ def _campaign(seed: int, *, fitting: bool = True) -> tuple[list[dict], pd.DataFr
     sim.step(emit=False, campaign=False)
     month = add_months("2023-10", 5)
     rng = np.random.default_rng(seed)
-    stay = sim._stay
+    stay = sim.stayers
     sub = stay[sim.episode_start[stay] >= 0]
     offers = (
         np.array([FITTING[d] for d in DRIVERS[sim.episode_driver[sub]]], dtype=object)
@@ -95,7 +96,7 @@ def test_fitting_offers_work_better_than_misfits():
 def test_outcomes_follow_the_contract_and_acting_twice_is_refused():
     sim = OperatorSimulation(2_000, 1, "2024-01")
     sim.step(emit=False, campaign=False)
-    sub = sim._stay[:10]
+    sub = sim.stayers[:10]
     treated = np.arange(10) < 7
     sim.act_on("2024-01", sub, np.full(10, "data_pack", object), treated, np.full(10, "sms", object))
     out = sim.pending_campaign
