@@ -3,6 +3,7 @@ churn labels estimates, so the closed loop can check the evaluation against a kn
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 
 from features.calendar import add_months, month_start
 from models.evaluation import campaign_effect
-from pipelines.sample_data.simulate import CATALOGUE_TRUTH, DRIVERS, OperatorSimulation
+from pipelines.sample_data.catalogue import CATALOGUE_TRUTH, DRIVERS, Reason
+from pipelines.sample_data.simulate import OperatorSimulation
 from pipelines.sample_data.writer import GenerateOptions, SampleOperator, read_manifest
 
 FITTING = {  # a fitting catalogue offer per episode driver
@@ -22,11 +24,19 @@ FITTING = {  # a fitting catalogue offer per episode driver
     "price_sensitivity": "bill_credit",
     "service_issue": "service_recovery",
 }
-COUNTED = (0, 1)  # the simulation's reason codes counted as churn (port-out, voluntary)
-EXCLUDED = (3, 4)  # fraud, deceased: no label
+COUNTED = (Reason.PORT_OUT, Reason.VOLUNTARY)  # counted as churn by the churn contract
+EXCLUDED = (Reason.FRAUD, Reason.DECEASED)  # no label
 
 
-def _campaign(seed: int, *, fitting: bool = True) -> tuple[list[dict], pd.DataFrame]:
+@dataclass(frozen=True)
+class Campaign:
+    """What the campaign system recorded as the truth (per offer and ``all``), and the labelled lines."""
+
+    truth: list[dict]
+    lines: pd.DataFrame
+
+
+def _campaign(seed: int, *, fitting: bool = True) -> Campaign:
     """Treat half of this month's lines in a risk episode (the other half is the control group), step
     through the gap month and the window, and label the lines as the churn contract would."""
     sim = OperatorSimulation(20_000, seed, "2023-10")
@@ -35,7 +45,7 @@ def _campaign(seed: int, *, fitting: bool = True) -> tuple[list[dict], pd.DataFr
     sim.step(emit=False, campaign=False)
     month = add_months("2023-10", 5)
     rng = np.random.default_rng(seed)
-    stay = sim._stay
+    stay = sim.stayers
     sub = stay[sim.episode_start[stay] >= 0]
     offers = (
         np.array([FITTING[d] for d in DRIVERS[sim.episode_driver[sub]]], dtype=object)
@@ -58,7 +68,7 @@ def _campaign(seed: int, *, fitting: bool = True) -> tuple[list[dict], pd.DataFr
             "labelled": (deact != gap) & ~(window & np.isin(sim.reason[sub], EXCLUDED)),
         }
     )
-    return truth, lines[lines["labelled"]]
+    return Campaign(truth, lines[lines["labelled"]])
 
 
 def _measured(lines: pd.DataFrame, offer: str) -> dict[str, float]:
@@ -70,9 +80,9 @@ def _measured(lines: pd.DataFrame, offer: str) -> dict[str, float]:
 def test_confidence_intervals_cover_the_recorded_truth_and_the_estimate_is_unbiased():
     covered, rows, gaps = 0, 0, []
     for seed in range(8):
-        truth, lines = _campaign(seed)
-        for row in truth:
-            e = _measured(lines, row["offer_id"])
+        campaign = _campaign(seed)
+        for row in campaign.truth:
+            e = _measured(campaign.lines, row["offer_id"])
             rows += 1
             covered += e["effect_low"] <= row["true_effect"] <= e["effect_high"]
             if row["offer_id"] == "all":
@@ -84,8 +94,8 @@ def test_confidence_intervals_cover_the_recorded_truth_and_the_estimate_is_unbia
 
 
 def test_fitting_offers_work_better_than_misfits():
-    fit, _ = _campaign(3)
-    misfit, _ = _campaign(3, fitting=False)
+    fit = _campaign(3).truth
+    misfit = _campaign(3, fitting=False).truth
     assert fit[0]["offer_id"] == misfit[0]["offer_id"] == "all"
     assert fit[0]["fit_share"] == 1.0
     assert misfit[0]["fit_share"] < 0.35
@@ -95,7 +105,7 @@ def test_fitting_offers_work_better_than_misfits():
 def test_outcomes_follow_the_contract_and_acting_twice_is_refused():
     sim = OperatorSimulation(2_000, 1, "2024-01")
     sim.step(emit=False, campaign=False)
-    sub = sim._stay[:10]
+    sub = sim.stayers[:10]
     treated = np.arange(10) < 7
     sim.act_on("2024-01", sub, np.full(10, "data_pack", object), treated, np.full(10, "sms", object))
     out = sim.pending_campaign
@@ -140,3 +150,29 @@ def test_the_operator_writes_the_outcomes_and_the_truth(tmp_path: Path):
     ]
     with pytest.raises(ValueError, match="next month to deliver is 2024-03"):
         operator.deliver("2024-05")
+
+
+def test_the_operators_own_list_respects_consent_and_applies_accepted_offers():
+    sim = OperatorSimulation(5_000, 2, "2024-01")
+    for _ in range(3):
+        sim.step(emit=False, campaign=False)
+    month, m = "2024-03", sim.month_index - 1
+    no_consent = sim.stayers[~sim.consent[sim.stayers]]
+    sim.own_campaign(month)
+    out = pd.DataFrame(sim.pending_campaign)
+    assert len(out) == int(sim.stayers.size * 0.04)  # 4% of the lines that stay
+    assert not out["subscriber_id"].isin(no_consent).any()
+    holdout = out["offer_id"] == "holdout"
+    assert 0 < holdout.sum() < 0.2 * len(out)
+    assert (
+        not out.loc[holdout, ["contacted", "accepted"]].any().any()
+        and out.loc[holdout, "channel"].isna().all()
+    )
+    assert (out["accepted"] <= out["contacted"]).all() and out["accepted"].any()
+    contact = pd.to_datetime(out.loc[out["contacted"], "contact_ts"], unit="s")
+    assert contact.between(pd.Timestamp("2024-04-01"), pd.Timestamp("2024-04-21")).all()
+    credit = out.loc[out["accepted"] & (out["offer_id"] == "bill_credit"), "subscriber_id"]
+    renewed = out.loc[out["accepted"] & (out["offer_id"] == "contract_renewal"), "subscriber_id"]
+    assert len(credit) and len(renewed)
+    assert (sim.bill_credit_until[credit] == m + 3).all()  # three months of credit
+    assert (sim.contract_end[renewed] == np.datetime64("2026-04-01")).all()  # 24 months from next month
