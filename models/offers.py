@@ -10,10 +10,10 @@ offer per line, every offer within its monthly capacity and the total cost withi
 
 - :func:`solve_exact`: the integer programme, solved by HiGHS (``scipy.optimize.milp``);
 - :func:`solve_greedy`: the best (line, offer) pairs first, the baseline it must beat;
-- :func:`lagrangian_pick` / :func:`update_prices` / :func:`dual_bound`: the price decomposition the Spark
-  stage runs for large populations (each line picks its best offer at the current prices of capacity and
-  budget; the driver moves the prices from the aggregated usage). Any prices give an upper bound on the
-  optimum, so the job reports the gap of the assignment it writes.
+- :func:`update_prices` / :func:`dual_bound`: the driver's half of the price decomposition the Spark stage
+  (``pipelines.match_offers``) runs for large populations: each line picks its best offer at the current
+  prices of capacity and budget in Spark, the driver moves the prices from the aggregated usage. Any
+  prices give an upper bound on the optimum, so the job reports the gap of the assignment it writes.
 """
 
 from __future__ import annotations
@@ -215,17 +215,6 @@ def solve_greedy(values: np.ndarray, params: OfferParams, budget: float | None =
     return Assignment(offer, _total(values, offer), "greedy")
 
 
-def lagrangian_pick(
-    values: np.ndarray, costs: np.ndarray, prices: np.ndarray, mu: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each line's best offer at the prices (-1 when none has a positive reduced value), and that value."""
-    reduced = values - prices[None, :] - mu * costs[None, :]
-    best = np.argmax(reduced, axis=1) if reduced.shape[1] else np.zeros(len(values), dtype=int)
-    value = reduced[np.arange(len(values)), best] if reduced.shape[1] else np.zeros(len(values))
-    keep = value > 0
-    return np.where(keep, best, -1), np.where(keep, value, 0.0)
-
-
 def dual_bound(reduced_total: float, prices: np.ndarray, mu: float, params: OfferParams) -> float:
     """Upper bound on the optimum: sum of positive reduced values + prices x capacities + mu x budget."""
     cap = _capacities(params)
@@ -247,56 +236,3 @@ def update_prices(
     new[~finite] = 0.0
     new_mu = max(0.0, mu + step * max(mu, 0.01) * (spend - params.budget) / max(params.budget, 1.0))
     return new, new_mu
-
-
-def repair(
-    values: np.ndarray, offer: np.ndarray, params: OfferParams, budget: float | None = None
-) -> np.ndarray:
-    """Make a price-based pick feasible: within each offer's capacity and the budget, best value first."""
-    budget = params.budget if budget is None else budget
-    cost, cap = _costs(params), _capacities(params)
-    out = offer.copy()
-    rows = np.flatnonzero(out >= 0)
-    order = rows[np.argsort(-values[rows, out[rows]], kind="stable")]
-    used, spent = np.zeros(len(cost)), 0.0
-    for r in order:
-        c = out[r]
-        if used[c] + 1 <= cap[c] and spent + cost[c] <= budget + 1e-9:
-            used[c] += 1
-            spent += cost[c]
-        else:
-            out[r] = -1
-    return out
-
-
-def solve_lagrangian(values: np.ndarray, params: OfferParams, iterations: int | None = None) -> Assignment:
-    """The price decomposition on one machine (the Spark stage runs the same steps on a DataFrame)."""
-    costs = _costs(params)
-    prices, mu = np.zeros(values.shape[1]), 0.0
-    best_bound, best = np.inf, None
-    for i in range(iterations or params.lagrangian_iterations):
-        pick, reduced = lagrangian_pick(values, costs, prices, mu)
-        best_bound = min(best_bound, dual_bound(float(reduced.sum()), prices, mu, params))
-        feasible = repair(values, pick, params)
-        if best is None or _total(values, feasible) > _total(values, best):
-            best = feasible
-        counts = np.bincount(pick[pick >= 0], minlength=values.shape[1]).astype(float)
-        spend = float(costs[pick[pick >= 0]].sum())
-        prices, mu = update_prices(prices, mu, counts, spend, params, step=1.0 / (1 + i) ** 0.5)
-    assert best is not None
-    return Assignment(best, _total(values, best), "lagrangian", best_bound)
-
-
-def holdout(subscriber_ids: pd.Series, strata: pd.Series, month: str, salt: str, rate: float) -> np.ndarray:
-    """Reproducible control group: in each stratum, the ``round(rate x n)`` lines with the lowest hash of
-    (salt, month, subscriber_id)."""
-    import hashlib
-
-    keys = [
-        int.from_bytes(hashlib.sha256(f"{salt}|{month}|{s}".encode()).digest()[:8], "big")
-        for s in subscriber_ids
-    ]
-    frame = pd.DataFrame({"stratum": strata.to_numpy(), "key": keys})
-    rank = frame.groupby("stratum")["key"].rank(method="first")
-    size = frame.groupby("stratum")["key"].transform("size")
-    return (rank <= np.round(rate * size)).to_numpy()

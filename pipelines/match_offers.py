@@ -5,7 +5,7 @@
 1. builds a candidate row per line of ``warning_list`` for M with what the policy needs from
    ``features_monthly`` (plan type, consent, contract state, open complaints) and the contact history
    (an assignment in ``offer_assignments`` or a contact in ``campaign_outcomes`` within
-   ``offers.policy.cooldown_months`` before M: cooling down);
+   ``offers.policy.cooldown_months`` before M: cooling down) (:mod:`pipelines.offer_candidates`);
 2. on the executors (``mapInArrow``, :mod:`models.offers`): each line's exclusion reason, or the expected
    net value of every offer it may get;
 3. solves the assignment: exactly (HiGHS MILP on the driver) when there are at most
@@ -13,7 +13,8 @@
    Lagrangian prices iterated in Spark (one small aggregation per iteration), reporting the bound on
    the gap to the optimum;
 4. holds out ``offers.holdout_rate`` of the assigned lines in each cohort x risk band stratum (the lowest
-   hashes of salt, month and subscriber: reproducible), who get no offer (the control group);
+   hashes of salt, month and subscriber: reproducible; ``round(rate x n)`` with halves rounded up), who
+   get no offer (the control group);
 5. replaces the ``score_month = M`` partition of ``offer_assignments``.
 """
 
@@ -21,36 +22,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
-import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from features.calendar import add_months
-from models.offers import (
-    CANDIDATE_COLUMNS,
-    Assignment,
-    contract_state,
-    dual_bound,
-    net_values,
-    policy_reasons,
-    solve_exact,
-    solve_greedy,
-    update_prices,
-)
+from models.offers import Assignment, dual_bound, solve_exact, solve_greedy, update_prices
 from models.params import OfferParams
-from pipelines.core.arrow import BatchFn, pandas_batches
 from pipelines.core.config import Config
-from pipelines.core.errors import InputNotReadyError
-from pipelines.core.lake import Lake, decimals_as_double
+from pipelines.core.lake import Lake
 from pipelines.core.manifest import recorded_run
+from pipelines.offer_candidates import candidate_frame, candidate_values, offer_effects
 
 log = logging.getLogger(__name__)
 
-VALUES_SCHEMA = "subscriber_id string, reason string, offer_values array<double>"
 # warning-list columns carried onto every assignment row
 CARRIED = (
     "churn_probability",
@@ -81,104 +67,6 @@ class MatchReport:
     by_status: dict[str, int]
 
 
-def candidate_frame(lake: Lake, month: str, params: OfferParams) -> DataFrame:
-    """The warning list of ``month`` with the policy's inputs, one row per line."""
-    if not lake.exists("warning_list") or (month,) not in lake.partition_values(
-        "warning_list", "score_month"
-    ):
-        raise InputNotReadyError(
-            f"match_offers {month}: no warning list for {month} (run jobs/score.py --month {month})"
-        )
-    warning = lake.read("warning_list").where(F.col("score_month") == month)
-    features = decimals_as_double(
-        lake.read("features_monthly")
-        .where(F.col("month") == month)
-        .select(
-            "subscriber_id",
-            "plan_type",
-            "marketing_consent",
-            "has_contract",
-            "out_of_contract",
-            "months_to_contract_end",
-            (F.coalesce(F.col("unresolved_complaints_3m"), F.lit(0)) > 0).alias("open_complaint"),
-        )
-    )
-    recent = _recently_contacted(lake, month, params.policy.cooldown_months)
-    return (
-        warning.join(features, "subscriber_id", "left")
-        .join(recent, "subscriber_id", "left")
-        .withColumn("cooling_down", F.coalesce(F.col("cooling_down"), F.lit(False)))
-    )
-
-
-def _recently_contacted(lake: Lake, month: str, months: int) -> DataFrame:
-    """Lines with a retention offer assigned, or a contact made, in the ``months`` before ``month``."""
-    spark = lake.spark
-    empty = spark.createDataFrame([], "subscriber_id string")
-    if months == 0:
-        return empty.withColumn("cooling_down", F.lit(True))
-    first = add_months(month, -months)
-    parts = [empty]
-    if lake.exists("offer_assignments"):
-        parts.append(
-            lake.read("offer_assignments")
-            .where(
-                (F.col("score_month") >= first)
-                & (F.col("score_month") < month)
-                & (F.col("status") == "assigned")
-            )
-            .select("subscriber_id")
-        )
-    if lake.exists("campaign_outcomes"):
-        parts.append(
-            lake.read("campaign_outcomes")
-            .where(
-                (F.col("campaign_month") >= first) & (F.col("campaign_month") < month) & F.col("contacted")
-            )
-            .select("subscriber_id")
-        )
-    out = parts[0]
-    for p in parts[1:]:
-        out = out.unionByName(p)
-    return out.distinct().withColumn("cooling_down", F.lit(True))
-
-
-def value_batches(params: OfferParams, effects: dict[str, float]) -> BatchFn:
-    """``mapInArrow``: each line's exclusion reason or its offers' expected net values (null: not usable)."""
-    return pandas_batches(VALUES_SCHEMA, lambda: partial(value_frame, params=params, effects=effects))
-
-
-def value_frame(frame: pd.DataFrame, params: OfferParams, effects: dict[str, float]) -> pd.DataFrame:
-    frame = frame.assign(
-        contract_state=contract_state(
-            frame["has_contract"], frame["out_of_contract"], frame["months_to_contract_end"]
-        )
-    )
-    reason, usable = policy_reasons(frame, params, net_values(frame, params, effects))
-    values = [
-        None if r is not None else [float(v) if np.isfinite(v) else None for v in row]
-        for r, row in zip(reason, usable, strict=True)
-    ]
-    return pd.DataFrame(
-        {"subscriber_id": frame["subscriber_id"].to_numpy(), "reason": reason, "offer_values": values}
-    )
-
-
-def offer_effects(lake: Lake, month: str) -> dict[str, float]:
-    """Measured effects per offer (``offer_effects``, written by the evaluation) known by ``month``."""
-    if not lake.exists("offer_effects"):
-        return {}
-    rows = (
-        lake.read("offer_effects")
-        .where((F.col("month") <= month) & F.col("cohort").isNull())
-        .withColumn("_r", F.row_number().over(Window.partitionBy("offer_id").orderBy(F.desc("month"))))
-        .where("_r = 1")
-        .select("offer_id", "effect")
-        .collect()
-    )
-    return {r.offer_id: float(r.effect) for r in rows}
-
-
 def match_offers_month(spark: SparkSession, cfg: Config, month: str) -> MatchReport:
     """Assign offers for ``month`` and replace its partition of ``offer_assignments``."""
     lake = Lake(spark, cfg)
@@ -190,22 +78,15 @@ def match_offers_month(spark: SparkSession, cfg: Config, month: str) -> MatchRep
             run.input_versions = lake.versions(["warning_list", "features_monthly", "offer_effects"])
             if effects:
                 log.info("match_offers %s: measured effects %s", month, effects)
-            needed = [
-                *(c for c in CANDIDATE_COLUMNS if c != "contract_state"),
-                "has_contract",
-                "out_of_contract",
-                "months_to_contract_end",
-            ]
-            values = base.select(*needed).mapInArrow(value_batches(params, effects), VALUES_SCHEMA)
-            values = values.persist(StorageLevel.MEMORY_AND_DISK)
+            values = candidate_values(base, params, effects).persist(StorageLevel.MEMORY_AND_DISK)
             candidates = values.where(F.col("reason").isNull())
             n = candidates.count()
             if n <= params.exact_max_candidates:
-                picked, assignment, greedy = _solve_on_driver(spark, candidates, params)
+                picked, assignment, greedy = solve_on_driver(spark, candidates, params)
             else:
-                picked, assignment = _solve_in_spark(candidates, params)
+                picked, assignment = solve_in_spark(candidates, params)
                 greedy = None
-            assignments = _with_holdout(base, values, picked, month, params)
+            assignments = with_holdout(base, values, picked, month, params)
             lake.replace(
                 _output(assignments, base, lake, month, params),
                 "offer_assignments",
@@ -272,7 +153,7 @@ def match_offers_month(spark: SparkSession, cfg: Config, month: str) -> MatchRep
         return report
 
 
-def _solve_on_driver(
+def solve_on_driver(
     spark: SparkSession, candidates: DataFrame, params: OfferParams
 ) -> tuple[DataFrame, Assignment, Assignment]:
     """Exact MILP (and greedy for comparison) on the collected candidate set (small by configuration)."""
@@ -291,7 +172,7 @@ def _solve_on_driver(
     return df, exact, greedy
 
 
-def _solve_in_spark(candidates: DataFrame, params: OfferParams) -> tuple[DataFrame, Assignment]:
+def solve_in_spark(candidates: DataFrame, params: OfferParams) -> tuple[DataFrame, Assignment]:
     """Lagrangian prices: each candidate picks its best offer at the prices, the driver moves the prices."""
     m = len(params.offers)
     costs = np.array([o.cost for o in params.offers])
@@ -302,7 +183,7 @@ def _solve_in_spark(candidates: DataFrame, params: OfferParams) -> tuple[DataFra
     best_bound, best_prices = np.inf, (prices, mu)
     try:
         for i in range(params.lagrangian_iterations):
-            picks = _pick(cached, prices, mu, costs)
+            picks = price_picks(cached, prices, mu, costs)
             agg = (
                 picks.groupBy("offer_index")
                 .agg(F.count("*").alias("n"), F.sum("reduced").alias("reduced"))
@@ -319,8 +200,8 @@ def _solve_in_spark(candidates: DataFrame, params: OfferParams) -> tuple[DataFra
                 best_bound, best_prices = bound, (prices.copy(), mu)
             spend = float(counts @ costs)
             prices, mu = update_prices(prices, mu, counts, spend, params, step=1.0 / (1 + i) ** 0.5)
-        picks = _pick(cached, *best_prices, costs).where(F.col("offer_index") >= 0)
-        feasible = _repair(picks, params).persist(StorageLevel.MEMORY_AND_DISK)
+        picks = price_picks(cached, *best_prices, costs).where(F.col("offer_index") >= 0)
+        feasible = repair_picks(picks, params).persist(StorageLevel.MEMORY_AND_DISK)
         total = feasible.agg(F.sum("expected_net_value")).first()[0] or 0.0
     finally:
         cached.unpersist()
@@ -332,7 +213,9 @@ def _filled(column: str):
     return F.transform(column, lambda v: F.coalesce(v, F.lit(-1e300)))
 
 
-def _pick(cached: DataFrame, prices: np.ndarray, mu: float, costs: np.ndarray) -> DataFrame:
+def price_picks(cached: DataFrame, prices: np.ndarray, mu: float, costs: np.ndarray) -> DataFrame:
+    """Each line's best offer at the prices (``offer_index`` -1 when no reduced value is positive), its
+    reduced value (value - price - mu x cost) and its value."""
     price = F.array(*[F.lit(float(p + mu * c)) for p, c in zip(prices, costs, strict=True)])
     reduced = F.zip_with("v", price, lambda v, p: v - p)
     best = F.array_max("_r")
@@ -345,8 +228,10 @@ def _pick(cached: DataFrame, prices: np.ndarray, mu: float, costs: np.ndarray) -
     )
 
 
-def _repair(picks: DataFrame, params: OfferParams) -> DataFrame:
-    """Within each offer's capacity (best value first), then within the budget (best value first)."""
+def repair_picks(picks: DataFrame, params: OfferParams) -> DataFrame:
+    """Make the picks at some prices feasible: within each offer's capacity (best value first), then the
+    best-valued lines whose running cost stays within the budget (the cut is a prefix: once a line does
+    not fit, no later line is kept, even a cheaper one). Ties on value are broken by subscriber id."""
     caps = F.element_at(
         F.array(*[F.lit(-1 if o.capacity is None else o.capacity) for o in params.offers]),
         F.col("offer_index") + 1,
@@ -364,7 +249,7 @@ def _repair(picks: DataFrame, params: OfferParams) -> DataFrame:
     )
 
 
-def _with_holdout(
+def with_holdout(
     base: DataFrame, values: DataFrame, picked: DataFrame, month: str, params: OfferParams
 ) -> DataFrame:
     """Every line's status, offer index and exclusion reason (the control group is drawn from the picked)."""

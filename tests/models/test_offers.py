@@ -1,4 +1,5 @@
-"""Offer matching on literal and random small cases: policy, optimum vs brute force, greedy, prices."""
+"""Offer matching on literal and random small cases: policy, optimum vs brute force, greedy, and the
+price step and bound of the price path (the Spark half of that path is tested in test_match_offers)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,17 @@ import pytest
 
 from models.offers import (
     contract_state,
-    holdout,
+    dual_bound,
     net_values,
     policy_reasons,
     solve_exact,
     solve_greedy,
-    solve_lagrangian,
+    update_prices,
 )
 from models.params import Offer, OfferEligibility, OfferParams
 
 
-def _brute_force(values: np.ndarray, params: OfferParams) -> float:
+def brute_force_optimum(values: np.ndarray, params: OfferParams) -> float:
     n, m = values.shape
     cost = np.array([o.cost for o in params.offers])
     cap = [np.inf if o.capacity is None else o.capacity for o in params.offers]
@@ -36,44 +37,80 @@ def _brute_force(values: np.ndarray, params: OfferParams) -> float:
     return best
 
 
+def random_case(rng: np.random.Generator) -> tuple[np.ndarray, OfferParams]:
+    offers = tuple(
+        Offer(
+            id=f"o{j}",
+            channel="sms",
+            cost=float(rng.integers(1, 10)),
+            capacity=int(rng.integers(1, 4)),
+            effect=0.1,
+        )
+        for j in range(3)
+    )
+    values = rng.normal(3, 4, (6, 3))
+    values[rng.random((6, 3)) < 0.2] = -np.inf
+    return values, OfferParams(offers=offers, budget=float(rng.integers(5, 25)))
+
+
 def test_the_solver_finds_the_brute_force_optimum_and_beats_greedy():
     rng = np.random.default_rng(5)
     strictly_better = 0
     for _ in range(25):
-        offers = tuple(
-            Offer(
-                id=f"o{j}",
-                channel="sms",
-                cost=float(rng.integers(1, 10)),
-                capacity=int(rng.integers(1, 4)),
-                effect=0.1,
-            )
-            for j in range(3)
-        )
-        params = OfferParams(offers=offers, budget=float(rng.integers(5, 25)))
-        values = rng.normal(3, 4, (6, 3))
-        values[rng.random((6, 3)) < 0.2] = -np.inf
+        values, params = random_case(rng)
         exact, greedy = solve_exact(values, params), solve_greedy(values, params)
-        lagrangian = solve_lagrangian(values, params)
-        assert exact.total == pytest.approx(_brute_force(values, params), abs=1e-6)
-        assert greedy.total <= exact.total + 1e-9 and lagrangian.total <= exact.total + 1e-9
-        assert lagrangian.bound >= exact.total - 1e-6  # prices bound the optimum from above
+        assert exact.total == pytest.approx(brute_force_optimum(values, params), abs=1e-6)
+        assert greedy.total <= exact.total + 1e-9
         strictly_better += exact.total > greedy.total + 1e-9
-        for a in (exact, greedy, lagrangian):
+        for a in (exact, greedy):
             chosen = a.offer[a.offer >= 0]
-            assert sum(offers[c].cost for c in chosen) <= params.budget + 1e-9
-            assert all((chosen == j).sum() <= offers[j].capacity for j in range(3))
+            assert sum(params.offers[c].cost for c in chosen) <= params.budget + 1e-9
+            assert all((chosen == j).sum() <= params.offers[j].capacity for j in range(3))
+            assert np.isfinite(values[np.flatnonzero(a.offer >= 0), chosen]).all()  # only eligible pairs
     assert strictly_better > 0  # the cases are hard enough for greedy to miss the optimum
 
 
-def test_lagrangian_is_near_the_optimum_on_a_larger_case():
-    rng = np.random.default_rng(1)
-    values = rng.normal(-2, 6, (3000, 8))
-    values[rng.random(values.shape) < 0.5] = -np.inf
-    params = OfferParams(budget=800)
-    exact, lagrangian = solve_exact(values, params), solve_lagrangian(values, params)
-    assert lagrangian.total <= exact.total <= lagrangian.bound + 1e-6
-    assert lagrangian.total >= 0.97 * exact.total
+def test_any_prices_bound_the_brute_force_optimum_from_above():
+    rng = np.random.default_rng(8)
+    for _ in range(25):
+        values, params = random_case(rng)
+        costs = np.array([o.cost for o in params.offers])
+        prices, mu = rng.uniform(0, 6, 3), float(rng.uniform(0, 1))
+        # each line's best reduced value at these prices, or nothing
+        reduced = np.maximum(0.0, (values - prices - mu * costs).max(axis=1)).sum()
+        optimum = brute_force_optimum(values, params)
+        assert dual_bound(float(reduced), prices, mu, params) >= optimum - 1e-9
+    # prices x capacities + mu x budget, unlimited offers carrying no price
+    params = OfferParams(
+        offers=(
+            Offer(id="a", channel="call", cost=2.0, capacity=3, effect=0.1),
+            Offer(id="b", channel="sms", cost=1.0, effect=0.1),
+        ),
+        budget=10.0,
+    )
+    assert dual_bound(7.0, np.array([2.0, 5.0]), 0.5, params) == pytest.approx(7 + 2 * 3 + 0.5 * 10)
+
+
+def test_prices_rise_where_over_used_and_fall_where_there_is_room():
+    params = OfferParams(
+        offers=(
+            Offer(id="a", channel="call", cost=1.0, capacity=2, effect=0.1),
+            Offer(id="b", channel="call", cost=1.0, capacity=5, effect=0.1),
+            Offer(id="c", channel="sms", cost=1.0, effect=0.1),
+        ),
+        budget=20.0,
+    )
+    prices, mu = update_prices(np.array([1.0, 1.0, 3.0]), 0.0, np.array([4.0, 1.0, 7.0]), 30.0, params, 0.5)
+    # a: 1 + 0.5 x (4 - 2) / 2; b: 1 + 0.5 x (1 - 5) / 5; c has no capacity, so no price. The step scales
+    # with the largest price (3) ...
+    assert prices == pytest.approx([1 + 0.5 * 3 * 2 / 2, max(0.0, 1 + 0.5 * 3 * -4 / 5), 0.0])
+    # ... and the budget's price starts from 0.01 when the spend is over the budget
+    assert mu == pytest.approx(0.5 * 0.01 * (30 - 20) / 20)
+    under, mu_under = update_prices(
+        np.array([0.5, 0.0, 0.0]), 0.2, np.array([1.0, 0.0, 0.0]), 5.0, params, 1.0
+    )
+    assert under == pytest.approx([0.5 - 1 / 2, 0.0, 0.0])  # never below zero
+    assert mu_under == pytest.approx(max(0.0, 0.2 + 0.2 * (5 - 20) / 20))
 
 
 def _lines() -> pd.DataFrame:
@@ -157,53 +194,3 @@ def test_eligibility_rules_and_contract_states():
     assert not np.isfinite(net_values(frame, params)).any()
     frame = frame.assign(contract_state="expiring", usage_segment="roamer 2")
     assert np.isfinite(net_values(frame, params)).all()
-
-
-def test_holdout_is_stratified_exact_and_reproducible():
-    rng = np.random.default_rng(2)
-    ids = pd.Series([f"s{i}" for i in range(5000)])
-    strata = pd.Series(rng.choice(["new/high", "new/medium", "established/high"], 5000, p=[0.1, 0.3, 0.6]))
-    held = holdout(ids, strata, "2024-06", "salt", 0.1)
-    for s in strata.unique():
-        rows = (strata == s).to_numpy()
-        assert held[rows].sum() == round(0.1 * rows.sum())
-    again = holdout(ids.sample(frac=1, random_state=1).sort_index(), strata, "2024-06", "salt", 0.1)
-    assert (again == held).all()
-    other_month = holdout(ids, strata, "2024-07", "salt", 0.1)
-    assert (other_month != held).any()
-
-
-def test_campaign_effect_intervals_cover_the_true_effect_and_shrinkage_follows_evidence():
-    from models.evaluation import campaign_effect, shrunk_effect
-
-    rng = np.random.default_rng(4)
-    covered = 0
-    for _ in range(300):
-        t = int((rng.random(2000) < 0.10).sum())  # treated churn 10 %
-        h = int((rng.random(500) < 0.30).sum())  # held-out churn 30 %: the offer prevents 0.2
-        e = campaign_effect(2000, t, 500, h)
-        covered += e["effect_low"] <= 0.2 <= e["effect_high"]
-    assert 0.91 <= covered / 300 <= 0.99  # a 95 % interval
-    e = campaign_effect(1000, 100, 1000, 300)
-    assert e["effect"] == pytest.approx(0.2) and e["relative_effect"] == pytest.approx(2 / 3)
-    # thin evidence stays near the prior, a large comparison moves to the measurement
-    assert shrunk_effect(2 / 3, 20, 5, 0.1, 200) == pytest.approx((4 * 2 / 3 + 100 * 0.1) / 104)
-    assert abs(shrunk_effect(2 / 3, 100_000, 100_000, 0.1, 200) - 2 / 3) < 0.002
-    assert shrunk_effect(float("nan"), 10, 0, 0.1, 200) == 0.1
-
-
-def test_binned_metrics_equal_the_line_level_metrics():
-    from models.evaluation import binned_metrics
-    from models.metrics import classification_metrics
-
-    rng = np.random.default_rng(6)
-    p = np.round(rng.beta(1, 12, 20000), 4)
-    y = rng.random(20000) < p
-    bins = (
-        pd.DataFrame({"probability": p, "churners": y.astype(int), "stayers": (~y).astype(int)})
-        .groupby("probability", as_index=False)
-        .sum()
-    )
-    got, want = binned_metrics(bins), classification_metrics(y, p)
-    for metric in ("rows", "churn_rate", "roc_auc", "pr_auc", "brier", "top_decile_lift", "empc"):
-        assert got[metric] == pytest.approx(want[metric], rel=1e-9), metric
