@@ -1,7 +1,7 @@
 """The landing contract as data: sources, columns, types, domains and quarantine reason codes.
 
 Shared by ingest (which enforces it) and the sample-data generator (which produces it), so the two
-cannot drift apart. See ``shared/docs/landing-contract.md``.
+cannot drift apart. See ``docs/landing-contract.md``.
 """
 
 from __future__ import annotations

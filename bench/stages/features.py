@@ -15,7 +15,7 @@ from pipelines.core.lake import Lake
 from pipelines.core.sql import duckdb_connect
 from pipelines.ingest import ingest_month
 
-TARGET_RATIO = 3.0
+TARGET_RATIO = 2.0
 
 DAILY_SQL = {
     "events": "count(*)",
