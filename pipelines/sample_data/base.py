@@ -24,6 +24,7 @@ from pipelines.sample_data.catalogue import (
 QUARANTINE_MONTHS = 3  # months a deactivated number rests before it is reassigned
 MSISDN_BASE = 37060000000
 N_EXTERNAL = 20000  # numbers outside the base that subscribers call (hashed once)
+EXTERNAL_NUMBERS_FROM = MSISDN_BASE + 50_000_000
 # their network: OP_B, OP_C, OP_D, fixed, international (codes into catalogue.OPERATOR_LABELS)
 EXTERNAL_OPERATOR_MIX = (np.array([1, 2, 3, 4, 5]), [0.35, 0.3, 0.15, 0.15, 0.05])
 K_CONTACTS = 8  # size of a line's calling circle
@@ -51,10 +52,12 @@ DEALER_PROPENSITY = 1.4  # dealer acquisitions churn more (acquisition quality)
 NIGHT_SHARE_BETA = (2, 14)
 DATA_SHARE_BETA = (3, 5)
 COMPETITOR_SHARE_BETA = (3, 8)  # share of calls to other networks
-ROAMER = {"business": 0.15, "consumer": 0.03}  # chance of a trip abroad in a month (lognormal spread)
+ROAMER = {"business": 0.15, "consumer": 0.03}  # median chance of a trip abroad in a month
+ROAMER_SIGMA = 0.5
 FAMILY_JOIN_SHARE = 0.15  # new consumer lines joining an existing household (family add-on)
 FAMILY_SHARE = 0.3  # new lines that start a household
 LINES_PER_BUSINESS = 4  # business customers hold several lines
+HOUSEHOLD_CONTACTS = 2  # household members that head a new line's calling circle
 
 # (attribute, dtype, value of an empty slot): the state of every line
 STATE = (
@@ -112,7 +115,7 @@ class SubscriberBase:
         self._hashed_numbers = np.empty(0, np.int64)
         self._hashes = np.empty(0, object)
         self.contact_seq = 0
-        ext = MSISDN_BASE + 50_000_000 + np.arange(N_EXTERNAL)
+        ext = EXTERNAL_NUMBERS_FROM + np.arange(N_EXTERNAL)
         self.external_hash = sha256_hex(ext)
         codes, mix = EXTERNAL_OPERATOR_MIX
         self.external_op_code = self.rng.choice(codes, N_EXTERNAL, p=mix)
@@ -209,9 +212,8 @@ class SubscriberBase:
         self.night[idx] = rng.beta(*NIGHT_SHARE_BETA, k)
         self.data_share[idx] = rng.beta(*DATA_SHARE_BETA, k)
         self.comp_share[idx] = rng.beta(*COMPETITOR_SHARE_BETA, k)
-        self.roamer[idx] = np.where(business, ROAMER["business"], ROAMER["consumer"]) * rng.lognormal(
-            0, 0.5, k
-        )
+        roamer = np.where(business, ROAMER["business"], ROAMER["consumer"])
+        self.roamer[idx] = roamer * rng.lognormal(0, ROAMER_SIGMA, k)
         self.payment_trouble[idx] = False
         self._customers_and_households(idx, business, initial)
         self._calling_circles(idx)
@@ -222,7 +224,7 @@ class SubscriberBase:
         rng = self.rng
         k = idx.size
         has_contract = ~prepaid & (rng.random(k) < CONTRACT_SHARE)
-        months = np.where(rng.random(k) < 0.5, *CONTRACT_MONTHS)
+        months = np.where(rng.random(k) < 0.5, *CONTRACT_MONTHS)  # half of each length
         act_month = self.act_day[idx].astype("datetime64[M]")
         end = (act_month + months).astype("datetime64[D]")
         # initial base: contracts already renewed as often as needed to be in force or recently lapsed
@@ -281,5 +283,5 @@ class SubscriberBase:
         households = self.household[idx]
         for j, h in zip(idx[households >= 0], households[households >= 0], strict=True):
             members = np.flatnonzero(self.household[: self.n] == h)
-            members = members[members != j][:2]
+            members = members[members != j][:HOUSEHOLD_CONTACTS]
             self.contacts[j, : members.size] = members

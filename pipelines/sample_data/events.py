@@ -43,6 +43,7 @@ BILL_CREDIT_SHARE = 0.3  # of the fee, while an accepted bill credit runs
 GOODWILL_DISCOUNT = (0.05, 2.0)  # chance and amount of a one-off discount
 PARTIAL_PAYMENTS = [0.0, 0.3]  # what a line in payment trouble pays of its invoice
 PAY_DAYS = (3, 25)
+DAYS_PER_BILL = 30  # an unpaid bill adds this many days overdue
 TOPUP_PER_CHARGE = 5  # prepaid: one top-up per this much usage charged, plus a habit
 TOPUP_HABIT = 1.2
 TOPUP_RANGE = (0.2, 8)
@@ -150,7 +151,7 @@ def billing(
     payment_date = np.where(paid > 0, pay_day, np.datetime64("NaT"))
     arrears = invoice - paid
     base.balance[idx] = np.where(trouble, base.balance[idx] + arrears, 0.0)
-    base.overdue[idx] = np.where(trouble & (base.balance[idx] > 0), base.overdue[idx] + 30, 0)
+    base.overdue[idx] = np.where(trouble & (base.balance[idx] > 0), base.overdue[idx] + DAYS_PER_BILL, 0)
     topups = np.where(
         prepaid, rng.poisson(np.clip(charges / TOPUP_PER_CHARGE + TOPUP_HABIT, *TOPUP_RANGE)), 0
     )

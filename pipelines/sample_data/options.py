@@ -17,6 +17,13 @@ MANIFEST_DIR = "_sample_manifest"
 
 @dataclass(frozen=True)
 class GenerateOptions:
+    """What to generate: ``months`` (consecutive) of a base of about ``subscribers`` lines.
+
+    ``bad_rows``: share of rows given a fault; ``file_faults``: plant unreadable files in the last month;
+    ``fmt``: ``csv``, ``parquet`` or ``mixed`` (parts cycle through CSV, Parquet, gzip CSV);
+    ``gzip_share``: chance a CSV part is gzipped; ``events_per_subscriber``: mean CDRs a line a month.
+    """
+
     months: tuple[str, ...]
     subscribers: int
     seed: int
@@ -30,6 +37,8 @@ class GenerateOptions:
 
 @dataclass
 class GenerateReport:
+    """Rows written per source, CDR rows, seconds taken, and each month's churn statistics."""
+
     rows: dict[str, int] = field(default_factory=dict)
     cdr_rows: int = 0
     seconds: float = 0.0

@@ -132,14 +132,7 @@ class OperatorSimulation(SubscriberBase):
         # everyone active at any time in the month: stayers, leavers, new lines
         present = np.concatenate([stay, gone, new])
         self.active[gone] = False
-        out = MonthOutput(
-            month=month,
-            subscriptions=events.snapshot(self, present, end),
-            billing={},
-            care={},
-            cdr={},
-            campaign_outcomes=None,
-        )
+        subscriptions = events.snapshot(self, present, end)
         usage_mult, span_frac = usage.episode_effects(self, present)
         if emit:
             cdr, charges, roam_charges = usage.cdr(
@@ -147,10 +140,14 @@ class OperatorSimulation(SubscriberBase):
             )
         else:
             cdr, charges, roam_charges = {}, np.zeros(present.size), np.zeros(present.size)
-        out.cdr = cdr
-        out.billing = events.billing(self, present, month, start, charges, roam_charges)
-        out.care = events.care(self, present, start, ndays)
-        out.campaign_outcomes = self.pending_campaign
+        out = MonthOutput(
+            month=month,
+            subscriptions=subscriptions,
+            billing=events.billing(self, present, month, start, charges, roam_charges),
+            care=events.care(self, present, start, ndays),
+            cdr=cdr,
+            campaign_outcomes=self.pending_campaign,  # last month's list, contacted this month
+        )
         self.pending_campaign = campaign_system.own_campaign(self, stay, m, month) if campaign else None
         self.stayers = stay
         out.stats = {
@@ -166,7 +163,8 @@ class OperatorSimulation(SubscriberBase):
     def _leavers(
         self, base: np.ndarray, tenure: np.ndarray, prepaid: np.ndarray, start: np.datetime64, ndays: int
     ) -> np.ndarray:
-        """Who of the active ``base`` leaves this month, and why; deactivates them and frees their numbers."""
+        """Who of the active ``base`` leaves this month: their day, reason and port-out operator are set,
+        their numbers go to quarantine (they stay ``active`` until the month's new lines are drawn)."""
         rng = self.rng
         m = self.month_index
         leaving = np.zeros(base.size, dtype=bool)
