@@ -1,55 +1,149 @@
-"""Care features and the port-out hard warning on literal contacts (M = 2024-03)."""
+"""Care features and the port-out hard warning on literal contacts (M = 2024-03), whole frames.
+
+The windows: 3 months is 2024-01-01 00:00:00 .. 2024-03-31 23:59:59; 4 months starts 2023-12-01 00:00:00.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from pyspark.testing import assertDataFrameEqual
 
 from features.care import compute_care_features
+from features.columns import window_col
+from tests.features.frames import frame
 
 T = dt.datetime
-SCHEMA = "subscriber_id string, contact_ts timestamp, category string, resolved boolean, month string"
+D = dt.date
+MONTH = "2024-03"
+CONTACT_SCHEMA = {
+    "subscriber_id": "string",
+    "contact_ts": "timestamp",
+    "category": "string",
+    "resolved": "boolean",
+}
+CATEGORIES = ("billing", "network", "device", "plan_change", "complaint", "other")
+
+
+def contact(subscriber_id: str, ts: dt.datetime, category: str, resolved: bool | None) -> dict:
+    return {"subscriber_id": subscriber_id, "contact_ts": ts, "category": category, "resolved": resolved}
+
+
 CONTACTS = [
-    ("A", T(2024, 3, 31, 23, 59, 59), "billing", False, "2024-03"),
-    ("A", T(2024, 3, 2, 9), "complaint", False, "2024-03"),
-    ("A", T(2024, 1, 1, 0), "network", True, "2024-01"),
-    # before the 3-month window: only in days-since-last (not: a later one exists)
-    ("A", T(2023, 12, 31, 23), "complaint", False, "2023-12"),
-    # after M: never read
-    ("A", T(2024, 4, 1, 0), "complaint", False, "2024-04"),
-    # a port-out request is a hard warning, not a feature
-    ("B", T(2024, 3, 29, 11), "port_out_request", True, "2024-03"),
-    ("B", T(2023, 10, 10, 10), "device", True, "2023-10"),
-    # a request of an earlier month does not warn now
-    ("C", T(2024, 2, 27, 11), "port_out_request", True, "2024-02"),
+    # A: three contacts in M, the last on its last second; "other" with an unknown resolution is a
+    # contact but not an unresolved one
+    contact("A", T(2024, 3, 31, 23, 59, 59), "billing", False),
+    contact("A", T(2024, 3, 2, 9), "complaint", False),
+    contact("A", T(2024, 3, 15, 10), "other", None),
+    # first second of the 3-month window: in it
+    contact("A", T(2024, 1, 1, 0, 0, 0), "network", True),
+    # last second before the 3-month window: only in the 4-month one
+    contact("A", T(2023, 12, 31, 23, 59, 59), "complaint", False),
+    # last second before the 4-month window: in neither
+    contact("A", T(2023, 11, 30, 23, 59, 59), "device", False),
+    # first second after M: never read (the function cuts it, not only the caller)
+    contact("A", T(2024, 4, 1, 0, 0, 0), "complaint", False),
+    # B: two port-out requests in M (the first dates the warning); neither is counted, resolved or not
+    contact("B", T(2024, 3, 29, 11), "port_out_request", True),
+    contact("B", T(2024, 3, 5, 8), "port_out_request", False),
+    contact("B", T(2023, 10, 10, 10), "device", True),
+    # C: a port-out request of an earlier month does not warn now; an unresolved plan change on the last
+    # second of February; a network contact on the first second of the 4-month window
+    contact("C", T(2024, 2, 27, 11), "port_out_request", True),
+    contact("C", T(2024, 2, 29, 23, 59, 59), "plan_change", False),
+    contact("C", T(2023, 12, 1, 0, 0, 0), "network", True),
+    # E: only a port-out request, on the first second of M: a warning, and no care contact at all
+    contact("E", T(2024, 3, 1, 0, 0, 0), "port_out_request", False),
+    # X: not in the population
+    contact("X", T(2024, 3, 3, 3), "billing", False),
 ]
+POPULATION = ("A", "B", "C", "D", "E")
 
 
-EXPECTED_SCHEMA = (
-    "subscriber_id string, care_contacts_m0 bigint, care_billing_m0 bigint, care_network_m0 bigint, "
-    "care_device_m0 bigint, care_plan_change_m0 bigint, care_complaint_m0 bigint, care_other_m0 bigint, "
-    "care_contacts_3m bigint, unresolved_contacts_3m bigint, unresolved_complaints_3m bigint, "
-    "days_since_last_care_contact int, hard_warning boolean, port_out_request_date date"
-)
-EXPECTED = [
-    # A: a billing contact and a complaint in M, a network contact in January; the December complaint is
-    # outside the window and not the last contact; the April one is after M
-    ("A", 2, 1, 0, 0, 0, 1, 0, 3, 2, 1, 0, False, None),
-    # B: the port-out request warns and is not counted; the last real contact was 2023-10-10
-    ("B", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (dt.date(2024, 3, 31) - dt.date(2023, 10, 10)).days, True,
-     dt.date(2024, 3, 29)),
-    # C: a request of an earlier month does not warn now; D: never contacted care
-    ("C", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None, False, None),
-    ("D", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None, False, None),
-]  # fmt: skip
+def care_schema(n: int) -> dict[str, str]:
+    return {
+        "subscriber_id": "string",
+        "care_contacts_m0": "bigint",
+        **{f"care_{c}_m0": "bigint" for c in CATEGORIES},
+        window_col("care_contacts", n): "bigint",
+        window_col("unresolved_contacts", n): "bigint",
+        window_col("unresolved_complaints", n): "bigint",
+        "days_since_last_care_contact": "int",
+        "hard_warning": "boolean",
+        "port_out_request_date": "date",
+    }
 
 
-def test_care_counts_unresolved_and_hard_warning(spark):
-    care = spark.createDataFrame(CONTACTS, SCHEMA).where("month <= '2024-03'")
-    population = spark.createDataFrame([("A",), ("B",), ("C",), ("D",)], "subscriber_id string")
-    got = compute_care_features(population, care, month="2024-03", trend_months=3)
-    expected = spark.createDataFrame(EXPECTED, EXPECTED_SCHEMA)
-    # the whole frame, with column order and types (nullability aside: joins make every column nullable)
-    assertDataFrameEqual(got, expected, checkRowOrder=False)
-    assert got.schema.simpleString() == expected.schema.simpleString()
+def care_row(
+    n: int,
+    subscriber_id: str,
+    *,
+    contacts_m0: int = 0,
+    by_category_m0: dict[str, int] | None = None,
+    window: tuple[int, int, int] = (0, 0, 0),
+    days_since_last: int | None = None,
+    hard_warning: bool = False,
+    request_date: dt.date | None = None,
+) -> dict:
+    """An expected row; ``window``: (contacts, unresolved contacts, unresolved complaints) over N months."""
+    by_category = by_category_m0 or {}
+    return {
+        "subscriber_id": subscriber_id,
+        "care_contacts_m0": contacts_m0,
+        **{f"care_{c}_m0": by_category.get(c, 0) for c in CATEGORIES},
+        window_col("care_contacts", n): window[0],
+        window_col("unresolved_contacts", n): window[1],
+        window_col("unresolved_complaints", n): window[2],
+        "days_since_last_care_contact": days_since_last,
+        "hard_warning": hard_warning,
+        "port_out_request_date": request_date,
+    }
+
+
+# (contacts, unresolved contacts, unresolved complaints) per window
+A_WINDOW = {3: (4, 2, 1), 4: (5, 3, 2)}
+C_WINDOW = {3: (1, 1, 0), 4: (2, 1, 0)}
+
+
+def _care(spark, n: int):
+    care = frame(spark, CONTACT_SCHEMA, CONTACTS)
+    population = spark.createDataFrame([(s,) for s in POPULATION], "subscriber_id string")
+    return compute_care_features(population, care, month=MONTH, trend_months=n)
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_care_counts_windows_last_contact_and_hard_warning(spark, n):
+    expected = [
+        care_row(
+            n,
+            "A",
+            contacts_m0=3,
+            by_category_m0={"billing": 1, "complaint": 1, "other": 1},
+            window=A_WINDOW[n],
+            # the last contact is on the last day of M
+            days_since_last=0,
+        ),
+        # the port-out requests warn and are not counted; the last real contact: 2023-10-10, 173 days
+        # before 2024-03-31 (21 + 30 + 31 + 31 + 29 + 31)
+        care_row(n, "B", days_since_last=173, hard_warning=True, request_date=D(2024, 3, 5)),
+        # last contact 2024-02-29: 31 days before the end of M
+        care_row(n, "C", window=C_WINDOW[n], days_since_last=31),
+        # never contacted care: counts 0, days since last contact unknown
+        care_row(n, "D"),
+        care_row(n, "E", hard_warning=True, request_date=D(2024, 3, 1)),
+    ]
+    assertDataFrameEqual(_care(spark, n), frame(spark, care_schema(n), expected))
+
+
+def test_the_window_is_in_the_column_names(spark):
+    names = _care(spark, 4).columns
+    assert {"care_contacts_4m", "unresolved_contacts_4m", "unresolved_complaints_4m"} <= set(names)
+    assert not any(name.endswith("_3m") for name in names)
+
+
+def test_no_contacts_at_all(spark):
+    care = frame(spark, CONTACT_SCHEMA, [])
+    population = spark.createDataFrame([("D",)], "subscriber_id string")
+    got = compute_care_features(population, care, month=MONTH, trend_months=4)
+    assertDataFrameEqual(got, frame(spark, care_schema(4), [care_row(4, "D")]))

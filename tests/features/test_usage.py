@@ -1,135 +1,276 @@
-"""Usage features on tiny literal CDRs with hand-computed values (M = 2024-03, 31 days)."""
+"""Usage features on tiny literal CDRs with hand-computed values (M = 2024-03, 31 days), whole frames.
+
+Windows: 3 months is 2024-01..03; 4 months is 2023-12..2024-03.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 
 import pytest
+from pyspark.testing import assertDataFrameEqual
 
 from features.build import select_cdr_window
+from features.columns import ROAMING_COUNTRIES, avg_col, chg_col, month_col, ratio_avg_col
 from features.params import FeatureParams
-from features.usage import compute_cdr_daily, compute_usage_features, summarize_cdr_months
-
-CDR_SCHEMA = (
-    "subscriber_id string, event_ts timestamp, event_type string, direction string, duration_s int, "
-    "volume_kb bigint, other_party string, other_party_operator string, roaming boolean, "
-    "roaming_country string, event_month string, delivery_month string"
+from features.usage import (
+    compute_cdr_daily,
+    compute_usage_features,
+    count_roaming_countries,
+    summarize_cdr_months,
 )
+from tests.features.frames import CDR_COLUMNS, frame
+
+MONTH = "2024-03"
+# as landed: the window selection reads the event and delivery months
+CDR_SCHEMA = CDR_COLUMNS | {"event_month": "string", "delivery_month": "string"}
 T = dt.datetime
 
 
-def _cdr(
-    sub, ts, etype, direction, dur=0, kb=0, party=None, op=None, roaming=False, country=None, delivery=None
-):
+def cdr(
+    subscriber_id: str,
+    ts: dt.datetime,
+    event_type: str,
+    direction: str,
+    *,
+    duration_s: int = 0,
+    volume_kb: int = 0,
+    other_party: str | None = None,
+    operator: str | None = None,
+    roaming_country: str | None = None,
+    delivery_month: str | None = None,
+) -> dict:
     month = ts.strftime("%Y-%m")
-    return (sub, ts, etype, direction, dur, kb, party, op, roaming, country, month, delivery or month)
+    return {
+        "subscriber_id": subscriber_id,
+        "event_ts": ts,
+        "event_type": event_type,
+        "direction": direction,
+        "duration_s": duration_s,
+        "volume_kb": volume_kb,
+        "other_party": other_party,
+        "other_party_operator": operator,
+        "roaming": roaming_country is not None,
+        "roaming_country": roaming_country,
+        "event_month": month,
+        "delivery_month": delivery_month or month,
+    }
 
 
 CDRS = [
-    _cdr("A", T(2024, 3, 1, 8), "voice", "out", 120, party="x", op="OP_B"),
-    _cdr("A", T(2024, 3, 1, 22), "sms", "out", party="y", op="own"),
-    _cdr("A", T(2024, 3, 5, 10), "data", "out", 600, 2048),
-    _cdr("A", T(2024, 3, 31, 23, 59, 59), "voice", "in", 60, party="y", op="own"),
-    _cdr("A", T(2024, 2, 10, 12), "voice", "out", 300, party="y", op="own"),
-    _cdr("A", T(2024, 1, 20, 6), "voice", "out", 60, party="y", op="own"),
-    # after the end of M: never read
-    _cdr("A", T(2024, 4, 1, 0), "voice", "out", 999, party="y", op="own"),
+    cdr("A", T(2024, 3, 1, 8), "voice", "out", duration_s=120, other_party="x", operator="OP_B"),
+    cdr("A", T(2024, 3, 1, 22), "sms", "out", other_party="y", operator="own"),
+    cdr("A", T(2024, 3, 5, 10), "data", "out", duration_s=600, volume_kb=2048),
+    # the last second of M: in it, and at night
+    cdr("A", T(2024, 3, 31, 23, 59, 59), "voice", "in", duration_s=60, other_party="y", operator="own"),
+    cdr("A", T(2024, 2, 10, 12), "voice", "out", duration_s=300, other_party="y", operator="own"),
+    # 06:00 is no longer night
+    cdr("A", T(2024, 1, 20, 6), "voice", "out", duration_s=60, other_party="y", operator="own"),
+    # the first second of the 4-month window: outside the 3-month one
+    cdr("A", T(2023, 12, 1, 0, 0, 0), "voice", "out", duration_s=180, other_party="y", operator="own"),
+    # the first second after M: never read
+    cdr("A", T(2024, 4, 1, 0, 0, 0), "voice", "out", duration_s=999, other_party="y", operator="own"),
     # a late record of M delivered with M+1: not known when M is built
-    _cdr("A", T(2024, 3, 20, 12), "voice", "out", 999, party="y", op="own", delivery="2024-04"),
-    _cdr("B", T(2024, 3, 10, 9), "voice", "out", 60, party="z", op="own"),
-    _cdr("B", T(2024, 3, 12, 9), "sms", "out", party="z", op="own"),
+    cdr("A", T(2024, 3, 20, 12), "voice", "out", duration_s=999, other_party="y", delivery_month="2024-04"),
+    cdr("B", T(2024, 3, 10, 9), "voice", "out", duration_s=60, other_party="z", operator="own"),
+    cdr("B", T(2024, 3, 12, 9), "sms", "out", other_party="z", operator="own"),
 ]
+# A long on network; B activated on the 10th of M; C silent all along
 POPULATION = [("A", dt.date(2023, 1, 15)), ("B", dt.date(2024, 3, 10)), ("C", dt.date(2020, 5, 1))]
+WINDOW_MONTHS = {3: ["2024-01", "2024-02", "2024-03"], 4: ["2023-12", "2024-01", "2024-02", "2024-03"]}
+
+# measure -> type of its monthly value: counts are bigint, minutes and megabytes double
+TREND = {
+    "voice_out_calls": "bigint",
+    "voice_out_min": "double",
+    "sms_out": "bigint",
+    "data_mb": "double",
+    "out_events": "bigint",
+    "out_active_days": "bigint",
+}
+CURRENT = {
+    "voice_in_calls": "bigint",
+    "voice_in_min": "double",
+    "sms_in": "bigint",
+    "data_sessions": "bigint",
+    "events": "bigint",
+    "active_days": "bigint",
+    "night_events": "bigint",
+}
 
 
-def _usage(spark, available=("2024-01", "2024-02", "2024-03")):
-    params = FeatureParams()
-    cdr = select_cdr_window(spark.createDataFrame(CDRS, CDR_SCHEMA), month="2024-03", params=params)
-    daily = compute_cdr_daily(cdr, night_start_hour=22, night_end_hour=6)
-    summary = summarize_cdr_months(daily, month="2024-03", trend_months=3)
-    population = spark.createDataFrame(POPULATION, "subscriber_id string, activation_date date")
-    out = compute_usage_features(
-        population, summary, month="2024-03", trend_months=3, available_months=list(available)
-    )
-    return {r.subscriber_id: r.asDict() for r in out.collect()}
-
-
-def test_month_volumes_activity_night_share_and_inactivity_run(spark):
-    a = _usage(spark)["A"]
-    expected = {
-        "voice_out_calls_m0": 1,
-        "voice_out_min_m0": 2.0,
-        "sms_out_m0": 1,
-        "data_mb_m0": 2.0,
-        "out_events_m0": 3,
-        "out_active_days_m0": 2,
-        "voice_in_calls_m0": 1,
-        "voice_in_min_m0": 1.0,
-        "events_m0": 4,
-        "active_days_m0": 3,
-        # 22:00 and 23:59 are night; 06:00 (January) is not
-        "night_events_m0": 2,
-        "night_usage_share_m0": 0.5,
-        "in_out_call_ratio_m0": 1.0,
-        # outgoing on the 1st and 5th: days 6..31 without outgoing activity
-        "max_inactive_run_days_m0": 26,
-        "days_on_network_m0": 31,
-        "usage_history_months": 3,
+def usage_schema(n: int) -> dict[str, str]:
+    schema = {"subscriber_id": "string"}
+    for measure, kind in TREND.items():
+        schema |= {
+            month_col(measure, 0): kind,
+            month_col(measure, 1): kind,
+            avg_col(measure, n): "double",
+            chg_col(measure): kind,
+            ratio_avg_col(measure, n): "double",
+        }
+    schema |= {month_col(measure, 0): kind for measure, kind in CURRENT.items()}
+    return schema | {
+        "days_on_network_m0": "int",
+        "max_inactive_run_days_m0": "int",
+        "night_usage_share_m0": "double",
+        "in_out_call_ratio_m0": "double",
+        "usage_history_months": "int",
     }
-    assert {k: a[k] for k in expected} == pytest.approx(expected)
 
 
-def test_trends_against_own_three_month_average(spark):
-    a = _usage(spark)["A"]
-    expected = {
-        "voice_out_min_m1": 5.0,
-        "voice_out_min_avg_3m": 8 / 3,
-        "voice_out_min_chg_1m": -3.0,
-        "voice_out_min_ratio_avg_3m": 0.75,
-        "out_events_m1": 1,
-        "out_events_avg_3m": 5 / 3,
-        "out_events_ratio_avg_3m": 1.8,
-        "voice_out_calls_ratio_avg_3m": 1.0,
-    }
-    assert {k: a[k] for k in expected} == pytest.approx(expected)
+def usage_row(n: int, subscriber_id: str, trends: dict, current: dict, other: dict) -> dict:
+    """``trends``: measure -> (m0, m1, avg, chg, ratio); ``current``: measure -> this month's value."""
+    row: dict = {"subscriber_id": subscriber_id}
+    for measure, (m0, m1, avg, chg, ratio) in trends.items():
+        row |= {
+            month_col(measure, 0): m0,
+            month_col(measure, 1): m1,
+            avg_col(measure, n): avg,
+            chg_col(measure): chg,
+            ratio_avg_col(measure, n): ratio,
+        }
+    return row | {month_col(measure, 0): value for measure, value in current.items()} | other
 
 
-def test_new_subscriber_history_is_null_not_zero(spark):
-    b = _usage(spark)["B"]
-    assert b["voice_out_calls_m1"] is None and b["voice_out_calls_chg_1m"] is None
-    assert b["voice_out_calls_avg_3m"] == 1.0 and b["voice_out_calls_ratio_avg_3m"] == 1.0
-    assert b["usage_history_months"] == 1
+# A by month (Dec, Jan, Feb, Mar): calls 1 1 1 1; minutes 3 1 5 2; SMS 0 0 0 1; MB 0 0 0 2;
+# outgoing events 1 1 1 3; days with outgoing events 1 1 1 2 (the 1st and the 5th of March)
+A_TRENDS = {
+    3: {
+        "voice_out_calls": (1, 1, 1.0, 0, 1.0),
+        "voice_out_min": (2.0, 5.0, 8 / 3, -3.0, 0.75),
+        "sms_out": (1, 0, 1 / 3, 1, 3.0),
+        "data_mb": (2.0, 0.0, 2 / 3, 2.0, 3.0),
+        "out_events": (3, 1, 5 / 3, 2, 1.8),
+        "out_active_days": (2, 1, 4 / 3, 1, 1.5),
+    },
+    4: {
+        "voice_out_calls": (1, 1, 1.0, 0, 1.0),
+        "voice_out_min": (2.0, 5.0, 2.75, -3.0, 2 / 2.75),
+        "sms_out": (1, 0, 0.25, 1, 4.0),
+        "data_mb": (2.0, 0.0, 0.5, 2.0, 4.0),
+        "out_events": (3, 1, 1.5, 2, 2.0),
+        "out_active_days": (2, 1, 1.25, 1, 1.6),
+    },
+}
+A_CURRENT = {
+    "voice_in_calls": 1,
+    "voice_in_min": 1.0,
+    "sms_in": 0,
+    "data_sessions": 1,
+    "events": 4,
+    "active_days": 3,
+    # 22:00 and 23:59:59
+    "night_events": 2,
+}
+A_OTHER = {
+    "days_on_network_m0": 31,
+    # outgoing on the 1st and the 5th: days 6..31 without outgoing activity
+    "max_inactive_run_days_m0": 26,
+    "night_usage_share_m0": 0.5,
+    "in_out_call_ratio_m0": 1.0,
+}
+# B: activated in M, so M-1 is unknown (null, not 0) and the average is March's alone
+B_TRENDS = {
+    "voice_out_calls": (1, None, 1.0, None, 1.0),
+    "voice_out_min": (1.0, None, 1.0, None, 1.0),
+    "sms_out": (1, None, 1.0, None, 1.0),
+    # no data: an average of 0 gives no ratio
+    "data_mb": (0.0, None, 0.0, None, None),
+    "out_events": (2, None, 2.0, None, 1.0),
+    "out_active_days": (2, None, 2.0, None, 1.0),
+}
+B_CURRENT = {
+    "voice_in_calls": 0,
+    "voice_in_min": 0.0,
+    "sms_in": 0,
+    "data_sessions": 0,
+    "events": 2,
+    "active_days": 2,
+    "night_events": 0,
+}
+B_OTHER = {
     # on network from the 10th: 22 days; outgoing on the 10th and 12th, then nothing for 19 days
-    assert (b["days_on_network_m0"], b["max_inactive_run_days_m0"]) == (22, 19)
+    "days_on_network_m0": 22,
+    "max_inactive_run_days_m0": 19,
+    "night_usage_share_m0": 0.0,
+    "in_out_call_ratio_m0": 0.0,
+    "usage_history_months": 1,
+}
+# C: on network all along without a single event: zeros, and every ratio undefined
+C_TRENDS = {
+    measure: (0.0, 0.0, 0.0, 0.0, None) if kind == "double" else (0, 0, 0.0, 0, None)
+    for measure, kind in TREND.items()
+}
+C_CURRENT = {measure: 0.0 if kind == "double" else 0 for measure, kind in CURRENT.items()}
+C_OTHER = {
+    "days_on_network_m0": 31,
+    "max_inactive_run_days_m0": 31,
+    "night_usage_share_m0": None,
+    "in_out_call_ratio_m0": None,
+}
 
 
-def test_silent_subscriber_is_zero_with_undefined_ratios(spark):
-    c = _usage(spark)["C"]
-    assert (c["voice_out_calls_m0"], c["voice_out_calls_m1"], c["out_active_days_m0"]) == (0, 0, 0)
-    assert c["voice_out_calls_ratio_avg_3m"] is None and c["night_usage_share_m0"] is None
-    assert c["max_inactive_run_days_m0"] == 31
+def _usage(spark, n: int, available: list[str]):
+    params = FeatureParams(trend_months=n)
+    window = select_cdr_window(frame(spark, CDR_SCHEMA, CDRS), month=MONTH, params=params)
+    daily = compute_cdr_daily(window, night_start_hour=22, night_end_hour=6)
+    summary = summarize_cdr_months(daily, month=MONTH, trend_months=n)
+    population = spark.createDataFrame(POPULATION, "subscriber_id string, activation_date date")
+    return compute_usage_features(
+        population, summary, month=MONTH, trend_months=n, available_months=available
+    )
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_volumes_trends_activity_and_unknown_history(spark, n):
+    got = _usage(spark, n, WINDOW_MONTHS[n])
+    expected = [
+        usage_row(n, "A", A_TRENDS[n], A_CURRENT, A_OTHER | {"usage_history_months": n}),
+        usage_row(n, "B", B_TRENDS, B_CURRENT, B_OTHER),
+        usage_row(n, "C", C_TRENDS, C_CURRENT, C_OTHER | {"usage_history_months": n}),
+    ]
+    assertDataFrameEqual(got, frame(spark, usage_schema(n), expected))
 
 
 def test_month_without_cdr_data_is_unknown(spark):
-    a = _usage(spark, available=("2024-02", "2024-03"))["A"]
-    assert a["voice_out_min_avg_3m"] == pytest.approx(3.5)
-    assert a["usage_history_months"] == 2
+    # January's CDRs are not loaded: the 3-month averages are over February and March only
+    got = _usage(spark, 3, ["2024-02", "2024-03"])
+    a_trends = {
+        "voice_out_calls": (1, 1, 1.0, 0, 1.0),
+        "voice_out_min": (2.0, 5.0, 3.5, -3.0, 2 / 3.5),
+        "sms_out": (1, 0, 0.5, 1, 2.0),
+        "data_mb": (2.0, 0.0, 1.0, 2.0, 2.0),
+        "out_events": (3, 1, 2.0, 2, 1.5),
+        "out_active_days": (2, 1, 1.5, 1, 2 / 1.5),
+    }
+    expected = [
+        usage_row(3, "A", a_trends, A_CURRENT, A_OTHER | {"usage_history_months": 2}),
+        usage_row(3, "B", B_TRENDS, B_CURRENT, B_OTHER),
+        usage_row(3, "C", C_TRENDS, C_CURRENT, C_OTHER | {"usage_history_months": 2}),
+    ]
+    assertDataFrameEqual(got, frame(spark, usage_schema(3), expected))
+
+
+def test_snapshot_month_without_cdr_data_is_an_error(spark):
+    with pytest.raises(ValueError, match="no CDR data for 2024-03"):
+        _usage(spark, 3, ["2024-01", "2024-02"])
 
 
 def test_roaming_countries_of_the_month(spark):
-    from features.usage import count_roaming_countries
-
     rows = [
-        _cdr("A", T(2024, 3, 2, 9), "data", "out", 60, 10, roaming=True, country="FR"),
-        _cdr("A", T(2024, 3, 3, 9), "voice", "out", 60, roaming=True, country="FR"),
-        _cdr("A", T(2024, 3, 31, 23), "sms", "in", roaming=True, country="ES"),
+        cdr("A", T(2024, 3, 2, 9), "data", "out", duration_s=60, volume_kb=10, roaming_country="FR"),
+        cdr("A", T(2024, 3, 3, 9), "voice", "out", duration_s=60, roaming_country="FR"),
+        # the last second of M
+        cdr("A", T(2024, 3, 31, 23, 59, 59), "sms", "in", roaming_country="ES"),
         # February's trip is not this month's
-        _cdr("A", T(2024, 2, 27, 9), "voice", "out", 60, roaming=True, country="DE"),
-        _cdr("B", T(2024, 3, 2, 9), "voice", "out", 60),
+        cdr("A", T(2024, 2, 29, 23, 59, 59), "voice", "out", duration_s=60, roaming_country="DE"),
+        # B stayed home
+        cdr("B", T(2024, 3, 2, 9), "voice", "out", duration_s=60),
     ]
-    cdr = select_cdr_window(spark.createDataFrame(rows, CDR_SCHEMA), month="2024-03", params=FeatureParams())
-    got = {
-        r.subscriber_id: r.roaming_countries__0
-        for r in count_roaming_countries(cdr, month="2024-03").collect()
-    }
-    assert got == {"A": 2}
+    window = select_cdr_window(frame(spark, CDR_SCHEMA, rows), month=MONTH, params=FeatureParams())
+    got = count_roaming_countries(window, month=MONTH)
+    expected = frame(spark, {"subscriber_id": "string", ROAMING_COUNTRIES: "bigint"}, [
+        {"subscriber_id": "A", ROAMING_COUNTRIES: 2}
+    ])  # fmt: skip
+    assertDataFrameEqual(got, expected)
