@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,13 +100,47 @@ def _rows(lake, table: str, month: str) -> list[tuple]:
     return sorted(tuple(r) for r in df.select(*sorted(df.columns)).collect())
 
 
+@dataclass(frozen=True)
+class FeatureLake:
+    """The session's feature lake and what building it reported."""
+
+    lake: Any  # pipelines.core.lake.Lake
+    cfg: Any  # pipelines.core.config.Config
+    first: Any  # the first build report of 2024-03
+    again: Any  # the rebuild report of 2024-03, after later months arrived
+    later: Any  # the build report of 2024-04
+    before: dict[str, list[tuple]]  # features and labels rows of 2024-03 before the later months
+    after_features: list[tuple]  # features rows of 2024-03 after the rebuild
+
+
+@dataclass(frozen=True)
+class TrainedLake:
+    lake: Any
+    cfg: Any
+    result: Any  # pipelines.train.TrainResult of the training as of 2024-05
+
+
+@dataclass(frozen=True)
+class ScoredLake:
+    lake: Any
+    cfg: Any
+    result: Any  # the TrainResult whose model scored
+    first: Any  # pandas: the warning list of the first score run
+
+
+@dataclass(frozen=True)
+class LoopLake:
+    lake: Any
+    cfg: Any
+    args: list[str]  # job arguments pointing at it
+
+
 @pytest.fixture(scope="session")
-def feature_lake(spark, landing, tmp_path_factory):
+def feature_lake(spark, landing, tmp_path_factory) -> FeatureLake:
     """Features and labels of 2024-01..04 over the generated landing (read-only: copy it to change it).
 
     Ingest 01..03 and build 01..03; then ingest 04..06 (the snapshots that close the label windows of
-    01..04), build 04 and rebuild 03. Returns (lake, cfg, first report of 03, rebuilt report of 03,
-    report of 04, rows of 03 before the later months, features of 03 after).
+    01..04), build 04 and rebuild 03.
     """
     from pipelines.build_features import build_features_month
     from pipelines.core.config import load_config
@@ -125,16 +161,15 @@ def feature_lake(spark, landing, tmp_path_factory):
     later = build_features_month(spark, cfg, "2024-04")
     again = build_features_month(spark, cfg, "2024-03")
     after_features = _rows(lake, "features_monthly", "2024-03")
-    return lake, cfg, first, again, later, before, after_features
+    return FeatureLake(lake, cfg, first, again, later, before, after_features)
 
 
 @pytest.fixture(scope="session")
-def trained_lake(spark, feature_lake, tmp_path_factory):
+def trained_lake(spark, feature_lake, tmp_path_factory) -> TrainedLake:
     """A copy of the feature lake with features of 2024-05 too, trained as of 2024-05 (version 1, champion).
 
     Read-only for its users: copy it to change it (the MLflow store is inside the lake; the experiment's
     artifact folder stays this lake's, so copies add runs next to these, never over them).
-    Returns (lake, cfg, TrainResult).
     """
     import shutil
 
@@ -143,20 +178,20 @@ def trained_lake(spark, feature_lake, tmp_path_factory):
     from pipelines.core.lake import Lake
     from pipelines.train import train_month
 
-    base_cfg = feature_lake[1]
+    base_cfg = feature_lake.cfg
     root = tmp_path_factory.mktemp("trained_lake") / "lake"
     shutil.copytree(base_cfg.lake_root, root)
     cfg = load_config([TEST_CONF], [f"lake.root={root}", f"landing.root={base_cfg.landing_root}"])
     build_features_month(spark, cfg, "2024-05")
     result = train_month(spark, cfg, "2024-05")
-    return Lake(spark, cfg), cfg, result
+    return TrainedLake(Lake(spark, cfg), cfg, result)
 
 
 @pytest.fixture(scope="session")
-def scored_lake(spark, trained_lake, tmp_path_factory):
+def scored_lake(spark, trained_lake, tmp_path_factory) -> ScoredLake:
     """A copy of the trained lake with 2024-05 scored twice through the job (the second run is a rerun).
 
-    Read-only for its users. Returns (lake, cfg, TrainResult, warning list of the first run as pandas).
+    Read-only for its users.
     """
     import shutil
 
@@ -164,7 +199,7 @@ def scored_lake(spark, trained_lake, tmp_path_factory):
     from pipelines.core.config import load_config
     from pipelines.core.lake import Lake
 
-    base_cfg = trained_lake[1]
+    base_cfg = trained_lake.cfg
     root = tmp_path_factory.mktemp("score_lake") / "lake"
     shutil.copytree(base_cfg.lake_root, root)
     cfg = load_config([TEST_CONF], [f"lake.root={root}", f"landing.root={base_cfg.landing_root}"])
@@ -172,7 +207,7 @@ def scored_lake(spark, trained_lake, tmp_path_factory):
     lake = Lake(spark, cfg)
     first = lake.read("warning_list").toPandas()
     assert score_job(["--month", "2024-05", *job_args(cfg)]) == 0
-    return lake, cfg, trained_lake[2], first
+    return ScoredLake(lake, cfg, trained_lake.result, first)
 
 
 LOOP_MONTHS = "2024-01..2024-08"
@@ -206,11 +241,8 @@ LOOP_SETTINGS = (
 
 
 @pytest.fixture(scope="session")
-def loop_lake(spark, tmp_path_factory):
-    """The closed loop over eight months into an empty lake through its job (e2e tests only).
-
-    Returns (lake, cfg, job arguments pointing at it).
-    """
+def loop_lake(spark, tmp_path_factory) -> LoopLake:
+    """The closed loop over eight months into an empty lake through its job (e2e tests only)."""
     from jobs.closed_loop import main as closed_loop
     from pipelines.core.config import load_config
     from pipelines.core.lake import Lake
@@ -221,4 +253,4 @@ def loop_lake(spark, tmp_path_factory):
     args = ["--conf", str(TEST_CONF), *(x for s in settings for x in ("--set", s))]
     status = closed_loop(["--months", LOOP_MONTHS, "--subscribers", "2500", "--seed", "3", "--fresh", *args])
     assert status == 0
-    return Lake(spark, cfg), cfg, args
+    return LoopLake(Lake(spark, cfg), cfg, args)

@@ -21,7 +21,13 @@ def built(feature_lake):
 
 
 def test_rebuilding_a_month_after_later_data_arrived_gives_identical_features(built):
-    lake, _, first, again, _, before, after_features = built
+    lake, first, again, before, after_features = (
+        built.lake,
+        built.first,
+        built.again,
+        built.before,
+        built.after_features,
+    )
     assert first.subscribers == again.subscribers > 2000
     # the CDRs of 2024-03 grew with the late records delivered in 2024-04: none may leak into M
     late = lake.read("cdr").where(
@@ -32,7 +38,7 @@ def test_rebuilding_a_month_after_later_data_arrived_gives_identical_features(bu
 
 
 def test_feature_table_shape_and_population(built, landing):
-    lake, _, first, _, _, _, _ = built
+    lake, first = built.lake, built.first
     features = lake.read("features_monthly").where(F.col("month") == "2024-03")
     snapshot = lake.read("subscriptions").where(
         (F.col("month") == "2024-03") & (F.col("status") != "deactivated")
@@ -54,7 +60,7 @@ def _landing_frame(landing, source: str, month: str) -> pd.DataFrame:
 
 
 def test_labels_match_the_landing_snapshots(built, landing):
-    lake, _, _, _, later, before, _ = built
+    lake, later, before = built.lake, built.later, built.before
     # building 2024-04 with snapshots up to 2024-06 loaded settles 02 and 03 (04's own window is closed too)
     assert later.label_months == ["2024-02", "2024-03", "2024-04"]
     # built before the window closed, the month was pending
@@ -77,7 +83,7 @@ def test_labels_match_the_landing_snapshots(built, landing):
 def test_job_contract(built, capsys):
     from jobs.build_features import main
 
-    lake, cfg, _, _, _, _, _ = built
+    lake, cfg = built.lake, built.cfg
     assert main(["--month", "2024-08", *job_args(cfg)]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(
@@ -90,7 +96,7 @@ def test_job_contract(built, capsys):
 
 
 def test_unpublished_month_is_refused(built, spark):
-    lake, cfg, _, _, _, _, _ = built
+    lake, cfg = built.lake, built.cfg
     dq = lake.read("data_quality").where((F.col("source") == "cdr") & (F.col("month") == "2024-05"))
     original = spark.createDataFrame(dq.collect(), dq.schema)
     where = {"source": ["cdr"], "month": ["2024-05"]}
@@ -103,11 +109,11 @@ def test_unpublished_month_is_refused(built, spark):
         lake.write(original, "data_quality", mode="overwrite", replace_partitions=where)
 
 
-def test_every_feature_column_is_documented_in_the_readme(built):
+def test_every_feature_column_is_documented_in_docs_features(built):
     from features.usage import TREND_MEASURES
     from tests.conftest import ROOT
 
-    lake = built[0]
+    lake = built.lake
     readme = (ROOT / "docs" / "features.md").read_text()
     suffixes = ("_m0", "_m1", "_avg_3m", "_chg_1m", "_ratio_avg_3m")
 
@@ -125,7 +131,7 @@ def test_every_feature_column_is_documented_in_the_readme(built):
 def test_explore_notebook_runs_on_the_lake(built, monkeypatch):
     from tests.conftest import run_notebook
 
-    lake = built[0]
+    lake = built.lake
     monkeypatch.setenv("CHURN_LAKE_ROOT", lake.cfg.lake_root)
     text, figures = run_notebook("01_explore_features.ipynb")
     labelled = (
@@ -189,7 +195,7 @@ def _consumers_per_task(plan) -> list[int]:
 
 def test_feature_plan_holds_few_memory_consumers_per_task(built, spark):
     """The join chain held ten consumers (sorters, a hash map) in one task and ran out of memory."""
-    lake, cfg = built[0], built[1]
+    lake, cfg = built.lake, built.cfg
     params = cfg.features
     threshold = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
     # the worst case: nothing small enough to broadcast, as at operator scale
@@ -200,7 +206,7 @@ def test_feature_plan_holds_few_memory_consumers_per_task(built, spark):
         per_task = _consumers_per_task(frame._jdf.queryExecution().executedPlan())
     finally:
         spark.conf.set("spark.sql.autoBroadcastJoinThreshold", threshold)
-    assert len(rows) == built[4].subscribers
+    assert len(rows) == built.later.subscribers
     assert max(per_task) <= 7, per_task
 
 
@@ -212,7 +218,7 @@ def test_feature_build_runs_at_the_smallest_documented_driver_memory(built, tmp_
 
     from tests.conftest import ROOT
 
-    lake, cfg = built[0], built[1]
+    lake, cfg = built.lake, built.cfg
     root = tmp_path / "lake"
     shutil.copytree(cfg.lake_root, root)
     result = subprocess.run(
@@ -248,7 +254,7 @@ def test_feature_build_runs_at_the_smallest_documented_driver_memory(built, tmp_
 
 def test_features_build_with_a_four_month_trend_window(built):
     """``--set features.trend_months=4`` broke the build: the lifecycle rule read the 3-month column."""
-    lake, cfg = built[0], built[1]
+    lake, cfg = built.lake, built.cfg
     params = cfg.features.model_copy(update={"trend_months": 4})
     frame = _feature_frame(lake, "2024-05", params)
     assert "out_events_ratio_avg_4m" in frame.columns and "out_events_ratio_avg_3m" not in frame.columns

@@ -151,7 +151,7 @@ def test_the_monthly_job_on_a_standalone_cluster_equals_the_local_run(cluster, l
     from pipelines.core.lake import Lake
 
     master, logs = cluster
-    local_lake, local_cfg, _ = loop_lake
+    local_lake, local_cfg = loop_lake.lake, loop_lake.cfg
     settings = [f"lake.root={tmp_path / 'lake'}", f"landing.root={local_cfg.landing_root}", *LOOP_SETTINGS]
     submit = [
         str(_spark_home() / "bin" / "spark-submit"),

@@ -26,7 +26,7 @@ def _runs(lake) -> pd.DataFrame:
 
 
 def test_every_stage_ran_in_order_and_recorded_its_run(loop_lake):
-    lake, _cfg, _ = loop_lake
+    lake = loop_lake.lake
     for table in OUTPUTS:
         assert lake.exists(table), table
     runs = _runs(lake)
@@ -45,7 +45,7 @@ def test_every_stage_ran_in_order_and_recorded_its_run(loop_lake):
 def test_evaluation_recovers_the_true_effects_and_matching_uses_them(loop_lake):
     from pipelines.sample_data.writer import read_manifest
 
-    lake, cfg, _ = loop_lake
+    lake, cfg = loop_lake.lake, loop_lake.cfg
     truth = pd.DataFrame(read_manifest(cfg.landing_root)["campaign_truth"])
     assert set(truth["campaign_month"]) == {f"2024-0{m}" for m in range(5, 9)}
     measured = (
@@ -87,7 +87,7 @@ def test_evaluation_recovers_the_true_effects_and_matching_uses_them(loop_lake):
 def test_a_second_run_of_the_same_month_changes_nothing(loop_lake):
     from jobs.monthly import main as monthly
 
-    lake, _cfg, args = loop_lake
+    lake, args = loop_lake.lake, loop_lake.args
     before = lake.versions(list(OUTPUTS))
     assert monthly(["--month", "2024-08", *args]) == 0
     assert lake.versions(list(OUTPUTS)) == before
@@ -98,7 +98,7 @@ def test_a_second_run_of_the_same_month_changes_nothing(loop_lake):
 
 
 def test_a_failed_stage_stops_the_run_with_its_status(loop_lake):
-    lake, cfg, args = loop_lake
+    lake, cfg, args = loop_lake.lake, loop_lake.cfg, loop_lake.args
     folder = Path(cfg.landing_root) / "subscriptions" / "month=2024-09"
     folder.mkdir(parents=True)
     (folder / "part-0.csv").write_text("subscriber_id\n")  # no _SUCCESS: an incomplete delivery
@@ -124,12 +124,12 @@ def test_a_failed_stage_stops_the_run_with_its_status(loop_lake):
     assert log_files and "effective config (hash" in log_files[-1].read_text()
 
 
-def test_the_readme_sql_questions_answer_on_the_lake(loop_lake, spark):
+def test_the_documented_sql_questions_answer_on_the_lake(loop_lake, spark):
     import re
 
     from pipelines.sql import run_sql
 
-    lake, cfg, _ = loop_lake
+    lake, cfg = loop_lake.lake, loop_lake.cfg
     queries = re.findall(r'^make sql Q="(.+)"$', (ROOT / "docs" / "operations.md").read_text(), flags=re.M)
     assert len(queries) >= 3
     results = [run_sql(cfg, query) for query in queries]
