@@ -1,18 +1,19 @@
-"""A family of LightGBM churn models, one per tenure cohort, calibrated, with honest baselines (pure).
+"""A fitted family of LightGBM churn models, one per tenure cohort, calibrated, with honest baselines (pure).
 
-``fit_family(train, spec=..., valid=...)`` works on any pandas DataFrame: the label column, a tenure
-column, identifier columns to ignore and every other column as a feature (strings as LightGBM
-categoricals, booleans and nulls as they are). It fits
+:func:`models.fit.fit_family` (``from models import fit_family``) fits it on any pandas DataFrame: the
+label column, a tenure column, identifier columns to ignore and every other column as a feature (strings
+as LightGBM categoricals, booleans and nulls as they are). A family holds
 
 - one pooled LightGBM on every row (cohort as a feature) and a regularised logistic regression, the
-  baselines;
-- one LightGBM per cohort where the cohort has enough rows and churners, early-stopped on the
-  validation rows; a cohort the pooled model beats on validation (or too small) is served by the pooled
-  model, and the family's report says which and why;
-- one probability calibrator per cohort (isotonic or Platt) on the validation rows of the serving model.
+  baselines (:mod:`models.baselines`);
+- one LightGBM per cohort where the cohort has enough rows and churners; a cohort the pooled model beats
+  on validation (or too small) is served by the pooled model, and the family's report says which and why;
+- one probability calibrator per cohort (:mod:`models.calibration`) on the validation rows of the serving
+  model.
 
 ``family.predict_proba(frame)`` returns calibrated churn probabilities; ``raw_score`` the uncalibrated
-ones; ``contributions`` LightGBM's own SHAP values (``pred_contrib``) of the serving model.
+ones; ``contributions`` LightGBM's own SHAP values (``pred_contrib``) of the serving model;
+:func:`evaluate_family` the metrics of the family and its baselines on labelled rows.
 """
 
 from __future__ import annotations
@@ -24,17 +25,12 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.pipeline import Pipeline
 
 from features.errors import MissingColumnsError, SchemaMismatchError
 from features.params import CohortParams
+from models.baselines import lgb_params
+from models.calibration import Calibrator
 from models.encoding import FeatureEncoder
 from models.metrics import ProfitParams, classification_metrics
 from models.monitoring import DriftProfile
@@ -42,7 +38,6 @@ from models.params import ModelParams
 
 POOLED = "pooled"
 COHORT_FEATURE = "__cohort"
-DRIFT_REFERENCE_ROWS = 200_000
 
 
 class TrainingDataError(ValueError):
@@ -82,33 +77,6 @@ class ModelSpec:
         return np.where(np.isnan(t), names[0], names[np.minimum(index, len(names) - 1)])
 
 
-class _Calibrator:
-    """Isotonic or Platt calibration of raw probabilities (fitted with weights)."""
-
-    def __init__(self, method: str) -> None:
-        self.method = method
-        self.model: Any = None
-
-    def fit(self, raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> _Calibrator:
-        if self.method == "isotonic":
-            self.model = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
-                raw, y, sample_weight=w
-            )
-        else:
-            self.model = LogisticRegression(C=1e6).fit(_logit(raw)[:, None], y, sample_weight=w)
-        return self
-
-    def predict(self, raw: np.ndarray) -> np.ndarray:
-        if self.method == "isotonic":
-            return np.clip(self.model.predict(raw), 0.0, 1.0)
-        return self.model.predict_proba(_logit(raw)[:, None])[:, 1]
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
-
-
 @dataclass
 class ModelFamily:
     """Fitted cohort family: boosters, calibrators, category codes, the feature list and the report."""
@@ -117,7 +85,7 @@ class ModelFamily:
     encoder: FeatureEncoder
     boosters: dict[str, lgb.Booster]  # per cohort with its own model, and "pooled"
     serving: dict[str, str]  # cohort -> "cohort" or "pooled"
-    calibrators: dict[str, _Calibrator]
+    calibrators: dict[str, Calibrator]
     logistic: Pipeline
     report: dict[str, Any]
     drift: DriftProfile | None = None  # training distribution of the score and the top features (PSI)
@@ -134,7 +102,7 @@ class ModelFamily:
 
     def _matrix(self, frame: pd.DataFrame, cohort: np.ndarray) -> np.ndarray:
         """The encoded features and the cohort code (a constant, so unused, in a cohort's own model)."""
-        return _encode(self.encoder, frame, self.spec.cohorts.names, cohort)
+        return encode(self.encoder, frame, self.spec.cohorts.names, cohort)
 
     def _serving_booster(self, name: str) -> lgb.Booster:
         return self.boosters[name if self.serving[name] == "cohort" else POOLED]
@@ -232,36 +200,11 @@ class ModelFamily:
         return out
 
 
-def _lgb_params(p: ModelParams) -> dict[str, Any]:
-    return {
-        **p.lightgbm,
-        "objective": p.lightgbm.get("objective", "binary"),
-        "verbosity": -1,
-        "seed": p.seed,
-        "deterministic": True,
-        "force_col_wise": True,
-        "num_threads": p.num_threads,
-        "feature_pre_filter": False,
-    }
-
-
-def _fit_booster(p: ModelParams, train: lgb.Dataset, valid: lgb.Dataset, yv: np.ndarray) -> lgb.Booster:
-    """Early-stopped booster on ``train`` (a Dataset or a subset of the shared one, binned once)."""
-    callbacks = []
-    if len(yv) and 0 < yv.sum() < len(yv):
-        callbacks.append(lgb.early_stopping(p.early_stopping_rounds, first_metric_only=True, verbose=False))
-    params = {**_lgb_params(p), "metric": "binary_logloss"}
-    booster = lgb.train(params, train, p.num_boost_round, valid_sets=[valid], callbacks=callbacks)
-    if booster.best_iteration > 0:  # keep only the trees up to the best validation round
-        booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
-    return booster
-
-
 def _cohort_codes(names: Sequence[str], cohort: np.ndarray) -> np.ndarray:
     return pd.Categorical(cohort, categories=list(names)).codes.astype(np.float64)
 
 
-def _encode(
+def encode(
     encoder: FeatureEncoder, frame: pd.DataFrame, names: Sequence[str], cohort: np.ndarray
 ) -> np.ndarray:
     """The encoded features of ``frame`` and the cohort code as the last column (one allocation)."""
@@ -270,11 +213,20 @@ def _encode(
     return x
 
 
-def _safe_name(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+@dataclass
+class LabelledRows:
+    """Labelled rows: the frame (index reset), their 0/1 labels and their sample weights."""
+
+    frame: pd.DataFrame
+    y: np.ndarray
+    w: np.ndarray
+
+    def take(self, index: np.ndarray) -> LabelledRows:
+        return LabelledRows(self.frame.iloc[index].reset_index(drop=True), self.y[index], self.w[index])
 
 
-def _prepare(frame: pd.DataFrame, spec: ModelSpec, where: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def labelled_rows(frame: pd.DataFrame, spec: ModelSpec, where: str) -> LabelledRows:
+    """The rows of ``frame`` with a label (0/1 or boolean), their labels and weights."""
     need = [spec.label, spec.tenure, *([spec.weight] if spec.weight else [])]
     missing = [c for c in need if c not in frame.columns]
     if missing:
@@ -284,189 +236,7 @@ def _prepare(frame: pd.DataFrame, spec: ModelSpec, where: str) -> tuple[pd.DataF
     if not np.isin(y, (0.0, 1.0)).all():
         raise SchemaMismatchError(f"{where}: label {spec.label} must be boolean or 0/1")
     w = labelled[spec.weight].astype(float).to_numpy() if spec.weight else np.ones(len(labelled))
-    return labelled.reset_index(drop=True), y, w
-
-
-def _downsample(frame: pd.DataFrame, y: np.ndarray, w: np.ndarray, budget: int, seed: int):
-    """Keep every churner and a random share of non-churners, weighted by its inverse (calibration holds)."""
-    if len(frame) <= budget:
-        return frame, y, w, 1.0
-    negatives = int((y == 0).sum())
-    keep_neg = max(1, budget - int((y == 1).sum()))
-    rate = min(1.0, keep_neg / negatives)
-    rng = np.random.default_rng(seed)
-    keep = (y == 1) | (rng.random(len(y)) < rate)
-    w = np.where(y == 0, w / rate, w)
-    return frame[keep].reset_index(drop=True), y[keep], w[keep], rate
-
-
-def fit_family(
-    train: pd.DataFrame,
-    *,
-    spec: ModelSpec | None = None,
-    valid: pd.DataFrame | None = None,
-) -> ModelFamily:
-    """Fit the cohort family on ``train``; early stopping, calibration and the serving choice use ``valid``.
-
-    ``valid=None``: a validation share (``spec.params.valid_share``) is drawn from ``train``, stratified by
-    cohort and label. Rows with a null label are dropped. Raises :class:`TrainingDataError` when there is
-    nothing to learn from.
-    """
-    spec = spec or ModelSpec()
-    p = spec.params
-    train, y, w = _prepare(train, spec, "fit_family (train)")
-    if valid is None:
-        if len(train) < 10:
-            raise TrainingDataError(f"fit_family: {len(train)} labelled rows are too few to split")
-        strata = pd.Series(spec.cohort_of(train[spec.tenure])).astype(str) + "/" + pd.Series(y).astype(str)
-        counts = strata.map(strata.value_counts())
-        stratify = strata.where(counts >= 2, "rare")
-        tr, va = train_test_split(
-            np.arange(len(train)), test_size=p.valid_share, random_state=p.seed, stratify=stratify
-        )
-        valid, yv, wv = train.iloc[va].reset_index(drop=True), y[va], w[va]
-        train, y, w = train.iloc[tr].reset_index(drop=True), y[tr], w[tr]
-    else:
-        valid, yv, wv = _prepare(valid, spec, "fit_family (valid)")
-    if y.sum() == 0 or y.sum() == len(y):
-        raise TrainingDataError(f"fit_family: the training rows hold {int(y.sum())} churners of {len(y)}")
-    rows_before = len(train)
-    # the drift reference: up to 200,000 training rows drawn before downsampling
-    reference = np.random.default_rng(p.seed).permutation(len(train))[:DRIFT_REFERENCE_ROWS]
-    unsampled = train
-    train, y, w, rate = _downsample(train, y, w, p.row_budget, p.seed)
-    features = spec.feature_columns(train)
-    encoder = FeatureEncoder.fit(train, features)
-    names = [_safe_name(f) for f in encoder.features]
-    if len(set(names)) != len(names):
-        raise SchemaMismatchError("fit_family: feature names collide once made LightGBM-safe")
-    cohort_names = list(spec.cohorts.names)
-    cohort, cohort_v = spec.cohort_of(train[spec.tenure]), spec.cohort_of(valid[spec.tenure])
-    xp = _encode(encoder, train, cohort_names, cohort)
-    xpv = _encode(encoder, valid, cohort_names, cohort_v)
-    categorical = [*encoder.categorical, len(names)]
-    # binned once: the cohort models train on subsets of the pooled model's Dataset
-    layout = {
-        "feature_name": [*names, COHORT_FEATURE],
-        "categorical_feature": categorical,
-        "params": _lgb_params(p),
-    }
-    dtrain = lgb.Dataset(xp, y, weight=w, **layout).construct()
-    dvalid = lgb.Dataset(xpv, yv, weight=wv, reference=dtrain, **layout).construct()
-    boosters = {POOLED: _fit_booster(p, dtrain, dvalid, yv)}
-    serving: dict[str, str] = {}
-    report: dict[str, Any] = {
-        "rows": {"train": int(rows_before), "train_fitted": len(y), "valid": len(yv)},
-        "downsample_rate": rate,
-        "features": list(encoder.features),
-        "cohorts": {},
-    }
-    pooled_v = boosters[POOLED].predict(xpv, num_threads=p.num_threads)
-    raw_v = pooled_v.copy()  # each validation row's serving model's score, filled in below
-    for name in cohort_names:
-        rows, rows_v = cohort == name, cohort_v == name
-        info: dict[str, Any] = {
-            "train_rows": int(rows.sum()),
-            "train_churners": int(y[rows].sum()),
-            "valid_rows": int(rows_v.sum()),
-            "valid_churners": int(yv[rows_v].sum()),
-        }
-        enough = rows.sum() >= p.min_cohort_rows and y[rows].sum() >= p.min_cohort_positives
-        if p.serve == "pooled" or not enough:
-            serving[name] = POOLED
-            info["reason"] = (
-                "forced by config"
-                if p.serve == "pooled"
-                else (
-                    f"too few rows or churners for its own model (need {p.min_cohort_rows} rows and "
-                    f"{p.min_cohort_positives} churners)"
-                )
-            )
-        else:
-            booster = _fit_booster(
-                p, dtrain.subset(np.flatnonzero(rows)), dvalid.subset(np.flatnonzero(rows_v)), yv[rows_v]
-            )
-            boosters[name] = booster
-            serving[name] = "cohort"
-            info["reason"] = "own model"
-            own_v = booster.predict(xpv[rows_v], num_threads=p.num_threads)
-            both = 0 < yv[rows_v].sum() < rows_v.sum()
-            if both:
-                own_auc = roc_auc_score(yv[rows_v], own_v, sample_weight=wv[rows_v])
-                pooled_auc = roc_auc_score(yv[rows_v], pooled_v[rows_v], sample_weight=wv[rows_v])
-                info["valid_auc"] = {"cohort": float(own_auc), "pooled": float(pooled_auc)}
-                if p.serve == "auto" and pooled_auc > own_auc + p.pooled_margin:
-                    serving[name] = POOLED
-                    info["reason"] = (
-                        f"pooled model better on validation (AUC {pooled_auc:.4f} vs {own_auc:.4f})"
-                    )
-            if serving[name] == "cohort":
-                raw_v[rows_v] = own_v
-            info["trees"] = booster.num_trees()
-        info["served_by"] = serving[name]
-        report["cohorts"][name] = info
-    family = ModelFamily(spec, encoder, boosters, serving, {}, None, report)  # type: ignore[arg-type]
-    # calibrators on the validation rows of each cohort's serving model
-    shared = _Calibrator(p.calibration).fit(raw_v, yv, wv)
-    for name in cohort_names:
-        rows_v = cohort_v == name
-        if yv[rows_v].sum() >= p.min_calibration_positives and rows_v.sum() > yv[rows_v].sum():
-            family.calibrators[name] = _Calibrator(p.calibration).fit(raw_v[rows_v], yv[rows_v], wv[rows_v])
-            report["cohorts"][name]["calibration"] = "own"
-        else:
-            family.calibrators[name] = shared
-            report["cohorts"][name]["calibration"] = "shared (too few validation churners)"
-    family.logistic = _fit_logistic(xp, y, w, categorical, p)
-    scores_v = {
-        "family": family.calibrate(raw_v, cohort_v),
-        POOLED: pooled_v,
-        "logistic": family._baseline_of_matrix(xpv, "logistic"),
-    }
-    report["valid"] = _report_of_scores(family, cohort_v, yv, wv, scores_v)
-    if rate == 1.0:  # not downsampled: the reference rows are rows of the training matrix
-        xr, cohort_r = xp[reference], cohort[reference]
-    else:
-        cohort_r = spec.cohort_of(unsampled[spec.tenure].iloc[reference])
-        xr = _encode(encoder, unsampled.iloc[reference], cohort_names, cohort_r)
-    family.drift = _drift_profile(family, xr, cohort_r, p.monitor_features)
-    return family
-
-
-def _drift_profile(family: ModelFamily, x: np.ndarray, cohort: np.ndarray, top: int) -> DriftProfile:
-    """Training distribution of the score and of the ``top`` numeric features by the pooled model's gain.
-
-    ``x``: the reference rows' matrix (with the cohort column), ``cohort`` their cohorts.
-    """
-    gain = family.boosters[POOLED].feature_importance("gain")[: len(family.features)]
-    numeric = [i for i in np.argsort(-gain) if i not in family.encoder.categorical and gain[i] > 0]
-    features = [family.features[i] for i in numeric[:top]]
-    probability = family.calibrate(family._raw_of_matrix(x, cohort), cohort)
-    return DriftProfile.fit(family._drift_of_matrix(x, probability, features))
-
-
-def _fit_logistic(
-    x: np.ndarray, y: np.ndarray, w: np.ndarray, categorical: list[int], p: ModelParams
-) -> Pipeline:
-    numeric = [i for i in range(x.shape[1]) if i not in categorical]
-    prep = ColumnTransformer(
-        [
-            (
-                "num",
-                make_pipeline(SimpleImputer(strategy="mean", keep_empty_features=True), StandardScaler()),
-                numeric,
-            ),
-            (
-                "cat",
-                make_pipeline(
-                    SimpleImputer(strategy="constant", fill_value=-1, keep_empty_features=True),
-                    OneHotEncoder(handle_unknown="ignore", min_frequency=20),
-                ),
-                categorical,
-            ),
-        ]
-    )
-    model = Pipeline([("prep", prep), ("lr", LogisticRegression(C=p.logistic_c, max_iter=2000))])
-    return model.fit(x, y, lr__sample_weight=w)
+    return LabelledRows(labelled.reset_index(drop=True), y, w)
 
 
 def model_scores(family: ModelFamily, frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -480,7 +250,7 @@ def model_scores(family: ModelFamily, frame: pd.DataFrame) -> dict[str, np.ndarr
     }
 
 
-def _report_of_scores(
+def report_of_scores(
     family: ModelFamily, cohort: np.ndarray, yv: np.ndarray, wv: np.ndarray, scores: dict[str, np.ndarray]
 ) -> dict[str, Any]:
     """Metrics of each model's scores, over every row and per cohort."""
@@ -503,9 +273,13 @@ def evaluate_family(
 
     ``scores``: :func:`model_scores` of ``frame`` when the caller has them (``frame`` has no null label).
     """
-    labelled, y, w = _prepare(frame, family.spec, "evaluate_family")
+    rows = labelled_rows(frame, family.spec, "evaluate_family")
     if scores is None:
-        scores = model_scores(family, labelled)
-    elif len(labelled) != len(frame):
+        scores = model_scores(family, rows.frame)
+    elif len(rows.frame) != len(frame):
         raise ValueError("evaluate_family: scores given for a frame with unlabelled rows")
-    return _report_of_scores(family, family.cohorts(labelled), y, w, scores)
+    return report_of_scores(family, family.cohorts(rows.frame), rows.y, rows.w, scores)
+
+
+# the names bench/run_all.py imports (models.baselines.lgb_params and encode under their earlier names)
+_encode, _lgb_params = encode, lgb_params

@@ -28,7 +28,8 @@ from models.evaluation import binned_metrics, campaign_effect, shrunk_effect
 from pipelines.core.config import Config
 from pipelines.core.lake import Lake
 from pipelines.core.manifest import recorded_run
-from pipelines.train import PERFORMANCE_SCHEMA, labelled_months, matured
+from pipelines.core.maturity import labelled_months, matured
+from pipelines.core.tables import PERFORMANCE_SCHEMA
 
 log = logging.getLogger(__name__)
 

@@ -30,12 +30,13 @@ from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake
 from pipelines.core.manifest import code_version, fingerprinted, record_skip
+from pipelines.core.maturity import labelled_months, training_window
 from pipelines.core.runner import one_line
 from pipelines.evaluate import EvaluateReport, evaluate_month
 from pipelines.ingest import ingest_month
 from pipelines.match_offers import MatchReport, match_offers_month
 from pipelines.score import ScoreReport, score_month
-from pipelines.train import TrainResult, labelled_months, train_month, training_window
+from pipelines.train import TrainResult, train_month
 
 log = logging.getLogger(__name__)
 

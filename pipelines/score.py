@@ -15,9 +15,8 @@ feature partition of M, then
 4. replaces the ``score_month=M`` partitions of ``warning_list``, ``customer_risk`` and
    ``score_monitoring``.
 
-Time: the model serving M must have been trained as of M or earlier. Without ``--model-version`` the
-champion serves when it was; otherwise the newest version ever promoted that was trained by M does, so
-rescoring a past month never uses labels that matured after it.
+What a batch's scores mean is pure pandas (:mod:`models.scoring`); which model serves M is
+:mod:`pipelines.core.registry`'s rule (trained as of M or earlier). This module runs them in Spark.
 """
 
 from __future__ import annotations
@@ -25,13 +24,9 @@ from __future__ import annotations
 import logging
 import pickle
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from functools import partial
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -39,51 +34,41 @@ from pyspark.sql import functions as F
 from features.errors import MissingColumnsError
 from models.family import ModelFamily
 from models.params import RISK_BANDS, ScoreParams
-from models.scoring import risk_band, strategy, top_reasons, value_tier
+from models.scoring import (
+    REASONS_SCHEMA,
+    SCORED_SCHEMA,
+    drift_feature_columns,
+    drift_psi,
+    reason_frame,
+    score_frame,
+    value_columns,
+)
 from pipelines.core import delta
-from pipelines.core.arrow import BatchFn, file_batches, pandas_batches, write_staged
+from pipelines.core.arrow import write_staged
+from pipelines.core.batch_scoring import (
+    FamilyPayload,
+    reason_batches,
+    score_batches,
+    score_files,
+    scoring_input,
+)
 from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake, decimals_as_double
 from pipelines.core.manifest import recorded_run
+from pipelines.core.registry import ModelNotFoundError, ResolvedModel, resolve_model
+from pipelines.core.tables import MONITORING_SCHEMA
 
 log = logging.getLogger(__name__)
 
-# rows per batch of the scoring tasks (a task holds one): 8-15 % faster than Spark's 10,000-row batches
-SCORE_BATCH_ROWS = 100_000
 # feature-table columns carried onto the warning list (besides the model's own features)
 CARRIED = ("subscriber_id", "customer_id", "household_id", "lifecycle_stage", "hard_warning")
-SCORED_SCHEMA = (
-    "subscriber_id string, customer_id string, household_id string, cohort string, tenure_months int, "
-    "lifecycle_stage string, hard_warning boolean, arpu_3m double, churn_probability double, "
-    "raw_score double, risk_band string, value_tier string, strategy string, usage_segment string, "
-    "drift_bins array<int>"
-)
-REASONS_SCHEMA = (
-    "subscriber_id string, reasons array<struct<feature:string, contribution:double, family:string>>, "
-    "churn_type string"
-)
-MONITORING_SCHEMA = (
-    "score_month string, kind string, cohort string, name string, value double, threshold double, "
-    "warning boolean, reference string, model_name string, model_version string"
-)
-
-
-class ModelNotFoundError(LookupError):
-    """No registered model can serve the month (no champion, an unknown version, or none trained by then)."""
-
-
-@dataclass
-class ResolvedModel:
-    name: str
-    version: str
-    run_id: str
-    trained_as_of: str | None
-    family: ModelFamily
 
 
 @dataclass
 class ScoreReport:
+    """What a month's scoring produced: the model, the rows per band, hard and drift warnings."""
+
     month: str
     model: str
     version: str
@@ -92,138 +77,6 @@ class ScoreReport:
     bands: dict[str, int]
     hard_warnings: int
     drift_warnings: list[str] = field(default_factory=list)
-
-
-def _run_tags(client: Any, run_id: str) -> dict[str, str]:
-    try:
-        return dict(client.get_run(run_id).data.tags)
-    except Exception:  # a version logged outside this pipeline has no run here
-        return {}
-
-
-def resolve_model(cfg: Config, month: str, version: str | None = None) -> ResolvedModel:
-    """The model that scores ``month``: ``version`` if given, else the champion trained by ``month``."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from pipelines.core.tracking import CHAMPION, alias_version, configure_mlflow
-
-    client = configure_mlflow(cfg)
-    name = cfg.train.registered_model
-    if version is not None:
-        try:
-            mv = client.get_model_version(name, str(version))
-        except MlflowException:
-            raise ModelNotFoundError(
-                f"{name} has no version {version} in {cfg.mlflow_tracking_uri}"
-            ) from None
-    else:
-        champion = alias_version(name, CHAMPION)
-        if champion is None:
-            raise ModelNotFoundError(
-                f"no {name}@champion in {cfg.mlflow_tracking_uri}: train first (jobs/train.py --month M) "
-                "or pass --model-version N"
-            )
-        mv = client.get_model_version(name, champion)
-        trained = _run_tags(client, mv.run_id).get("run_month")
-        if trained and trained > month:
-            older = []
-            for candidate in client.search_model_versions(f"name='{name}'"):
-                tags = _run_tags(client, candidate.run_id)
-                if tags.get("promoted") == "True" and tags.get("run_month", "9999-99") <= month:
-                    older.append(candidate)
-            if not older:
-                raise ModelNotFoundError(
-                    f"{name}@champion (version {mv.version}) was trained as of {trained}, after {month}, and "
-                    f"no version trained by {month} was ever champion: pass --model-version N to rescore "
-                    "with a later model on purpose"
-                )
-            mv = max(older, key=lambda v: int(v.version))
-            log.info(
-                "score %s: champion trained as of %s is later; using version %s", month, trained, mv.version
-            )
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
-    family = model.unwrap_python_model().family
-    tags = _run_tags(client, mv.run_id)
-    return ResolvedModel(name, str(mv.version), mv.run_id or "", tags.get("run_month"), family)
-
-
-_LOADED: dict[str, ModelFamily] = {}
-
-
-@dataclass(frozen=True)
-class FamilyPayload:
-    """The pickled family as a broadcast variable and a key unique to this scoring run."""
-
-    key: str
-    broadcast: Any
-
-
-def _family(payload: FamilyPayload) -> ModelFamily:
-    """The broadcast family, unpickled once per Python worker (workers are reused across tasks)."""
-    if payload.key not in _LOADED:
-        family = pickle.loads(payload.broadcast.value)
-        # one LightGBM thread per task: Spark runs a task per core
-        family.spec = replace(family.spec, params=family.spec.params.model_copy(update={"num_threads": 1}))
-        _LOADED.clear()
-        _LOADED[payload.key] = family
-    return _LOADED[payload.key]
-
-
-def score_batches(payload: FamilyPayload, params: ScoreParams) -> BatchFn:
-    """The scoring pass: :func:`score_frame` on each batch, the family loaded once per task."""
-    return pandas_batches(SCORED_SCHEMA, partial(_score_fn, payload, params))
-
-
-def reason_batches(payload: FamilyPayload, params: ScoreParams) -> BatchFn:
-    """The reasons pass: :func:`reason_frame` on each batch (the actionable rows only)."""
-    return pandas_batches(REASONS_SCHEMA, lambda: partial(reason_frame, _family(payload), params=params))
-
-
-def reason_frame(family: ModelFamily, frame: pd.DataFrame, params: ScoreParams) -> pd.DataFrame:
-    """SHAP reasons and churn type of each row (pure pandas)."""
-    contrib, names = family.contributions(frame)
-    reasons, churn_type = top_reasons(contrib, names[:-1], params)
-    return pd.DataFrame(
-        {"subscriber_id": frame["subscriber_id"].to_numpy(), "reasons": reasons, "churn_type": churn_type}
-    )
-
-
-def score_frame(family: ModelFamily, frame: pd.DataFrame, params: ScoreParams) -> pd.DataFrame:
-    """Score one batch of feature rows (pure pandas: the Spark pass applies it batch by batch)."""
-    cohort, raw, proba, monitored = family.score(frame)
-    arpu = pd.Series(np.nan, index=frame.index)
-    for column in ("arpu_avg_3m", "monthly_fee"):  # no bill yet: the plan fee is what the line brings
-        if column in frame.columns:
-            arpu = arpu.fillna(pd.to_numeric(frame[column], errors="coerce"))
-    arpu_3m = arpu.to_numpy(dtype=float)
-    band, tier = risk_band(proba, params), value_tier(arpu_3m, params)
-    segments = family.segments.assign(frame) if family.segments is not None else np.full(len(frame), None)
-    if family.drift is not None:
-        bins = np.column_stack([family.drift.bins(c, monitored[c]) for c in family.drift.columns])
-        drift_bins = list(bins)
-    else:
-        drift_bins = [[] for _ in range(len(frame))]
-    hard = frame["hard_warning"] if "hard_warning" in frame.columns else pd.Series(False, index=frame.index)
-    return pd.DataFrame(
-        {
-            "subscriber_id": frame["subscriber_id"].to_numpy(),
-            "customer_id": frame.get("customer_id"),
-            "household_id": frame.get("household_id"),
-            "cohort": cohort,
-            "tenure_months": pd.to_numeric(frame[family.spec.tenure], errors="coerce").astype("Int32"),
-            "lifecycle_stage": frame.get("lifecycle_stage"),
-            "hard_warning": hard.fillna(False).astype(bool).to_numpy(),
-            "arpu_3m": arpu_3m,
-            "churn_probability": proba,
-            "raw_score": raw,
-            "risk_band": band,
-            "value_tier": tier,
-            "strategy": strategy(tier, band, params),
-            "usage_segment": segments,
-            "drift_bins": drift_bins,
-        }
-    )
 
 
 def read_month_features(lake: Lake, month: str, family: ModelFamily, version: str) -> DataFrame:
@@ -235,18 +88,15 @@ def read_month_features(lake: Lake, month: str, family: ModelFamily, version: st
             f"score {month}: no features for {month} (run jobs/build_features.py --month {month})"
         )
     features = lake.read("features_monthly").where(F.col("month") == month)
-    segment_columns = []
-    if family.segments is not None:
-        from models.segments import profile_columns
-
-        segment_columns = profile_columns()
+    segment_columns = family.segments.columns if family.segments is not None else []
     need = [*dict.fromkeys([*family.features, family.spec.tenure, "subscriber_id"])]
     missing = [c for c in need if c not in features.columns]
     if missing:
         raise MissingColumnsError(
             missing, f"features_monthly for {month} (model version {version} needs them)"
         )
-    wanted = [*CARRIED, "arpu_avg_3m", "monthly_fee", *need, *drift_feature_columns(family), *segment_columns]
+    value = value_columns(lake.cfg.features.trend_months)
+    wanted = [*CARRIED, *value, *need, *drift_feature_columns(family), *segment_columns]
     present = [c for c in dict.fromkeys(wanted) if c in features.columns]
     return decimals_as_double(features.select(*present))
 
@@ -268,50 +118,13 @@ def scored_rows(
     rows cross into the JVM, not the hundred feature columns (the JVM's row-to-Arrow conversion of the
     input cost more than the scoring). Tables only the native Delta connector reads go through Spark.
     """
+    trend_months = lake.cfg.features.trend_months
     try:
         files = delta.data_files(lake.path("features_monthly"), {"month": [month]}, version=version)
     except delta.UnsupportedTableError:
-        fn = score_batches(payload, params)
+        fn = score_batches(payload, params, trend_months=trend_months)
         return write_staged(scoring_input(spark, features), fn, SCORED_SCHEMA, target)
-    return score_files(spark, files, features.columns, payload, params, target)
-
-
-def score_files(
-    spark: SparkSession,
-    files: list[str],
-    columns: list[str],
-    payload: FamilyPayload,
-    params: ScoreParams,
-    target: str,
-) -> DataFrame:
-    """:func:`score_frame` over the ``columns`` of Parquet ``files``, one file per task, read by the task;
-    the scored rows written by the tasks with pyarrow into ``target`` and read back from there."""
-    batch_rows = max(
-        SCORE_BATCH_ROWS, int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "0"))
-    )
-    # one task per file: a range of the files' indexes (a parallelized list of paths costs a Python pass
-    # of its own in every task: 0.07 s of a 0.8 s pass over 100,000 rows)
-    units = spark.range(len(files), numPartitions=max(len(files), 1))
-    make = partial(_score_fn, payload, params)
-    return write_staged(
-        units, file_batches(SCORED_SCHEMA, files, columns, make, batch_rows), SCORED_SCHEMA, target
-    )
-
-
-def _score_fn(payload: FamilyPayload, params: ScoreParams) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    return partial(score_frame, _family(payload), params=params)
-
-
-def scoring_input(spark: SparkSession, features: DataFrame) -> DataFrame:
-    """At least one partition per core (a month is often one or two files; a task scores with one thread)."""
-    parallelism = spark.sparkContext.defaultParallelism
-    if features.rdd.getNumPartitions() < parallelism:
-        return features.repartition(parallelism)
-    return features
-
-
-def drift_feature_columns(family: ModelFamily) -> list[str]:
-    return [c for c in (family.drift.columns if family.drift else []) if c != "score"]
+    return score_files(spark, files, features.columns, payload, params, target, trend_months=trend_months)
 
 
 def score_month(
@@ -527,15 +340,8 @@ def score_monitoring(
             .count()
             .collect()
         )
-        per_column: dict[int, dict[int, int]] = {}
-        for r in counts:
-            per_column.setdefault(r.column, {})[r.bin] = r["count"]
-        for i, name in enumerate(family.drift.columns):
-            n = family.drift.n_bins(name)
-            hist = np.zeros(n)
-            for b, c in per_column.get(i, {}).items():
-                hist[b] = c
-            value = family.drift.psi(name, hist)
+        psi = drift_psi(family.drift, ((r.column, r.bin, r["count"]) for r in counts))
+        for name, value in psi.items():
             shifted = bool(value > params.psi_warning)
             add("psi", "all", name, value, params.psi_warning, shifted)
             if shifted:
@@ -574,11 +380,21 @@ def _distribution(ranked: DataFrame) -> dict[str, dict[str, float | None]]:
     return out
 
 
+# the scoring pass, model resolution and the schemas are imported from here too (bench/run_all.py)
 __all__ = [
+    "REASONS_SCHEMA",
+    "SCORED_SCHEMA",
+    "FamilyPayload",
     "ModelNotFoundError",
+    "ResolvedModel",
     "ScoreReport",
     "customer_risk",
+    "reason_batches",
+    "reason_frame",
     "resolve_model",
+    "score_batches",
+    "score_files",
     "score_frame",
     "score_month",
+    "scoring_input",
 ]

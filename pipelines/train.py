@@ -9,15 +9,11 @@ random split across months.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,9 +22,7 @@ import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from features.calendar import add_months
 from features.errors import MissingColumnsError
-from features.labels import label_window
 from models import ModelSpec, TrainingDataError, evaluate_family, fit_family
 from models.family import ModelFamily, model_scores
 from models.segments import fit_segments
@@ -37,59 +31,15 @@ from pipelines.core.config import Config, PromotionGates
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake, decimals_as_double
 from pipelines.core.manifest import recorded_run
+from pipelines.core.maturity import TrainingWindow, labelled_months, training_window
+from pipelines.core.tables import PERFORMANCE_SCHEMA
+from pipelines.core.training_log import log_training_run, metrics_table, performance_rows
 
 log = logging.getLogger(__name__)
 
-MODELS = ("family", "pooled", "logistic")
-PERFORMANCE_SCHEMA = (
-    "month string, source string, test_month string, model string, cohort string, metric string, "
-    "value double, model_version string, run_id string"
-)
-
-
-@dataclass(frozen=True)
-class TrainingWindow:
-    """The months a training as of ``run_month`` uses."""
-
-    run_month: str
-    fit_months: tuple[str, ...]
-    valid_month: str
-    test_month: str
-
-    @property
-    def months(self) -> list[str]:
-        return [*self.fit_months, self.valid_month, self.test_month]
-
-
-def matured(month: str, run_month: str, cfg: Config) -> bool:
-    """The churn window of snapshot ``month`` closed by the end of ``run_month``."""
-    last = label_window(month, gap_months=cfg.churn.gap_months, window_months=cfg.churn.window_months)[1]
-    return last <= run_month
-
-
-def training_window(run_month: str, labelled_months: Sequence[str], cfg: Config) -> TrainingWindow:
-    """Test, validation and fit months as of ``run_month`` among months with features and labels.
-
-    ``labelled_months``: snapshot months with features and available labels (later ones are ignored
-    here, whatever the tables hold).
-    """
-    mature = sorted(m for m in set(labelled_months) if m <= run_month and matured(m, run_month, cfg))
-    if len(mature) < 3:
-        first = next((m for m in sorted(labelled_months) if m <= run_month), None)
-        hint = ""
-        if first:
-            gap, window = cfg.churn.gap_months, cfg.churn.window_months
-            hint = f"; the first can train as of {add_months(first, gap + window + 2)}"
-        raise InputNotReadyError(
-            f"train as of {run_month}: needs 3 snapshot months with matured labels (fit, validate, test), "
-            f"has {len(mature)} ({', '.join(mature) or 'none'}){hint}"
-        )
-    test, valid = mature[-1], mature[-2]
-    fit = tuple(mature[:-2][-cfg.train.fit_months :])
-    return TrainingWindow(run_month, fit, valid, test)
-
 
 def model_spec(cfg: Config) -> ModelSpec:
+    """What the family learns from the feature table: ``is_churn`` by cohort of ``tenure_months``."""
     return ModelSpec(
         label="is_churn",
         tenure="tenure_months",
@@ -98,20 +48,6 @@ def model_spec(cfg: Config) -> ModelSpec:
         params=cfg.model,
         profit=cfg.train.profit,
     )
-
-
-def labelled_months(lake: Lake, run_month: str) -> list[str]:
-    """Snapshot months up to ``run_month`` with features and available labels."""
-    if not lake.exists("features_monthly"):
-        raise InputNotReadyError(f"no features_monthly table under {lake.cfg.lake_root}: run build_features")
-    if not lake.exists("labels_monthly"):
-        raise InputNotReadyError(f"no labels_monthly table under {lake.cfg.lake_root}: run build_features")
-    features = {m for (m,) in lake.partition_values("features_monthly", "month") if m <= run_month}
-    labels = lake.read_arrow(
-        "labels_monthly", columns=["month", "label_available"], partitions={"month": features}
-    )
-    available = labels.filter(pc.fill_null(labels["label_available"], False))["month"]
-    return sorted(features & set(pc.unique(available).to_pylist()))
 
 
 def read_training_frame(lake: Lake, months: Sequence[str], spec: ModelSpec) -> pd.DataFrame:
@@ -139,8 +75,8 @@ def read_training_frame(lake: Lake, months: Sequence[str], spec: ModelSpec) -> p
                 spec.label: pc.cast(labels["is_churn"], pa.int32()),
             }
         )
-        # joined and sorted in Arrow (multi-threaded), one conversion to pandas: a pandas merge copied
-        # every column block (0.7 s of a 1.1 s read of three months at 100,000 subscribers)
+        # joined and sorted in Arrow (multi-threaded), one conversion to pandas: a pandas merge would copy
+        # every column block, most of the read's time
         joined = features.join(labels, keys, join_type="inner")
         # Spark's join order (keys first) and the same rows in the same order, however the files were split
         joined = joined.select([*keys, *[c for c in joined.column_names if c not in keys]])
@@ -217,7 +153,9 @@ def fit_as_of(lake: Lake, run_month: str) -> TrainResult:
         raise InputNotReadyError(f"train as of {run_month}: no labelled rows for some months: {rows}")
     t0 = time.perf_counter()
     family = fit_family(fit, spec=spec, valid=parts[window.valid_month])
-    family.segments = fit_segments(fit, k=cfg.score.segments, seed=cfg.model.seed)
+    family.segments = fit_segments(
+        fit, trend_months=cfg.features.trend_months, k=cfg.score.segments, seed=cfg.model.seed
+    )
     seconds = time.perf_counter() - t0
     log.info("train as of %s: fitted %d rows in %.1f s", run_month, rows["fit"], seconds)
     t_test = time.perf_counter()
@@ -274,123 +212,15 @@ def _gate_view(metrics: dict[str, dict[str, dict[str, float]]]) -> dict[str, dic
     }
 
 
-def _performance_rows(result: TrainResult, source: str) -> list[tuple[Any, ...]]:
-    rows = []
-    for model, by_cohort in result.test_metrics.items():
-        for cohort, metrics in by_cohort.items():
-            for metric, value in metrics.items():
-                rows.append(
-                    (
-                        result.window.run_month,
-                        source,
-                        result.window.test_month,
-                        model,
-                        cohort,
-                        metric,
-                        None
-                        if value is None or (isinstance(value, float) and math.isnan(value))
-                        else float(value),
-                        result.version,
-                        result.run_id,
-                    )
-                )
-    return rows
-
-
 def write_performance(lake: Lake, results: Sequence[TrainResult], source: str) -> None:
     """Replace the (month, source) partitions of ``model_performance`` with these results."""
-    rows = [r for res in results for r in _performance_rows(res, source)]
+    rows = [
+        row
+        for r in results
+        for row in performance_rows(r.test_metrics, r.window, source, r.version, r.run_id)
+    ]
     months = sorted({r.window.run_month for r in results})
     lake.replace_rows(rows, PERFORMANCE_SCHEMA, "model_performance", {"month": months, "source": [source]})
-
-
-def metrics_table(metrics: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
-    """Model x cohort rows of the headline metrics (for logs, MLflow and the README)."""
-    keys = (
-        "rows",
-        "churn_rate",
-        "roc_auc",
-        "pr_auc",
-        "top_decile_lift",
-        "brier",
-        "ece",
-        "empc",
-        "empc_fraction",
-    )
-    rows = [
-        {"model": model, "cohort": cohort, **{k: m.get(k) for k in keys}}
-        for model, by_cohort in metrics.items()
-        for cohort, m in by_cohort.items()
-    ]
-    return pd.DataFrame(rows)
-
-
-def _log_to_mlflow(lake: Lake, result: TrainResult, test: pd.DataFrame) -> None:
-    import mlflow
-
-    from models import plots
-    from pipelines.core.tracking import log_family
-
-    cfg, family, window = lake.cfg, result.family, result.window
-    spec = family.spec
-    with mlflow.start_run(run_name=f"train {window.run_month}") as parent:
-        result.run_id = parent.info.run_id
-        mlflow.set_tags({"stage": "train", "run_month": window.run_month, "config_hash": cfg.config_hash()})
-        mlflow.log_params(
-            {
-                "run_month": window.run_month,
-                "fit_months": ",".join(window.fit_months),
-                "valid_month": window.valid_month,
-                "test_month": window.test_month,
-                "features_version": lake.version("features_monthly"),
-                "labels_version": lake.version("labels_monthly"),
-                "config_hash": cfg.config_hash(),
-                "calibration": cfg.model.calibration,
-                "serve": cfg.model.serve,
-                "features": len(family.features),
-                **{f"rows_{k}": v for k, v in result.rows.items()},
-                **{f"lgb_{k}": v for k, v in cfg.model.lightgbm.items()},
-            }
-        )
-        for model, by_cohort in result.test_metrics.items():
-            mlflow.log_metrics({f"test_{model}_{k}": v for k, v in by_cohort["all"].items() if not _nan(v)})
-        mlflow.log_metric("fit_seconds", result.seconds)
-        for cohort in spec.cohorts.names:
-            info = family.report["cohorts"][cohort]
-            with mlflow.start_run(run_name=f"cohort {cohort}", nested=True):
-                mlflow.set_tags({"cohort": cohort, "served_by": info["served_by"], "reason": info["reason"]})
-                mlflow.log_params({k: v for k, v in info.items() if not isinstance(v, dict)})
-                for model, by_cohort in result.test_metrics.items():
-                    if cohort in by_cohort:
-                        mlflow.log_metrics(
-                            {f"test_{model}_{k}": v for k, v in by_cohort[cohort].items() if not _nan(v)}
-                        )
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            y = test[spec.label].to_numpy(dtype=float)
-            probs = result.test_scores
-            importance = {
-                name: dict(zip(b.feature_name(), b.feature_importance("gain").tolist(), strict=True))
-                for name, b in family.boosters.items()
-            }
-            figures = {
-                "gains_lift.png": plots.gains_chart(y, probs),
-                "calibration.png": plots.calibration_chart(y, {"family": probs["family"]}),
-                "score_distribution.png": plots.score_distribution(y, probs["family"]),
-                "feature_importance.png": plots.importance_chart(importance),
-            }
-            for name, fig in figures.items():
-                fig.savefig(out / name, dpi=90)
-            metrics_table(result.test_metrics).to_csv(out / "test_metrics.csv", index=False)
-            if family.segments is not None:
-                family.segments.centroids.to_csv(out / "usage_segments.csv", index=False)
-            (out / "family_report.json").write_text(json.dumps(family.report, indent=1, default=str))
-            mlflow.log_artifacts(str(out), artifact_path="report")
-        result.version = log_family(family, test, cfg.train.registered_model)
-
-
-def _nan(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def train_month(
@@ -410,7 +240,16 @@ def train_month(
         t_step = time.perf_counter()
         configure_mlflow(cfg)
         test = result.test_frame  # already read with the window: no second Spark read
-        _log_to_mlflow(lake, result, test)
+        result.run_id, result.version = log_training_run(
+            lake,
+            window=result.window,
+            family=result.family,
+            rows=result.rows,
+            test_metrics=result.test_metrics,
+            test_frame=test,
+            test_scores=result.test_scores,
+            fit_seconds=result.seconds,
+        )
         result.steps["mlflow"] = time.perf_counter() - t_step
         t_step = time.perf_counter()
         name = cfg.train.registered_model
@@ -493,12 +332,17 @@ def summarize_backtest(results: Sequence[TrainResult]) -> pd.DataFrame:
     return table.groupby(["cohort", "model"], sort=True)[cols].mean().round(4).reset_index()
 
 
+# the training window's names are imported from here too (bench/run_all.py, the notebooks)
 __all__ = [
     "TrainResult",
     "TrainingWindow",
     "backtest",
     "fit_as_of",
+    "labelled_months",
+    "metrics_table",
+    "model_spec",
     "promotion_decision",
+    "read_training_frame",
     "train_month",
     "training_window",
 ]

@@ -10,7 +10,8 @@ from features.errors import MissingColumnsError
 from models import ModelParams, ModelSpec, TrainingDataError, fit_family
 from models.metrics import expected_calibration_error
 
-FAST = ModelParams(num_boost_round=200, num_threads=2)
+# one thread: LightGBM's threads spin on a busy machine
+FAST = ModelParams(num_boost_round=200, num_threads=1)
 
 
 def _frame(n: int, seed: int, *, new_share: float = 0.2) -> pd.DataFrame:
@@ -47,6 +48,21 @@ SPEC = ModelSpec(label="is_churn", tenure="tenure_months", id_columns=["subscrib
 def fitted():
     train, valid, test = _frame(24000, 1), _frame(8000, 2), _frame(20000, 3)
     return fit_family(train, spec=SPEC, valid=valid), test
+
+
+def test_each_calibrator_is_fitted_on_its_cohort_s_validation_rows_of_the_serving_model(fitted):
+    from models.calibration import Calibrator
+
+    family, _ = fitted
+    valid = _frame(8000, 2)  # the fixture's validation rows
+    raw, cohort, y = family.raw_score(valid), family.cohorts(valid), valid["is_churn"].to_numpy(float)
+    grid = np.linspace(0.01, 0.9, 25)
+    for name, info in family.report["cohorts"].items():
+        rows = cohort == name
+        assert info["valid_rows"] == rows.sum() and info["valid_churners"] == y[rows].sum()
+        if info["calibration"] == "own":
+            alone = Calibrator(FAST.calibration).fit(raw[rows], y[rows], np.ones(rows.sum()))
+            np.testing.assert_allclose(family.calibrators[name].predict(grid), alone.predict(grid), rtol=1e-9)
 
 
 def test_string_categoricals_nulls_and_no_month_column(fitted):

@@ -1,4 +1,5 @@
-"""What a score means, on literal inputs: bands, tiers, strategy, reasons, churn type, PSI, segments."""
+"""What a score means, on literal inputs and a family fitted on planted data: bands, tiers, strategy,
+reasons, churn type, the value column of the trend window, drift bins and PSI."""
 
 from __future__ import annotations
 
@@ -7,10 +8,20 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from models import ModelParams, ModelSpec, fit_family
 from models.monitoring import DriftProfile, psi
 from models.params import ScoreParams
-from models.scoring import reason_families, risk_band, strategy, top_reasons, value_tier
-from models.segments import fit_segments
+from models.scoring import (
+    drift_bins,
+    drift_psi,
+    reason_families,
+    reason_frame,
+    risk_band,
+    score_frame,
+    strategy,
+    top_reasons,
+    value_tier,
+)
 
 P = ScoreParams(band_high=0.3, band_medium=0.1, value_high=45, value_medium=20, value_low=5)
 
@@ -121,30 +132,93 @@ def test_psi_of_a_sample_against_itself_is_zero_and_a_shift_is_large():
     )
 
 
-def _usage(n: int, seed: int) -> pd.DataFrame:
-    """Three planted profiles: data-heavy, voice-heavy and roamers."""
+def _planted(n: int, seed: int) -> pd.DataFrame:
+    """Churn driven by overdue days (payment trouble) and complaints (service issue), nothing else."""
     rng = np.random.default_rng(seed)
-    kind = rng.choice(["data", "voice", "roam"], n, p=[0.5, 0.4, 0.1])
+    overdue = rng.exponential(5.0, n)
+    complaints = rng.poisson(0.3, n).astype(float)
+    logit = -3.0 + 0.25 * overdue + 1.2 * complaints
     return pd.DataFrame(
         {
-            "voice_out_min_m0": np.where(kind == "voice", 300.0, 10.0) * rng.uniform(0.8, 1.2, n),
-            "data_mb_m0": np.where(kind == "data", 8000.0, 100.0) * rng.uniform(0.8, 1.2, n),
-            "sms_out_m0": rng.poisson(3, n).astype(float),
-            "arpu_avg_3m": rng.uniform(20, 30, n),
-            "roaming_usage_share_m0": np.where(kind == "roam", 0.6, 0.0),
-            "night_usage_share_m0": rng.uniform(0.1, 0.2, n),
-            "out_events_ratio_avg_3m": rng.uniform(0.9, 1.1, n),
+            "subscriber_id": [f"s{seed}-{i}" for i in range(n)],
+            "tenure_months": rng.integers(0, 80, n),
+            "overdue_days_m0": overdue,
+            "care_complaint_m0": complaints,
+            "data_mb_chg_1m": rng.normal(size=n),
+            "voice_out_min_m0": rng.exponential(100.0, n),
+            "is_churn": rng.random(n) < 1 / (1 + np.exp(-logit)),
         }
-    ), kind
+    )
 
 
-def test_segments_find_planted_profiles_name_them_and_assign_new_rows_the_same_way():
-    frame, _kind = _usage(3000, 1)
-    segments = fit_segments(frame, k=3, seed=1)
-    assert sorted(segments.names) == ["data-heavy", "roamer", "voice-heavy"]
-    test, test_kind = _usage(500, 2)
-    got = segments.assign(test)
-    want = pd.Series(test_kind).map({"data": "data-heavy", "voice": "voice-heavy", "roam": "roamer"})
-    assert (got == want.to_numpy()).mean() > 0.98
-    assert list(segments.assign(test)) == list(got)  # deterministic
-    assert fit_segments(frame.drop(columns=["night_usage_share_m0"])) is None  # no profile, no segments
+@pytest.fixture(scope="module")
+def family():
+    spec = ModelSpec(id_columns=["subscriber_id"], params=ModelParams(num_boost_round=150, num_threads=1))
+    return fit_family(_planted(12000, 1), spec=spec, valid=_planted(4000, 2))
+
+
+def test_the_churn_type_is_the_family_of_the_planted_driver(family):
+    typical = _planted(3, 3).drop(columns="is_churn")
+    calm = {"overdue_days_m0": 0.0, "care_complaint_m0": 0.0, "data_mb_chg_1m": 0.0}
+    rows = pd.DataFrame(
+        [
+            {**typical.iloc[0].to_dict(), **calm, "overdue_days_m0": 60.0},  # long overdue, no complaint
+            {**typical.iloc[1].to_dict(), **calm, "care_complaint_m0": 6.0},  # complaints, paid on time
+        ]
+    )
+    got = reason_frame(family, rows, ScoreParams())
+    assert list(got["churn_type"]) == ["payment_trouble", "service_issue"]
+    assert got["reasons"][0][0]["feature"] == "overdue_days_m0"
+    assert got["reasons"][1][0]["feature"] == "care_complaint_m0"
+    assert list(got["subscriber_id"]) == list(rows["subscriber_id"])
+
+
+def test_score_frame_reads_the_value_of_the_trend_window_it_is_given(family):
+    frame = _planted(6, 4).drop(columns="is_churn")
+    frame["arpu_avg_4m"] = [50.0, np.nan, 10.0, np.nan, 3.0, 30.0]
+    frame["arpu_avg_3m"] = 999.0  # another window's column: never read with trend_months=4
+    frame["monthly_fee"] = [1.0, 25.0, 1.0, np.nan, 1.0, 1.0]
+    params = ScoreParams(value_high=45, value_medium=20, value_low=5)
+    got = score_frame(family, frame, params, trend_months=4)
+    want = [50.0, 25.0, 10.0, np.nan, 3.0, 30.0]  # the 4-month ARPU, else the plan fee
+    np.testing.assert_array_equal(got["arpu_3m"].to_numpy(), want)
+    assert list(got["value_tier"]) == ["high", "medium", "low", "unprofitable", "unprofitable", "medium"]
+    np.testing.assert_allclose(got["churn_probability"], family.predict_proba(frame), rtol=1e-12)
+    assert list(got["risk_band"]) == list(risk_band(family.predict_proba(frame), params))
+    assert list(got["usage_segment"]) == [None] * 6  # no segments fitted
+    assert (got["hard_warning"] == False).all()  # noqa: E712 (no hard_warning column: none)
+    three = score_frame(family, frame, params, trend_months=3)
+    assert (three["arpu_3m"] == 999.0).all()
+
+
+def test_drift_bins_are_each_monitored_value_s_bin_in_the_profile(family):
+    frame = _planted(500, 5).drop(columns="is_churn")
+    frame.loc[:9, "overdue_days_m0"] = np.nan
+    got = score_frame(family, frame, ScoreParams(), trend_months=3)
+    profile = family.drift
+    bins = np.vstack(got["drift_bins"].to_list())
+    assert bins.shape == (len(frame), len(profile.columns))
+    values = {"score": got["churn_probability"].to_numpy()}
+    values.update({c: frame[c].to_numpy(dtype=float) for c in profile.columns if c != "score"})
+    for i, column in enumerate(profile.columns):
+        v, edges = values[column], profile.edges[column]
+        # independently: how many inner edges lie at or below the value; nulls in the last bin
+        want = np.where(np.isnan(v), len(edges) + 1, (edges[None, :] <= v[:, None]).sum(axis=1))
+        np.testing.assert_array_equal(bins[:, i], want, err_msg=column)
+    assert drift_bins(None, {}, 3) == [[], [], []]
+
+
+def test_drift_psi_of_planted_counts():
+    rng = np.random.default_rng(6)
+    profile = DriftProfile.fit({"a": rng.normal(size=1000), "b": rng.uniform(size=1000)}, bins=4)
+    e = profile.expected["b"]  # training shares: four quartile bins and an empty null bin
+    np.testing.assert_allclose(e, [0.25, 0.25, 0.25, 0.25, 0.0])
+    # the training shares themselves: PSI 0; every row in the first bin: the textbook sum by hand
+    same = [(1, b, int(share * 400)) for b, share in enumerate(e) if share]
+    shifted = [(1, 0, 400)]
+    floor = 1e-4
+    by_hand = (1 - 0.25) * np.log(1 / 0.25) + 3 * (floor - 0.25) * np.log(floor / 0.25) + 0.0
+    assert drift_psi(profile, same)["b"] == pytest.approx(0.0, abs=1e-12)
+    got = drift_psi(profile, shifted)
+    assert got["b"] == pytest.approx(by_hand, rel=1e-9)
+    assert np.isnan(got["a"])  # no row counted for column 0

@@ -82,11 +82,13 @@ def test_reasons_are_the_serving_models_contributions_in_configured_families(sco
         for r in row["reasons"]:
             assert r["family"] == families[r["feature"]]
             assert c[index[r["feature"]]] == pytest.approx(r["contribution"], rel=1e-9)
-        if len(row["reasons"]):
-            assert (
-                row["churn_type"] in cfg.score.reason_families
-                or row["churn_type"] == cfg.score.fallback_family
-            )
+        # the churn type: the family whose features raise the risk the most in total (counted here with
+        # pandas from the contributions), null when no feature raises it
+        positive = pd.Series(np.clip(c[:-1], 0, None), index=names[:-1])
+        by_family = positive.groupby(positive.index.map(families)).sum()
+        want = by_family.idxmax() if by_family.max() > 0 else None
+        assert row["churn_type"] == want, row["subscriber_id"]
+    assert explained["churn_type"].nunique() >= 2  # more than one driver in the month
 
 
 def test_bands_deciles_ranks_and_the_actionable_share_are_consistent(scored):
@@ -183,11 +185,28 @@ def test_monitoring_holds_the_distribution_and_the_psi_of_each_monitored_column(
     mean = m[(m["kind"] == "distribution") & (m["name"] == "mean_probability")].set_index("cohort")["value"]
     assert mean["all"] == pytest.approx(w["churn_probability"].mean())
     psi = m[m["kind"] == "psi"].set_index("name")
-    assert list(psi.index) == result.family.drift.columns
-    assert (psi["value"] >= 0).all() and (psi["warning"] == (psi["value"] > psi["threshold"])).all()
+    profile = result.family.drift
+    assert list(psi.index) == profile.columns
+    assert (psi["warning"] == (psi["value"] > psi["threshold"])).all()
+    # each PSI against one computed here from the month's values and the training shares
+    features = decimals_as_double(lake.read("features_monthly").where(F.col("month") == MONTH)).toPandas()
+    values = {"score": w["churn_probability"].to_numpy(dtype=float)}
+    values.update({c: pd.to_numeric(features[c]).to_numpy(dtype=float) for c in profile.columns[1:]})
+    for name in profile.columns:
+        assert psi.loc[name, "value"] == pytest.approx(_psi_by_hand(profile, name, values[name]), rel=1e-9)
 
 
-def test_a_shifted_month_raises_the_drift_warning(scored, spark, tmp_path):
+def _psi_by_hand(profile, name: str, values: np.ndarray) -> float:
+    """PSI of ``values`` against the training shares: bins by counting edges at or below each value (nulls
+    last), shares floored at 1e-4, the textbook sum."""
+    edges = profile.edges[name]
+    index = np.where(np.isnan(values), len(edges) + 1, (edges[None, :] <= values[:, None]).sum(axis=1))
+    actual = np.bincount(index.astype(int), minlength=len(edges) + 2) / len(values)
+    a, e = np.maximum(actual, 1e-4), np.maximum(profile.expected[name], 1e-4)
+    return float(sum((ai - ei) * np.log(ai / ei) for ai, ei in zip(a, e, strict=True)))
+
+
+def test_a_shifted_month_raises_the_drift_warning_and_the_training_rows_have_none(scored, spark, tmp_path):
     _lake, cfg, result, _ = scored
     root = tmp_path / "lake"
     shutil.copytree(cfg.lake_root, root)
@@ -203,6 +222,27 @@ def test_a_shifted_month_raises_the_drift_warning(scored, spark, tmp_path):
     other.write(shifted, "features_monthly", mode="overwrite", replace_partitions={"month": ["2024-06"]})
     report = score_month(spark, other_cfg, "2024-06")
     assert any(top in w for w in report.drift_warnings)
+    # the family's own training rows (its fit month's labelled rows) scored as a month: the drift profile
+    # was drawn from exactly these rows, so every PSI is 0
+    (fit_month,) = result.window.fit_months
+    labelled = other.read("labels_monthly").where(
+        (F.col("month") == fit_month) & F.col("label_available") & F.col("is_churn").isNotNull()
+    )
+    training = (
+        other.read("features_monthly")
+        .where(F.col("month") == fit_month)
+        .join(labelled.select("subscriber_id"), "subscriber_id", "left_semi")
+        .withColumn("month", F.lit("2024-07"))
+    )
+    assert training.count() == result.family.report["rows"]["train"]
+    other.write(training, "features_monthly", mode="overwrite", replace_partitions={"month": ["2024-07"]})
+    assert score_month(spark, other_cfg, "2024-07").drift_warnings == []
+    monitoring = other.read("score_monitoring").where(
+        (F.col("score_month") == "2024-07") & (F.col("kind") == "psi")
+    )
+    psi = {r.name: r.value for r in monitoring.collect()}
+    assert sorted(psi) == sorted(result.family.drift.columns)
+    assert all(v == pytest.approx(0.0, abs=1e-9) for v in psi.values()), psi
     flags = (
         other.read("pipeline_runs")
         .where((F.col("stage") == "score") & (F.col("month") == "2024-06"))

@@ -1,0 +1,17 @@
+"""Schemas of the tables more than one stage writes (Spark DDL strings), in one home.
+
+``model_performance`` holds the train job's test metrics (``source=train``), the backtest's
+(``backtest``) and the evaluate job's realised metrics (``realised``); ``score_monitoring`` holds the
+score job's distribution and drift rows. A stage imports the schema from here, never from another stage.
+"""
+
+from __future__ import annotations
+
+PERFORMANCE_SCHEMA = (
+    "month string, source string, test_month string, model string, cohort string, metric string, "
+    "value double, model_version string, run_id string"
+)
+MONITORING_SCHEMA = (
+    "score_month string, kind string, cohort string, name string, value double, threshold double, "
+    "warning boolean, reference string, model_name string, model_version string"
+)
