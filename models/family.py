@@ -29,7 +29,6 @@ from sklearn.pipeline import Pipeline
 
 from features.errors import MissingColumnsError, SchemaMismatchError
 from features.params import CohortParams
-from models.baselines import lgb_params
 from models.calibration import Calibrator
 from models.encoding import FeatureEncoder
 from models.metrics import ProfitParams, classification_metrics
@@ -279,7 +278,3 @@ def evaluate_family(
     elif len(rows.frame) != len(frame):
         raise ValueError("evaluate_family: scores given for a frame with unlabelled rows")
     return report_of_scores(family, family.cohorts(rows.frame), rows.y, rows.w, scores)
-
-
-# the names bench/run_all.py imports (models.baselines.lgb_params and encode under their earlier names)
-_encode, _lgb_params = encode, lgb_params

@@ -97,7 +97,7 @@ def run(ctx: RunContext) -> ScoreResult:
             [pa.field(f.name, pa.float64()) if pa.types.is_decimal(f.type) else f for f in table.schema]
         )
         frame = table.cast(doubles).to_pandas()
-        scored = score_frame(family, frame, cfg.score)
+        scored = score_frame(family, frame, cfg.score, trend_months=cfg.features.trend_months)
         pq.write_table(pa.Table.from_pandas(scored, preserve_index=False), out / "one.parquet")
 
     out.mkdir(exist_ok=True)
@@ -109,9 +109,17 @@ def run(ctx: RunContext) -> ScoreResult:
         writing the scored rows with pyarrow (the job then ranks them)."""
         with delta.scratch_folder(str(out), "spark") as target:
             if isinstance(source, list):
-                score_files(spark, source, features.columns, payload, cfg.score, target)
+                score_files(
+                    spark,
+                    source,
+                    features.columns,
+                    payload,
+                    cfg.score,
+                    target,
+                    trend_months=cfg.features.trend_months,
+                )
             else:
-                fn = score_batches(payload, cfg.score)
+                fn = score_batches(payload, cfg.score, trend_months=cfg.features.trend_months)
                 write_staged(scoring_input(spark, source), fn, SCORED_SCHEMA, target)
 
     # start every Python worker once (one per task slot: a pass over one file starts only one of them),

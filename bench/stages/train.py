@@ -54,7 +54,8 @@ def run(ctx: RunContext) -> TrainResult:
     import lightgbm as lgb
     import numpy as np
 
-    from models.family import _encode, _lgb_params
+    from models.baselines import lgb_params
+    from models.family import encode
     from pipelines.build_features import build_features_month
     from pipelines.train import labelled_months, read_training_frame, train_month, training_window
 
@@ -78,7 +79,7 @@ def run(ctx: RunContext) -> TrainResult:
     valid = frame[frame["month"] == window.valid_month]
     x, xv = family.encoder.transform(fit), family.encoder.transform(valid)
     y, yv = fit["is_churn"].to_numpy(float), valid["is_churn"].to_numpy(float)
-    params: dict[str, Any] = {**_lgb_params(cfg.model), "metric": "binary_logloss"}
+    params: dict[str, Any] = {**lgb_params(cfg.model), "metric": "binary_logloss"}
 
     def plain() -> lgb.Booster:
         train = lgb.Dataset(x, y, categorical_feature=family.encoder.categorical)
@@ -94,8 +95,8 @@ def run(ctx: RunContext) -> TrainResult:
     booster, t_plain = plain_run.value, plain_run.seconds
 
     cohort, cohort_v = family.cohorts(fit), family.cohorts(valid)
-    xp = _encode(family.encoder, fit, family.spec.cohorts.names, cohort)
-    xpv = _encode(family.encoder, valid, family.spec.cohorts.names, cohort_v)
+    xp = encode(family.encoder, fit, family.spec.cohorts.names, cohort)
+    xpv = encode(family.encoder, valid, family.spec.cohorts.names, cohort_v)
     categorical = [*family.encoder.categorical, xp.shape[1] - 1]
 
     def same_models(early_stopping: bool) -> None:
