@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -300,8 +301,17 @@ OVERLAY = {
 }
 
 
+@dataclass(frozen=True)
+class Matched:
+    lake: Lake
+    cfg: Config
+    args: list[str]  # the match job's arguments for MONTH on this lake
+    top: str  # the line contacted in 2024-04
+    first: pd.DataFrame  # offer_assignments after the first of the two runs
+
+
 @pytest.fixture(scope="module")
-def matched(spark, scored_lake, tmp_path_factory):
+def matched(spark, scored_lake, tmp_path_factory) -> Matched:
     """A copy of the scored lake; a contact in 2024-04 planted for one line; 2024-05 matched twice."""
     base_cfg = scored_lake[1]
     work = tmp_path_factory.mktemp("match_lake")
@@ -331,7 +341,7 @@ def matched(spark, scored_lake, tmp_path_factory):
     assert match_job(args) == 0
     first = lake.read("offer_assignments").toPandas()
     assert match_job(args) == 0
-    return lake, cfg, args, top, first
+    return Matched(lake, cfg, args, top, first)
 
 
 def _assignments(lake) -> pd.DataFrame:
@@ -339,8 +349,8 @@ def _assignments(lake) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_budget_and_capacity_are_never_exceeded(matched):
-    lake, cfg, _, _, _ = matched
+def test_budget_and_capacity_are_never_exceeded(matched: Matched):
+    lake, cfg = matched.lake, matched.cfg
     a = _assignments(lake)
     assigned = a[a["status"] == "assigned"]
     assert 0 < assigned["cost"].sum() <= cfg.offers.budget
@@ -353,8 +363,8 @@ def test_budget_and_capacity_are_never_exceeded(matched):
 
 
 @pytest.mark.slow
-def test_policy_exclusions_carry_their_reason(matched, spark):
-    lake, cfg, _, top, _ = matched
+def test_policy_exclusions_carry_their_reason(matched: Matched, spark):
+    lake, cfg, top = matched.lake, matched.cfg, matched.top
     complaints = window_col("unresolved_complaints", cfg.features.trend_months)
     a = _assignments(lake).set_index("subscriber_id")
     f = (
@@ -381,8 +391,8 @@ def test_policy_exclusions_carry_their_reason(matched, spark):
 
 
 @pytest.mark.slow
-def test_holdout_is_a_stratified_share_of_the_picked_and_stable_across_reruns(matched):
-    lake, cfg, _, _, first = matched
+def test_holdout_is_a_stratified_share_of_the_picked_and_stable_across_reruns(matched: Matched):
+    lake, cfg, first = matched.lake, matched.cfg, matched.first
     a = _assignments(lake)
     picked = a[a["status"].isin(["assigned", "holdout"])]
     for _, part in picked.groupby(["cohort", "risk_band"]):
@@ -399,8 +409,10 @@ def test_holdout_is_a_stratified_share_of_the_picked_and_stable_across_reruns(ma
 
 
 @pytest.mark.slow
-def test_the_price_path_in_spark_is_feasible_and_bounded_by_the_exact_optimum(matched, spark, tmp_path):
-    lake, cfg, args, _, _ = matched
+def test_the_price_path_in_spark_is_feasible_and_bounded_by_the_exact_optimum(
+    matched: Matched, spark, tmp_path
+):
+    lake, cfg, args = matched.lake, matched.cfg, matched.args
     runs = lake.read("pipeline_runs").where(F.col("stage") == "match_offers").orderBy(F.desc("ended_at"))
     exact = runs.first().flags
     assert '"method": "exact"' in exact
@@ -429,22 +441,28 @@ def test_the_price_path_in_spark_is_feasible_and_bounded_by_the_exact_optimum(ma
 
 
 @pytest.mark.slow
-def test_no_warning_list_is_a_clear_error(matched, capsys):
-    _, _, args, _, _ = matched
+def test_no_warning_list_is_a_clear_error(matched: Matched, capsys):
+    args = matched.args
     month_args = [a if a != MONTH else "2024-02" for a in args]
     assert match_job(month_args) == 1
     assert "no warning list for 2024-02 (run jobs/score.py --month 2024-02)" in capsys.readouterr().err
 
 
+@dataclass(frozen=True)
+class MatchedAndEvaluated:
+    lake: Lake
+    month_args: list[str]  # the job arguments for 2024-07 on this lake
+
+
 @pytest.fixture(scope="module")
-def evaluated(matched, spark, tmp_path_factory):
+def evaluated(matched: Matched, spark, tmp_path_factory) -> MatchedAndEvaluated:
     """A copy of the matched lake whose 2024-05 labels are planted: treated lines churn when their
     subscriber id hashes below 10 %, held-out and other lines below 30 %; evaluated as of 2024-07."""
     from jobs.evaluate import main as evaluate_job
 
-    _lake, cfg, args, _, _ = matched
+    args = matched.args
     root = tmp_path_factory.mktemp("evaluate_lake") / "lake"
-    shutil.copytree(cfg.lake_root, root)
+    shutil.copytree(matched.cfg.lake_root, root)
     other_args = [*args, "--set", f"lake.root={root}"]
     other = Lake(spark, load_config([TEST_CONF], [f"lake.root={root}"]))
     status = (
@@ -469,14 +487,14 @@ def evaluated(matched, spark, tmp_path_factory):
     )
     month_args = [a if a != MONTH else "2024-07" for a in other_args]
     assert evaluate_job(month_args) == 0
-    return other, cfg, month_args
+    return MatchedAndEvaluated(other, month_args)
 
 
 @pytest.mark.slow
-def test_evaluation_measures_the_planted_effect_and_realised_performance(evaluated):
+def test_evaluation_measures_the_planted_effect_and_realised_performance(evaluated: MatchedAndEvaluated):
     from sklearn.metrics import roc_auc_score
 
-    lake, _cfg, _ = evaluated
+    lake = evaluated.lake
     w = lake.read("warning_list").where(F.col("score_month") == MONTH).toPandas()
     labels = lake.read("labels_monthly").where(F.col("month") == MONTH).toPandas()
     joined = w.merge(labels[["subscriber_id", "is_churn"]], on="subscriber_id")
@@ -516,8 +534,8 @@ def test_evaluation_measures_the_planted_effect_and_realised_performance(evaluat
 
 
 @pytest.mark.slow
-def test_the_next_matching_reads_the_measured_effects(evaluated, spark):
-    lake, _cfg, month_args = evaluated
+def test_the_next_matching_reads_the_measured_effects(evaluated: MatchedAndEvaluated, spark):
+    lake, month_args = evaluated.lake, evaluated.month_args
     effects = (
         lake.read("offer_effects").where((F.col("month") == "2024-07") & F.col("cohort").isNull()).toPandas()
     )
@@ -542,10 +560,10 @@ def test_the_next_matching_reads_the_measured_effects(evaluated, spark):
 
 
 @pytest.mark.slow
-def test_offers_notebook_runs_on_the_lake(evaluated, monkeypatch):
+def test_offers_notebook_runs_on_the_lake(evaluated: MatchedAndEvaluated, monkeypatch):
     from tests.conftest import run_notebook
 
-    lake, _cfg, _ = evaluated
+    lake = evaluated.lake
     monkeypatch.setenv("CHURN_LAKE_ROOT", lake.cfg.lake_root)
     monkeypatch.setenv("CHURN_SCORE_MONTH", MONTH)
     text, figures = run_notebook("03_warning_list_and_offers.ipynb")
