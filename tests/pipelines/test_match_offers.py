@@ -313,7 +313,7 @@ class Matched:
 @pytest.fixture(scope="module")
 def matched(spark, scored_lake, tmp_path_factory) -> Matched:
     """A copy of the scored lake; a contact in 2024-04 planted for one line; 2024-05 matched twice."""
-    base_cfg = scored_lake[1]
+    base_cfg = scored_lake.cfg
     work = tmp_path_factory.mktemp("match_lake")
     shutil.copytree(base_cfg.lake_root, work / "lake")
     overlay = work / "offers.yml"

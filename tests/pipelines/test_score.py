@@ -41,7 +41,7 @@ def test_probabilities_equal_the_registered_pyfunc(scored):
 
     from pipelines.core.tracking import configure_mlflow
 
-    lake, cfg, result, _ = scored
+    lake, cfg, result = scored.lake, scored.cfg, scored.result
     configure_mlflow(cfg)
     model = mlflow.pyfunc.load_model(f"models:/{cfg.train.registered_model}@champion")
     family = result.family
@@ -59,7 +59,7 @@ def test_probabilities_equal_the_registered_pyfunc(scored):
 
 
 def test_reasons_are_the_serving_models_contributions_in_configured_families(scored):
-    lake, cfg, result, _ = scored
+    lake, cfg, result = scored.lake, scored.cfg, scored.result
     family = result.family
     warning = _warning(lake)
     explained = warning[warning["reasons"].notna()]
@@ -92,7 +92,7 @@ def test_reasons_are_the_serving_models_contributions_in_configured_families(sco
 
 
 def test_bands_deciles_ranks_and_the_actionable_share_are_consistent(scored):
-    lake, cfg, _, _ = scored
+    lake, cfg = scored.lake, scored.cfg
     w = _warning(lake)
     p = cfg.score
     want_band = np.where(
@@ -126,7 +126,7 @@ def test_bands_deciles_ranks_and_the_actionable_share_are_consistent(scored):
 
 
 def test_hard_warnings_are_flagged_whatever_the_score(scored):
-    lake, _, _, _ = scored
+    lake = scored.lake
     w = _warning(lake).set_index("subscriber_id")
     features = (
         lake.read("features_monthly").where(F.col("month") == MONTH).select("subscriber_id", "hard_warning")
@@ -138,7 +138,7 @@ def test_hard_warnings_are_flagged_whatever_the_score(scored):
 
 
 def test_rerun_replaces_the_partition_exactly(scored):
-    lake, _, _, first = scored
+    lake, first = scored.lake, scored.first
     again = lake.read("warning_list").toPandas()
     assert len(again) == len(first) and set(again["score_month"]) == {MONTH}
     cols = ["subscriber_id", "churn_probability", "risk_rank", "risk_band", "churn_type", "value_tier"]
@@ -153,7 +153,7 @@ def test_rerun_replaces_the_partition_exactly(scored):
 
 
 def test_customer_and_household_rollup_reconciles_with_the_lines(scored):
-    lake, cfg, _, _ = scored
+    lake, cfg = scored.lake, scored.cfg
     w = _warning(lake)
     roll = lake.read("customer_risk").where(F.col("score_month") == MONTH).toPandas()
     for level, key in (("customer", "customer_id"), ("household", "household_id")):
@@ -177,7 +177,7 @@ def test_customer_and_household_rollup_reconciles_with_the_lines(scored):
 
 
 def test_monitoring_holds_the_distribution_and_the_psi_of_each_monitored_column(scored):
-    lake, _, result, _ = scored
+    lake, result = scored.lake, scored.result
     m = lake.read("score_monitoring").where(F.col("score_month") == MONTH).toPandas()
     w = _warning(lake)
     dist = m[(m["kind"] == "distribution") & (m["name"] == "rows")].set_index("cohort")["value"]
@@ -207,7 +207,7 @@ def _psi_by_hand(profile, name: str, values: np.ndarray) -> float:
 
 
 def test_a_shifted_month_raises_the_drift_warning_and_the_training_rows_have_none(scored, spark, tmp_path):
-    _lake, cfg, result, _ = scored
+    cfg, result = scored.cfg, scored.result
     root = tmp_path / "lake"
     shutil.copytree(cfg.lake_root, root)
     other_cfg = _cfg(root, cfg.landing_root)
@@ -253,10 +253,10 @@ def test_a_shifted_month_raises_the_drift_warning_and_the_training_rows_have_non
 
 
 def test_errors_are_one_line_and_write_nothing(scored, feature_lake, spark, tmp_path, capsys):
-    lake, cfg, _, _ = scored
+    lake, cfg = scored.lake, scored.cfg
     # no champion and no version: the feature lake has never been trained
     bare = tmp_path / "bare"
-    shutil.copytree(feature_lake[1].lake_root, bare)
+    shutil.copytree(feature_lake.cfg.lake_root, bare)
     bare_cfg = _cfg(bare, cfg.landing_root)
     assert score_job(["--month", "2024-04", *job_args(bare_cfg)]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -280,7 +280,7 @@ def test_errors_are_one_line_and_write_nothing(scored, feature_lake, spark, tmp_
     shutil.copytree(cfg.lake_root, broken)
     broken_cfg = _cfg(broken, cfg.landing_root)
     other = Lake(spark, broken_cfg)
-    needed = next(c for c in scored[2].family.features if c.startswith("care_"))
+    needed = next(c for c in scored.result.family.features if c.startswith("care_"))
     without = other.read("features_monthly").drop(needed).localCheckpoint()  # read before the folder goes
     shutil.rmtree(broken / "features_monthly")
     other.write(without, "features_monthly", mode="overwrite", partition_by=["month"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,10 +32,18 @@ def _cfg(root, landing, *extra):
     return load_config([TEST_CONF], [f"lake.root={root}", f"landing.root={landing}", *extra])
 
 
+@dataclass(frozen=True)
+class Trained:
+    lake: Lake
+    cfg: Any
+    first: Any  # TrainResult as of 2024-05 (version 1, champion)
+    second: Any  # TrainResult as of 2024-06 with a crippled model
+
+
 @pytest.fixture(scope="module")
-def trained(spark, trained_lake, tmp_path_factory):
+def trained(spark, trained_lake, tmp_path_factory) -> Trained:
     """A copy of the lake trained as of 2024-05 (v1), then trained as of 2024-06 with a crippled model."""
-    base_cfg, first = trained_lake[1], trained_lake[2]
+    base_cfg, first = trained_lake.cfg, trained_lake.result
     root = tmp_path_factory.mktemp("train_lake") / "lake"
     shutil.copytree(base_cfg.lake_root, root)
     cfg = _cfg(root, base_cfg.landing_root)
@@ -45,7 +55,7 @@ def trained(spark, trained_lake, tmp_path_factory):
         "model.serve=pooled",
     )
     second = train_month(spark, weak, "2024-06")
-    return Lake(spark, cfg), cfg, first, second
+    return Trained(Lake(spark, cfg), cfg, first, second)
 
 
 def test_window_uses_only_labels_matured_by_the_run_month():
@@ -84,7 +94,7 @@ def test_promotion_gates_with_literal_metrics():
 
 
 def test_training_reads_only_its_window(trained):
-    lake, _, first, _ = trained
+    lake, first = trained.lake, trained.first
     w = first.window
     assert (w.fit_months, w.valid_month, w.test_month) == (("2024-01",), "2024-02", "2024-03")
     labels = lake.read("labels_monthly").where(F.col("is_churn").isNotNull())
@@ -96,7 +106,7 @@ def test_training_reads_only_its_window(trained):
 
 def test_training_frame_read_in_the_driver_equals_spark_join(trained):
     """The driver's pyarrow read of features and labels gives exactly Spark's join: columns, types, values."""
-    lake, _, first, _ = trained
+    lake, first = trained.lake, trained.first
     months = ["2024-01", "2024-02", "2024-03"]
     frame = read_training_frame(lake, months, first.family.spec)
     spark_frame = _spark_training_frame(lake, months, first.family.spec)
@@ -108,7 +118,7 @@ def test_training_frame_read_in_the_driver_equals_spark_join(trained):
 
 def test_test_month_and_later_labels_never_reach_the_model(trained, spark, tmp_path):
     """Flip every label of the test month (2024-03) and of a later month (2024-04): same model."""
-    lake, cfg, first, _ = trained
+    lake, cfg, first = trained.lake, trained.cfg, trained.first
     root = tmp_path / "lake"
     shutil.copytree(cfg.lake_root, root)
     other = Lake(spark, _cfg(root, cfg.landing_root))
@@ -133,7 +143,7 @@ def test_registered_pyfunc_equals_boosters_and_calibrators(trained):
 
     from pipelines.core.tracking import configure_mlflow
 
-    lake, cfg, first, _ = trained
+    lake, cfg, first = trained.lake, trained.cfg, trained.first
     configure_mlflow(cfg)
     model = mlflow.pyfunc.load_model(f"models:/{cfg.train.registered_model}@champion")
     family = first.family
@@ -169,7 +179,7 @@ def test_gates_keep_the_champion_against_a_worse_model(trained):
 
     from pipelines.core.tracking import configure_mlflow
 
-    _, cfg, first, second = trained
+    cfg, first, second = trained.cfg, trained.first, trained.second
     assert first.promoted and first.version == "1"
     assert not second.promoted and second.version == "2"
     assert any("worse than the champion" in r for r in second.decision), second.decision
@@ -186,7 +196,7 @@ def test_mlflow_run_holds_cohort_children_params_and_charts(trained):
 
     from pipelines.core.tracking import configure_mlflow
 
-    _, cfg, first, _ = trained
+    cfg, first = trained.cfg, trained.first
     configure_mlflow(cfg)
     client = MlflowClient()
     run = client.get_run(first.run_id)
@@ -210,7 +220,7 @@ def test_the_job_records_the_seconds_of_each_step(trained):
 
     from pipelines.core.tracking import configure_mlflow
 
-    lake, cfg, _, second = trained
+    lake, cfg, second = trained.lake, trained.cfg, trained.second
     steps = ["read", "fit", "test", "mlflow", "gates"]
     assert list(second.steps) == steps and all(second.steps[s] > 0 for s in steps)
     runs = lake.read("pipeline_runs").where(
@@ -229,7 +239,7 @@ def test_the_job_records_the_seconds_of_each_step(trained):
 def test_job_refuses_a_month_without_matured_labels(trained, capsys):
     from jobs.train import main
 
-    _, cfg, _, _ = trained
+    cfg = trained.cfg
     assert main(["--month", "2024-03", *job_args(cfg)]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("ERROR train: InputNotReadyError: train as of 2024-03: needs 3 snapshot months")
@@ -238,7 +248,7 @@ def test_job_refuses_a_month_without_matured_labels(trained, capsys):
 def test_monthly_trains_when_due(trained, spark):
     from pipelines.monthly import train_due
 
-    lake, cfg, _, _ = trained
+    lake, cfg = trained.lake, trained.cfg
     assert train_due(lake, "2024-06") is None  # trained as of 2024-06 already
     assert train_due(lake, "2024-08") is None  # two months later: not yet (every 3)
     assert train_due(lake, "2024-09") == "last trained as of 2024-06"
@@ -251,7 +261,7 @@ def test_monthly_trains_when_due(trained, spark):
 def test_train_notebook_runs_on_the_lake(trained, monkeypatch):
     from tests.conftest import run_notebook
 
-    _lake, cfg, result, _ = trained
+    cfg, result = trained.cfg, trained.first
     monkeypatch.setenv("CHURN_LAKE_ROOT", cfg.lake_root)
     monkeypatch.setenv("CHURN_RUN_MONTH", "2024-05")
     text, figures = run_notebook("02_train_and_evaluate.ipynb")
