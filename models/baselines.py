@@ -12,6 +12,7 @@ the validation rows, reproducible (fixed seed, deterministic, column-wise histog
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightgbm as lgb
@@ -45,7 +46,7 @@ def fit_booster(p: ModelParams, train: lgb.Dataset, valid: lgb.Dataset, yv: np.n
     Early stopping needs both classes among the validation labels ``yv``; without them the booster
     grows ``num_boost_round`` trees.
     """
-    callbacks = []
+    callbacks: list[Callable[..., Any]] = []
     if len(yv) and 0 < yv.sum() < len(yv):
         callbacks.append(lgb.early_stopping(p.early_stopping_rounds, first_metric_only=True, verbose=False))
     params = {**lgb_params(p), "metric": "binary_logloss"}

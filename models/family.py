@@ -157,7 +157,7 @@ class ModelFamily:
             rows = cohort == name
             if rows.any():
                 booster = self._serving_booster(name)
-                c = booster.predict(x[rows], pred_contrib=True, num_threads=self._threads())
+                c = np.asarray(booster.predict(x[rows], pred_contrib=True, num_threads=self._threads()))
                 out[rows, :n] = c[:, :n]
                 out[rows, n] = c[:, n:].sum(axis=1)  # bias (+ the pooled model's cohort term)
         return out, [*self.features, "__bias"]
@@ -170,7 +170,7 @@ class ModelFamily:
 
     def _baseline_of_matrix(self, x: np.ndarray, which: str) -> np.ndarray:
         if which == POOLED:
-            return self.boosters[POOLED].predict(x, num_threads=self._threads())
+            return np.asarray(self.boosters[POOLED].predict(x, num_threads=self._threads()))
         return self.logistic.predict_proba(x)[:, 1]
 
     def _threads(self) -> int:

@@ -119,7 +119,7 @@ def _design(fit: LabelledRows, val: LabelledRows, spec: ModelSpec) -> _Design:
     x = encode(encoder, fit.frame, cohort_names, cohort)
     xv = encode(encoder, val.frame, cohort_names, cohort_v)
     categorical = [*encoder.categorical, len(names)]
-    layout = {
+    layout: dict[str, Any] = {
         "feature_name": [*names, COHORT_FEATURE],
         "categorical_feature": categorical,
         "params": lgb_params(spec.params),
@@ -150,7 +150,10 @@ def _fit_cohort(
             f"{p.min_cohort_positives} churners)"
         )
         return None, info
-    dtrain, dvalid = design.dtrain.subset(np.flatnonzero(rows)), design.dvalid.subset(np.flatnonzero(rows_v))
+    dtrain, dvalid = (
+        design.dtrain.subset(np.flatnonzero(rows).tolist()),
+        design.dvalid.subset(np.flatnonzero(rows_v).tolist()),
+    )
     info["reason"] = "own model"
     return fit_booster(p, dtrain, dvalid, val.y[rows_v]), info
 
@@ -204,7 +207,7 @@ def _fit_boosters(design: _Design, fit: LabelledRows, val: LabelledRows, spec: M
     """Steps 3 and 4: the pooled booster, then per cohort its own booster and the serving choice."""
     p = spec.params
     boosters = {POOLED: fit_booster(p, design.dtrain, design.dvalid, val.y)}
-    pooled_v = boosters[POOLED].predict(design.xv, num_threads=p.num_threads)
+    pooled_v = np.asarray(boosters[POOLED].predict(design.xv, num_threads=p.num_threads))
     served = _Served(boosters, {}, {}, pooled_v, pooled_v.copy())
     for name in spec.cohorts.names:
         booster, served.cohorts[name] = _fit_cohort(name, design, fit, val, p)

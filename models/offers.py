@@ -137,8 +137,8 @@ def policy_reasons(
         complaint = frame["open_complaint"].fillna(False).astype(bool).to_numpy()
         sales = np.array([o.sales_like for o in params.offers])
         usable[complaint[:, None] & sales[None, :]] = -np.inf
-        mark(~np.isfinite(usable).any(axis=1), "open_complaint")
-    mark(~(usable > 0).any(axis=1), "below_value")
+        mark(np.asarray(~np.isfinite(usable).any(axis=1)), "open_complaint")
+    mark(np.asarray(~(usable > 0).any(axis=1)), "below_value")
     usable[reason != None] = -np.inf  # noqa: E711
     return reason, usable
 

@@ -56,7 +56,7 @@ def score_distribution(y_true, p: np.ndarray) -> Figure:
     y = np.asarray(y_true, dtype=bool)
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    bins = np.linspace(0, max(float(np.max(p)), 1e-6), 40)
+    bins = np.linspace(0, max(float(np.max(p)), 1e-6), 40).tolist()
     ax.hist(p[~y], bins=bins, alpha=0.6, density=True, label="stayed")
     ax.hist(p[y], bins=bins, alpha=0.6, density=True, label="churned")
     ax.set(xlabel="churn probability", ylabel="density", title="Score distribution (test month)")

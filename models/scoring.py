@@ -114,7 +114,7 @@ def top_reasons(
     one_hot[np.arange(n), [REASON_FAMILIES.index(f) for f in families]] = 1.0
     by_family = np.clip(c, 0.0, None) @ one_hot
     main = np.asarray(REASON_FAMILIES, dtype=object)[by_family.argmax(axis=1)]
-    churn_type = np.where(by_family.max(axis=1) > 0, main, None)
+    churn_type = np.where(by_family.max(axis=1) > 0, main, np.array(None, dtype=object))
     return reasons, churn_type
 
 
