@@ -102,7 +102,7 @@ RUNTIME_PACKAGES = ("mlflow", "lightgbm", "scikit-learn", "numpy", "pandas", "py
 
 def runtime_requirements() -> list[str]:
     """The installed versions of :data:`RUNTIME_PACKAGES`, pinned: declared, so MLflow does not infer them
-    (inference loads the model in a subprocess and took about 9 of the train job's seconds)."""
+    (inference loads the model in a subprocess, a large share of a training job's time)."""
     from importlib import metadata
 
     return [f"{name}=={metadata.version(name)}" for name in RUNTIME_PACKAGES]
