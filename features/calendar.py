@@ -38,14 +38,6 @@ def month_end(month: str) -> dt.date:
     return dt.date(year, mon, calendar.monthrange(year, mon)[1])
 
 
-def next_month_start(month: str) -> dt.date:
-    return month_start(add_months(month, 1))
-
-
 def days_in_month(month: str) -> int:
     year, mon = parse_month(month)
     return calendar.monthrange(year, mon)[1]
-
-
-def month_of(day: dt.date) -> str:
-    return f"{day.year:04d}-{day.month:02d}"

@@ -6,7 +6,7 @@ importing ``pipelines``; the Delta layer raises the same classes for table write
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 
 class SchemaMismatchError(ValueError):
@@ -19,11 +19,3 @@ class MissingColumnsError(SchemaMismatchError):
     def __init__(self, missing: Sequence[str], where: str) -> None:
         self.missing = list(missing)
         super().__init__(f"{where}: missing columns {', '.join(self.missing)}")
-
-
-def require_columns(present: Iterable[str], required: Iterable[str], where: str) -> None:
-    """Raise :class:`MissingColumnsError` naming every required column not in ``present``."""
-    have = set(present)
-    missing = [c for c in dict.fromkeys(required) if c not in have]
-    if missing:
-        raise MissingColumnsError(missing, where)

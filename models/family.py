@@ -278,3 +278,8 @@ def evaluate_family(
     elif len(rows.frame) != len(frame):
         raise ValueError("evaluate_family: scores given for a frame with unlabelled rows")
     return report_of_scores(family, family.cohorts(rows.frame), rows.y, rows.w, scores)
+
+
+# Families registered before the calibrator moved to models.calibration pickled it under this name:
+# a champion trained by an earlier release still unpickles (and scores the same).
+_Calibrator = Calibrator

@@ -28,17 +28,6 @@ from scipy.sparse import coo_matrix, vstack
 
 from models.params import RISK_BANDS, OfferParams
 
-EXCLUSION_REASONS = (
-    "no_consent",
-    "cooling_down",
-    "open_complaint",
-    "unprofitable",
-    "not_eligible",
-    "below_value",
-    "budget",
-    "capacity",
-    "holdout",
-)
 # the columns a candidate frame needs (the Spark stage builds them from the warning list and features)
 CANDIDATE_COLUMNS = (
     "subscriber_id",

@@ -121,6 +121,19 @@ class OfferEligibility(Params):
     contract_states: StrTuple = ()
     usage_segments: StrTuple = ()  # segment names (models.segments) or their prefix, e.g. "roamer"
 
+    @model_validator(mode="after")
+    def _known_values(self) -> OfferEligibility:
+        known = {
+            "value_tiers": VALUE_TIERS,
+            "churn_types": REASON_FAMILIES,
+            "contract_states": CONTRACT_STATES,
+        }
+        for name, allowed in known.items():
+            unknown = sorted(set(getattr(self, name)) - set(allowed))
+            if unknown:
+                raise ValueError(f"eligibility.{name}: unknown {unknown} (known: {', '.join(allowed)})")
+        return self
+
 
 class Offer(Params):
     """A retention action: what it costs, how many the channel can carry, whom it fits, what it does."""

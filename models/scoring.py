@@ -23,7 +23,7 @@ import pandas as pd
 from features.columns import avg_col
 from models.family import ModelFamily
 from models.monitoring import DriftProfile
-from models.params import REASON_FAMILIES, RISK_BANDS, ScoreParams
+from models.params import REASON_FAMILIES, ScoreParams
 
 # the frame score_frame returns, as a Spark schema
 SCORED_SCHEMA = (
@@ -45,11 +45,6 @@ def risk_band(probability: np.ndarray, params: ScoreParams) -> np.ndarray:
     return np.where(p >= params.band_high, "high", np.where(p >= params.band_medium, "medium", "low")).astype(
         object
     )
-
-
-def band_at_least(band: np.ndarray, floor: str) -> np.ndarray:
-    """Rows whose band is ``floor`` or riskier."""
-    return np.isin(band, RISK_BANDS[RISK_BANDS.index(floor) :])
 
 
 def value_tier(arpu_3m: np.ndarray, params: ScoreParams) -> np.ndarray:

@@ -80,6 +80,11 @@ class UsageSegments:
     centroids: pd.DataFrame  # per segment: the profile in standard deviations, and its training share
     profile: dict[str, str]  # profile dimension -> the feature column it was fitted on
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # segments pickled before the profile was stored were fitted on the default 3-month columns
+        state.setdefault("profile", profile_columns(3))
+        self.__dict__.update(state)
+
     @property
     def columns(self) -> list[str]:
         """The feature columns ``assign`` reads."""
@@ -93,7 +98,7 @@ class UsageSegments:
 
 
 def fit_segments(
-    frame: pd.DataFrame, *, trend_months: int, k: int = 6, seed: int = 7, max_rows: int = 200_000
+    frame: pd.DataFrame, *, trend_months: int, k: int, seed: int, max_rows: int = 200_000
 ) -> UsageSegments | None:
     """Fit ``k`` usage segments on ``frame`` (a sample of ``max_rows``); None without the profile columns.
 

@@ -39,8 +39,6 @@ from models.scoring import (
     SCORED_SCHEMA,
     drift_feature_columns,
     drift_psi,
-    reason_frame,
-    score_frame,
     value_columns,
 )
 from pipelines.core import delta
@@ -56,7 +54,7 @@ from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake, decimals_as_double
 from pipelines.core.manifest import recorded_run
-from pipelines.core.registry import ModelNotFoundError, ResolvedModel, resolve_model
+from pipelines.core.registry import ResolvedModel, resolve_model
 from pipelines.core.tables import MONITORING_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -380,21 +378,4 @@ def _distribution(ranked: DataFrame) -> dict[str, dict[str, float | None]]:
     return out
 
 
-# the scoring pass, model resolution and the schemas are imported from here too (bench/run_all.py)
-__all__ = [
-    "REASONS_SCHEMA",
-    "SCORED_SCHEMA",
-    "FamilyPayload",
-    "ModelNotFoundError",
-    "ResolvedModel",
-    "ScoreReport",
-    "customer_risk",
-    "reason_batches",
-    "reason_frame",
-    "resolve_model",
-    "score_batches",
-    "score_files",
-    "score_frame",
-    "score_month",
-    "scoring_input",
-]
+__all__ = ["ScoreReport", "customer_risk", "read_month_features", "score_month"]

@@ -332,17 +332,15 @@ def summarize_backtest(results: Sequence[TrainResult]) -> pd.DataFrame:
     return table.groupby(["cohort", "model"], sort=True)[cols].mean().round(4).reset_index()
 
 
-# the training window's names are imported from here too (bench/run_all.py, the notebooks)
+# training_window is pipelines.core.maturity's, imported from here by notebooks/02_train_and_evaluate.ipynb
 __all__ = [
     "TrainResult",
-    "TrainingWindow",
     "backtest",
     "fit_as_of",
-    "labelled_months",
-    "metrics_table",
     "model_spec",
     "promotion_decision",
     "read_training_frame",
+    "summarize_backtest",
     "train_month",
     "training_window",
 ]

@@ -89,8 +89,8 @@ def parquet_writer(fn: BatchFn, ddl: str, target: str) -> BatchFn:
     task under ``target`` (a URI) with pyarrow, streaming batch by batch, and yields one row per task: the
     file (null when the task had no rows) and its rows (:data:`STAGED_DDL`).
 
-    For results that are only written, Spark's Parquet writer costs more than the work: 0.18 s and a 0.1 s
-    commit for 100,000 scored rows that pyarrow writes in 0.05 s. A file is named by its partition and
+    For results that are only written, Spark's Parquet writer and its commit cost more than the work that
+    made the rows (the score stage of ``make bench`` compares the two). A file is named by its partition and
     attempt, so a retried task never overwrites nor adds to another attempt's rows: readers take exactly the
     files the finished tasks report (:func:`write_staged`)."""
     import uuid

@@ -44,7 +44,7 @@ def under_spark_submit() -> bool:
 
 # Spark's whole-stage code generation writes one method per query stage; a wide stage (ingest's
 # validation of a dozen columns) exceeds HotSpot's 8,000-byte limit for compiling a method, so by
-# default it runs interpreted, several times slower than compiled (bench/results: the ingest stage).
+# default it runs interpreted, several times slower than compiled.
 JIT_HUGE_METHODS = "-XX:-DontCompileHugeMethods"
 
 

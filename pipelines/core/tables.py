@@ -1,8 +1,9 @@
-"""Schemas of the tables more than one stage writes (Spark DDL strings), in one home.
+"""Schemas of tables written or read by more than one module (Spark DDL strings), in one home.
 
 ``model_performance`` holds the train job's test metrics (``source=train``), the backtest's
 (``backtest``) and the evaluate job's realised metrics (``realised``); ``score_monitoring`` holds the
-score job's distribution and drift rows. A stage imports the schema from here, never from another stage.
+score job's distribution and drift rows (written by the score stage, read by the demo summary and
+analysts). A stage imports a schema from here, never from another stage.
 """
 
 from __future__ import annotations

@@ -182,7 +182,7 @@ def cache_checked(
 
     Uncompressed, the memory cache is faster to build than a compressed one; but a large delivery held in
     memory runs the executor heap out (tasks fail and are retried) while the disk cache of the same rows
-    costs about the same time (the figures are in ``bench/results/``).
+    costs about the same time.
     """
     if delivery_text_mb(files) > memory_max_mb:
         return df.persist(StorageLevel.DISK_ONLY)

@@ -48,7 +48,7 @@ OWN_CONTACT_RATE = 0.7
 OWN_ACCEPTANCE = {"episode": 0.4, "other": 0.25}
 OWN_CHANNELS = np.array(["call_center", "sms", "store", "app"])
 BILL_CREDIT_MONTHS = 3
-RENEWAL_MONTHS = 24
+RENEWAL_MONTHS = 24  # a renewed contract (the campaign's offer, or a lapsed one renewed) runs this long
 
 
 def _contact_ts(rng: np.random.Generator, month: str, k: int) -> np.ndarray:

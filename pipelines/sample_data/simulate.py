@@ -23,6 +23,7 @@ from features.calendar import add_months, days_in_month, month_start
 from pipelines.sample_data import campaign as campaign_system
 from pipelines.sample_data import events, usage
 from pipelines.sample_data.base import SubscriberBase
+from pipelines.sample_data.campaign import RENEWAL_MONTHS
 from pipelines.sample_data.catalogue import (
     NO_DRIVER,
     NO_REASON,
@@ -75,7 +76,6 @@ PAYMENT_TROUBLE = {"price_sensitivity": 0.15, "other": 0.012}  # postpaid lines 
 PAYMENT_RECOVERY = 0.3
 RENEWAL_LAPSE_DAYS = 60  # an expired contract is renewed (for 24 months) with a monthly chance
 RENEWAL_CHANCE = 0.25
-RENEWAL_MONTHS = 24
 BASE_GROWTH = 1.002  # acquisitions keep the base roughly stable (slight growth)
 
 

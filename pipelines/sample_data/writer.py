@@ -20,7 +20,6 @@ import numpy as np
 from features.calendar import add_months
 from pipelines.sample_data.catalogue import CATALOGUE_TRUTH
 from pipelines.sample_data.finisher import MonthFinisher
-from pipelines.sample_data.formatting import format_ids as _ids
 from pipelines.sample_data.options import (
     MANIFEST_DIR,
     GenerateOptions,
@@ -35,7 +34,6 @@ __all__ = [
     "GenerateOptions",
     "GenerateReport",
     "SampleOperator",
-    "_ids",
     "generate",
     "read_faults",
     "read_manifest",

@@ -6,10 +6,8 @@ from features.calendar import (
     add_months,
     days_in_month,
     month_end,
-    month_of,
     month_start,
     months_between,
-    next_month_start,
     parse_month,
 )
 
@@ -40,5 +38,3 @@ def test_month_bounds_and_leap_years():
     assert (
         days_in_month("2024-02") == 29 and days_in_month("2024-04") == 30 and days_in_month("2024-12") == 31
     )
-    assert next_month_start("2024-12") == dt.date(2025, 1, 1)
-    assert month_of(dt.date(2024, 12, 31)) == "2024-12"

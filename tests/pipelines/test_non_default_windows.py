@@ -105,3 +105,8 @@ def test_matching_reads_the_windowed_complaints(windowed):
     offered = assignments.join(complaining, "subscriber_id").where(F.col("status") == "assigned")
     assert complaining.count() > 0
     assert offered.where(F.col("offer_id").isin(*sales_like)).count() == 0
+    # not vacuous: complaining lines reached the rule (suppressed, or given an offer that is not sales-like)
+    reached = assignments.join(complaining, "subscriber_id").where(
+        (F.col("status") == "assigned") | (F.col("exclusion_reason") == "open_complaint")
+    )
+    assert reached.count() > 0

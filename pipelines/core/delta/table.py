@@ -74,8 +74,8 @@ def _fs(path: str) -> tuple[pafs.FileSystem, str]:
 @contextlib.contextmanager
 def scratch_folder(path: str, prefix: str) -> Iterator[str]:
     """A fresh folder in the staging area of the table at ``path`` (a path or URI, as ``path`` is), removed
-    with what it holds when the block ends; a killed run's is removed by :func:`vacuum`, like a failed
-    write's."""
+    with what it holds when the block ends; a killed run's is removed by
+    :func:`pipelines.core.delta.vacuum.vacuum`, like a failed write's."""
     name = f"{STAGING_DIR}/{prefix}-{uuid.uuid4().hex}"
     fs, folder = _fs(f"{path.rstrip('/')}/{name}")
     try:

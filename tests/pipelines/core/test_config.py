@@ -179,3 +179,13 @@ def test_config_sections_are_the_pure_parameter_models():
     cfg = load_config(overrides=["features.trend_months=4"])
     assert type(cfg.features) is FeatureParams and cfg.features.trend_months == 4
     assert cfg.features.cdr_months == 4
+
+
+def test_an_offer_eligible_for_an_unknown_state_is_refused(tmp_path: Path):
+    overlay = tmp_path / "offers.yml"
+    overlay.write_text(
+        "offers:\n  offers:\n    - {id: x, channel: sms, cost: 1.0, effect: 0.1,"
+        " eligibility: {contract_states: [expired]}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"offers\.offers\.0\.eligibility: .*unknown \['expired'\]"):
+        load_config([overlay])

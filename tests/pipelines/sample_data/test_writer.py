@@ -13,7 +13,8 @@ import pytest
 
 from features import contract as C
 from features.calendar import add_months
-from pipelines.sample_data.writer import GenerateOptions, _ids, generate, read_faults, read_manifest
+from pipelines.sample_data.formatting import format_ids
+from pipelines.sample_data.writer import GenerateOptions, generate, read_faults, read_manifest
 from tests.conftest import GEN_MONTHS
 from tests.pipelines.sample_data.landing_files import data_files, read_source, without_faults
 
@@ -141,11 +142,11 @@ def test_codes_and_formats_follow_the_contract(landing: Path):
 
 
 def test_ids_are_fixed_width_and_refuse_to_overflow():
-    ids = _ids("S", np.array([-1, 3, 999_999_999]))
+    ids = format_ids("S", np.array([-1, 3, 999_999_999]))
     assert ids.to_pylist() == [None, "S000000003", "S999999999"]
-    assert _ids("R", np.array([7]), 12).to_pylist() == ["R000000000007"]
+    assert format_ids("R", np.array([7]), 12).to_pylist() == ["R000000000007"]
     with pytest.raises(ValueError, match="more than 9 digits"):
-        _ids("S", np.array([10**9]))
+        format_ids("S", np.array([10**9]))
 
 
 def test_the_same_seed_writes_the_same_files_and_another_seed_does_not(tmp_path: Path):
