@@ -23,6 +23,9 @@ from pipelines.sample_data.writer import GenerateOptions, generate
 T = TypeVar("T")
 
 CACHE = Path(__file__).resolve().parent / "cache"
+# the month the score and offers stages score and match: the latest month the features stage built (the
+# train stage's test month)
+SCORE_MONTH = "2024-03"
 Clock = Callable[[], float]
 
 

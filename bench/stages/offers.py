@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.harness import RunContext, timed
+from bench.harness import SCORE_MONTH, RunContext, timed
 from bench.record import Record, TableRow, compare
-
-MONTH = "2024-03"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,9 +35,9 @@ def run(ctx: RunContext) -> OffersResult:
     from pipelines.match_offers import match_offers_month
 
     spark, cfg = ctx.spark, ctx.config()
-    exact = timed(lambda: match_offers_month(spark, cfg, MONTH))
+    exact = timed(lambda: match_offers_month(spark, cfg, SCORE_MONTH))
     lagrangian_cfg = ctx.config("offers.exact_max_candidates=0")
-    lagrangian = timed(lambda: match_offers_month(spark, lagrangian_cfg, MONTH))
+    lagrangian = timed(lambda: match_offers_month(spark, lagrangian_cfg, SCORE_MONTH))
     report, prices = exact.value, lagrangian.value
     lines = sum(report.by_status.values())
     return OffersResult(

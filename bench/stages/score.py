@@ -7,11 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.harness import PeakMemory, RunContext, interleaved_best, timed
+from bench.harness import SCORE_MONTH, PeakMemory, RunContext, interleaved_best, timed
 from bench.record import OPTIONAL, Record, TableRow, compare
 from pipelines.core.lake import Lake
 
-MONTH = "2024-03"
 MODEL_VERSION = "1"  # the train stage's first registration
 
 
@@ -61,23 +60,20 @@ def run(ctx: RunContext) -> ScoreResult:
     import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 
+    from models.scoring import REASONS_SCHEMA, SCORED_SCHEMA, score_frame
     from pipelines.core import delta
     from pipelines.core.arrow import write_staged
-    from pipelines.score import (
-        REASONS_SCHEMA,
-        SCORED_SCHEMA,
+    from pipelines.core.batch_scoring import (
         FamilyPayload,
-        read_month_features,
         reason_batches,
-        resolve_model,
         score_batches,
         score_files,
-        score_frame,
-        score_month,
         scoring_input,
     )
+    from pipelines.core.registry import resolve_model
+    from pipelines.score import read_month_features, score_month
 
-    spark, month = ctx.spark, MONTH
+    spark, month = ctx.spark, SCORE_MONTH
     cfg = ctx.config()
     lake = Lake(spark, cfg)
     model = resolve_model(cfg, month, MODEL_VERSION)

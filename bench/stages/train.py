@@ -57,7 +57,8 @@ def run(ctx: RunContext) -> TrainResult:
     from models.baselines import lgb_params
     from models.family import encode
     from pipelines.build_features import build_features_month
-    from pipelines.train import labelled_months, read_training_frame, train_month, training_window
+    from pipelines.core.maturity import labelled_months, training_window
+    from pipelines.train import read_training_frame, train_month
 
     spark = ctx.spark
     cfg = ctx.config()

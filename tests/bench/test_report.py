@@ -26,15 +26,15 @@ def test_the_records_recompute_the_committed_table(committed: dict) -> None:
 
 
 def test_a_row_pairs_ours_with_its_reference(committed: dict) -> None:
-    """One row checked by hand against the stage's saved figures."""
+    """One row checked by hand: its times and memory are the stage's saved figures; its ratio and rate are
+    the values the benchmark printed in the file's table (44.67 s / 2.9 s, 4,633,474 CDR rows / 44.67 s)."""
     ingest = committed["ingest"]
     rows = {(r.stage, r.reference): r for r in BenchResult.from_dict(committed).table_rows()}
     row = rows[("ingest, one CDR month", "DuckDB CSV->Parquet")]
     assert row.seconds == ingest["ingest_s"]
     assert row.reference_seconds == ingest["duckdb_csv_to_parquet_s"]
-    assert row.ratio == round(ingest["ingest_s"] / ingest["duckdb_csv_to_parquet_s"], 2)
-    assert row.rows_per_s == round(ingest["cdr_rows"] / ingest["ingest_s"])
     assert row.peak_mb == ingest["peak_mb"]
+    assert (row.ratio, row.rows_per_s) == (15.4, 103727)
     assert rows[("score job", "-")].reference_seconds is None
 
 
