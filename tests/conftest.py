@@ -6,13 +6,24 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from pipelines.core.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_CONF = ROOT / "conf" / "test.yml"
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+
+def cfg_at(root: Path | str, landing: Path | str, *extra: str) -> Config:
+    """The test configuration with its lake at ``root`` and landing zone at ``landing``, plus ``key=value``
+    overrides (``extra``)."""
+    from pipelines.core.config import load_config
+
+    return load_config([TEST_CONF], [f"lake.root={root}", f"landing.root={landing}", *extra])
 
 
 def job_args(cfg) -> list[str]:

@@ -13,18 +13,13 @@ from pyspark.sql import functions as F
 from jobs.score import main as score_job
 from models.params import RISK_BANDS
 from models.scoring import reason_families
-from pipelines.core.config import load_config
 from pipelines.core.lake import Lake, decimals_as_double
 from pipelines.score import score_month
-from tests.conftest import TEST_CONF, job_args
+from tests.conftest import cfg_at, job_args
 
 pytestmark = pytest.mark.slow
 
 MONTH = "2024-05"
-
-
-def _cfg(root, landing, *extra):
-    return load_config([TEST_CONF], [f"lake.root={root}", f"landing.root={landing}", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +205,7 @@ def test_a_shifted_month_raises_the_drift_warning_and_the_training_rows_have_non
     cfg, result = scored.cfg, scored.result
     root = tmp_path / "lake"
     shutil.copytree(cfg.lake_root, root)
-    other_cfg = _cfg(root, cfg.landing_root)
+    other_cfg = cfg_at(root, cfg.landing_root)
     other = Lake(spark, other_cfg)
     top = next(c for c in result.family.drift.columns if c != "score")
     shifted = (
@@ -257,7 +252,7 @@ def test_errors_are_one_line_and_write_nothing(scored, feature_lake, spark, tmp_
     # no champion and no version: the feature lake has never been trained
     bare = tmp_path / "bare"
     shutil.copytree(feature_lake.cfg.lake_root, bare)
-    bare_cfg = _cfg(bare, cfg.landing_root)
+    bare_cfg = cfg_at(bare, cfg.landing_root)
     assert score_job(["--month", "2024-04", *job_args(bare_cfg)]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert (
@@ -278,7 +273,7 @@ def test_errors_are_one_line_and_write_nothing(scored, feature_lake, spark, tmp_
     # a feature table without a column the model needs
     broken = tmp_path / "broken"
     shutil.copytree(cfg.lake_root, broken)
-    broken_cfg = _cfg(broken, cfg.landing_root)
+    broken_cfg = cfg_at(broken, cfg.landing_root)
     other = Lake(spark, broken_cfg)
     needed = next(c for c in scored.result.family.features if c.startswith("care_"))
     without = other.read("features_monthly").drop(needed).localCheckpoint()  # read before the folder goes

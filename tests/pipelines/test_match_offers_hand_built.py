@@ -1,0 +1,272 @@
+"""Match offers on hand-built inputs: a month with every exclusion reason and a non-default complaint
+window; the Spark price path against brute force; the repair's capacity and budget cut; the control group
+against hashes computed here. The stage on a generated, scored lake is in ``test_match_offers.py``."""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from models.offers import solve_exact
+from models.params import Offer, OfferParams
+from pipelines.core.config import load_config
+from pipelines.core.lake import Lake
+from pipelines.match_offers import match_offers_month, repair_picks, solve_in_spark, with_holdout
+from tests.conftest import TEST_CONF
+from tests.models.test_offers import brute_force_optimum, random_case
+
+MONTH = "2024-05"
+
+
+def _frame(spark: SparkSession, rows: list[dict[str, Any]], ddl: str) -> DataFrame:
+    """Rows by column name (a missing key is null) in the schema ``ddl``."""
+    names = [f.name for f in spark.createDataFrame([], ddl).schema.fields]
+    return spark.createDataFrame([tuple(r.get(n) for n in names) for r in rows], ddl)
+
+
+# --- a hand-built month --------------------------------------------------------------------------------
+
+WARNING_DDL = (
+    "score_month string, subscriber_id string, churn_probability double, arpu_3m double, churn_type string, "
+    "value_tier string, strategy string, cohort string, risk_band string, usage_segment string, "
+    "model_version string, run_id string"
+)
+FEATURES_DDL = (
+    "month string, subscriber_id string, plan_type string, marketing_consent boolean, has_contract boolean, "
+    "out_of_contract boolean, months_to_contract_end int, unresolved_complaints_3m long, "
+    "unresolved_complaints_4m long"
+)
+# one sales-like offer (suppressed while a complaint is open), worth 0.5 x p x 12 x arpu - 10; the budget
+# pays for two
+HAND_OFFERS = {
+    "offers": {
+        "budget": 20.0,
+        "holdout_rate": 0.0,
+        "min_band": "low",
+        "value_horizon_months": 12,
+        "offers": [{"id": "pack", "channel": "sms", "cost": 10.0, "effect": 0.5, "sales_like": True}],
+    }
+}
+
+
+def _hand_lake(spark: SparkSession, tmp_path) -> Lake:
+    """A lake holding the hand-built month (its config: ``.cfg``)."""
+    overlay = tmp_path / "offers.yml"
+    overlay.write_text(yaml.safe_dump(HAND_OFFERS))
+    cfg = load_config(
+        [TEST_CONF, overlay],
+        [f"lake.root={tmp_path / 'lake'}", f"landing.root={tmp_path / 'landing'}", "features.trend_months=4"],
+    )
+    lake = Lake(spark, cfg)
+    line = {
+        "score_month": MONTH,
+        "month": MONTH,
+        "churn_type": "service_issue",
+        "value_tier": "high",
+        "strategy": "care",
+        "cohort": "established",
+        "risk_band": "high",
+        "usage_segment": "voice-heavy",
+        "model_version": "1",
+        "run_id": "r",
+        "plan_type": "postpaid",
+        "marketing_consent": True,
+        "has_contract": True,
+        "out_of_contract": False,
+        "months_to_contract_end": 10,
+        "unresolved_complaints_3m": 0,
+        "unresolved_complaints_4m": 0,
+    }
+    lines = {
+        "s1": {"churn_probability": 0.5, "arpu_3m": 10.0},  # 0.5 x 0.5 x 120 - 10 = 20
+        "s2": {"churn_probability": 0.5, "arpu_3m": 10.0, "marketing_consent": False},
+        "s3": {"churn_probability": 0.5, "arpu_3m": 10.0, "unresolved_complaints_4m": 1},
+        # a complaint before the 4-month window only: no open complaint; 0.4 x 0.5 x 240 - 10 = 38
+        "s4": {"churn_probability": 0.4, "arpu_3m": 20.0, "unresolved_complaints_3m": 2},
+        "s5": {"churn_probability": 0.5, "arpu_3m": 10.0},  # contacted in 2024-04
+        "s6": {"churn_probability": 0.05, "arpu_3m": 10.0},  # 3 - 10: worth less than it costs
+        "s7": {"churn_probability": 0.5, "arpu_3m": 10.0},  # assigned an offer in 2024-03
+        # assigned in 2024-01, before the 3 cooldown months; 0.3 x 0.5 x 120 - 10 = 8: left out for budget
+        "s8": {"churn_probability": 0.3, "arpu_3m": 10.0},
+    }
+    rows = [{**line, "subscriber_id": s, **c} for s, c in lines.items()]
+    lake.write(_frame(spark, rows, WARNING_DDL), "warning_list", partition_by=["score_month"])
+    lake.write(_frame(spark, rows, FEATURES_DDL), "features_monthly", partition_by=["month"])
+    subscriptions = [{"month": MONTH, "subscriber_id": s, "msisdn": f"m{s}"} for s in lines]
+    lake.write(
+        _frame(spark, subscriptions, "month string, subscriber_id string, msisdn string"), "subscriptions"
+    )
+    lake.write(
+        _frame(
+            spark,
+            [{"campaign_month": "2024-04", "subscriber_id": "s5", "contacted": True}],
+            "campaign_month string, subscriber_id string, contacted boolean",
+        ),
+        "campaign_outcomes",
+    )
+    earlier = [
+        {"score_month": "2024-03", "subscriber_id": "s7", "status": "assigned"},
+        {"score_month": "2024-01", "subscriber_id": "s8", "status": "assigned"},
+    ]
+    lake.write(
+        _frame(spark, earlier, "score_month string, subscriber_id string, status string"),
+        "offer_assignments",
+        partition_by=["score_month"],
+    )
+    return lake
+
+
+def test_a_hand_built_month_gets_every_reason_with_a_four_month_complaint_window(spark, tmp_path):
+    lake = _hand_lake(spark, tmp_path)
+    report = match_offers_month(spark, lake.cfg, MONTH)
+    got = (
+        lake.read("offer_assignments")
+        .where(F.col("score_month") == MONTH)
+        .select(
+            "subscriber_id", "status", "exclusion_reason", "offer_id", "expected_net_value", "cost", "msisdn"
+        )
+        .toPandas()
+        .sort_values("subscriber_id")
+        .set_index("subscriber_id")
+    )
+    assigned, excluded = ("assigned", None, "pack"), ("excluded",)
+    want = {
+        "s1": (*assigned, 20.0, 10.0, "ms1"),
+        "s2": (*excluded, "no_consent", None, None, None, None),
+        "s3": (*excluded, "open_complaint", None, None, None, None),
+        "s4": (*assigned, 38.0, 10.0, "ms4"),
+        "s5": (*excluded, "cooling_down", None, None, None, None),
+        "s6": (*excluded, "below_value", None, None, None, None),
+        "s7": (*excluded, "cooling_down", None, None, None, None),
+        "s8": (*excluded, "budget", None, 8.0, None, None),
+    }
+    assert list(got.index) == sorted(want)
+    for s, (status, reason, offer, value, cost, msisdn) in want.items():
+        row = got.loc[s].map(lambda v: None if pd.isna(v) else v)
+        assert (row["status"], row["exclusion_reason"], row["offer_id"], row["msisdn"], row["cost"]) == (
+            status,
+            reason,
+            offer,
+            msisdn,
+            cost,
+        ), s
+        assert row["expected_net_value"] == (None if value is None else pytest.approx(value)), s
+    assert (report.method, report.candidates, report.assigned, report.holdout) == ("exact", 3, 2, 0)
+    assert report.spend == 20.0 and report.total_value == pytest.approx(58.0)
+
+
+# --- the Spark price path, its repair, the control group ---------------------------------------------------
+
+
+def _candidates(spark: SparkSession, values: np.ndarray) -> DataFrame:
+    rows = [
+        (f"s{i}", [None if not np.isfinite(v) else float(v) for v in row]) for i, row in enumerate(values)
+    ]
+    return spark.createDataFrame(rows, "subscriber_id string, offer_values array<double>")
+
+
+def _check_feasible(picked: pd.DataFrame, values: np.ndarray, params: OfferParams) -> float:
+    """The total value of ``picked`` counted from ``values``, after checking it keeps every constraint."""
+    rows = picked["subscriber_id"].str[1:].astype(int).to_numpy()
+    offers = picked["offer_index"].to_numpy()
+    assert len(set(rows)) == len(rows)  # one offer per line
+    assert sum(params.offers[o].cost for o in offers) <= params.budget + 1e-9
+    for j, o in enumerate(params.offers):
+        assert o.capacity is None or (offers == j).sum() <= o.capacity
+    chosen = values[rows, offers]
+    assert np.isfinite(chosen).all()  # only offers the line may get
+    assert picked["expected_net_value"].to_numpy() == pytest.approx(chosen)
+    return float(chosen.sum())
+
+
+def test_the_price_path_in_spark_is_feasible_below_the_optimum_and_its_bound_above(spark):
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        values, params = random_case(rng)
+        params = params.model_copy(update={"lagrangian_iterations": 12})
+        picked, assignment = solve_in_spark(_candidates(spark, values), params)
+        total = _check_feasible(picked.toPandas(), values, params)
+        optimum = brute_force_optimum(values, params)
+        assert assignment.total == pytest.approx(total)
+        assert total <= optimum + 1e-9 <= assignment.bound + 2e-9
+
+
+def test_the_price_path_in_spark_is_near_the_optimum_on_a_larger_case(spark):
+    params = OfferParams(budget=800)
+    rng = np.random.default_rng(1)
+    values = rng.normal(-2, 6, (2000, len(params.offers)))
+    values[rng.random(values.shape) < 0.5] = -np.inf
+    picked, assignment = solve_in_spark(_candidates(spark, values), params)
+    exact = solve_exact(values, params)
+    total = _check_feasible(picked.toPandas(), values, params)
+    assert total <= exact.total <= assignment.bound + 1e-6
+    assert total >= 0.97 * exact.total
+
+
+def test_repair_cuts_each_offer_to_capacity_then_keeps_the_best_prefix_within_the_budget(spark):
+    params = OfferParams(
+        offers=(
+            Offer(id="call", channel="call", cost=5.0, capacity=2, effect=0.1),
+            Offer(id="sms", channel="sms", cost=1.0, effect=0.1),
+        ),
+        budget=8.0,
+    )
+    picks = spark.createDataFrame(
+        [("s0", 1, 10.0), ("s1", 0, 10.0), ("s2", 0, 9.0), ("s3", 0, 9.5), ("s4", 1, 7.0), ("s5", 1, 6.0)],
+        "subscriber_id string, offer_index int, expected_net_value double",
+    )
+    kept = sorted(r.subscriber_id for r in repair_picks(picks, params).collect())
+    # capacity: the call keeps s1 (10) and s3 (9.5), not s2 (9); then by value (ties by id): s0 (spend 1),
+    # s1 (6), s3 (11 > 8) ends the prefix, so s4 and s5 are out though each would still fit
+    assert kept == ["s0", "s1"]
+
+
+def test_the_control_group_is_each_strata_lowest_hashes_with_halves_rounded_up(spark):
+    params = OfferParams(holdout_rate=0.5, holdout_salt="pepper")
+    strata = {("new", "high"): 5, ("new", "medium"): 3, ("established", "high"): 4}
+    base, picked, i = [], [], 0
+    for (cohort, band), n in strata.items():
+        for _ in range(n):
+            base.append((f"s{i}", cohort, band))
+            picked.append((f"s{i}", 0, 1.0 + i))
+            i += 1
+    base += [("x_consent", "new", "high"), ("x_unpicked", "new", "high")]
+    values = [(s, None, [1.0 + k]) for k, (s, *_rest) in enumerate(base[:i])]
+    values += [("x_consent", "no_consent", None), ("x_unpicked", None, [1.0, 3.0])]
+    out = with_holdout(
+        spark.createDataFrame(base, "subscriber_id string, cohort string, risk_band string"),
+        spark.createDataFrame(values, "subscriber_id string, reason string, offer_values array<double>"),
+        spark.createDataFrame(picked, "subscriber_id string, offer_index int, expected_net_value double"),
+        MONTH,
+        params,
+    ).toPandas()
+    got = out.set_index("subscriber_id")
+
+    def key(s: str) -> str:
+        return hashlib.sha256(f"pepper|{MONTH}|{s}".encode()).hexdigest()
+
+    held = set()
+    for (cohort, band), n in strata.items():
+        ids = sorted((s for s, c, b in base[:i] if (c, b) == (cohort, band)), key=key)
+        k = int((Decimal(n) * Decimal("0.5")).quantize(Decimal(1), rounding=ROUND_HALF_UP))  # 5 -> 3
+        held |= set(ids[:k])
+    assert len(held) == 3 + 2 + 2
+    assert set(got.index[got["status"] == "holdout"]) == held
+    assert set(got.index[got["status"] == "assigned"]) == {s for s, *_ in base[:i]} - held
+    assert (got.loc[list(held), "exclusion_reason"] == "holdout").all()
+    assert tuple(got.loc["x_consent", ["status", "exclusion_reason"]]) == ("excluded", "no_consent")
+    unpicked = got.loc["x_unpicked"]
+    assert (unpicked["status"], unpicked["exclusion_reason"], unpicked["expected_net_value"]) == (
+        "excluded",
+        "unassigned",
+        3.0,
+    )
+    assert unpicked["_best_index"] == 1
