@@ -63,15 +63,15 @@ def run(ctx: RunContext) -> ScoreResult:
     from models.scoring import REASONS_SCHEMA, SCORED_SCHEMA, score_frame
     from pipelines.core import delta
     from pipelines.core.arrow import write_staged
-    from pipelines.core.batch_scoring import (
+    from pipelines.core.registry import resolve_model
+    from pipelines.score import read_month_features, score_month
+    from pipelines.score.batch import (
         FamilyPayload,
         reason_batches,
         score_batches,
         score_files,
         scoring_input,
     )
-    from pipelines.core.registry import resolve_model
-    from pipelines.score import read_month_features, score_month
 
     spark, month = ctx.spark, SCORE_MONTH
     cfg = ctx.config()

@@ -20,12 +20,12 @@ from pipelines.core.lake import Lake
 from pipelines.core.maturity import training_window
 from pipelines.train import (
     TrainResult,
-    _spark_training_frame,
     fit_as_of,
     promotion_decision,
     read_training_frame,
     train_month,
 )
+from pipelines.train.stage import _spark_training_frame
 from tests.conftest import cfg_at, job_args
 
 pytestmark = pytest.mark.slow

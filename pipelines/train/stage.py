@@ -33,7 +33,7 @@ from pipelines.core.lake import Lake, decimals_as_double
 from pipelines.core.manifest import recorded_run
 from pipelines.core.maturity import TrainingWindow, labelled_months, training_window
 from pipelines.core.tables import PERFORMANCE_SCHEMA
-from pipelines.core.training_log import log_training_run, metrics_table, performance_rows
+from pipelines.train.mlflow_run import log_training_run, metrics_table, performance_rows
 
 log = logging.getLogger(__name__)
 

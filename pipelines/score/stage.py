@@ -43,19 +43,19 @@ from models.scoring import (
 )
 from pipelines.core import delta
 from pipelines.core.arrow import write_staged
-from pipelines.core.batch_scoring import (
-    FamilyPayload,
-    reason_batches,
-    score_batches,
-    score_files,
-    scoring_input,
-)
 from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake, decimals_as_double
 from pipelines.core.manifest import recorded_run
 from pipelines.core.registry import ResolvedModel, resolve_model
 from pipelines.core.tables import MONITORING_SCHEMA
+from pipelines.score.batch import (
+    FamilyPayload,
+    reason_batches,
+    score_batches,
+    score_files,
+    scoring_input,
+)
 
 log = logging.getLogger(__name__)
 
