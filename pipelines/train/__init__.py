@@ -1,4 +1,7 @@
-"""Stage: train the cohort family as of a run month (``stage``), its MLflow record (``mlflow_run``)."""
+"""Stage: train the cohort family as of a run month (``stage``), its MLflow record (``mlflow_run``).
+
+The public names, listed once here (``training_window`` is ``pipelines.core.maturity``'s, re-exported for
+``notebooks/02_train_and_evaluate.ipynb``)."""
 
 from pipelines.train.stage import (
     TrainResult,

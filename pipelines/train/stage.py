@@ -330,17 +330,3 @@ def summarize_backtest(results: Sequence[TrainResult]) -> pd.DataFrame:
     table = pd.concat(frames)
     cols = ["roc_auc", "top_decile_lift", "ece", "empc"]
     return table.groupby(["cohort", "model"], sort=True)[cols].mean().round(4).reset_index()
-
-
-# training_window is pipelines.core.maturity's, imported from here by notebooks/02_train_and_evaluate.ipynb
-__all__ = [
-    "TrainResult",
-    "backtest",
-    "fit_as_of",
-    "model_spec",
-    "promotion_decision",
-    "read_training_frame",
-    "summarize_backtest",
-    "train_month",
-    "training_window",
-]
