@@ -39,3 +39,6 @@ def test_binned_metrics_equal_the_line_level_metrics():
     got, want = binned_metrics(bins), classification_metrics(y, p)
     for metric in ("rows", "churn_rate", "roc_auc", "pr_auc", "brier", "top_decile_lift", "empc"):
         assert got[metric] == pytest.approx(want[metric], rel=1e-9), metric
+    # the calibration fit weighs each bin by its lines: the same maximum-likelihood fit
+    for metric in ("calibration_slope", "calibration_intercept"):
+        assert got[metric] == pytest.approx(want[metric], rel=1e-7), metric
