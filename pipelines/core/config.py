@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from features.params import BASE, BASE_CONF, ChurnParams, CohortParams, FeatureParams, Params
 from models.metrics import ProfitParams
@@ -69,15 +69,28 @@ class MlflowConf(Params):
 
 
 class PromotionGates(Params):
-    """When a new model version becomes ``champion`` (every cohort, on the test month)."""
+    """When a new model version becomes ``champion`` (``all`` and every cohort, on the test month;
+    ``pipelines.train.gates``)."""
 
     defaults_section: ClassVar[str | None] = "train.promotion"
 
     min_auc: float = Field(default=BASE, ge=0, le=1)
-    max_ece: float = Field(default=BASE, ge=0, le=1)
+    max_relative_ece: float = Field(default=BASE, gt=0)
+    min_calibration_slope: float = Field(default=BASE, gt=0)
+    max_calibration_slope: float = Field(default=BASE, gt=0)
     auc_tolerance: float = Field(default=BASE, ge=0)
-    ece_tolerance: float = Field(default=BASE, ge=0)
+    relative_ece_tolerance: float = Field(default=BASE, ge=0)
+    alpha: float = Field(default=BASE, gt=0, lt=0.5)
+    bootstrap_rounds: int = Field(default=BASE, ge=100)
     min_test_churners: int = Field(default=BASE, ge=1)
+
+    @model_validator(mode="after")
+    def _slope_band(self) -> PromotionGates:
+        if not self.min_calibration_slope < 1 < self.max_calibration_slope:
+            raise ValueError(
+                "the calibration slope band must hold 1: min_calibration_slope < 1 < max_calibration_slope"
+            )
+        return self
 
 
 class TrainConf(Params):

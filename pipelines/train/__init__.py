@@ -1,11 +1,12 @@
-"""Stage: train the cohort family as of a run month (``stage``), its MLflow record (``mlflow_run``)."""
+"""Stage: train the cohort family as of a run month (``stage``), its MLflow record (``mlflow_run``), its
+promotion gates (``gates``)."""
 
+from pipelines.train.gates import RowEvidence, gate_evidence, promotion_decision
 from pipelines.train.stage import (
     TrainResult,
     backtest,
     fit_as_of,
     model_spec,
-    promotion_decision,
     read_training_frame,
     summarize_backtest,
     train_month,
@@ -13,9 +14,11 @@ from pipelines.train.stage import (
 )
 
 __all__ = [
+    "RowEvidence",
     "TrainResult",
     "backtest",
     "fit_as_of",
+    "gate_evidence",
     "model_spec",
     "promotion_decision",
     "read_training_frame",

@@ -10,7 +10,6 @@ random split across months.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,15 +23,16 @@ from pyspark.sql import functions as F
 
 from features.errors import MissingColumnsError
 from models import ModelSpec, TrainingDataError, evaluate_family, fit_family
-from models.family import ModelFamily, model_scores
+from models.family import ModelFamily, labelled_rows, model_scores
 from models.segments import fit_segments
 from pipelines.core import delta
-from pipelines.core.config import Config, PromotionGates
+from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake, decimals_as_double
 from pipelines.core.manifest import recorded_run
 from pipelines.core.maturity import TrainingWindow, labelled_months, training_window
 from pipelines.core.tables import PERFORMANCE_SCHEMA
+from pipelines.train.gates import gate_evidence, promotion_decision
 from pipelines.train.mlflow_run import log_training_run, metrics_table, performance_rows
 
 log = logging.getLogger(__name__)
@@ -165,53 +165,6 @@ def fit_as_of(lake: Lake, run_month: str) -> TrainResult:
     return TrainResult(window, family, test, rows, steps, parts[window.test_month], scores)
 
 
-def promotion_decision(
-    new: dict[str, dict[str, float]],
-    champion: dict[str, dict[str, float]] | None,
-    gates: PromotionGates,
-) -> tuple[bool, list[str]]:
-    """Whether a new family becomes champion, and why (pure: per-cohort test metrics in, decision out).
-
-    ``new`` / ``champion``: cohort -> metrics on the same test month (``roc_auc``, ``ece``, ``churners``).
-    Every gated cohort must meet the floors and not be worse than the champion beyond the tolerances.
-    """
-    reasons: list[str] = []
-    ok = True
-    for cohort, m in sorted(new.items()):
-        if cohort == "all":
-            continue
-        if m.get("churners", 0) < gates.min_test_churners or math.isnan(m.get("roc_auc", math.nan)):
-            reasons.append(f"{cohort}: not gated ({int(m.get('churners', 0))} test churners)")
-            continue
-        auc, ece = m["roc_auc"], m["ece"]
-        if auc < gates.min_auc:
-            ok = False
-            reasons.append(f"{cohort}: AUC {auc:.4f} below the floor {gates.min_auc}")
-        if ece > gates.max_ece:
-            ok = False
-            reasons.append(f"{cohort}: calibration error {ece:.4f} above the ceiling {gates.max_ece}")
-        old = (champion or {}).get(cohort)
-        if old and not math.isnan(old.get("roc_auc", math.nan)):
-            if auc < old["roc_auc"] - gates.auc_tolerance:
-                ok = False
-                reasons.append(f"{cohort}: AUC {auc:.4f} worse than the champion's {old['roc_auc']:.4f}")
-            if ece > old["ece"] + gates.ece_tolerance:
-                ok = False
-                reasons.append(
-                    f"{cohort}: calibration error {ece:.4f} worse than the champion's {old['ece']:.4f}"
-                )
-    if ok:
-        reasons.append("every gated cohort meets the floors" + (" and the champion" if champion else ""))
-    return ok, reasons
-
-
-def _gate_view(metrics: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    return {
-        cohort: {"roc_auc": m["roc_auc"], "ece": m["ece"], "churners": m["rows"] * m["churn_rate"]}
-        for cohort, m in metrics["family"].items()
-    }
-
-
 def write_performance(lake: Lake, results: Sequence[TrainResult], source: str) -> None:
     """Replace the (month, source) partitions of ``model_performance`` with these results."""
     rows = [
@@ -256,12 +209,20 @@ def train_month(
         assert result.version is not None
         set_alias(name, CHALLENGER, result.version)
         champion = load_family(name, CHAMPION)
-        champion_view = None
-        if champion is not None and champion[1] != result.version:
-            # the gates compare the families only: the champion's baselines are not scored
-            scores = {"family": champion[0].predict_proba(test)}
-            champion_view = _gate_view(evaluate_family(champion[0], test, scores))
-        ok, decision = promotion_decision(_gate_view(result.test_metrics), champion_view, cfg.train.promotion)
+        # the champion's family scores the same test rows (its baselines are not compared)
+        old = None if champion is None or champion[1] == result.version else champion[0].predict_proba(test)
+        labelled = labelled_rows(test, result.family.spec, "promotion gates")
+        evidence = gate_evidence(
+            labelled.y,
+            result.test_scores["family"],
+            old,
+            cohort=result.family.cohorts(test),
+            cohort_names=result.family.spec.cohorts.names,
+            gates=cfg.train.promotion,
+            seed=cfg.model.seed,
+            sample_weight=labelled.w,
+        )
+        ok, decision = promotion_decision(evidence, cfg.train.promotion, has_champion=old is not None)
         if promote is not None:
             decision.append(f"gates {'passed' if ok else 'failed'}; overridden: promote={promote} ({reason})")
             ok = promote
@@ -338,7 +299,6 @@ __all__ = [
     "backtest",
     "fit_as_of",
     "model_spec",
-    "promotion_decision",
     "read_training_frame",
     "summarize_backtest",
     "train_month",

@@ -14,14 +14,13 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines.core.config import Config, PromotionGates, load_config
+from pipelines.core.config import Config, load_config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake
 from pipelines.core.maturity import training_window
 from pipelines.train import (
     TrainResult,
     fit_as_of,
-    promotion_decision,
     read_training_frame,
     train_month,
 )
@@ -88,28 +87,6 @@ def test_window_uses_only_labels_matured_by_the_run_month():
     assert training_window("2024-06", months, short).fit_months == ("2024-02",)
     with pytest.raises(InputNotReadyError, match=r"needs 3 snapshot months .* has 2 \(2024-01, 2024-02\)"):
         training_window("2024-04", months, cfg)
-
-
-def test_promotion_gates_with_literal_metrics():
-    gates = PromotionGates(
-        min_auc=0.6, max_ece=0.05, auc_tolerance=0.01, ece_tolerance=0.01, min_test_churners=10
-    )
-    good = {
-        "new": {"roc_auc": 0.78, "ece": 0.02, "churners": 40},
-        "all": {"roc_auc": 0.8, "ece": 0.01, "churners": 90},
-    }
-    assert promotion_decision(good, None, gates)[0]
-    worse = {"new": {"roc_auc": 0.75, "ece": 0.02, "churners": 40}}
-    ok, why = promotion_decision(worse, {"new": {"roc_auc": 0.78, "ece": 0.02, "churners": 40}}, gates)
-    assert not ok and why == ["new: AUC 0.7500 worse than the champion's 0.7800"]
-    within = {"new": {"roc_auc": 0.775, "ece": 0.025, "churners": 40}}
-    assert promotion_decision(within, good, gates)[0]
-    floor = {"new": {"roc_auc": 0.55, "ece": 0.08, "churners": 40}}
-    ok, why = promotion_decision(floor, None, gates)
-    assert not ok and len(why) == 2
-    thin = {"new": {"roc_auc": 0.5, "ece": 0.3, "churners": 3}}
-    ok, why = promotion_decision(thin, None, gates)
-    assert ok and why[0] == "new: not gated (3 test churners)"
 
 
 def test_training_reads_only_its_window(trained):
@@ -194,19 +171,35 @@ def test_registered_pyfunc_equals_boosters_and_calibrators(trained):
 
 
 def test_gates_keep_the_champion_against_a_worse_model(trained):
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     from pipelines.core.tracking import configure_mlflow
 
     cfg, first, second = trained.cfg, trained.first, trained.second
     assert first.promoted and first.version == "1"
+    # the first model: all gated (no champion to compare with), with its figures
+    assert first.decision[0].startswith("all: ") and " test churners, AUC " in first.decision[0]
+    assert (
+        first.decision[-1].startswith("promoted: every gated row (all")
+        and "(no champion yet)" in first.decision[-1]
+    )
     assert not second.promoted and second.version == "2"
-    assert any("worse than the champion" in r for r in second.decision), second.decision
+    # the crippled model ranks significantly worse than the champion on the same rows of all
+    (versus_all,) = [
+        line for line in second.decision if line.startswith("all: AUC ") and "champion's" in line
+    ]
+    p_value = float(re.search(r"one-sided p [=<] (\d\.\d+)", versus_all).group(1))
+    assert versus_all.endswith("worse than the champion") and p_value < cfg.train.promotion.alpha
+    assert second.decision[-1].startswith("not promoted: all")
     configure_mlflow(cfg)
     client = MlflowClient()
     name = cfg.train.registered_model
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
+    # the decision is the run's record
+    text = mlflow.artifacts.load_text(f"runs:/{second.run_id}/report/promotion.txt")
+    assert text.splitlines() == second.decision
 
 
 def test_mlflow_run_holds_cohort_children_params_and_charts(trained):
