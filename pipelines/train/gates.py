@@ -12,9 +12,10 @@ is refused when
   significantly lower (paired bootstrap, one-sided p < ``alpha``), or its relative calibration error is
   above the champion's by more than ``relative_ece_tolerance``.
 
-Each threshold needs the test as well because with a few dozen churners the figures move by chance
-alone: a calibrated model's calibration error is then a good part of the churn rate, and AUCs differ by
-a few hundredths between two equally good models.
+The calibration thresholds and the comparison of AUCs need the test as well because with a few dozen
+churners the figures move by chance alone: a calibrated model's calibration error is then a good part of
+the churn rate, and the AUCs of two equally good models differ by a few hundredths. On many thousands
+of rows the reverse holds, a tiny drop is significant: the tolerance keeps such a model.
 
 A family none of whose rows could be gated is not promoted: nobody judged it. With no champion yet the
 first family is promoted only when ``all`` was gated and passed.
