@@ -238,6 +238,7 @@ LOOP_OUTPUTS = (
     "score_monitoring",
     "offer_assignments",
     "campaign_effect",
+    "programme_effect",
     "offer_effects",
     "campaign_feedback",
 )

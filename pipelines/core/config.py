@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from features.params import BASE, BASE_CONF, ChurnParams, CohortParams, FeatureParams, Params
 from models.metrics import ProfitParams
@@ -147,6 +147,18 @@ class Config(Params):
     evaluate: EvaluateParams
     ingest: IngestConf
     sample_data: SampleDataConf
+
+    @model_validator(mode="after")
+    def _controls_stay_untouched(self) -> Config:
+        """A control line may not be offered anything while its campaign outcome is open."""
+        open_months = self.churn.gap_months + self.churn.window_months
+        if self.offers.policy.cooldown_months < open_months:
+            raise ValueError(
+                f"offers.policy.cooldown_months ({self.offers.policy.cooldown_months}) must be at least "
+                f"churn.gap_months + churn.window_months ({open_months}): a control line would be offered "
+                "something while its outcome is still open"
+            )
+        return self
 
     @property
     def lake_root(self) -> str:
