@@ -41,6 +41,7 @@ CANDIDATE_COLUMNS = (
     "risk_band",
     "cohort",
     "value_tier",
+    "strategy",
     "churn_type",
     "usage_segment",
     "arpu_3m",
@@ -79,6 +80,7 @@ def eligible(frame: pd.DataFrame, params: OfferParams) -> np.ndarray:
             ("value_tier", rules.value_tiers),
             ("churn_type", rules.churn_types),
             ("contract_state", rules.contract_states),
+            ("strategy", rules.strategies),
         ):
             if allowed:
                 out[:, j] &= frame[column].isin(allowed).to_numpy()

@@ -80,6 +80,8 @@ class ScoreParams(Params):
     # feature name patterns (fnmatch) per reason family, first match wins in this order
     reason_families: dict[str, StrTuple] = BASE
     fallback_family: str = BASE
+    # features no retention action can change (fnmatch): never a reason, never decide the churn type
+    non_actionable: StrTuple = BASE
     value_high: float = BASE
     value_medium: float = BASE
     value_low: float = BASE
@@ -120,6 +122,7 @@ class OfferEligibility(Params):
     churn_types: StrTuple = ()
     contract_states: StrTuple = ()
     usage_segments: StrTuple = ()  # segment names (models.segments) or their prefix, e.g. "roamer"
+    strategies: StrTuple = ()  # cells of the value x risk strategy matrix (score.strategy) it serves
 
     @model_validator(mode="after")
     def _known_values(self) -> OfferEligibility:

@@ -50,12 +50,17 @@ def reset_demo_roots(cfg: Config) -> None:
 
 
 def offer_list(lake: Lake, month: str) -> pd.DataFrame | None:
-    """What the campaign system reads of ``offer_assignments`` for ``month``: treated and control lines."""
+    """What the campaign system reads of ``offer_assignments`` for ``month``: treated lines and their
+    offers' control lines (the programme hold-out is no campaign's control: it is simply left alone)."""
     if not lake.exists("offer_assignments"):
         return None
     return (
         lake.read("offer_assignments")
-        .where((F.col("score_month") == month) & F.col("status").isin("assigned", "holdout"))
+        .where(
+            (F.col("score_month") == month)
+            & F.col("status").isin("assigned", "holdout")
+            & F.col("intended_offer_id").isNotNull()
+        )
         .select("subscriber_id", "status", "intended_offer_id", "channel")
         .toPandas()
     )

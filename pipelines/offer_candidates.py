@@ -59,8 +59,7 @@ def candidate_frame(lake: Lake, month: str, params: OfferParams) -> DataFrame:
     table = lake.read("features_monthly")
     household = F.col("household_id") if "household_id" in table.columns else F.lit(None).cast("string")
     features = decimals_as_double(
-        table.where(F.col("month") == month)
-        .select(
+        table.where(F.col("month") == month).select(
             "subscriber_id",
             "plan_type",
             "marketing_consent",

@@ -53,7 +53,7 @@ def test_pooled_effect_removes_the_bias_of_unequal_control_shares_across_strata(
             "holdout_churners": [100 * 0.30, 500 * 0.10],
         }
     )
-    crude = campaign_effect(1400, int(225 + 25), 600, int(30 + 50))
+    crude = campaign_effect(1400, 225 + 25, 600, 30 + 50)
     assert crude["effect"] < -0.03  # the crude difference even has the wrong sign
     pooled = pooled_effect(strata)
     assert pooled["effect"] == pytest.approx(0.05)

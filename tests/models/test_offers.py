@@ -126,6 +126,7 @@ def _lines() -> pd.DataFrame:
         "risk_band": "high",
         "cohort": "established",
         "value_tier": "high",
+        "strategy": "strongest_retention",
         "churn_type": "service_issue",
         "usage_segment": "voice-heavy",
         "arpu_3m": 50.0,
@@ -232,3 +233,9 @@ def test_eligibility_rules_and_contract_states():
     assert not np.isfinite(net_values(frame, params)).any()
     frame = frame.assign(contract_state="expiring", usage_segment="roamer 2")
     assert np.isfinite(net_values(frame, params)).all()
+    # the strategy matrix: an offer serving other cells is not for this line
+    cells = OfferParams(
+        offers=(offer.model_copy(update={"eligibility": OfferEligibility(strategies=("x",))}),)
+    )
+    assert not np.isfinite(net_values(frame, cells)).any()
+    assert np.isfinite(net_values(frame.assign(strategy="x"), cells)).all()
