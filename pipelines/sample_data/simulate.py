@@ -3,8 +3,9 @@
 Churn is driven by *risk episodes*: a subscriber enters an episode (hazard depends on plan type, tenure
 cohort, contract end, a personal propensity and churned contacts), shows signals for one or two months
 (usage decline, fewer active days, a run of silent days, calls to competitors, care contacts, bill shock,
-arrears), then churns, unless the episode was a false alarm or a retention offer worked. Some churners
-leave silently (no episode), and many non-churners show noise signals: the signal is real but partial.
+arrears), then churns, unless the episode was a false alarm or a retention offer worked (a retention
+contact can also start one). Some churners leave silently (no episode), and many non-churners show noise
+signals: the signal is real but partial.
 
 Each month yields tables of plain Python/numpy columns for the five landing sources; the writer turns
 them into files. Memory holds one month of CDRs at a time. The pieces: :mod:`.catalogue` (codes, plans,
