@@ -20,8 +20,9 @@ reached line with the hidden ``contact_averse`` trait (:mod:`.base`, more common
 and no episode about to churn is pushed out by the contact with chance ``PROVOKE_CHANCE`` (higher for a
 line out of contract, the pipeline's ``contract_state = out_of_contract``: its contract ended by the end
 of the score month) times the offer's ``provocation`` (sales-like offers provoke, service ones much
-less). So a sales-like offer has a negative average effect on out-of-contract lines without an episode,
-and on low-usage lines; see ``NEGATIVE_SEGMENTS``.
+less). So a sales-like offer harms out-of-contract lines without an episode about to churn: its average
+effect on out-of-contract lines is negative (``NEGATIVE_SEGMENTS``), even among lines in a risk episode;
+low-usage lines, where the trait is more common, are harmed more often too.
 """
 
 from __future__ import annotations
@@ -289,6 +290,6 @@ CONTACT_EFFECT = 0.04  # a contact alone (offer declined) sometimes ends an epis
 # (times the offer's provocation), by whether it is out of contract at the end of the score month
 PROVOKE_CHANCE = {"out_of_contract": 0.6, "other": 0.15}
 PROVOKED_DRIVER = Driver.COMPETITOR_PULL  # a provoked line shops around
-# (offer, observable segment) pairs with a negative true average effect on the lines a campaign lists
-# (checked in the tests): a sales-like cheap offer to lines out of contract
+# (offer, observable segment) pairs with a negative true average effect, on the lines in a risk episode
+# as on any (the tests check it): a cheap sales-like offer to lines out of contract
 NEGATIVE_SEGMENTS = (("free_addon", "out_of_contract"), ("data_pack", "out_of_contract"))
