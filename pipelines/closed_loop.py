@@ -5,8 +5,8 @@ features, trains when due, scores, evaluates and matches offers, and then the op
 (the simulation again) reads ``offer_assignments`` of that month and carries it out: contacts,
 acceptances and their true effect on churn, with the outcomes delivered in the next month's
 ``campaign_outcomes``. Months before the pipeline has a model run the operator's own campaign. The true
-effect of every campaign is in the landing manifest (``campaign_truth``), beside what the evaluation
-measures in ``campaign_effect``.
+effect of every campaign is in the landing manifest, per offer (``campaign_truth``, beside what the
+evaluation measures in ``campaign_effect``) and per listed line (``campaign_truth_lines``).
 """
 
 from __future__ import annotations

@@ -121,7 +121,10 @@ def _truth(cfg: Config) -> None:
     except (OSError, ValueError):
         return
     if truth:
-        print("\nTrue effect of each campaign on the churn rate (known to the simulation only):")
+        print(
+            "\nTrue effect of each campaign on its treated lines' churn from the contact month"
+            " (known to the simulation only):"
+        )
         for r in truth:
             print(
                 f"   {r['campaign_month']}  treated {r['treated']}, control {r['holdout']}: "
