@@ -161,6 +161,29 @@ class Config(Params):
     ingest: IngestConf
     sample_data: SampleDataConf
 
+    @model_validator(mode="after")
+    def _offers_fit_the_rest(self) -> Config:
+        """A control line may not be offered anything while its campaign outcome is open; an offer's
+        strategies are cells of the strategy matrix."""
+        # a line listed for score month S is contacted in S + 1 and its outcome is open to the end of
+        # S + gap + window; cooling down for c months, its next contact is at S + c + 2 at the earliest
+        needed = self.churn.gap_months + self.churn.window_months - 1
+        if self.offers.policy.cooldown_months < needed:
+            raise ValueError(
+                f"offers.policy.cooldown_months ({self.offers.policy.cooldown_months}) must be at least "
+                f"churn.gap_months + churn.window_months - 1 ({needed}): a control line would be offered "
+                "something while its outcome is still open"
+            )
+        cells = {action for by_band in self.score.strategy.values() for action in by_band.values()}
+        for offer in self.offers.offers:
+            unknown = sorted(set(offer.eligibility.strategies) - cells)
+            if unknown:
+                raise ValueError(
+                    f"offers.offers[{offer.id}].eligibility.strategies: unknown {unknown} "
+                    f"(the cells of score.strategy: {', '.join(sorted(cells))})"
+                )
+        return self
+
     @property
     def lake_root(self) -> str:
         return _absolute(self.lake.root)

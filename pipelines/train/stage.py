@@ -32,6 +32,7 @@ from pipelines.core.lake import Lake, decimals_as_double
 from pipelines.core.manifest import recorded_run
 from pipelines.core.maturity import TrainingWindow, labelled_months, training_window
 from pipelines.core.tables import PERFORMANCE_SCHEMA
+from pipelines.core.treatment import treated_in_window
 from pipelines.train.gates import gate_evidence, promotion_decision
 from pipelines.train.mlflow_run import log_training_run, metrics_table, performance_rows
 
@@ -51,7 +52,8 @@ def model_spec(cfg: Config) -> ModelSpec:
 
 
 def read_training_frame(lake: Lake, months: Sequence[str], spec: ModelSpec) -> pd.DataFrame:
-    """Features of ``months`` joined with their (non-null) labels, as pandas.
+    """Features of ``months`` joined with their (non-null) labels, as pandas; rows contacted inside their
+    label window are left out (the model learns the risk if left alone: :mod:`pipelines.core.treatment`).
 
     Read in the driver with pyarrow (the driver needs the rows whole to fit on them; a Spark job would
     only add the JVM's row-to-Arrow conversion), Spark where only the native Delta connector can read.
@@ -78,6 +80,10 @@ def read_training_frame(lake: Lake, months: Sequence[str], spec: ModelSpec) -> p
         # joined and sorted in Arrow (multi-threaded), one conversion to pandas: a pandas merge would copy
         # every column block, most of the read's time
         joined = features.join(labels, keys, join_type="inner")
+        treated = treated_in_window(lake, months).toArrow()
+        if treated.num_rows:
+            treated = pa.table({k: treated[k].cast(features.schema.field(k).type) for k in keys})
+            joined = joined.join(treated, keys, join_type="left anti")
         # Spark's join order (keys first) and the same rows in the same order, however the files were split
         joined = joined.select([*keys, *[c for c in joined.column_names if c not in keys]])
         return joined.sort_by([("month", "ascending"), ("subscriber_id", "ascending")]).to_pandas()
@@ -94,7 +100,11 @@ def _spark_training_frame(lake: Lake, months: Sequence[str], spec: ModelSpec) ->
         .where(F.col("month").isin(*months) & F.col("label_available") & F.col("is_churn").isNotNull())
         .select("subscriber_id", "month", F.col("is_churn").cast("int").alias(spec.label))
     )
-    return decimals_as_double(features.join(labels, ["subscriber_id", "month"], "inner")).toPandas()
+    treated = treated_in_window(lake, months)
+    joined = features.join(labels, ["subscriber_id", "month"], "inner").join(
+        treated, ["subscriber_id", "month"], "left_anti"
+    )
+    return decimals_as_double(joined).toPandas()
 
 
 def _check_cohorts(frame: pd.DataFrame, spec: ModelSpec, window: TrainingWindow) -> None:

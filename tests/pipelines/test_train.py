@@ -93,8 +93,21 @@ def test_training_reads_only_its_window(trained):
     lake, first = trained.lake, trained.first
     w = first.window
     assert (w.fit_months, w.valid_month, w.test_month) == (("2024-01",), "2024-02", "2024-03")
-    labels = lake.read("labels_monthly").where(F.col("is_churn").isNotNull())
-    counts = {r.month: r["count"] for r in labels.groupBy("month").count().collect()}
+    labels = lake.read("labels_monthly").where(F.col("is_churn").isNotNull()).toPandas()
+    # lines the operator's own campaign contacted inside their label window (a list of S is contacted in
+    # S + 1; gap 1 + window 1: the lists of T and T + 1 touch snapshot T) are out
+    contacts = lake.read("campaign_outcomes").where(F.col("contacted")).toPandas()
+    treated = {
+        (s, m)
+        for s, c in zip(contacts["subscriber_id"], contacts["campaign_month"], strict=True)
+        for m in (c, str(pd.Period(c, freq="M") - 1))
+    }
+    assert len(treated) > 100
+    kept = labels[
+        [(s, m) not in treated for s, m in zip(labels["subscriber_id"], labels["month"], strict=True)]
+    ]
+    assert len(kept) < len(labels)
+    counts = kept.groupby("month").size()
     assert first.rows == {"fit": counts["2024-01"], "valid": counts["2024-02"], "test": counts["2024-03"]}
     assert first.family.report["rows"]["train"] == counts["2024-01"]
     assert first.family.report["rows"]["valid"] == counts["2024-02"]
@@ -110,6 +123,39 @@ def test_training_frame_read_in_the_driver_equals_spark_join(trained):
     pd.testing.assert_frame_equal(frame, spark_frame)
     assert sorted(frame["month"].unique()) == months
     assert len(frame) == sum(first.rows.values())
+
+
+def test_the_outcomes_of_treated_lines_never_reach_the_model(trained, spark, tmp_path):
+    """A strong campaign in a fitted month: half of 2024-01's churners assigned an offer. Whether the
+    campaign saved them all or none, the model is the same: treated rows are out, the others stay."""
+    lake, cfg, first = trained.lake, trained.cfg, trained.first
+    root = tmp_path / "lake"
+    shutil.copytree(cfg.lake_root, root)
+    other = Lake(spark, cfg_at(root, cfg.landing_root))
+    labels = other.read("labels_monthly").where(F.col("month") == "2024-01")
+    half = F.conv(F.substring(F.sha2("subscriber_id", 256), 1, 4), 16, 10).cast("int") % 2 == 0
+    treated = labels.where(F.col("is_churn") & half).select("subscriber_id").toPandas()["subscriber_id"]
+    assigned = spark.createDataFrame(
+        [("2024-01", s, "assigned") for s in treated],
+        "score_month string, subscriber_id string, status string",
+    )
+    other.write(assigned, "offer_assignments", partition_by=["score_month"])
+    months = list(first.window.months)
+    frame = read_training_frame(other, months, first.family.spec)
+    before = read_training_frame(lake, months, first.family.spec)
+    removed = before[(before["month"] == "2024-01") & before["subscriber_id"].isin(set(treated))]
+    assert len(removed) > 20 and len(frame) == len(before) - len(removed)
+    assert not frame.loc[frame["month"] == "2024-01", "subscriber_id"].isin(set(treated)).any()
+    none_saved = fit_as_of(other, "2024-05")
+    saved = spark.createDataFrame(
+        labels.withColumn("is_churn", F.col("is_churn") & ~F.col("subscriber_id").isin(*treated)).collect(),
+        labels.schema,
+    )  # the campaign saved every treated line
+    other.write(saved, "labels_monthly", mode="overwrite", replace_partitions={"month": ["2024-01"]})
+    all_saved = fit_as_of(other, "2024-05")
+    test = read_training_frame(lake, ["2024-03"], first.family.spec)
+    np.testing.assert_array_equal(all_saved.family.predict_proba(test), none_saved.family.predict_proba(test))
+    assert none_saved.rows == all_saved.rows and none_saved.rows["fit"] == first.rows["fit"] - len(removed)
 
 
 def test_test_month_and_later_labels_never_reach_the_model(trained, spark, tmp_path):

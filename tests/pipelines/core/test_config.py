@@ -189,3 +189,25 @@ def test_an_offer_eligible_for_an_unknown_state_is_refused(tmp_path: Path):
     )
     with pytest.raises(ConfigError, match=r"offers\.offers\.0\.eligibility: .*unknown \['expired'\]"):
         load_config([overlay])
+
+
+def test_offers_must_fit_the_strategy_matrix_and_the_outcome_window(tmp_path: Path):
+    overlay = tmp_path / "offers.yml"
+    overlay.write_text(
+        "offers:\n  offers:\n    - {id: x, channel: sms, cost: 1.0, effect: 0.1,"
+        " eligibility: {strategies: [strongest_retention, shout]}}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"offers\.offers\[x\]\.eligibility\.strategies: unknown \['shout'\]"
+    ):
+        load_config([overlay])
+    # gap 1 + window 3: a line listed for S has its outcome open to S + 4, so two months of cool-down
+    # would let a control line be contacted in S + 4
+    with pytest.raises(ConfigError, match=r"cooldown_months \(2\) must be at least .* \(3\)"):
+        load_config([], ["churn.window_months=3", "offers.policy.cooldown_months=2"])
+    assert (
+        load_config(
+            [], ["churn.window_months=3", "offers.policy.cooldown_months=3"]
+        ).offers.policy.cooldown_months
+        == 3
+    )
