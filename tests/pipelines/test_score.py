@@ -14,6 +14,7 @@ from jobs.score import main as score_job
 from models.params import RISK_BANDS
 from models.scoring import reason_families
 from pipelines.core.lake import Lake, decimals_as_double
+from pipelines.core.treatment import treated_in_window
 from pipelines.score import score_month
 from tests.conftest import cfg_at, job_args
 
@@ -217,16 +218,18 @@ def test_a_shifted_month_raises_the_drift_warning_and_the_training_rows_have_non
     other.write(shifted, "features_monthly", mode="overwrite", replace_partitions={"month": ["2024-06"]})
     report = score_month(spark, other_cfg, "2024-06")
     assert any(top in w for w in report.drift_warnings)
-    # the family's own training rows (its fit month's labelled rows) scored as a month: the drift profile
-    # was drawn from exactly these rows, so every PSI is 0
+    # the family's own training rows (its fit month's labelled rows left alone by any campaign) scored as a
+    # month: the drift profile was drawn from exactly these rows, so every PSI is 0
     (fit_month,) = result.window.fit_months
     labelled = other.read("labels_monthly").where(
         (F.col("month") == fit_month) & F.col("label_available") & F.col("is_churn").isNotNull()
     )
+    treated = treated_in_window(other, [fit_month]).select("subscriber_id")
     training = (
         other.read("features_monthly")
         .where(F.col("month") == fit_month)
         .join(labelled.select("subscriber_id"), "subscriber_id", "left_semi")
+        .join(treated, "subscriber_id", "left_anti")
         .withColumn("month", F.lit("2024-07"))
     )
     assert training.count() == result.family.report["rows"]["train"]
