@@ -16,21 +16,25 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from features.calendar import add_months
+from features.params import ChurnParams
 from pipelines.core.lake import Lake
 
 
 def contact_months(lake: Lake, months: Sequence[str]) -> list[str]:
     """The score months whose contacts fall inside the label window of any of ``months``."""
-    churn = lake.cfg.churn
+    return sorted({scored for _, scored in window_pairs(months, lake.cfg.churn)})
+
+
+def window_pairs(months: Sequence[str], churn: ChurnParams) -> list[tuple[str, str]]:
+    """``(snapshot month, score month)``: each score month whose contact falls inside the snapshot month's
+    label window (also for readers without Spark, such as the DuckDB notebooks)."""
     span = churn.gap_months + churn.window_months
-    return sorted({add_months(m, k) for m in months for k in range(span)})
+    return [(m, add_months(m, k)) for m in months for k in range(span)]
 
 
 def treated_in_window(lake: Lake, months: Sequence[str]) -> DataFrame:
     """``(subscriber_id, month)`` rows of the snapshot ``months`` contacted inside their label window."""
     spark = lake.spark
-    churn = lake.cfg.churn
-    span = churn.gap_months + churn.window_months
     scored = contact_months(lake, months)
     parts = [spark.createDataFrame([], "subscriber_id string, contact_month string")]
     if lake.exists("offer_assignments"):
@@ -49,6 +53,6 @@ def treated_in_window(lake: Lake, months: Sequence[str]) -> DataFrame:
     for p in parts[1:]:
         contacts = contacts.unionByName(p)
     snapshots = spark.createDataFrame(
-        [(m, add_months(m, k)) for m in months for k in range(span)], "month string, contact_month string"
+        window_pairs(months, lake.cfg.churn), "month string, contact_month string"
     )
     return contacts.join(snapshots, "contact_month").select("subscriber_id", "month").distinct()

@@ -18,7 +18,9 @@ the churn rate, and the AUCs of two equally good models differ by a few hundredt
 of rows the reverse holds, a tiny drop is significant: the tolerance keeps such a model.
 
 A family none of whose rows could be gated is not promoted: nobody judged it. With no champion yet the
-first family is promoted only when ``all`` was gated and passed.
+first family is promoted only when ``all`` was gated and meets the AUC floor; its calibration misses are
+reported but do not refuse it: there is no better model to keep, a list ranked by a model that
+discriminates beats no list, and the next family is compared with it.
 """
 
 from __future__ import annotations
@@ -121,7 +123,9 @@ def _p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def _row_lines(name: str, r: RowEvidence, gates: PromotionGates) -> tuple[list[str], bool]:
+def _row_lines(
+    name: str, r: RowEvidence, gates: PromotionGates, *, has_champion: bool
+) -> tuple[list[str], bool]:
     """The decision lines of a gated row and whether it passed: its figures, then a line for each
     threshold it crosses (refused, or why not) and for the champion."""
     lines = [
@@ -129,7 +133,13 @@ def _row_lines(name: str, r: RowEvidence, gates: PromotionGates) -> tuple[list[s
         f"the churn rate ({_p(r.ece_p_value)} against a calibrated model), calibration slope "
         f"{r.calibration_slope:.2f} ({_p(r.slope_p_value)} against 1)"
     ]
-    checks = _calibration(name, r, gates) + _versus_champion(name, r, gates)
+    calibration = _calibration(name, r, gates)
+    if not has_champion:
+        calibration = [
+            (f"{line}: no champion to keep, not refused" if refuses else line, False)
+            for line, refuses in calibration
+        ]
+    checks = calibration + _versus_champion(name, r, gates)
     if r.roc_auc < gates.min_auc:
         checks.insert(0, (f"{name}: AUC {r.roc_auc:.4f} below the floor {gates.min_auc}", True))
     return [*lines, *(line for line, _ in checks)], not any(refuses for _, refuses in checks)
@@ -211,7 +221,7 @@ def promotion_decision(
             lines.append(f"{name}: not gated ({r.churners} test churners{few})")
             continue
         gated.append(name)
-        row_lines, ok = _row_lines(name, r, gates)
+        row_lines, ok = _row_lines(name, r, gates, has_champion=has_champion)
         lines.extend(row_lines)
         if not ok:
             failed.append(name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy.special import expit, logit
@@ -121,13 +123,32 @@ def test_a_threshold_crossed_by_chance_alone_does_not_refuse():
     beyond = {
         "all": _good(300, relative_ece=0.7, ece_p_value=0.01, calibration_slope=1.5, slope_p_value=0.001)
     }
-    ok, why = promotion_decision(beyond, GATES, has_champion=False)
+    beyond_champion = {
+        "all": replace(beyond["all"], versus_champion=_versus(0.0, 0.5), champion_relative_ece=0.6)
+    }
+    ok, why = promotion_decision(beyond_champion, GATES, has_champion=True)
     assert not ok
     assert why[1:3] == [
         "all: calibration error 0.70 of the churn rate above 0.5, more than a calibrated model shows on "
         "these rows",
         "all: calibration slope 1.50 outside 0.7..1.3, significantly different from 1",
     ]
+
+
+def test_the_first_model_is_not_refused_for_its_calibration_alone():
+    """No champion: a significant calibration miss is reported, the AUC floor still refuses."""
+    beyond = _good(300, relative_ece=0.7, ece_p_value=0.01, calibration_slope=1.5, slope_p_value=0.001)
+    ok, why = promotion_decision({"all": beyond}, GATES, has_champion=False)
+    assert ok
+    assert why[1:] == [
+        "all: calibration error 0.70 of the churn rate above 0.5, more than a calibrated model shows on "
+        "these rows: no champion to keep, not refused",
+        "all: calibration slope 1.50 outside 0.7..1.3, significantly different from 1: no champion to keep, "
+        "not refused",
+        "promoted: every gated row (all) meets the floors (no champion yet)",
+    ]
+    ok, why = promotion_decision({"all": replace(beyond, roc_auc=0.55)}, GATES, has_champion=False)
+    assert not ok and why[1] == "all: AUC 0.5500 below the floor 0.6"
 
 
 def test_calibration_worse_than_the_champions_beyond_the_tolerance_refuses():
@@ -238,7 +259,15 @@ def test_a_significant_drop_within_the_tolerance_is_accepted():
 
 def test_squared_probabilities_are_refused_for_their_calibration_slope():
     y, q, cohort, _ = _test_month(seed=4)
-    rows, ok, why = _decide(y, q**2, None, cohort)
+    # the same ranking as the champion's, so only the calibration tells them apart
+    rows, ok, why = _decide(y, q**2, q, cohort)
     assert not ok and rows["all"].calibration_slope == pytest.approx(0.5, abs=0.1)
     slope = rows["all"].calibration_slope
     assert f"all: calibration slope {slope:.2f} outside 0.7..1.3, significantly different from 1" in why
+    # as a first model it is reported, not refused
+    _, ok, why = _decide(y, q**2, None, cohort)
+    assert ok
+    assert (
+        f"all: calibration slope {slope:.2f} outside 0.7..1.3, significantly different from 1: no champion "
+        "to keep, not refused" in why
+    )
