@@ -9,8 +9,9 @@ targets by it (uplift) or keeps ``churn_probability x effect`` (the rule).
    score month (:func:`pipelines.core.experiment.experiment_lines`);
 2. holds out the latest ``uplift.holdout_months`` of them and fits a candidate
    (:func:`models.uplift.fit_uplift`) on up to ``uplift.fit_months`` before; a run month whose fitted or
-   held-out lines have fewer than ``uplift.min_lines_per_arm`` in an arm skips, with the reason logged
-   and recorded (the registry is left as it was: no new evidence);
+   held-out lines have fewer than ``uplift.min_lines_per_arm`` in an arm (in all, or in every offer the
+   candidate covers) skips, with the reason logged and recorded (the registry is left as it was: no new
+   evidence);
 3. compares the candidate's ranking with the rule's on the held-out lines of the offers it covers
    (:func:`models.uplift.compare_rankings`: the Qini, and the realised net value of targeting each offer's
    top ``uplift.target_share``), and promotes it only when it beats the rule on both beyond the noise
@@ -153,6 +154,13 @@ def uplift_month(spark: SparkSession, cfg: Config, month: str) -> UpliftReport:
             resamples=p.resamples,
             seed=p.seed,
         )
+        if not comparison.compared:
+            return _skip(
+                report,
+                run,
+                f"no offer the model covers has {p.min_lines_per_arm} treated and control lines in the "
+                f"held-out months ({', '.join(report.holdout_months)})",
+            )
         promoted, report.decision = uplift_decision(comparison)
         report.comparison, report.status = comparison, "promoted" if promoted else "refused"
         final = fit_uplift(frame, offer_ids, p) if promoted else None

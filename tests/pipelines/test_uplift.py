@@ -18,6 +18,7 @@ import yaml
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from jobs.uplift import main as uplift_job
 from models.offers import value_of_save
 from pipelines.core.config import Config, load_config
 from pipelines.core.lake import Lake
@@ -208,12 +209,17 @@ def test_matching_targets_by_the_promoted_model_and_spares_the_sleeping_dogs(spa
     assert outcome["uplift"]["value"] > outcome["rule"]["value"], outcome
 
 
-def test_a_month_without_enough_matured_months_or_lines_skips_and_leaves_the_registry(spark, promoting):
+def test_a_month_without_enough_matured_months_or_lines_skips_and_leaves_the_registry(
+    spark, promoting, capsys
+):
     cfg = promoting.cfg
-    early = uplift_month(spark, cfg, "2024-03")  # only 2024-01 has matured
-    assert early.status == "skipped"
-    assert early.decision == [
-        "needs more than 1 matured score month(s) with offers to fit and hold out, has 1 (2024-01)"
+    overlay = Path(cfg.lake_root).parent / "catalogue.yml"
+    args = ["--conf", str(TEST_CONF), "--conf", str(overlay), "--set", f"lake.root={cfg.lake_root}"]
+    assert uplift_job(["--month", "2024-03", *args, "--set", f"landing.root={cfg.landing_root}"]) == 0
+    # only 2024-01 has matured by 2024-03
+    assert capsys.readouterr().out.splitlines() == [
+        "uplift 2024-03: skipped (fitted -, held out 2024-01)",
+        "  needs more than 1 matured score month(s) with offers to fit and hold out, has 1 (2024-01)",
     ]
     strict = cfg.model_copy(update={"uplift": cfg.uplift.model_copy(update={"min_lines_per_arm": 5000})})
     few = uplift_month(spark, strict, RUN_MONTH)
