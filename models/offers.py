@@ -120,14 +120,15 @@ def net_values(
     measured to harm the line's segment).
 
     ``uplift``: lines x offers, the predicted drop of each line's churn probability under each offer (an
-    uplift model); without it, ``churn_probability x effect``.
+    uplift model, :mod:`models.uplift`; negative where the offer raises churn); NaN, or without it, the
+    rule ``churn_probability x effect``.
     """
     effects = effects or OfferEffects()
     cost = np.array([o.cost for o in params.offers])
-    if uplift is None:
-        effect = np.array([effects.effect.get(o.id, o.effect) for o in params.offers])
-        p = frame["churn_probability"].to_numpy(dtype=float)
-        uplift = p[:, None] * effect[None, :]
+    effect = np.array([effects.effect.get(o.id, o.effect) for o in params.offers])
+    p = frame["churn_probability"].to_numpy(dtype=float)
+    rule = p[:, None] * effect[None, :]
+    uplift = rule if uplift is None else np.where(np.isnan(uplift), rule, uplift)
     values = uplift * value_of_save(frame["arpu_3m"], params)[:, None] - cost[None, :]
     allowed = eligible(frame, params)
     for j, offer in enumerate(params.offers):

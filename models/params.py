@@ -208,3 +208,28 @@ class EvaluateParams(Params):
     prior_sd: float = Field(default=BASE, gt=0)
     min_arm_lines: int = Field(default=BASE, ge=1)
     probability_bins: int = Field(default=BASE, ge=100)
+
+
+class UpliftParams(Params):
+    """Uplift models of the offers and when they replace the rule (``models.uplift``, ``pipelines.uplift``).
+
+    Values in ``conf/base.yml`` under ``uplift``, where each key is explained.
+    """
+
+    defaults_section: ClassVar[str | None] = "uplift"
+
+    enabled: bool = BASE
+    registered_model: str = BASE
+    learner: Literal["x", "t"] = BASE
+    # feature name patterns (fnmatch) over the warning list, the feature table and ``contract_state``
+    features: StrTuple = BASE
+    lightgbm: dict[str, float | int | str | bool] = BASE
+    num_boost_round: int = Field(default=BASE, ge=1)
+    num_threads: int = Field(default=BASE, ge=0)
+    seed: int = BASE
+    min_lines_per_arm: int = Field(default=BASE, ge=1)
+    fit_months: int = Field(default=BASE, ge=1)
+    holdout_months: int = Field(default=BASE, ge=1)
+    target_share: float = Field(default=BASE, gt=0, le=1)
+    confidence: float = Field(default=BASE, ge=0.5, lt=1)
+    resamples: int = Field(default=BASE, ge=0)

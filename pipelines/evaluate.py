@@ -39,9 +39,10 @@ from pyspark.sql import functions as F
 from models.evaluation import binned_metrics, campaign_effect, pooled_effect, shrunk_effect
 from models.offers import RISK_BANDS, SEGMENT_DIMENSIONS, value_of_save
 from pipelines.core.config import Config
+from pipelines.core.experiment import campaign_outcomes, is_experiment_line
 from pipelines.core.lake import Lake
 from pipelines.core.manifest import recorded_run
-from pipelines.core.maturity import labelled_months, matured
+from pipelines.core.maturity import matured_score_months
 from pipelines.core.tables import PERFORMANCE_SCHEMA
 from pipelines.core.treatment import treated_in_window
 
@@ -78,45 +79,11 @@ class EvaluateReport:
     effects: dict[str, float] = field(default_factory=dict)  # offer -> effect used from now on
 
 
-def matured_score_months(lake: Lake, month: str) -> list[str]:
-    """Score months with a warning list whose labels matured (window closed) by ``month``."""
-    if not lake.exists("warning_list") or not lake.exists("labels_monthly"):
-        return []
-    scored = {m for (m,) in lake.partition_values("warning_list", "score_month")}
-    labelled = set(labelled_months(lake, month))
-    return sorted(m for m in scored & labelled if matured(m, month, lake.cfg))
-
-
 def _labels(lake: Lake, months: list[str]) -> DataFrame:
     return (
         lake.read("labels_monthly")
         .where(F.col("month").isin(*months) & F.col("label_available") & F.col("is_churn").isNotNull())
         .select(F.col("month").alias("score_month"), "subscriber_id", "is_churn")
-    )
-
-
-def campaign_outcomes(lake: Lake, months: list[str]) -> DataFrame:
-    """Each line's churn from the contact month (S + 1, the gap month) to the end of S's window.
-
-    The training label leaves a gap-month deactivation out (null): an outcome of a campaign carried out
-    in the gap month must count it, or churn an offer prevented (or caused) there would vanish from both
-    arms. A gap-month deactivation for a counted reason is churn, for an excluded reason unknown (left
-    out), for any other reason not churn, as in the window.
-    """
-    churn = lake.cfg.churn
-    status = F.col("label_status")
-    reason = F.col("churn_reason")
-    outcome = (
-        F.when(status != "gap_churn", F.col("is_churn"))
-        .when(reason.isin(*churn.counted_reasons), F.lit(True))
-        .when(reason.isin(*churn.excluded_reasons), F.lit(None).cast("boolean"))
-        .otherwise(F.lit(False))
-    )
-    return (
-        lake.read("labels_monthly")
-        .where(F.col("month").isin(*months) & F.col("label_available"))
-        .select(F.col("month").alias("score_month"), "subscriber_id", outcome.alias("churned"))
-        .where(F.col("churned").isNotNull())
     )
 
 
@@ -212,10 +179,7 @@ def _campaign_frame(lake: Lake, months: list[str]) -> DataFrame | None:
 
 def _experiment(frame: DataFrame) -> DataFrame:
     """The lines of the offer experiment: treated, and the control group of their offer."""
-    return frame.where(
-        (F.col("status") == "assigned")
-        | ((F.col("status") == "holdout") & F.col("intended_offer_id").isNotNull())
-    )
+    return frame.where(is_experiment_line())
 
 
 def campaign_effect_rows(frame: DataFrame, month: str, cfg: Config) -> list[tuple[Any, ...]]:

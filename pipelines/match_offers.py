@@ -7,7 +7,9 @@ as a randomised experiment that keeps measuring every offer.
    (:mod:`pipelines.offer_candidates`): an assignment or a control-group draw within
    ``offers.policy.cooldown_months`` before M means cooling down;
 2. on the executors (``mapInArrow``, :mod:`models.offers`): each line's exclusion reason, or the expected
-   net value of every offer it may get;
+   net value of every offer it may get: ``churn_probability x effect x value_of_save - cost`` (the rule),
+   or, for the offers a promoted uplift model covers (:func:`pipelines.offer_candidates.targeting`), its
+   predicted churn reduction in place of ``churn_probability x effect``;
 3. sets aside the **programme hold-out** (``offers.programme_holdout_rate`` of subscribers by a salted
    hash of the id alone: the same lines every month, never offered anything);
 4. **explores**: ``offers.exploration_rate`` of the candidates (and of the lines no offer is worth its
@@ -48,7 +50,14 @@ from models.params import OfferParams
 from pipelines.core.config import Config
 from pipelines.core.lake import Lake
 from pipelines.core.manifest import recorded_run
-from pipelines.offer_candidates import candidate_frame, candidate_values, offer_effects, uniform_hash
+from pipelines.offer_candidates import (
+    candidate_frame,
+    candidate_values,
+    offer_effects,
+    targeting,
+    uniform_hash,
+    uplift_features,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +95,7 @@ class MatchReport:
     explore_spend: float = 0.0
     programme_holdout: int = 0
     underpowered: list[str] = field(default_factory=list)  # offers whose control is under min_control_lines
+    targeting: str = "rule"  # how offers were valued: rule (churn_probability x effect) or uplift
 
 
 def match_offers_month(spark: SparkSession, cfg: Config, month: str) -> MatchReport:
@@ -93,10 +103,16 @@ def match_offers_month(spark: SparkSession, cfg: Config, month: str) -> MatchRep
     lake = Lake(spark, cfg)
     params = cfg.offers
     with recorded_run(lake, "match_offers", month) as run:
-        base = candidate_frame(lake, month, params).persist(StorageLevel.MEMORY_AND_DISK)
+        uplift = targeting(cfg, month)
+        log.info("match_offers %s: values by %s", month, "the rule" if uplift is None else uplift.describe())
+        base = candidate_frame(lake, month, params, uplift_features(uplift)).persist(
+            StorageLevel.MEMORY_AND_DISK
+        )
         try:
             effects = offer_effects(lake, month)
             run.input_versions = lake.versions(["warning_list", "features_monthly", "offer_effects"])
+            if uplift is not None:
+                run.model_versions = {"uplift": cfg.uplift.registered_model, "version": uplift.version}
             if effects.effect or effects.harmful:
                 log.info(
                     "match_offers %s: measured effects %s; harmful in %s",
@@ -105,7 +121,7 @@ def match_offers_month(spark: SparkSession, cfg: Config, month: str) -> MatchRep
                     sorted(effects.harmful),
                 )
             values = (
-                candidate_values(base, params, effects)
+                candidate_values(base, params, effects, uplift)
                 .join(base.select("subscriber_id", "unit", "programme_holdout"), "subscriber_id")
                 .withColumn(
                     "reason",
@@ -141,6 +157,7 @@ def match_offers_month(spark: SparkSession, cfg: Config, month: str) -> MatchRep
         finally:
             base.unpersist()
         report = _report(lake, month, params, assignment, n, greedy, greedy_ratio, underpowered)
+        report.targeting = "rule" if uplift is None else f"uplift version {uplift.version}"
         run.output_versions = lake.versions(["offer_assignments"])
         run.row_counts = {
             "candidates": n,
@@ -158,6 +175,9 @@ def match_offers_month(spark: SparkSession, cfg: Config, month: str) -> MatchRep
             "effects": dict(effects.effect),
             "harmful": sorted("/".join(h) for h in effects.harmful),
             "underpowered": underpowered,
+            "targeting": "rule" if uplift is None else "uplift",
+            "uplift_version": None if uplift is None else uplift.version,
+            "uplift_offers": [] if uplift is None else list(uplift.offers),
         }
         log.info(
             "match_offers %s: %s solve over %d candidates: value %.1f (greedy %s, by value per cost %s, "

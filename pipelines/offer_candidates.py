@@ -8,12 +8,17 @@ line's exclusion reason or the expected net value of every offer (:mod:`models.o
   (``offers.randomise_by``) and the programme hold-out;
 - :func:`offer_effects`: the effects measured by the evaluation, which replace the catalogue's priors,
   and the segments where an offer was measured to raise churn;
-- :func:`candidate_values`: per line, its exclusion reason or its offers' values, and the offers it may
-  be explored with (``mapInArrow``).
+- :func:`targeting`: the promoted uplift model (``uplift.registered_model@champion``), when matching
+  targets by it rather than by ``churn_probability x effect``;
+- :func:`candidate_values`: per line, its exclusion reason or its offers' values (from the uplift model
+  for the offers it covers), and the offers it may be explored with (``mapInArrow``).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -32,22 +37,28 @@ from models.offers import (
     policy_reasons,
 )
 from models.params import OfferParams
+from models.uplift import UpliftModel
 from pipelines.core.arrow import BatchFn, pandas_batches
+from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
+from pipelines.core.experiment import CONTRACT_INPUTS, CONTRACT_STATE, feature_columns
 from pipelines.core.lake import Lake, decimals_as_double
+
+log = logging.getLogger(__name__)
 
 VALUES_SCHEMA = "subscriber_id string, reason string, offer_values array<double>, explore_offers array<int>"
 # what the values need: the candidate columns, with the contract state still as its three inputs
 VALUE_INPUTS = (
     *(c for c in CANDIDATE_COLUMNS if c != "contract_state"),
-    "has_contract",
-    "out_of_contract",
-    "months_to_contract_end",
+    *CONTRACT_INPUTS,
 )
 
 
-def candidate_frame(lake: Lake, month: str, params: OfferParams) -> DataFrame:
-    """The warning list of ``month`` with the policy's inputs, one row per line."""
+def candidate_frame(
+    lake: Lake, month: str, params: OfferParams, extra_features: Sequence[str] = ()
+) -> DataFrame:
+    """The warning list of ``month`` with the policy's inputs, one row per line; ``extra_features``: the
+    feature-table columns an uplift model needs beside them."""
     if not lake.exists("warning_list") or (month,) not in lake.partition_values(
         "warning_list", "score_month"
     ):
@@ -58,16 +69,16 @@ def candidate_frame(lake: Lake, month: str, params: OfferParams) -> DataFrame:
     warning = lake.read("warning_list").where(F.col("score_month") == month)
     table = lake.read("features_monthly")
     household = F.col("household_id") if "household_id" in table.columns else F.lit(None).cast("string")
+    policy = ["subscriber_id", "plan_type", "marketing_consent", *CONTRACT_INPUTS]
+    extra = feature_columns(
+        lake, extra_features, [*warning.columns, *policy, "open_complaint", "household_id"]
+    )
     features = decimals_as_double(
         table.where(F.col("month") == month).select(
-            "subscriber_id",
-            "plan_type",
-            "marketing_consent",
-            "has_contract",
-            "out_of_contract",
-            "months_to_contract_end",
+            *policy,
             (F.coalesce(F.col(complaints), F.lit(0)) > 0).alias("open_complaint"),
             household.alias("household_id"),
+            *extra,
         )
     )
     recent = recently_contacted(lake, month, params.policy.cooldown_months)
@@ -151,24 +162,78 @@ def offer_effects(lake: Lake, month: str) -> OfferEffects:
     return OfferEffects(effect, harmful)
 
 
-def candidate_values(base: DataFrame, params: OfferParams, effects: OfferEffects) -> DataFrame:
+@dataclass(frozen=True)
+class Targeting:
+    """The uplift model matching targets by: its registered version, the run month it was promoted as of,
+    and the catalogue's offers it covers (the others keep the rule)."""
+
+    model: UpliftModel
+    version: str
+    run_month: str | None
+    offers: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"uplift version {self.version} for {', '.join(self.offers)}; the rule for the other offers"
+
+
+def targeting(cfg: Config, month: str) -> Targeting | None:
+    """The promoted uplift model (``uplift.registered_model`` alias ``champion``) matching for ``month``
+    targets by, or None: the rule (``uplift.enabled`` false, nothing promoted, a model promoted as of a
+    later month, or one that covers none of the catalogue's offers)."""
+    from pipelines.core.tracking import CHAMPION, configure_mlflow, load_uplift, store_exists
+
+    if not cfg.uplift.enabled or not store_exists(cfg):
+        return None
+    configure_mlflow(cfg)
+    loaded = load_uplift(cfg.uplift.registered_model, CHAMPION)
+    if loaded is None:
+        return None
+    model, version, run_month = loaded
+    if run_month is not None and run_month > month:
+        log.info(
+            "match_offers %s: uplift version %s was promoted as of %s, later: the rule",
+            month,
+            version,
+            run_month,
+        )
+        return None
+    offers = tuple(model.covered([o.id for o in cfg.offers.offers]))
+    return Targeting(model, version, run_month, offers) if offers else None
+
+
+def uplift_features(uplift: Targeting | None) -> list[str]:
+    """The columns the uplift model reads (``contract_state`` is derived from its inputs)."""
+    return [] if uplift is None else [c for c in uplift.model.features if c != CONTRACT_STATE]
+
+
+def candidate_values(
+    base: DataFrame, params: OfferParams, effects: OfferEffects, uplift: Targeting | None = None
+) -> DataFrame:
     """Each line of :func:`candidate_frame`: its exclusion reason, or its offers' expected net values."""
-    return base.select(*VALUE_INPUTS).mapInArrow(value_batches(params, effects), VALUES_SCHEMA)
+    columns = list(dict.fromkeys([*VALUE_INPUTS, *uplift_features(uplift)]))
+    model = None if uplift is None else uplift.model
+    return base.select(*columns).mapInArrow(value_batches(params, effects, model), VALUES_SCHEMA)
 
 
-def value_batches(params: OfferParams, effects: OfferEffects) -> BatchFn:
+def value_batches(params: OfferParams, effects: OfferEffects, uplift: UpliftModel | None = None) -> BatchFn:
     """``mapInArrow``: each line's exclusion reason or its offers' expected net values (null: not usable)."""
-    return pandas_batches(VALUES_SCHEMA, lambda: partial(value_frame, params=params, effects=effects))
+    return pandas_batches(
+        VALUES_SCHEMA, lambda: partial(value_frame, params=params, effects=effects, uplift=uplift)
+    )
 
 
-def value_frame(frame: pd.DataFrame, params: OfferParams, effects: OfferEffects) -> pd.DataFrame:
-    """One batch of :func:`value_batches` (pure pandas)."""
+def value_frame(
+    frame: pd.DataFrame, params: OfferParams, effects: OfferEffects, uplift: UpliftModel | None = None
+) -> pd.DataFrame:
+    """One batch of :func:`value_batches` (pure pandas); with an uplift model, the offers it covers are
+    valued by its predicted churn reduction, the others by the rule."""
     frame = frame.assign(
         contract_state=contract_state(
             frame["has_contract"], frame["out_of_contract"], frame["months_to_contract_end"]
         )
     )
-    policy = policy_reasons(frame, params, net_values(frame, params, effects))
+    predicted = None if uplift is None else uplift.predict_effect(frame, [o.id for o in params.offers])
+    policy = policy_reasons(frame, params, net_values(frame, params, effects, uplift=predicted))
     values = [
         None if r is not None else [float(v) if np.isfinite(v) else None for v in row]
         for r, row in zip(policy.reason, policy.usable, strict=True)

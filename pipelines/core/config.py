@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from features.params import BASE, BASE_CONF, ChurnParams, CohortParams, FeatureParams, Params
 from models.metrics import ProfitParams
-from models.params import EvaluateParams, ModelParams, OfferParams, ScoreParams
+from models.params import EvaluateParams, ModelParams, OfferParams, ScoreParams, UpliftParams
 
 PROJECT_ROOT = BASE_CONF.parents[1]
 
@@ -158,6 +158,7 @@ class Config(Params):
     score: ScoreParams
     offers: OfferParams
     evaluate: EvaluateParams
+    uplift: UpliftParams
     ingest: IngestConf
     sample_data: SampleDataConf
 

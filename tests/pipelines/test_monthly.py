@@ -31,7 +31,15 @@ def test_every_stage_ran_in_order_and_recorded_its_run(loop_lake):
         assert lake.exists(table), table
     runs = _runs(lake)
     ok = runs[runs["status"] == "success"]
-    assert set(ok["stage"]) == {"ingest", "build_features", "train", "score", "evaluate", "match_offers"}
+    assert set(ok["stage"]) == {
+        "ingest",
+        "build_features",
+        "train",
+        "score",
+        "evaluate",
+        "uplift",
+        "match_offers",
+    }
     assert sorted(ok.loc[ok["stage"] == "train", "month"]) == ["2024-05", "2024-08"]  # every 3 months
     assert sorted(ok.loc[ok["stage"] == "score", "month"].unique()) == [f"2024-0{m}" for m in range(5, 9)]
     assert set(ok.loc[ok["stage"] == "build_features", "month"]) == {f"2024-0{m}" for m in range(1, 9)}
@@ -113,9 +121,9 @@ def test_a_second_run_of_the_same_month_changes_nothing(loop_lake):
     assert monthly(["--month", "2024-08", *args]) == 0
     assert lake.versions(list(OUTPUTS)) == before
     runs = _runs(lake)
-    last = runs[runs["month"] == "2024-08"].sort_values("ended_at").tail(5)
-    assert list(last["status"]) == ["skipped"] * 5
-    assert list(last["stage"]) == ["ingest", "build_features", "score", "evaluate", "match_offers"]
+    last = runs[runs["month"] == "2024-08"].sort_values("ended_at").tail(6)
+    assert list(last["status"]) == ["skipped"] * 6
+    assert list(last["stage"]) == ["ingest", "build_features", "score", "evaluate", "uplift", "match_offers"]
 
 
 def test_a_failed_stage_stops_the_run_with_its_status(loop_lake):

@@ -127,7 +127,14 @@ def test_the_key_check_catches_a_stray_key_and_a_missing_field():
 def test_pure_parameters_take_their_defaults_from_base_yml():
     from features.params import ChurnParams, CohortParams, FeatureParams
     from models.metrics import ProfitParams
-    from models.params import ContactPolicy, EvaluateParams, ModelParams, OfferParams, ScoreParams
+    from models.params import (
+        ContactPolicy,
+        EvaluateParams,
+        ModelParams,
+        OfferParams,
+        ScoreParams,
+        UpliftParams,
+    )
 
     base = yaml.safe_load(BASE_CONF.read_text())
     cfg = load_config()
@@ -143,6 +150,7 @@ def test_pure_parameters_take_their_defaults_from_base_yml():
         (cfg.score, ScoreParams),
         (cfg.offers, OfferParams),
         (cfg.evaluate, EvaluateParams),
+        (cfg.uplift, UpliftParams),
         (cfg.train.profit, ProfitParams),
     ]:
         assert section == model(), model.__name__
