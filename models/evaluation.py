@@ -125,6 +125,41 @@ def pooled_effect(strata: pd.DataFrame, confidence: float = 0.95) -> dict[str, f
     return out
 
 
+def standardised_effect(strata: pd.DataFrame, confidence: float = 0.95) -> dict[str, float]:
+    """The effect over the lines of all ``strata`` (rows as :func:`pooled_effect`'s): each stratum's churn
+    rates weighted by its share of the lines; the difference (hold-out - treated) with a Wald interval,
+    the relative effect (1 - the ratio of the rates) with a delta-method interval.
+
+    Where the control share differs by stratum (each offer its own control size), the crude comparison
+    mixes the strata's churn rates; this estimates the average effect over the strata's lines, which is
+    what the same offers had on the same lines (the Mantel-Haenszel estimate weighs by information
+    instead). Strata without both arms are left out and the weights renormalised.
+    """
+    nan = float("nan")
+    names = ("churn_rate_treated", "churn_rate_holdout", "effect", "effect_low", "effect_high")
+    out = dict.fromkeys((*names, "relative_effect", "relative_low", "relative_high"), nan)
+    s = strata[(strata["treated"] > 0) & (strata["holdout"] > 0)]
+    if len(s) == 0:
+        return out
+    n1, n0 = s["treated"].to_numpy(float), s["holdout"].to_numpy(float)
+    p1, p0 = s["treated_churners"].to_numpy(float) / n1, s["holdout_churners"].to_numpy(float) / n0
+    w = (n1 + n0) / (n1 + n0).sum()
+    rate1, rate0 = float((w * p1).sum()), float((w * p0).sum())
+    var1, var0 = float((w**2 * p1 * (1 - p1) / n1).sum()), float((w**2 * p0 * (1 - p0) / n0).sum())
+    effect, se = rate0 - rate1, math.sqrt(var1 + var0)
+    z = float(norm.ppf(0.5 + confidence / 2))
+    out.update(zip(names, (rate1, rate0, effect, effect - z * se, effect + z * se), strict=True))
+    if rate1 > 0 and rate0 > 0:
+        ratio = rate1 / rate0  # the relative effect is 1 - ratio; its log's variance by the delta method
+        se_log = math.sqrt(var1 / rate1**2 + var0 / rate0**2)
+        out.update(
+            relative_effect=1 - ratio,
+            relative_low=1 - ratio * math.exp(z * se_log),
+            relative_high=1 - ratio * math.exp(-z * se_log),
+        )
+    return out
+
+
 def shrunk_effect(relative: float, se: float, prior: float, prior_sd: float) -> float:
     """The measured relative effect and the prior averaged with weights 1 / variance (a normal prior and
     likelihood): thin evidence stays near the prior, strong evidence moves away from it, in either sign."""

@@ -36,7 +36,13 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from models.evaluation import binned_metrics, campaign_effect, pooled_effect, shrunk_effect
+from models.evaluation import (
+    binned_metrics,
+    campaign_effect,
+    pooled_effect,
+    shrunk_effect,
+    standardised_effect,
+)
 from models.offers import RISK_BANDS, SEGMENT_DIMENSIONS, value_of_save
 from pipelines.core.config import Config
 from pipelines.core.experiment import campaign_outcomes, is_experiment_line
@@ -202,11 +208,16 @@ def campaign_effect_rows(frame: DataFrame, month: str, cfg: Config) -> list[tupl
         .where(F.col("score_month").isNotNull())
         .toPandas()
     )
+    # the all-offers rows: each offer has its own control share, so the offers are strata
+    keys = counts[["score_month", "cohort", "risk_band"]].fillna("\0").apply(tuple, axis=1)
+    by_offer = counts[counts["intended_offer_id"].notna()].groupby(keys[counts["intended_offer_id"].notna()])
     rows = []
-    for r in counts.itertuples(index=False):
+    for key, r in zip(keys, counts.itertuples(index=False), strict=True):
         e = campaign_effect(
             r.treated, r.treated_churners, r.holdout, r.holdout_churners, cfg.evaluate.confidence
         )
+        if r.intended_offer_id is None and key in by_offer.groups:
+            e.update(standardised_effect(by_offer.get_group(key), cfg.evaluate.confidence))
         contacted, accepted = int(_number(r.contacted)), int(_number(r.accepted))
         per_save = r.treated * _number(r.arpu_3m) * horizon
         cost = _number(r.cost)

@@ -146,6 +146,8 @@ def match_offers_month(spark: SparkSession, cfg: Config, month: str) -> MatchRep
             picked = picked.withColumn("arm", F.lit("optimised")).unionByName(explored)
             controls, underpowered = control_sizes(picked, params)
             assignments = with_holdout(values, picked, month, params, controls)
+            if params.randomise_by == "household":  # whole households drawn: the sizes are as they fell
+                underpowered = drawn_underpowered(assignments, params)
             lake.replace(
                 _output(assignments, base, lake, month, params),
                 "offer_assignments",
@@ -324,6 +326,19 @@ def control_sizes(picked: DataFrame, params: OfferParams) -> tuple[dict[int, int
         if sizes[i] < params.min_control_lines
     )
     return sizes, under
+
+
+def drawn_underpowered(assignments: DataFrame, params: OfferParams) -> list[str]:
+    """The offers whose drawn control group (``with_holdout``'s rows) is under ``min_control_lines``."""
+    picked = assignments.where(F.col("offer_index").isNotNull() & (F.col("status") != "excluded"))
+    rows = picked.groupBy("offer_index").agg(
+        F.count("*").alias("n"), F.count_if(F.col("status") == "holdout").alias("held")
+    )
+    return sorted(
+        f"{params.offers[r.offer_index].id} ({r.held} of {r.n})"
+        for r in rows.collect()
+        if r.held < params.min_control_lines
+    )
 
 
 def solve_on_driver(

@@ -41,7 +41,7 @@ from models.uplift import UpliftModel
 from pipelines.core.arrow import BatchFn, pandas_batches
 from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
-from pipelines.core.experiment import CONTRACT_INPUTS, CONTRACT_STATE, feature_columns
+from pipelines.core.experiment import CONTRACT_INPUTS, CONTRACT_STATE, feature_columns, is_experiment_line
 from pipelines.core.lake import Lake, decimals_as_double
 
 log = logging.getLogger(__name__)
@@ -114,15 +114,19 @@ def recently_contacted(lake: Lake, month: str, months: int) -> DataFrame:
     first = add_months(month, -months)
     parts = [empty]
     if lake.exists("offer_assignments"):
-        # the control group too: a control line stays untouched while its outcome is open
+        # an offer's control group too: a control line stays untouched while its outcome is open (the
+        # programme hold-out is never contacted, so it has nothing to cool down from)
+        assignments = lake.read("offer_assignments")
+        # a lake written before the programme hold-out: every held-out line was an offer's control
+        experiment = (
+            is_experiment_line()
+            if "intended_offer_id" in assignments.columns
+            else F.col("status").isin("assigned", "holdout")
+        )
         parts.append(
-            lake.read("offer_assignments")
-            .where(
-                (F.col("score_month") >= first)
-                & (F.col("score_month") < month)
-                & F.col("status").isin("assigned", "holdout")
-            )
-            .select("subscriber_id")
+            assignments.where(
+                (F.col("score_month") >= first) & (F.col("score_month") < month) & experiment
+            ).select("subscriber_id")
         )
     if lake.exists("campaign_outcomes"):
         parts.append(
@@ -234,8 +238,10 @@ def value_frame(
     )
     predicted = None if uplift is None else uplift.predict_effect(frame, [o.id for o in params.offers])
     policy = policy_reasons(frame, params, net_values(frame, params, effects, uplift=predicted))
+    # a line no offer was worth keeps its values: exploration may still give it an offer, whose value
+    # (negative) then counts in the assignment's expected value
     values = [
-        None if r is not None else [float(v) if np.isfinite(v) else None for v in row]
+        None if r not in (None, "below_value") else [float(v) if np.isfinite(v) else None for v in row]
         for r, row in zip(policy.reason, policy.usable, strict=True)
     ]
     explore = [np.flatnonzero(row).tolist() or None for row in policy.explorable]

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from models.evaluation import binned_metrics, campaign_effect, pooled_effect, shrunk_effect
+from models.evaluation import (
+    binned_metrics,
+    campaign_effect,
+    pooled_effect,
+    shrunk_effect,
+    standardised_effect,
+)
 from models.metrics import classification_metrics
 
 
@@ -66,6 +74,32 @@ def test_pooled_effect_removes_the_bias_of_unequal_control_shares_across_strata(
     lone = pd.concat([strata, pd.DataFrame([{"treated": 50, "treated_churners": 50, "holdout": 0,
                                              "holdout_churners": 0}])])  # fmt: skip
     assert pooled_effect(lone)["effect"] == pytest.approx(0.05)
+
+
+def test_the_standardised_effect_is_the_average_over_the_lines_of_every_stratum():
+    # offer A prevents 10 points among 1,000 lines with a 10 % control, offer B none among 1,000 with 50 %:
+    # over the 2,000 lines the offers prevented 5 points; the crude comparison says otherwise
+    strata = pd.DataFrame(
+        {
+            "treated": [900, 500],
+            "treated_churners": [900 * 0.20, 500 * 0.05],
+            "holdout": [100, 500],
+            "holdout_churners": [100 * 0.30, 500 * 0.05],
+        }
+    )
+    crude = campaign_effect(1400, 180 + 25, 600, 30 + 25)
+    assert crude["effect"] < 0
+    got = standardised_effect(strata)
+    assert got["effect"] == pytest.approx(0.05)
+    se = math.sqrt(0.5**2 * (0.3 * 0.7 / 100 + 0.2 * 0.8 / 900) + 0.5**2 * (0.05 * 0.95 / 500) * 2)
+    assert got["effect_high"] - got["effect"] == pytest.approx(1.959964 * se, rel=1e-6)
+    lone = pd.concat([strata, pd.DataFrame([{"treated": 50, "treated_churners": 50, "holdout": 0,
+                                             "holdout_churners": 0}])])  # fmt: skip
+    assert standardised_effect(lone)["effect"] == pytest.approx(0.05)
+    # the rates over the lines: treated 0.5 x 0.20 + 0.5 x 0.05, hold-out 0.5 x 0.30 + 0.5 x 0.05
+    assert (got["churn_rate_treated"], got["churn_rate_holdout"]) == pytest.approx((0.125, 0.175))
+    assert got["relative_effect"] == pytest.approx(1 - 0.125 / 0.175)
+    assert got["relative_low"] < got["relative_effect"] < got["relative_high"]
 
 
 def test_pooled_intervals_cover_the_true_effect_and_the_test_holds_its_level():

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from scipy.stats import norm
 from sklearn.metrics import brier_score_loss, roc_auc_score
 from statsmodels.stats.proportion import confint_proportions_2indep
 
@@ -185,6 +186,7 @@ def test_campaign_effect_is_the_planted_difference_in_every_roll_up(evaluated: E
     horizon = cfg.offers.value_horizon_months * cfg.offers.margin
     got = _rows(lake, "campaign_effect").set_index(["offer_id", "cohort", "risk_band"]).sort_index()
     picked = lines[lines["intended_offer_id"].notna()]
+    assert picked["intended_offer_id"].nunique() == 1
     expected = {}
     dims = ("intended_offer_id", "cohort", "risk_band")
     for k in range(len(dims) + 1):
@@ -206,6 +208,13 @@ def test_campaign_effect_is_the_planted_difference_in_every_roll_up(evaluated: E
                     alpha=1 - cfg.evaluate.confidence,
                 )
                 effect = ch / len(h) - ct / len(t)
+                if "intended_offer_id" not in by:
+                    # the all-offers rows stand each offer's arms side by side (one offer here: weight 1)
+                    # with a Wald interval
+                    rt, rh = ct / len(t), ch / len(h)
+                    se = (rh * (1 - rh) / len(h) + rt * (1 - rt) / len(t)) ** 0.5
+                    z = norm.ppf(0.5 + cfg.evaluate.confidence / 2)
+                    low, high = effect - z * se, effect + z * se
                 expected[index] = {
                     "treated": len(t),
                     "holdout": len(h),

@@ -20,6 +20,7 @@ from pipelines.core.config import load_config
 from pipelines.core.lake import Lake
 from pipelines.match_offers import (
     control_sizes,
+    drawn_underpowered,
     explore,
     match_offers_month,
     remaining,
@@ -106,6 +107,8 @@ def _hand_lake(spark: SparkSession, tmp_path) -> Lake:
         # assigned in 2024-01, before the 3 cooldown months; 0.3 x 0.5 x 120 - 10 = 8: left out for budget
         "s8": {"churn_probability": 0.3, "arpu_3m": 10.0},
         "s9": {"churn_probability": 0.5, "arpu_3m": 10.0},  # in 2024-03's control group: untouched
+        # in 2024-04's programme hold-out: never contacted, so nothing to cool down from
+        "s10": {"churn_probability": 0.05, "arpu_3m": 10.0},
     }
     rows = [{**line, "subscriber_id": s, **c} for s, c in lines.items()]
     lake.write(_frame(spark, rows, WARNING_DDL), "warning_list", partition_by=["score_month"])
@@ -125,10 +128,15 @@ def _hand_lake(spark: SparkSession, tmp_path) -> Lake:
     earlier = [
         {"score_month": "2024-03", "subscriber_id": "s7", "status": "assigned"},
         {"score_month": "2024-01", "subscriber_id": "s8", "status": "assigned"},
-        {"score_month": "2024-03", "subscriber_id": "s9", "status": "holdout"},
+        {"score_month": "2024-03", "subscriber_id": "s9", "status": "holdout", "intended_offer_id": "pack"},
+        {"score_month": "2024-04", "subscriber_id": "s10", "status": "holdout"},
     ]
     lake.write(
-        _frame(spark, earlier, "score_month string, subscriber_id string, status string"),
+        _frame(
+            spark,
+            earlier,
+            "score_month string, subscriber_id string, status string, intended_offer_id string",
+        ),
         "offer_assignments",
         partition_by=["score_month"],
     )
@@ -159,6 +167,7 @@ def test_a_hand_built_month_gets_every_reason_with_a_four_month_complaint_window
         "s7": (*excluded, "cooling_down", None, None, None, None),
         "s8": (*excluded, "budget", None, 8.0, None, None),
         "s9": (*excluded, "cooling_down", None, None, None, None),
+        "s10": (*excluded, "below_value", None, None, None, None),
     }
     assert list(got.index) == sorted(want)
     for s, (status, reason, offer, value, cost, msisdn) in want.items():
@@ -294,16 +303,29 @@ def test_each_offers_control_group_is_its_lowest_hashes_with_halves_rounded_up(s
 
 
 def test_by_household_the_lines_of_a_household_share_their_arm(spark):
-    params = OfferParams(holdout_rate=0.5, randomise_by="household")
+    offers = (
+        Offer(id="a", channel="sms", cost=1.0, effect=0.1),
+        Offer(id="b", channel="sms", cost=1.0, effect=0.1),
+    )
+    params = OfferParams(offers=offers, holdout_rate=0.5, randomise_by="household", min_control_lines=25)
     values, picked = [], []
     for h in range(40):
         for line in range(3):
             s = f"h{h}-{line}"
             values.append((s, None, [1.0, 1.0], f"h:{h}", False))
             picked.append((s, line % 2, 1.0, "optimised"))
-    out = with_holdout(
+    drawn = with_holdout(
         spark.createDataFrame(values, VALUES_DDL), spark.createDataFrame(picked, PICKS_DDL), MONTH, params, {}
-    ).toPandas()
+    )
+    out = drawn.toPandas()
+    # the control sizes as they fell (offer a has two lines per household, b one): under 25 is underpowered
+    held = out[out["status"] == "holdout"].groupby("offer_index").size()
+    want = sorted(
+        f"{o.id} ({held.get(i, 0)} of {(out['offer_index'] == i).sum()})"
+        for i, o in enumerate(offers)
+        if held.get(i, 0) < 25
+    )
+    assert drawn_underpowered(drawn, params) == want and len(want) >= 1
     arms = out.assign(household=out["subscriber_id"].str.split("-").str[0]).groupby("household")["status"]
     assert (arms.nunique() == 1).all()  # one draw per household, across its offers
     held = (arms.first() == "holdout").sum()
