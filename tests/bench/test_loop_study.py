@@ -213,3 +213,25 @@ def test_totals_sum_the_months_that_targeted() -> None:
         "net_value": 65.0,
         "net_per_cost": 65.0 / 40.0,
     }
+
+
+def test_the_docs_page_shows_the_committed_run() -> None:
+    """docs/loop-study.md's totals are the committed JSON's (the page names the file it is from)."""
+    import json
+    import re
+
+    from tests.conftest import ROOT
+
+    page = (ROOT / "docs" / "loop-study.md").read_text()
+    name = re.search(r"bench/results/(loop-study-\d{8}-\d{4}\.json)", page).group(1)
+    result = json.loads((ROOT / "bench" / "results" / name).read_text())
+    rows = {line.split("|")[1].strip(" *"): line for line in page.splitlines() if line.startswith("| ")}
+    for policy, label in (("uplift", "uplift"), ("rule", "rule"), ("random", "random"), ("oracle", "oracle")):
+        total = result["total"][policy]
+        cells = [c.strip(" *") for c in rows[label].split("|")[2:6]]
+        assert cells == [
+            f"{total['net_per_cost']:.2f}",
+            f"{total['net_value']:,.0f}",
+            f"{total['cost']:,.0f}",
+            f"{total['lines']:,.0f}",
+        ]
