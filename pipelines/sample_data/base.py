@@ -63,7 +63,7 @@ LINES_PER_BUSINESS = 4  # business customers hold several lines
 HOUSEHOLD_CONTACTS = 2  # household members that head a new line's calling circle
 # a line a retention contact may push out ("sleeping dog", see catalogue.PROVOKE_CHANCE): more common
 # among low-usage lines, below LOW_USAGE (about a quarter of the base)
-CONTACT_AVERSE_SHARE = {"low_usage": 0.6, "other": 0.25}
+CONTACT_AVERSE_SHARE = {"low_usage": 0.35, "other": 0.1}
 LOW_USAGE = 0.7
 TRAIT_STREAM = 1  # the hidden traits' random stream: (seed, TRAIT_STREAM)
 

@@ -288,7 +288,9 @@ DEFAULT_CONTACT_RATE = 0.7
 CONTACT_EFFECT = 0.04  # a contact alone (offer declined) sometimes ends an episode too
 # sleeping dogs: chance a reached contact-averse line without an episode about to churn is pushed out
 # (times the offer's provocation), by whether it is out of contract at the end of the score month
-PROVOKE_CHANCE = {"out_of_contract": 0.6, "other": 0.15}
+# (a minority: a random candidate's average effect stays positive, as retention programmes find, while
+# sales-like offers to out-of-contract lines, reminded that they are free to go, do harm)
+PROVOKE_CHANCE = {"out_of_contract": 0.9, "other": 0.04}
 PROVOKED_DRIVER = Driver.COMPETITOR_PULL  # a provoked line shops around
 # (offer, observable segment) pairs with a negative true average effect, on the lines in a risk episode
 # as on any (the tests check it): a cheap sales-like offer to lines out of contract

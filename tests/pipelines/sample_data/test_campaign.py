@@ -189,7 +189,8 @@ def test_the_treated_vs_control_difference_from_the_contact_month_estimates_the_
             if row.offer_id == "all":
                 errors.append(e["effect"] - row.true_effect_listed)
                 ses.append((e["effect_high"] - e["effect_low"]) / (2 * 1.96))
-    assert covered / rows >= 0.85, (covered, rows)
+    # 95 % intervals: at least 90 % of the offer-months cover the truth (fixed seeds)
+    assert covered / rows >= 0.9, (covered, rows)
     # over seeds, the mean error is within one standard error of a campaign's estimate
     assert abs(np.mean(errors)) < np.mean(ses), (np.mean(errors), np.mean(ses))
 
