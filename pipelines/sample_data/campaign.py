@@ -286,6 +286,35 @@ def _worlds(
     )
 
 
+def expected_effect(
+    base: SubscriberBase,
+    month: str,
+    m: int,
+    sub: np.ndarray,
+    offer: np.ndarray,
+    channel: np.ndarray,
+    *,
+    gap_months: int,
+    window_months: int,
+) -> np.ndarray:
+    """Each line's true expected churn reduction over the outcome window were it treated with ``offer``
+    through ``channel`` in ``month``'s campaign (month index ``m``): ``p_churn_if_control -
+    p_churn_if_treated``, the expectation :func:`carry_out` reports as ``true_effect`` for a treated line.
+
+    Read-only: it draws no random numbers and changes no state (the expectations do not depend on the
+    draws, so the worlds are built from placeholder uniforms), so asking about any (line, offer) pair,
+    listed or not, leaves the simulation exactly as it was. Ask between the month's delivery and its
+    campaign: that is the state :func:`carry_out` reads.
+    """
+    sub = np.asarray(sub, dtype=np.int64)
+    offer = np.asarray(offer, dtype=object)
+    p_contact = np.array([CONTACT_RATE.get(str(c), DEFAULT_CONTACT_RATE) for c in channel], dtype=float)
+    response = _response(base, sub, offer, p_contact.reshape(sub.size))
+    u = {name: np.zeros(sub.size) for name in DRAWS}
+    worlds = _worlds(base, month, m, sub, response, u, gap_months=gap_months, window_months=window_months)
+    return worlds.true_effect.astype(float)
+
+
 def _realise(base: SubscriberBase, m: int, sub: np.ndarray, treated: np.ndarray, worlds: _Worlds) -> None:
     """The realised world: each line's own arm, and the churn day of an episode due in the contact month
     (the same in both worlds)."""
