@@ -290,7 +290,7 @@ CONTACT_EFFECT = 0.04  # a contact alone (offer declined) sometimes ends an epis
 # (times the offer's provocation), by whether it is out of contract at the end of the score month
 # (a minority, about one line in six: a contact helps the lines in a risk episode on average, while
 # sales-like offers to out-of-contract lines, reminded that they are free to go, do harm; a random
-# eligible offer to a warning-list candidate is about neutral, see docs/loop-study.md)
+# eligible offer to a warning-list candidate does slight harm on average, see docs/loop-study.md)
 PROVOKE_CHANCE = {"out_of_contract": 0.9, "other": 0.04}
 PROVOKED_DRIVER = Driver.COMPETITOR_PULL  # a provoked line shops around
 # (offer, observable segment) pairs with a negative true average effect, on the lines in a risk episode
