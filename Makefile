@@ -16,7 +16,7 @@ JOB_ARGS = $(foreach c,$(CONF),--conf $(c)) $(foreach s,$(SET),--set $(s))
 DEMO_ARGS = --conf conf/demo.yml $(JOB_ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install java test test-e2e test-fast test-thorough lint typecheck format demo sql package mlflow-ui bench bench-scaling clean \
+.PHONY: help install java test test-e2e test-fast test-thorough lint typecheck format demo sql package mlflow-ui bench bench-scaling clean loop-study \
         generate_sample_data ingest build_features train monthly demo_summary
 
 help: ## List the targets
@@ -102,3 +102,6 @@ clean: ## Remove the local lake, landing zone and caches (keeps .venv)
 
 demo_summary: install ## Job: print where the outputs are and what they hold
 	$(PY) jobs/demo_summary.py $(JOB_ARGS)
+
+loop-study: install ## The targeting study: 14 months of the demo loop, uplift vs rule vs random vs oracle valued by the simulator's truth (docs/loop-study.md)
+	$(PY) -m bench.loop_study --months 2024-01..2025-02 --subscribers $(DEMO_SUBSCRIBERS) --seed 7 --out bench/results/

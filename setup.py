@@ -40,6 +40,8 @@ setup(
             "hypothesis>=6.100,<7",
             # an independent EMPC implementation the metric is tested against
             "empulse>=0.13,<0.14",
+            # an independent Qini coefficient the uplift evaluation is tested against
+            "scikit-uplift>=0.5,<0.6",
             "ruff>=0.6",
             "mypy>=1.10",
             "types-PyYAML",

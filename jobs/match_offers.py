@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.holdout} held out"
         )
         print("  " + ", ".join(f"{k} {v}" for k, v in r.by_status.items()))
+        print(f"  offers valued by {r.targeting}")
 
     return run_job("match_offers", parser, body, argv)
 

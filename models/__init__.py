@@ -6,8 +6,9 @@ proba = family.predict_proba(test_df)
 
 Modules: ``family`` (the fitted family and its evaluation), ``fit`` (``fit_family`` in named steps),
 ``baselines`` (the pooled LightGBM fit and the logistic baseline), ``calibration``, ``encoding``,
-``metrics``, ``monitoring`` (drift profile, PSI), ``scoring`` (what a score means, batch by batch),
-``segments`` (usage segments), ``evaluation`` (campaign effects), ``offers``, ``params``, ``plots``.
+``metrics``, ``significance`` (the promotion gates' tests), ``monitoring`` (drift profile, PSI),
+``scoring`` (what a score means, batch by batch), ``segments`` (usage segments), ``evaluation``
+(campaign effects), ``offers``, ``params``, ``plots``.
 """
 
 from models.family import ModelFamily, ModelSpec, TrainingDataError, evaluate_family

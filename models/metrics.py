@@ -1,9 +1,13 @@
 """Model metrics on arrays (pure): ranking, lift, calibration and the expected maximum profit for churn.
 
 scikit-learn computes what it can (ROC AUC, average precision, Brier score, the ROC curve); lift,
-calibration error and EMPC are written here. EMPC follows Verbraken, Verbeke and Baesens (2013): the
-profit of contacting the top of the list, with the acceptance rate of the retention offer drawn from a
-Beta distribution, integrated exactly over the ROC convex hull.
+calibration error, the calibration slope and EMPC are written here. EMPC follows Verbraken, Verbeke and
+Baesens (2013): the profit of contacting the top of the list, with the acceptance rate of the retention
+offer drawn from a Beta distribution, integrated exactly over the ROC convex hull.
+
+Calibration is judged against the base rate: at a churn rate of a few percent an absolute calibration
+error of 0.05 is larger than the rate itself, so the metrics also give the error relative to the churn
+rate and Cox's calibration slope and intercept, which do not depend on it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 from scipy import stats
+from scipy.special import expit
 from sklearn.metrics import auc, average_precision_score, brier_score_loss, roc_curve
 
 from features.params import BASE, Params
@@ -63,19 +68,93 @@ def lift_at(y_true, y_score, fraction: float, sample_weight=None) -> float:
     return float((taken_y / taken_w) / base)
 
 
+def equal_frequency_bins(w_sorted: np.ndarray, n_bins: int) -> np.ndarray:
+    """Where each of (at most) ``n_bins`` equal-frequency bins starts among rows sorted by probability:
+    a row falls in the bin of the middle of its weight."""
+    cum = np.cumsum(w_sorted)
+    bins = np.minimum((cum - w_sorted / 2) / cum[-1] * n_bins, n_bins - 1).astype(int)
+    return np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+
+
 def expected_calibration_error(y_true, y_prob, n_bins: int = 10, sample_weight=None) -> float:
     """Weighted mean |observed rate - mean probability| over equal-frequency probability bins."""
     y, p, w = _arrays(y_true, y_prob, sample_weight)
     order = np.argsort(p, kind="stable")
     y, p, w = y[order], p[order], w[order]
-    cum = np.cumsum(w)
-    bins = np.minimum((cum - w / 2) / cum[-1] * n_bins, n_bins - 1).astype(int)
-    total = 0.0
-    for b in np.unique(bins):
-        m = bins == b
-        wb = np.sum(w[m])
-        total += wb * abs(np.sum(w[m] * y[m]) / wb - np.sum(w[m] * p[m]) / wb)
-    return float(total / cum[-1])
+    # each bin's |churners - expected churners|, over all the weight
+    gaps = np.add.reduceat(w * (y - p), equal_frequency_bins(w, n_bins))
+    return float(np.sum(np.abs(gaps)) / np.sum(w))
+
+
+@dataclass(frozen=True)
+class CalibrationFit:
+    """Cox's logistic recalibration ``logit P(churn) = intercept + slope * logit(p)``.
+
+    A calibrated model has slope 1 and intercept 0. A slope below 1 means the probabilities are too
+    extreme (too high at the top, too low at the bottom: typical of an overfitted model), above 1 too timid.
+    ``slope_se``: the slope's standard error (the weights taken as frequencies).
+    """
+
+    slope: float
+    intercept: float
+    slope_se: float
+
+
+# probabilities are clipped this far from 0 and 1 before their logit (a calibrator may return exactly 0)
+_LOGIT_CLIP = 1e-6
+
+
+def calibration_fit(y_true, y_prob, sample_weight=None, max_iter: int = 100) -> CalibrationFit:
+    """Calibration slope and intercept: the (weighted) maximum-likelihood logistic regression of the label
+    on ``logit(p)``, by Newton's method with step halving from the model without slope (every row at the
+    churn rate; from there Newton cannot overshoot into the flat tails however miscalibrated ``p`` is).
+
+    NaN when undefined: one class only, a constant probability, or no convergence (the probabilities
+    separate the classes perfectly, so the slope grows without bound).
+    """
+    y, p, w = _arrays(y_true, y_prob, sample_weight)
+    nan = CalibrationFit(float("nan"), float("nan"), float("nan"))
+    total = np.sum(w)
+    rate = np.sum(w * y) / total if total > 0 else 0.0
+    if not 0 < rate < 1:
+        return nan
+    q = np.clip(p, _LOGIT_CLIP, 1 - _LOGIT_CLIP)
+    x = np.log(q) - np.log1p(-q)
+    if np.ptp(x) == 0:
+        return nan
+    w = w / total  # the same fit at any weight scale; keeps the Hessian of order one
+
+    def loglik(b: np.ndarray) -> float:
+        eta = b[0] + b[1] * x
+        return float(np.sum(w * (y * eta - np.logaddexp(0, eta))))
+
+    def gradient_hessian(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu = expit(b[0] + b[1] * x)
+        r, v = w * (y - mu), w * mu * (1 - mu)
+        hessian = np.array([[np.sum(v), np.sum(v * x)], [np.sum(v * x), np.sum(v * x * x)]])
+        return np.array([np.sum(r), np.sum(r * x)]), hessian
+
+    beta = np.array([np.log(rate / (1 - rate)), 0.0])  # intercept, slope
+    current = loglik(beta)
+    for _ in range(max_iter):
+        gradient, hessian = gradient_hessian(beta)
+        try:
+            step = np.linalg.solve(hessian, gradient)
+        except np.linalg.LinAlgError:
+            return nan
+        for _halving in range(30):
+            candidate = beta + step
+            if (value := loglik(candidate)) >= current - 1e-15:
+                break
+            step = step / 2
+        beta, current = candidate, value
+        if np.max(np.abs(step)) < 1e-9 * (1 + np.max(np.abs(beta))):
+            # the inverse Fisher information of the total weight (the Hessian is per unit of weight)
+            covariance = np.linalg.inv(gradient_hessian(beta)[1]) / total
+            return CalibrationFit(
+                slope=float(beta[1]), intercept=float(beta[0]), slope_se=float(np.sqrt(covariance[1, 1]))
+            )
+    return nan
 
 
 @dataclass(frozen=True)
@@ -167,6 +246,10 @@ def classification_metrics(
         "brier": float(brier_score_loss(y, p, sample_weight=sample_weight)) if len(y) else float("nan"),
         "ece": expected_calibration_error(y, p, sample_weight=sample_weight) if len(y) else float("nan"),
     }
+    # the calibration error in units of the churn rate: 0.5 means off by half the base rate on average
+    out["relative_ece"] = out["ece"] / out["churn_rate"] if out["churn_rate"] > 0 else float("nan")
+    fit = calibration_fit(y, p, sample_weight=sample_weight)
+    out["calibration_slope"], out["calibration_intercept"] = fit.slope, fit.intercept
     for k in lift_fractions:
         out[f"lift_{round(k * 100)}pct"] = (
             lift_at(y, p, k, sample_weight=sample_weight) if both else float("nan")

@@ -2,14 +2,19 @@
 
 Per candidate line and offer, the expected net value is
 
-    churn_probability x effect x value_at_risk - cost,     value_at_risk = arpu_3m x value_horizon_months
+    churn_probability x effect x value_of_save - cost
+    value_of_save = arpu_3m x value_horizon_months x margin
 
-(``effect``: the offer's reduction of the churn probability, the prior from the catalogue or the effect
-measured by the evaluation). The assignment maximises the total expected net value with at most one
-offer per line, every offer within its monthly capacity and the total cost within the budget:
+(``churn_probability``: the risk if left alone; ``effect``: the share of that risk the offer removes, the
+prior from the catalogue or the effect measured by the evaluation; the evaluation values a save the same
+way, :func:`value_of_save`). An offer measured to raise churn in a segment (:class:`OfferEffects`
+``harmful``) is not offered there. The assignment maximises the total expected net value with at most
+one offer per line, every offer within its monthly capacity and the total cost within the budget:
 
 - :func:`solve_exact`: the integer programme, solved by HiGHS (``scipy.optimize.milp``);
-- :func:`solve_greedy`: the best (line, offer) pairs first, the baseline it must beat;
+- :func:`solve_greedy`: the best (line, offer) pairs first by value, or by value per unit of cost
+  (``by="ratio"``, the stronger heuristic), the baselines it must beat;
+- :func:`lp_bound`: the linear relaxation's optimum, an upper bound on the integer one;
 - :func:`update_prices` / :func:`dual_bound`: the driver's half of the price decomposition the Spark stage
   (``pipelines.match_offers``) runs for large populations: each line picks its best offer at the current
   prices of capacity and budget in Spark, the driver moves the prices from the aggregated usage. Any
@@ -19,11 +24,12 @@ offer per line, every offer within its monthly capacity and the total cost withi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from scipy.sparse import coo_matrix, vstack
 
 from models.params import RISK_BANDS, OfferParams
@@ -35,6 +41,7 @@ CANDIDATE_COLUMNS = (
     "risk_band",
     "cohort",
     "value_tier",
+    "strategy",
     "churn_type",
     "usage_segment",
     "arpu_3m",
@@ -73,6 +80,7 @@ def eligible(frame: pd.DataFrame, params: OfferParams) -> np.ndarray:
             ("value_tier", rules.value_tiers),
             ("churn_type", rules.churn_types),
             ("contract_state", rules.contract_states),
+            ("strategy", rules.strategies),
         ):
             if allowed:
                 out[:, j] &= frame[column].isin(allowed).to_numpy()
@@ -84,26 +92,70 @@ def eligible(frame: pd.DataFrame, params: OfferParams) -> np.ndarray:
     return out
 
 
+# the candidate columns an offer's measured harm can be confined to (``offer_effects.dimension``)
+SEGMENT_DIMENSIONS = ("cohort", "churn_type", "value_tier", "risk_band")
+
+
+@dataclass(frozen=True)
+class OfferEffects:
+    """What the evaluation measured: each offer's relative effect (the catalogue's prior where absent),
+    and the (offer, dimension, segment) cells where the offer significantly raised churn."""
+
+    effect: Mapping[str, float] = field(default_factory=dict)
+    harmful: frozenset[tuple[str, str, str]] = frozenset()
+
+
+def value_of_save(arpu: np.ndarray | pd.Series, params: OfferParams) -> np.ndarray:
+    """What keeping a line is worth: ``arpu x value_horizon_months x margin`` (matching and evaluation)."""
+    return np.nan_to_num(np.asarray(arpu, dtype=float)) * params.value_horizon_months * params.margin
+
+
 def net_values(
-    frame: pd.DataFrame, params: OfferParams, effects: Mapping[str, float] | None = None
+    frame: pd.DataFrame,
+    params: OfferParams,
+    effects: OfferEffects | None = None,
+    uplift: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Lines x offers: expected net value (``-inf`` where the offer is not eligible for the line)."""
-    effect = np.array([(effects or {}).get(o.id, o.effect) for o in params.offers])
+    """Lines x offers: expected net value (``-inf`` where the offer is not eligible for the line, or
+    measured to harm the line's segment).
+
+    ``uplift``: lines x offers, the predicted drop of each line's churn probability under each offer (an
+    uplift model, :mod:`models.uplift`; negative where the offer raises churn); NaN, or without it, the
+    rule ``churn_probability x effect``.
+    """
+    effects = effects or OfferEffects()
     cost = np.array([o.cost for o in params.offers])
+    effect = np.array([effects.effect.get(o.id, o.effect) for o in params.offers])
     p = frame["churn_probability"].to_numpy(dtype=float)
-    value_at_risk = np.nan_to_num(frame["arpu_3m"].to_numpy(dtype=float)) * params.value_horizon_months
-    values = p[:, None] * effect[None, :] * value_at_risk[:, None] - cost[None, :]
-    return np.where(eligible(frame, params), values, -np.inf)
+    rule = p[:, None] * effect[None, :]
+    uplift = rule if uplift is None else np.where(np.isnan(uplift), rule, uplift)
+    values = uplift * value_of_save(frame["arpu_3m"], params)[:, None] - cost[None, :]
+    allowed = eligible(frame, params)
+    for j, offer in enumerate(params.offers):
+        for o, dimension, segment in effects.harmful:
+            if o == offer.id and dimension in frame:
+                allowed[:, j] &= (frame[dimension].astype(str) != segment).to_numpy()
+    return np.where(allowed, values, -np.inf)
 
 
-def policy_reasons(
-    frame: pd.DataFrame, params: OfferParams, values: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each line's exclusion reason before optimisation (None: a candidate), and the values it may use.
+@dataclass
+class PolicyResult:
+    """Per line: the exclusion reason (None: a candidate), the offers' values (``-inf`` where the line may
+    not get the offer), and the offers the line may get whatever their value (exploration draws from
+    these: a candidate's, or a line's that no offer is worth its cost to)."""
+
+    reason: np.ndarray
+    usable: np.ndarray
+    explorable: np.ndarray
+
+
+def policy_reasons(frame: pd.DataFrame, params: OfferParams, values: np.ndarray) -> PolicyResult:
+    """Each line's exclusion reason before optimisation, and the values and offers it may use.
 
     Order: below the candidate band (``below_value``), ``no_consent``, ``cooling_down``, ``unprofitable``,
     ``not_eligible`` (no offer fits), ``open_complaint`` (only sales-like offers fit and a complaint is
-    open), ``below_value`` (no offer is worth its cost).
+    open), ``below_value`` (no offer is worth its cost). A line excluded only for the last reason keeps
+    its values and may still be explored.
     """
     policy = params.policy
     n = len(frame)
@@ -127,9 +179,19 @@ def policy_reasons(
         sales = np.array([o.sales_like for o in params.offers])
         usable[complaint[:, None] & sales[None, :]] = -np.inf
         mark(np.asarray(~np.isfinite(usable).any(axis=1)), "open_complaint")
-    mark(np.asarray(~(usable > 0).any(axis=1)), "below_value")
     usable[reason != None] = -np.inf  # noqa: E711
-    return reason, usable
+    explorable = np.isfinite(usable)
+    mark(np.asarray(~(usable > 0).any(axis=1)), "below_value")
+    return PolicyResult(reason, usable, explorable)
+
+
+def control_size(picked: int, params: OfferParams) -> int:
+    """Control lines among an offer's ``picked`` lines: ``holdout_rate`` of them (halves up), raised to
+    ``min_control_lines`` where that keeps at most ``max_control_share`` of them in the control."""
+    size = int(np.floor(picked * params.holdout_rate + 0.5))
+    if size < params.min_control_lines and picked * params.max_control_share >= params.min_control_lines:
+        size = params.min_control_lines
+    return size
 
 
 @dataclass
@@ -167,17 +229,12 @@ def solve_exact(values: np.ndarray, params: OfferParams, budget: float | None = 
     offer = np.full(n, -1)
     if len(rows) == 0:
         return Assignment(offer, 0.0, "exact")
-    k = len(rows)
-    v, cost, cap = values[rows, cols], _costs(params)[cols], _capacities(params)
-    one_per_line = coo_matrix((np.ones(k), (rows, np.arange(k))), shape=(n, k))
-    per_offer = coo_matrix((np.ones(k), (cols, np.arange(k))), shape=(m, k))
-    spend = coo_matrix((cost, (np.zeros(k, dtype=int), np.arange(k))), shape=(1, k))
-    a = vstack([one_per_line, per_offer, spend]).tocsr()
-    upper = np.concatenate([np.ones(n), np.where(np.isinf(cap), k, cap), [budget]])
+    v = values[rows, cols]
+    a, upper = _constraints(rows, cols, (n, m), params, budget)
     result = milp(
         -v,
         constraints=LinearConstraint(a, -np.inf, upper),
-        integrality=np.ones(k),
+        integrality=np.ones(len(rows)),
         bounds=Bounds(0, 1),
         options={"mip_rel_gap": 1e-6, "time_limit": 300},
     )
@@ -188,20 +245,54 @@ def solve_exact(values: np.ndarray, params: OfferParams, budget: float | None = 
     return Assignment(offer, _total(values, offer), "exact")
 
 
-def solve_greedy(values: np.ndarray, params: OfferParams, budget: float | None = None) -> Assignment:
-    """The best (line, offer) pairs first while the line is free, the offer has room and the budget lasts."""
+def solve_greedy(
+    values: np.ndarray,
+    params: OfferParams,
+    budget: float | None = None,
+    by: Literal["value", "ratio"] = "value",
+) -> Assignment:
+    """The best (line, offer) pairs first while the line is free, the offer has room and the budget lasts;
+    best by value, or by value per unit of cost (``ratio``: the knapsack heuristic)."""
     budget = params.budget if budget is None else budget
     n, _ = values.shape
     rows, cols = np.nonzero(values > 0)
-    order = np.argsort(-values[rows, cols], kind="stable")
     left, spent, cost = _capacities(params).copy(), 0.0, _costs(params)
+    key = values[rows, cols] if by == "value" else values[rows, cols] / np.maximum(cost[cols], 1e-9)
+    order = np.argsort(-key, kind="stable")
     offer = np.full(n, -1)
     for i in order:
         r, c = rows[i], cols[i]
         if offer[r] < 0 and left[c] >= 1 and spent + cost[c] <= budget + 1e-9:
             offer[r], spent = c, spent + cost[c]
             left[c] -= 1
-    return Assignment(offer, _total(values, offer), "greedy")
+    return Assignment(offer, _total(values, offer), f"greedy_{by}" if by != "value" else "greedy")
+
+
+def lp_bound(values: np.ndarray, params: OfferParams, budget: float | None = None) -> float:
+    """The optimum of the linear relaxation (fractional assignments): no assignment can be worth more."""
+    budget = params.budget if budget is None else budget
+    rows, cols = np.nonzero(values > 0)
+    if len(rows) == 0:
+        return 0.0
+    a, upper = _constraints(rows, cols, values.shape, params, budget)
+    result = linprog(-values[rows, cols], A_ub=a, b_ub=upper, bounds=(0, 1), method="highs")
+    if result.status != 0:
+        raise RuntimeError(f"offer assignment: the LP relaxation failed ({result.message})")
+    return float(-result.fun)
+
+
+def _constraints(
+    rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], params: OfferParams, budget: float
+) -> tuple[object, np.ndarray]:
+    """One offer per line, each offer within its capacity, the spend within the budget (``A x <= b``)."""
+    n, m = shape
+    k = len(rows)
+    cost, cap = _costs(params)[cols], _capacities(params)
+    one_per_line = coo_matrix((np.ones(k), (rows, np.arange(k))), shape=(n, k))
+    per_offer = coo_matrix((np.ones(k), (cols, np.arange(k))), shape=(m, k))
+    spend = coo_matrix((cost, (np.zeros(k, dtype=int), np.arange(k))), shape=(1, k))
+    upper = np.concatenate([np.ones(n), np.where(np.isinf(cap), k, cap), [budget]])
+    return vstack([one_per_line, per_offer, spend]).tocsr(), upper
 
 
 def dual_bound(reduced_total: float, prices: np.ndarray, mu: float, params: OfferParams) -> float:

@@ -80,6 +80,8 @@ class ScoreParams(Params):
     # feature name patterns (fnmatch) per reason family, first match wins in this order
     reason_families: dict[str, StrTuple] = BASE
     fallback_family: str = BASE
+    # features no retention action can change (fnmatch): never a reason, never decide the churn type
+    non_actionable: StrTuple = BASE
     value_high: float = BASE
     value_medium: float = BASE
     value_low: float = BASE
@@ -120,6 +122,7 @@ class OfferEligibility(Params):
     churn_types: StrTuple = ()
     contract_states: StrTuple = ()
     usage_segments: StrTuple = ()  # segment names (models.segments) or their prefix, e.g. "roamer"
+    strategies: StrTuple = ()  # cells of the value x risk strategy matrix (score.strategy) it serves
 
     @model_validator(mode="after")
     def _known_values(self) -> OfferEligibility:
@@ -172,9 +175,17 @@ class OfferParams(Params):
     policy: ContactPolicy = Field(default_factory=ContactPolicy)
     budget: float = Field(default=BASE, ge=0)  # per month, in the currency of the bills
     value_horizon_months: int = Field(default=BASE, ge=1)
+    margin: float = Field(default=BASE, gt=0, le=1)
     min_band: Literal["low", "medium", "high"] = BASE
     holdout_rate: float = Field(default=BASE, ge=0, lt=1)
     holdout_salt: str = BASE
+    min_control_lines: int = Field(default=BASE, ge=0)
+    max_control_share: float = Field(default=BASE, gt=0, le=0.5)
+    programme_holdout_rate: float = Field(default=BASE, ge=0, lt=1)
+    programme_holdout_salt: str = BASE
+    exploration_rate: float = Field(default=BASE, ge=0, lt=1)
+    exploration_max_budget_share: float = Field(default=BASE, ge=0, le=1)
+    randomise_by: Literal["subscriber", "household"] = BASE
     exact_max_candidates: int = Field(default=BASE, ge=0)
     lagrangian_iterations: int = Field(default=BASE, ge=1)
 
@@ -183,6 +194,8 @@ class OfferParams(Params):
         ids = [o.id for o in self.offers]
         if len(set(ids)) != len(ids) or "holdout" in ids:
             raise ValueError("offer ids must be unique and not 'holdout'")
+        if self.programme_holdout_salt == self.holdout_salt:
+            raise ValueError("programme_holdout_salt must differ from holdout_salt (independent draws)")
         return self
 
 
@@ -192,6 +205,31 @@ class EvaluateParams(Params):
     defaults_section: ClassVar[str | None] = "evaluate"
 
     confidence: float = Field(default=BASE, gt=0.5, lt=1)
-    prior_strength: float = Field(default=BASE, ge=0)
-    revenue_months: int = Field(default=BASE, ge=1)
+    prior_sd: float = Field(default=BASE, gt=0)
+    min_arm_lines: int = Field(default=BASE, ge=1)
     probability_bins: int = Field(default=BASE, ge=100)
+
+
+class UpliftParams(Params):
+    """Uplift models of the offers and when they replace the rule (``models.uplift``, ``pipelines.uplift``).
+
+    Values in ``conf/base.yml`` under ``uplift``, where each key is explained.
+    """
+
+    defaults_section: ClassVar[str | None] = "uplift"
+
+    enabled: bool = BASE
+    registered_model: str = BASE
+    learner: Literal["x", "t"] = BASE
+    # feature name patterns (fnmatch) over the warning list, the feature table and ``contract_state``
+    features: StrTuple = BASE
+    lightgbm: dict[str, float | int | str | bool] = BASE
+    num_boost_round: int = Field(default=BASE, ge=1)
+    num_threads: int = Field(default=BASE, ge=0)
+    seed: int = BASE
+    min_lines_per_arm: int = Field(default=BASE, ge=1)
+    fit_months: int = Field(default=BASE, ge=1)
+    holdout_months: int = Field(default=BASE, ge=1)
+    target_share: float = Field(default=BASE, gt=0, le=1)
+    confidence: float = Field(default=BASE, ge=0.5, lt=1)
+    resamples: int = Field(default=BASE, ge=0)

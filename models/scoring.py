@@ -66,10 +66,14 @@ def strategy(tier: np.ndarray, band: np.ndarray, params: ScoreParams) -> np.ndar
     return out
 
 
-def reason_families(features: Sequence[str], params: ScoreParams) -> list[str]:
-    """The reason family of each feature: the first family with a matching pattern, else the fallback."""
-    out = []
+def reason_families(features: Sequence[str], params: ScoreParams) -> list[str | None]:
+    """The reason family of each feature: None for a non-actionable feature, else the first family with a
+    matching pattern, else the fallback."""
+    out: list[str | None] = []
     for name in features:
+        if any(fnmatchcase(name, p) for p in params.non_actionable):
+            out.append(None)
+            continue
         family = next(
             (
                 f
@@ -85,15 +89,18 @@ def reason_families(features: Sequence[str], params: ScoreParams) -> list[str]:
 def top_reasons(
     contributions: np.ndarray, features: Sequence[str], params: ScoreParams
 ) -> tuple[list[list[dict[str, Any]]], np.ndarray]:
-    """Per row the top ``reasons_top`` risk-raising features and the churn type.
+    """Per row the top ``reasons_top`` risk-raising actionable features and the churn type.
 
     ``contributions``: rows x (features + 1) SHAP values, the last column the bias (as
-    ``ModelFamily.contributions`` returns them). A row whose features all lower its risk gets no reason
-    and a null churn type.
+    ``ModelFamily.contributions`` returns them). The churn type is the family of the largest single
+    risk-raising contribution (a sum would let the family with the most features win); non-actionable
+    features (``score.non_actionable``) are neither reasons nor types. A row whose actionable features
+    all lower its risk gets no reason and a null churn type.
     """
     n = len(features)
-    c = np.asarray(contributions, dtype=float)[:, :n]
     families = reason_families(features, params)
+    actionable = np.array([f is not None for f in families])
+    c = np.where(actionable[None, :], np.asarray(contributions, dtype=float)[:, :n], -np.inf)
     k = min(params.reasons_top, n)
     order = np.argsort(-c, axis=1, kind="stable")[:, :k]
     values = np.take_along_axis(c, order, axis=1)
@@ -105,9 +112,12 @@ def top_reasons(
         ]
         for row_order, row_values in zip(order, values, strict=True)
     ]
-    one_hot = np.zeros((n, len(REASON_FAMILIES)))
-    one_hot[np.arange(n), [REASON_FAMILIES.index(f) for f in families]] = 1.0
-    by_family = np.clip(c, 0.0, None) @ one_hot
+    index = np.array([REASON_FAMILIES.index(f) if f is not None else -1 for f in families])
+    by_family = np.zeros((len(c), len(REASON_FAMILIES)))
+    for j in range(len(REASON_FAMILIES)):
+        members = index == j
+        if members.any():
+            by_family[:, j] = np.clip(c[:, members], 0.0, None).max(axis=1)
     main = np.asarray(REASON_FAMILIES, dtype=object)[by_family.argmax(axis=1)]
     churn_type = np.where(by_family.max(axis=1) > 0, main, np.array(None, dtype=object))
     return reasons, churn_type

@@ -5,8 +5,8 @@ features, trains when due, scores, evaluates and matches offers, and then the op
 (the simulation again) reads ``offer_assignments`` of that month and carries it out: contacts,
 acceptances and their true effect on churn, with the outcomes delivered in the next month's
 ``campaign_outcomes``. Months before the pipeline has a model run the operator's own campaign. The true
-effect of every campaign is in the landing manifest (``campaign_truth``), beside what the evaluation
-measures in ``campaign_effect``.
+effect of every campaign is in the landing manifest, per offer (``campaign_truth``, beside what the
+evaluation measures in ``campaign_effect``) and per listed line (``campaign_truth_lines``).
 """
 
 from __future__ import annotations
@@ -50,12 +50,17 @@ def reset_demo_roots(cfg: Config) -> None:
 
 
 def offer_list(lake: Lake, month: str) -> pd.DataFrame | None:
-    """What the campaign system reads of ``offer_assignments`` for ``month``: treated and control lines."""
+    """What the campaign system reads of ``offer_assignments`` for ``month``: treated lines and their
+    offers' control lines (the programme hold-out is no campaign's control: it is simply left alone)."""
     if not lake.exists("offer_assignments"):
         return None
     return (
         lake.read("offer_assignments")
-        .where((F.col("score_month") == month) & F.col("status").isin("assigned", "holdout"))
+        .where(
+            (F.col("score_month") == month)
+            & F.col("status").isin("assigned", "holdout")
+            & F.col("intended_offer_id").isNotNull()
+        )
         .select("subscriber_id", "status", "intended_offer_id", "channel")
         .toPandas()
     )

@@ -93,9 +93,20 @@ SECTIONS = (
         "AND risk_band = 'all' ORDER BY score_month, offer_id = 'all' DESC, offer_id",
     ),
     (
-        "Offer effects the matcher uses now (offer, effect used, measured, prior, treated, control)",
-        "SELECT offer_id, round(effect, 3), round(measured, 3), prior, treated, holdout FROM offer_effects "
-        "WHERE month = (SELECT max(month) FROM offer_effects) AND cohort IS NULL ORDER BY offer_id",
+        "Offer effects the matcher uses now (offer, effect used, measured [95% interval], prior, treated, "
+        "control, net value after cost, underpowered)",
+        "SELECT offer_id, round(effect, 3), round(measured, 3) || ' [' || round(measured_low, 3) || ', ' || "
+        "round(measured_high, 3) || ']', prior, treated, holdout, round(net_value), underpowered "
+        "FROM offer_effects WHERE month = (SELECT max(month) FROM offer_effects) AND dimension = 'all' "
+        "ORDER BY offer_id",
+    ),
+    (
+        "The whole programme, latest evaluation (score month, lines outside / in the programme hold-out, "
+        "churn outside / in it, effect [95% interval])",
+        "SELECT score_month, outside, holdout, round(churn_rate_outside, 3), round(churn_rate_holdout, 3), "
+        "round(effect, 3) || ' [' || round(effect_low, 3) || ', ' || round(effect_high, 3) || ']' "
+        "FROM programme_effect WHERE month = (SELECT max(month) FROM programme_effect) AND cohort = 'all' "
+        "AND risk_band = 'all' ORDER BY score_month",
     ),
 )
 
@@ -121,7 +132,10 @@ def _truth(cfg: Config) -> None:
     except (OSError, ValueError):
         return
     if truth:
-        print("\nTrue effect of each campaign on the churn rate (known to the simulation only):")
+        print(
+            "\nTrue effect of each campaign on its treated lines' churn from the contact month"
+            " (known to the simulation only):"
+        )
         for r in truth:
             print(
                 f"   {r['campaign_month']}  treated {r['treated']}, control {r['holdout']}: "

@@ -1,5 +1,6 @@
 """Stage: every stage of one month, in order (ingest, features and labels, training when due, scoring,
-evaluation of the matured months, offer matching with the effects measured so far).
+evaluation of the matured months, the uplift model's fit and decision, offer matching with the effects
+measured so far and the promoted uplift model).
 
 Resumable: each stage run is fingerprinted with what it reads (the landing files for ingest, the Delta
 versions of its input tables, the champion for scoring, the config hash and the code version) and a stage
@@ -37,18 +38,29 @@ from pipelines.ingest import ingest_month
 from pipelines.match_offers import MatchReport, match_offers_month
 from pipelines.score import ScoreReport, score_month
 from pipelines.train import TrainResult, train_month
+from pipelines.uplift import UpliftReport, uplift_month
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "build_features", "train", "score", "evaluate", "match_offers")
-# the exit status of a monthly run that stopped at a stage (1: before any stage, e.g. no Spark)
-EXIT_STATUS = {stage: 10 + i for i, stage in enumerate(STAGES)}
+STAGES = ("ingest", "build_features", "train", "score", "evaluate", "uplift", "match_offers")
+# the exit status of a monthly run that stopped at a stage (1: before any stage, e.g. no Spark); a stage
+# added later takes the next free number, so a scheduler's mapping of the others stays
+EXIT_STATUS = {
+    "ingest": 10,
+    "build_features": 11,
+    "train": 12,
+    "score": 13,
+    "evaluate": 14,
+    "match_offers": 15,
+    "uplift": 16,
+}
 STAGE_INPUTS = {
     "ingest": (),
     "build_features": ("subscriptions", "cdr", "billing", "care", "campaign_outcomes"),
     "train": ("features_monthly", "labels_monthly"),
     "score": ("features_monthly",),
     "evaluate": ("warning_list", "labels_monthly", "offer_assignments", "campaign_outcomes"),
+    "uplift": ("offer_assignments", "labels_monthly", "warning_list", "features_monthly"),
     "match_offers": (
         "warning_list",
         "features_monthly",
@@ -210,6 +222,8 @@ def summary(result: Any) -> str:
                 if result.score_months
                 else "nothing matured yet"
             )
+        case UpliftReport():
+            return f"{result.status}: {result.decision[-1]}" if result.decision else result.status
         case MatchReport():
             return (
                 f"{result.assigned:,} assigned, {result.holdout:,} held out, spend {result.spend:,.0f} of "
@@ -252,12 +266,20 @@ def run_monthly(
             run.not_due("train", "not due")
         champion = champion_version(cfg)
         if champion is None:
-            for stage in ("score", "evaluate", "match_offers"):
+            for stage in ("score", "evaluate", "uplift", "match_offers"):
                 run.not_due(stage, "no champion model yet")
         else:
             run.stage("score", lambda m=month: score_month(spark, cfg, m), champion=champion)
             run.stage("evaluate", lambda m=month: evaluate_month(spark, cfg, m))
-            run.stage("match_offers", lambda m=month: match_offers_month(spark, cfg, m))
+            if cfg.uplift.enabled:
+                run.stage("uplift", lambda m=month: uplift_month(spark, cfg, m))
+            else:
+                run.not_due("uplift", "uplift.enabled is false")
+            run.stage(
+                "match_offers",
+                lambda m=month: match_offers_month(spark, cfg, m),
+                uplift=uplift_version(cfg),
+            )
         outcomes.extend(run.outcomes)
     return outcomes
 
@@ -267,6 +289,16 @@ def champion_version(cfg: Config) -> str | None:
 
     configure_mlflow(cfg)
     return alias_version(cfg.train.registered_model, CHAMPION)
+
+
+def uplift_version(cfg: Config) -> str | None:
+    """The uplift model version matching would target by (None: the rule), part of its fingerprint."""
+    from pipelines.core.tracking import CHAMPION, alias_version, configure_mlflow, store_exists
+
+    if not cfg.uplift.enabled or not store_exists(cfg):
+        return None
+    configure_mlflow(cfg)
+    return alias_version(cfg.uplift.registered_model, CHAMPION)
 
 
 def train_due(lake: Lake, month: str, *, force: bool = False) -> str | None:

@@ -238,16 +238,19 @@ LOOP_OUTPUTS = (
     "score_monitoring",
     "offer_assignments",
     "campaign_effect",
+    "programme_effect",
     "offer_effects",
     "campaign_feedback",
 )
 # a campaign big enough to measure: every band is a candidate, a saved line is worth five years of revenue
-# (so medium-risk lines are worth an offer), and half of the picked lines are held out
+# (so medium-risk lines are worth an offer), half of the picked lines are held out, and 20 lines per arm
+# are enough to feed an effect back
 LOOP_SETTINGS = (
     "offers.min_band=low",
     "offers.holdout_rate=0.5",
     "offers.budget=20000",
     "offers.value_horizon_months=60",
+    "evaluate.min_arm_lines=20",
 )
 
 

@@ -76,7 +76,7 @@ SPARK_ACTIONS = {
     "save": "writes data",
 }
 # the monthly stages: a module of one never imports another (``pipelines/<stage>.py`` or a package)
-STAGES = ("ingest", "build_features", "train", "score", "match_offers", "evaluate")
+STAGES = ("ingest", "build_features", "train", "score", "match_offers", "evaluate", "uplift")
 # modules that run stages in order, and so import them
 ORCHESTRATORS = {"pipelines/monthly.py", "pipelines/closed_loop.py"}
 PURE_FILES = sorted(p for folder in ("features", "models") for p in (ROOT / folder).rglob("*.py"))

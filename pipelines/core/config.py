@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from features.params import BASE, BASE_CONF, ChurnParams, CohortParams, FeatureParams, Params
 from models.metrics import ProfitParams
-from models.params import EvaluateParams, ModelParams, OfferParams, ScoreParams
+from models.params import EvaluateParams, ModelParams, OfferParams, ScoreParams, UpliftParams
 
 PROJECT_ROOT = BASE_CONF.parents[1]
 
@@ -69,15 +69,28 @@ class MlflowConf(Params):
 
 
 class PromotionGates(Params):
-    """When a new model version becomes ``champion`` (every cohort, on the test month)."""
+    """When a new model version becomes ``champion`` (``all`` and every cohort, on the test month;
+    ``pipelines.train.gates``)."""
 
     defaults_section: ClassVar[str | None] = "train.promotion"
 
     min_auc: float = Field(default=BASE, ge=0, le=1)
-    max_ece: float = Field(default=BASE, ge=0, le=1)
+    max_relative_ece: float = Field(default=BASE, gt=0)
+    min_calibration_slope: float = Field(default=BASE, gt=0)
+    max_calibration_slope: float = Field(default=BASE, gt=0)
     auc_tolerance: float = Field(default=BASE, ge=0)
-    ece_tolerance: float = Field(default=BASE, ge=0)
+    relative_ece_tolerance: float = Field(default=BASE, ge=0)
+    alpha: float = Field(default=BASE, gt=0, lt=0.5)
+    bootstrap_rounds: int = Field(default=BASE, ge=100)
     min_test_churners: int = Field(default=BASE, ge=1)
+
+    @model_validator(mode="after")
+    def _slope_band(self) -> PromotionGates:
+        if not self.min_calibration_slope < 1 < self.max_calibration_slope:
+            raise ValueError(
+                "the calibration slope band must hold 1: min_calibration_slope < 1 < max_calibration_slope"
+            )
+        return self
 
 
 class TrainConf(Params):
@@ -145,8 +158,32 @@ class Config(Params):
     score: ScoreParams
     offers: OfferParams
     evaluate: EvaluateParams
+    uplift: UpliftParams
     ingest: IngestConf
     sample_data: SampleDataConf
+
+    @model_validator(mode="after")
+    def _offers_fit_the_rest(self) -> Config:
+        """A control line may not be offered anything while its campaign outcome is open; an offer's
+        strategies are cells of the strategy matrix."""
+        # a line listed for score month S is contacted in S + 1 and its outcome is open to the end of
+        # S + gap + window; cooling down for c months, its next contact is at S + c + 2 at the earliest
+        needed = self.churn.gap_months + self.churn.window_months - 1
+        if self.offers.policy.cooldown_months < needed:
+            raise ValueError(
+                f"offers.policy.cooldown_months ({self.offers.policy.cooldown_months}) must be at least "
+                f"churn.gap_months + churn.window_months - 1 ({needed}): a control line would be offered "
+                "something while its outcome is still open"
+            )
+        cells = {action for by_band in self.score.strategy.values() for action in by_band.values()}
+        for offer in self.offers.offers:
+            unknown = sorted(set(offer.eligibility.strategies) - cells)
+            if unknown:
+                raise ValueError(
+                    f"offers.offers[{offer.id}].eligibility.strategies: unknown {unknown} "
+                    f"(the cells of score.strategy: {', '.join(sorted(cells))})"
+                )
+        return self
 
     @property
     def lake_root(self) -> str:

@@ -53,6 +53,16 @@ def labelled_months(lake: Lake, run_month: str) -> list[str]:
     return sorted(features & set(pc.unique(available).to_pylist()))
 
 
+def matured_score_months(lake: Lake, month: str) -> list[str]:
+    """Score months with a warning list whose labels matured (window closed) by ``month`` (what the
+    evaluation measures and the uplift models learn from)."""
+    if not lake.exists("warning_list") or not lake.exists("labels_monthly"):
+        return []
+    scored = {m for (m,) in lake.partition_values("warning_list", "score_month")}
+    labelled = set(labelled_months(lake, month))
+    return sorted(m for m in scored & labelled if matured(m, month, lake.cfg))
+
+
 def training_window(run_month: str, labelled_months: Sequence[str], cfg: Config) -> TrainingWindow:
     """Test, validation and fit months as of ``run_month`` among months with features and labels.
 

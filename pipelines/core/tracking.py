@@ -47,6 +47,15 @@ def _open_quietly(cfg: Config) -> None:
         log.debug("opening the tracking store in the background failed: %s", exc)
 
 
+def store_exists(cfg: Config) -> bool:
+    """Whether the tracking store may hold anything: false for a sqlite store whose file is not there yet
+    (a reader need not create one just to find it empty)."""
+    uri = cfg.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).exists()
+    return True
+
+
 def configure_mlflow(cfg: Config) -> MlflowClient:
     """Point MLflow at the configured store and make sure the experiment exists (artifacts under the lake)."""
     opening = _OPENING.get(cfg.mlflow_tracking_uri)
@@ -67,12 +76,21 @@ def configure_mlflow(cfg: Config) -> MlflowClient:
     return client
 
 
-class ChurnFamilyModel(mlflow.pyfunc.PythonModel):
-    """The whole cohort family as one pyfunc: ``predict`` returns calibrated churn probabilities."""
+class PickledModel(mlflow.pyfunc.PythonModel):
+    """A pyfunc around one pickled object of this package: the artifact named ``ARTIFACT``, loaded as the
+    attribute of that name."""
+
+    ARTIFACT = ""
 
     def load_context(self, context: Any) -> None:
-        with open(context.artifacts["family"], "rb") as fh:
-            self.family = pickle.load(fh)
+        with open(context.artifacts[self.ARTIFACT], "rb") as fh:
+            setattr(self, self.ARTIFACT, pickle.load(fh))
+
+
+class ChurnFamilyModel(PickledModel):
+    """The whole cohort family as one pyfunc: ``predict`` returns calibrated churn probabilities."""
+
+    ARTIFACT = "family"
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -110,19 +128,28 @@ def runtime_requirements() -> list[str]:
 
 def log_family(family: Any, example: pd.DataFrame, registered_model: str) -> str:
     """Log the family as a pyfunc in the active run, register it and return the new version."""
+    return log_pickled(
+        family, ChurnFamilyModel(), "model", registered_model, signature=family_signature(family, example)
+    )
+
+
+def log_pickled(
+    obj: Any, python_model: PickledModel, name: str, registered_model: str, signature: Any = None
+) -> str:
+    """Log ``obj`` pickled as the artifact of ``python_model`` (a pyfunc named ``name``) in the active run,
+    register it as ``registered_model`` and return the new version."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "family.pkl"
-        path.write_bytes(pickle.dumps(family))
-        signature = family_signature(family, example)
+        path = Path(tmp) / f"{python_model.ARTIFACT}.pkl"
+        path.write_bytes(pickle.dumps(obj))
         pyfunc_log = logging.getLogger("mlflow.pyfunc")
         level = pyfunc_log.level
-        pyfunc_log.setLevel(logging.ERROR)  # the family is pickled on purpose: it holds fitted boosters
+        pyfunc_log.setLevel(logging.ERROR)  # pickled on purpose: it holds fitted boosters
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=ChurnFamilyModel(),
-                artifacts={"family": str(path)},
+                name=name,
+                python_model=python_model,
+                artifacts={python_model.ARTIFACT: str(path)},
                 signature=signature,
                 pip_requirements=runtime_requirements(),
                 registered_model_name=registered_model,
@@ -155,3 +182,46 @@ def alias_version(name: str, alias: str) -> str | None:
 
 def set_alias(name: str, alias: str, version: str) -> None:
     MlflowClient().set_registered_model_alias(name, alias, version)
+
+
+class OfferUpliftModel(PickledModel):
+    """The offers' uplift model (:class:`models.uplift.UpliftModel`) as a pyfunc: ``predict`` returns a
+    frame of lines x offers, each offer's predicted churn reduction (NaN: no model, the rule)."""
+
+    ARTIFACT = "uplift"
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        return pd.DataFrame(self.uplift.predict_effect(model_input), columns=list(self.uplift.offer_ids))
+
+
+# the tag on a registered uplift version: the run month whose matured experiment it was fitted on
+RUN_MONTH_TAG = "run_month"
+
+
+def log_uplift(uplift: Any, registered_model: str, run_month: str) -> str:
+    """Log the uplift model as a pyfunc in the active run, register it (tagged with ``run_month``) and
+    return the new version."""
+    version = log_pickled(uplift, OfferUpliftModel(), "uplift", registered_model)
+    MlflowClient().set_model_version_tag(registered_model, version, RUN_MONTH_TAG, run_month)
+    return version
+
+
+def load_uplift(name: str, alias: str) -> tuple[Any, str, str | None] | None:
+    """The uplift model an alias points at, its version and the run month it was fitted as of, or None."""
+    client = MlflowClient()
+    try:
+        found = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{found.version}")
+    return model.unwrap_python_model().uplift, str(found.version), found.tags.get(RUN_MONTH_TAG)
+
+
+def remove_alias(name: str, alias: str) -> bool:
+    """Take the alias off whatever version holds it; whether one did."""
+    if alias_version(name, alias) is None:
+        return False
+    MlflowClient().delete_registered_model_alias(name, alias)
+    return True

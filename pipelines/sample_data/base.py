@@ -3,6 +3,9 @@
 A line's index is its ``subscriber_id``. State lives in flat numpy arrays (one per attribute, grown
 together) so a month is simulated with vectorised draws. Numbers of deactivated lines rest for
 ``QUARANTINE_MONTHS`` before they are reassigned, as real operators do.
+
+Hidden traits that only the campaign system reads (``contact_averse``) are drawn from a stream of their
+own, so adding one leaves every generated file as it was.
 """
 
 from __future__ import annotations
@@ -58,6 +61,11 @@ FAMILY_JOIN_SHARE = 0.15  # new consumer lines joining an existing household (fa
 FAMILY_SHARE = 0.3  # new lines that start a household
 LINES_PER_BUSINESS = 4  # business customers hold several lines
 HOUSEHOLD_CONTACTS = 2  # household members that head a new line's calling circle
+# a line a retention contact may push out ("sleeping dog", see catalogue.PROVOKE_CHANCE): more common
+# among low-usage lines, below LOW_USAGE (about a quarter of the base)
+CONTACT_AVERSE_SHARE = {"low_usage": 0.35, "other": 0.1}
+LOW_USAGE = 0.7
+TRAIT_STREAM = 1  # the hidden traits' random stream: (seed, TRAIT_STREAM)
 
 # (attribute, dtype, value of an empty slot): the state of every line
 STATE = (
@@ -83,6 +91,7 @@ STATE = (
     ("comp_share", np.float64, 0.25),  # share of calls to other networks
     ("roamer", np.float64, 0.02),  # chance of a trip abroad in a month
     ("episode_churn", np.int32, -1),  # month index the current risk episode churns in
+    ("churn_date", "datetime64[D]", np.datetime64("NaT")),  # its day, when a campaign drew it already
     ("episode_start", np.int32, -1),  # month index it started in (-1: no episode)
     ("episode_driver", np.int8, NO_DRIVER),  # catalogue.Driver
     ("false_alarm", bool, False),  # the episode ends without churn
@@ -92,6 +101,7 @@ STATE = (
     ("payment_trouble", bool, False),
     ("bill_credit_until", np.int32, -1),  # an accepted bill credit runs until this month index
     ("last_usage_mult", np.float64, 1.0),
+    ("contact_averse", bool, False),  # hidden: a retention contact may push the line out
 )
 
 
@@ -100,6 +110,7 @@ class SubscriberBase:
 
     def __init__(self, n_subscribers: int, seed: int, first_month: str) -> None:
         self.rng = np.random.default_rng(seed)
+        self.trait_rng = np.random.default_rng([seed, TRAIT_STREAM])
         self.target_base = n_subscribers
         self.month_index = 0
         self.first_month = first_month
@@ -215,6 +226,10 @@ class SubscriberBase:
         roamer = np.where(business, ROAMER["business"], ROAMER["consumer"])
         self.roamer[idx] = roamer * rng.lognormal(0, ROAMER_SIGMA, k)
         self.payment_trouble[idx] = False
+        averse = np.where(
+            self.usage[idx] < LOW_USAGE, CONTACT_AVERSE_SHARE["low_usage"], CONTACT_AVERSE_SHARE["other"]
+        )
+        self.contact_averse[idx] = self.trait_rng.random(k) < averse
         self._customers_and_households(idx, business, initial)
         self._calling_circles(idx)
         return idx

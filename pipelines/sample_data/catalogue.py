@@ -4,6 +4,25 @@ The simulation keeps every categorical value as a small integer code (numpy arra
 and the writer turns codes into the contract's labels at the end. Each code is an ``IntEnum`` whose
 member names are the labels (lower-cased), so ``reason == Reason.PORT_OUT`` reads as what it means and
 the label array is derived from the same names.
+
+The offers' truth (what the pipeline's evaluation has to find; carried out by :mod:`.campaign`): a line
+reached by the campaign accepts with the offer's ``acceptance``; an accepted offer ends a real risk
+episode with a chance that depends on
+
+- the episode's hidden driver: ``effect`` when the offer ``fits`` it, else ``OFFER_EFFECT_MISFIT``;
+- the line's value (:func:`value_level`, by the plan's monthly fee, which the pipeline sees as
+  ``monthly_fee`` and through ``arpu_3m``): the chance is multiplied by the offer's ``value_response``
+  for the low, middle and high level (``PREMIUM``: high-value lines respond more, low-value ones less;
+  ``CHEAP``: the reverse).
+
+A declined contact ends an episode with ``CONTACT_EFFECT``. Some contacts do harm ("sleeping dogs"): a
+reached line with the hidden ``contact_averse`` trait (:mod:`.base`, more common among low-usage lines)
+and no episode about to churn is pushed out by the contact with chance ``PROVOKE_CHANCE`` (higher for a
+line out of contract, the pipeline's ``contract_state = out_of_contract``: its contract ended by the end
+of the score month) times the offer's ``provocation`` (sales-like offers provoke, service ones much
+less). So a sales-like offer harms out-of-contract lines without an episode about to churn: its average
+effect on out-of-contract lines is negative (``NEGATIVE_SEGMENTS``), even among lines in a risk episode;
+low-usage lines, where the trait is more common, are harmed more often too.
 """
 
 from __future__ import annotations
@@ -214,34 +233,66 @@ OFFER_EFFECT_FIT = np.array([0.65, 0.35, 0.45, 0.55, 0.25])  # by Offer
 OFFER_EFFECT_MISFIT = 0.1
 
 
+# how the chance an accepted offer ends an episode scales with the line's value level (low, middle, high)
+PREMIUM = (0.5, 1.0, 1.3)  # device renewals, family plans, upgrades: valued by high-value lines
+CHEAP = (1.3, 1.0, 0.6)  # packs and add-ons: welcome to low-value lines, small change to high-value ones
+NEUTRAL = (1.0, 1.0, 1.0)
+# value levels by the plan's monthly fee: at most LOW_VALUE_FEE low, at least HIGH_VALUE_FEE high
+LOW_VALUE_FEE = 10.0
+HIGH_VALUE_FEE = 40.0
+
+
+def value_level(plan: np.ndarray) -> np.ndarray:
+    """0 (low), 1 (middle) or 2 (high) per plan code, by its monthly fee (an index into a value response)."""
+    fee = PLAN_FEES[plan]
+    return np.where(fee <= LOW_VALUE_FEE, 0, np.where(fee >= HIGH_VALUE_FEE, 2, 1))
+
+
 @dataclass(frozen=True)
 class OfferTruth:
     """How subscribers truly respond to one of the pipeline's offers (closed loop, known to the test).
 
     ``acceptance``: chance a contacted line accepts; ``effect``: chance an accepted offer ends a real risk
-    episode whose driver it ``fits`` (``roaming``: a heavy roamer), else ``OFFER_EFFECT_MISFIT``.
+    episode whose driver it ``fits`` (``roaming``: a heavy roamer), else ``OFFER_EFFECT_MISFIT``; either
+    times ``value_response[value_level]``. ``provocation``: how much a contact with this offer provokes a
+    contact-averse line (times ``PROVOKE_CHANCE``).
     """
 
     acceptance: float
     effect: float
     fits: tuple[str, ...] = ()
+    value_response: tuple[float, float, float] = NEUTRAL
+    provocation: float = 1.0
 
+
+SALES = 1.0  # a sales-like offer (``sales_like`` in the default catalogue) provokes fully
+SERVICE = 0.2  # a service or loyalty gesture rarely does
 
 # The true response to the default catalogue's offers (conf/base.yml ``offers``); an offer id missing
 # here gets ``UNKNOWN_OFFER``. Priors in the catalogue are deliberately not these numbers: the loop
 # has to measure them.
 CATALOGUE_TRUTH = {
-    "data_pack": OfferTruth(0.35, 0.45, ("usage_decline",)),
-    "free_addon": OfferTruth(0.3, 0.3, ("new_customer_fit", "usage_decline")),
-    "tenure_upgrade": OfferTruth(0.3, 0.4, ("competitor_pull", "contract_expiry")),
-    "renewal_device": OfferTruth(0.25, 0.8, ("contract_expiry",)),
-    "family_plan": OfferTruth(0.2, 0.6, ("competitor_pull", "price_sensitivity")),
-    "roaming_pack": OfferTruth(0.4, 0.5, ("roaming",)),
-    "bill_credit": OfferTruth(0.5, 0.5, ("price_sensitivity",)),
-    "service_recovery": OfferTruth(0.6, 0.6, ("service_issue",)),
+    "data_pack": OfferTruth(0.35, 0.45, ("usage_decline",), CHEAP, SALES),
+    "free_addon": OfferTruth(0.3, 0.3, ("new_customer_fit", "usage_decline"), CHEAP, SALES),
+    "tenure_upgrade": OfferTruth(0.3, 0.4, ("competitor_pull", "contract_expiry"), PREMIUM, SERVICE),
+    "renewal_device": OfferTruth(0.25, 0.8, ("contract_expiry",), PREMIUM, SALES),
+    "family_plan": OfferTruth(0.2, 0.6, ("competitor_pull", "price_sensitivity"), PREMIUM, SALES),
+    "roaming_pack": OfferTruth(0.4, 0.5, ("roaming",), NEUTRAL, SALES),
+    "bill_credit": OfferTruth(0.5, 0.5, ("price_sensitivity",), CHEAP, SERVICE),
+    "service_recovery": OfferTruth(0.6, 0.6, ("service_issue",), NEUTRAL, SERVICE),
 }
 UNKNOWN_OFFER = OfferTruth(0.3, OFFER_EFFECT_MISFIT)
 # chance a treated line is reached, by the offer list's channel (``DEFAULT_CONTACT_RATE`` otherwise)
 CONTACT_RATE = {"sms": 0.9, "app": 0.8, "email": 0.85, "call": 0.65, "call_center": 0.65, "store": 0.5}
 DEFAULT_CONTACT_RATE = 0.7
 CONTACT_EFFECT = 0.04  # a contact alone (offer declined) sometimes ends an episode too
+# sleeping dogs: chance a reached contact-averse line without an episode about to churn is pushed out
+# (times the offer's provocation), by whether it is out of contract at the end of the score month
+# (a minority, about one line in six: a contact helps the lines in a risk episode on average, while
+# sales-like offers to out-of-contract lines, reminded that they are free to go, do harm; a random
+# eligible offer to a warning-list candidate does slight harm on average, see docs/loop-study.md)
+PROVOKE_CHANCE = {"out_of_contract": 0.9, "other": 0.04}
+PROVOKED_DRIVER = Driver.COMPETITOR_PULL  # a provoked line shops around
+# (offer, observable segment) pairs with a negative true average effect, on the lines in a risk episode
+# as on any (the tests check it): a cheap sales-like offer to lines out of contract
+NEGATIVE_SEGMENTS = (("free_addon", "out_of_contract"), ("data_pack", "out_of_contract"))

@@ -3,8 +3,9 @@
 Churn is driven by *risk episodes*: a subscriber enters an episode (hazard depends on plan type, tenure
 cohort, contract end, a personal propensity and churned contacts), shows signals for one or two months
 (usage decline, fewer active days, a run of silent days, calls to competitors, care contacts, bill shock,
-arrears), then churns, unless the episode was a false alarm or a retention offer worked. Some churners
-leave silently (no episode), and many non-churners show noise signals: the signal is real but partial.
+arrears), then churns, unless the episode was a false alarm or a retention offer worked (a retention
+contact can also start one). Some churners leave silently (no episode), and many non-churners show noise
+signals: the signal is real but partial.
 
 Each month yields tables of plain Python/numpy columns for the five landing sources; the writer turns
 them into files. Memory holds one month of CDRs at a time. The pieces: :mod:`.catalogue` (codes, plans,
@@ -15,7 +16,6 @@ offers and their truth), :mod:`.base` (the lines' state, acquisitions), :mod:`.u
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from features.calendar import add_months, days_in_month, month_start
 from pipelines.sample_data import campaign as campaign_system
 from pipelines.sample_data import events, usage
 from pipelines.sample_data.base import SubscriberBase
-from pipelines.sample_data.campaign import RENEWAL_MONTHS
+from pipelines.sample_data.campaign import RENEWAL_MONTHS, CampaignTruth
 from pipelines.sample_data.catalogue import (
     NO_DRIVER,
     NO_REASON,
@@ -194,6 +194,10 @@ class OperatorSimulation(SubscriberBase):
         reason[other] = reason_other[other]
         gone = base[leaving]
         day = start + rng.integers(0, ndays, gone.size)
+        # an episode whose day a campaign already drew (to know whether its contact came first) keeps it
+        drawn = episode_churn[leaving] & ~np.isnat(self.churn_date[gone])
+        day = np.where(drawn, self.churn_date[gone], day)
+        self.churn_date[base] = np.datetime64("NaT")
         day = np.maximum(day, self.act_day[gone])
         self.deact_day[gone] = day
         self.reason[gone] = reason[leaving]
@@ -291,21 +295,22 @@ class OperatorSimulation(SubscriberBase):
         *,
         gap_months: int = 1,
         window_months: int = 1,
-    ) -> list[dict[str, Any]]:
+    ) -> CampaignTruth:
         """Carry out the pipeline's offer list for ``month`` as the operator's campaign system.
 
-        ``offer_id`` is each line's (intended) offer, ``treated`` false for the control group. Contacts
-        and acceptances are drawn; an accepted offer ends a real risk episode that churns after the gap
-        month with the offer's true effect (:data:`.catalogue.CATALOGUE_TRUTH`); the outcomes land in the next
-        month's ``campaign_outcomes``. Returns the truth per offer (and ``all``): ``true_effect`` is the
-        expected drop in the churn rate of the treated lines over the label window (gap, then window),
-        the quantity the evaluation's treated-vs-control effect estimates.
+        ``offer_id`` is each line's (intended) offer, ``treated`` false for the control group, ``channel``
+        the treated lines' channel. Contacts in the first days of the next month (the gap month) and
+        acceptances are drawn; an accepted offer ends a real risk episode due after the contact with the
+        offer's true effect for the line, and a contact may push a contact-averse line out (the truth
+        model: :mod:`.campaign`). The outcomes land in the next month's ``campaign_outcomes``. Returns the
+        truth over the outcome window (the next month to the end of the label window): per offer (and
+        ``all``), and per listed line its churn if treated and if not, from the same random draws.
         """
         m = self._acting_month(month)
         sub = np.asarray(subscriber_id, dtype=np.int64)
         if sub.size and ((sub < 0).any() or (sub >= self.n).any()):
             raise ValueError(f"offer list for {month} names subscribers the operator does not have")
-        self.pending_campaign, rows = campaign_system.carry_out(
+        self.pending_campaign, truth = campaign_system.carry_out(
             self,
             month,
             m,
@@ -316,4 +321,4 @@ class OperatorSimulation(SubscriberBase):
             gap_months=gap_months,
             window_months=window_months,
         )
-        return rows
+        return truth

@@ -20,6 +20,7 @@ import numpy as np
 from features.calendar import add_months
 from pipelines.sample_data.catalogue import CATALOGUE_TRUTH
 from pipelines.sample_data.finisher import MonthFinisher
+from pipelines.sample_data.formatting import format_ids
 from pipelines.sample_data.options import (
     MANIFEST_DIR,
     GenerateOptions,
@@ -37,10 +38,12 @@ __all__ = [
     "generate",
     "read_faults",
     "read_manifest",
+    "truth_line_rows",
 ]
 
 log = logging.getLogger(__name__)
 
+TRUTH_DIGITS = 6  # decimals of the probabilities written to the manifest
 BURN_IN_MONTHS = 3  # simulated before the first written month, so it already has episodes under way
 
 
@@ -82,14 +85,25 @@ def generate(landing_root: str | Path, opts: GenerateOptions) -> GenerateReport:
     return report
 
 
+def truth_line_rows(lines: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """The per-line truth of a campaign as manifest rows: plain JSON values, ids as the contract's text."""
+    columns: dict[str, list[Any]] = {
+        name: (values.round(TRUTH_DIGITS) if values.dtype.kind == "f" else values).tolist()
+        for name, values in lines.items()
+    }
+    columns["subscriber_id"] = format_ids("S", lines["subscriber_id"]).to_pylist()
+    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
 class SampleOperator:
     """The simulated operator one month at a time, with its campaign system in the loop.
 
     ``deliver(month)`` simulates and writes the month's landing folders; then ``respond(month, offers)``
     carries out the pipeline's offer list for that month (contacts, acceptances and their true effect on
     churn, outcomes in the next month's ``campaign_outcomes``), or, when no list came, runs the operator's
-    own campaign. ``close()`` writes the manifest, with the truth of every campaign under
-    ``campaign_truth``. Same seed and same offer lists: same files.
+    own campaign. ``close()`` writes the manifest, with the truth of every campaign: per offer under
+    ``campaign_truth``, per listed line under ``campaign_truth_lines`` (:func:`truth_line_rows`). Same
+    seed and same offer lists: same files.
     """
 
     def __init__(self, landing_root: str | Path, opts: GenerateOptions, first_month: str) -> None:
@@ -103,6 +117,7 @@ class SampleOperator:
         self._faults = (self.root / MANIFEST_DIR / "faults.jsonl").open("w")
         self.finisher = MonthFinisher(self.root, opts, self.report, self._faults)
         self.truth: list[dict[str, Any]] = []
+        self.truth_lines: list[dict[str, Any]] = []
 
     def deliver(self, month: str) -> None:
         """Simulate ``month`` and write its landing folders (the operator's campaign waits for respond)."""
@@ -117,7 +132,7 @@ class SampleOperator:
             self.sim.own_campaign(month)
             return
         ids = offers["subscriber_id"].astype(str).str.slice(1).astype(np.int64).to_numpy()
-        rows = self.sim.act_on(
+        truth = self.sim.act_on(
             month,
             ids,
             offers["intended_offer_id"].to_numpy(dtype=object),
@@ -126,13 +141,15 @@ class SampleOperator:
             gap_months=gap_months,
             window_months=window_months,
         )
-        self.truth.extend(rows)
+        self.truth.extend(truth.offers)
+        self.truth_lines.extend(truth_line_rows(truth.lines))
+        every = truth.offers[0]
         log.info(
             "campaign system %s: %d lines treated, %d held out; true effect on the churn rate %.4f",
             month,
-            rows[0]["treated"],
-            rows[0]["holdout"],
-            rows[0]["true_effect"] or 0.0,
+            every["treated"],
+            every["holdout"],
+            every["true_effect"] or 0.0,
         )
 
     def close(self) -> GenerateReport:
@@ -142,6 +159,7 @@ class SampleOperator:
         summary = self.finisher.summary
         summary["churn"] = self.report.churn
         summary["campaign_truth"] = self.truth
+        summary["campaign_truth_lines"] = self.truth_lines
         summary["offer_truth"] = {k: vars(v) for k, v in CATALOGUE_TRUTH.items()}
         write_manifest(self.root, summary)
         return self.report

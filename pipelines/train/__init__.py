@@ -1,14 +1,15 @@
-"""Stage: train the cohort family as of a run month (``stage``), its MLflow record (``mlflow_run``).
+"""Stage: train the cohort family as of a run month (``stage``), its MLflow record (``mlflow_run``), its
+promotion gates (``gates``).
 
 The public names, listed once here (``training_window`` is ``pipelines.core.maturity``'s, re-exported for
 ``notebooks/02_train_and_evaluate.ipynb``)."""
 
+from pipelines.train.gates import RowEvidence, gate_evidence, promotion_decision
 from pipelines.train.stage import (
     TrainResult,
     backtest,
     fit_as_of,
     model_spec,
-    promotion_decision,
     read_training_frame,
     summarize_backtest,
     train_month,
@@ -16,9 +17,11 @@ from pipelines.train.stage import (
 )
 
 __all__ = [
+    "RowEvidence",
     "TrainResult",
     "backtest",
     "fit_as_of",
+    "gate_evidence",
     "model_spec",
     "promotion_decision",
     "read_training_frame",

@@ -29,6 +29,8 @@ HEADLINE_METRICS = (
     "top_decile_lift",
     "brier",
     "ece",
+    "relative_ece",
+    "calibration_slope",
     "empc",
     "empc_fraction",
 )

@@ -10,7 +10,6 @@ random split across months.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,15 +23,17 @@ from pyspark.sql import functions as F
 
 from features.errors import MissingColumnsError
 from models import ModelSpec, TrainingDataError, evaluate_family, fit_family
-from models.family import ModelFamily, model_scores
+from models.family import ModelFamily, labelled_rows, model_scores
 from models.segments import fit_segments
 from pipelines.core import delta
-from pipelines.core.config import Config, PromotionGates
+from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake, decimals_as_double
 from pipelines.core.manifest import recorded_run
 from pipelines.core.maturity import TrainingWindow, labelled_months, training_window
 from pipelines.core.tables import PERFORMANCE_SCHEMA
+from pipelines.core.treatment import treated_in_window
+from pipelines.train.gates import gate_evidence, promotion_decision
 from pipelines.train.mlflow_run import log_training_run, metrics_table, performance_rows
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ def model_spec(cfg: Config) -> ModelSpec:
 
 
 def read_training_frame(lake: Lake, months: Sequence[str], spec: ModelSpec) -> pd.DataFrame:
-    """Features of ``months`` joined with their (non-null) labels, as pandas.
+    """Features of ``months`` joined with their (non-null) labels, as pandas; rows contacted inside their
+    label window are left out (the model learns the risk if left alone: :mod:`pipelines.core.treatment`).
 
     Read in the driver with pyarrow (the driver needs the rows whole to fit on them; a Spark job would
     only add the JVM's row-to-Arrow conversion), Spark where only the native Delta connector can read.
@@ -78,6 +80,10 @@ def read_training_frame(lake: Lake, months: Sequence[str], spec: ModelSpec) -> p
         # joined and sorted in Arrow (multi-threaded), one conversion to pandas: a pandas merge would copy
         # every column block, most of the read's time
         joined = features.join(labels, keys, join_type="inner")
+        treated = treated_in_window(lake, months).toArrow()
+        if treated.num_rows:
+            treated = pa.table({k: treated[k].cast(features.schema.field(k).type) for k in keys})
+            joined = joined.join(treated, keys, join_type="left anti")
         # Spark's join order (keys first) and the same rows in the same order, however the files were split
         joined = joined.select([*keys, *[c for c in joined.column_names if c not in keys]])
         return joined.sort_by([("month", "ascending"), ("subscriber_id", "ascending")]).to_pandas()
@@ -94,7 +100,11 @@ def _spark_training_frame(lake: Lake, months: Sequence[str], spec: ModelSpec) ->
         .where(F.col("month").isin(*months) & F.col("label_available") & F.col("is_churn").isNotNull())
         .select("subscriber_id", "month", F.col("is_churn").cast("int").alias(spec.label))
     )
-    return decimals_as_double(features.join(labels, ["subscriber_id", "month"], "inner")).toPandas()
+    treated = treated_in_window(lake, months)
+    joined = features.join(labels, ["subscriber_id", "month"], "inner").join(
+        treated, ["subscriber_id", "month"], "left_anti"
+    )
+    return decimals_as_double(joined).toPandas()
 
 
 def _check_cohorts(frame: pd.DataFrame, spec: ModelSpec, window: TrainingWindow) -> None:
@@ -165,53 +175,6 @@ def fit_as_of(lake: Lake, run_month: str) -> TrainResult:
     return TrainResult(window, family, test, rows, steps, parts[window.test_month], scores)
 
 
-def promotion_decision(
-    new: dict[str, dict[str, float]],
-    champion: dict[str, dict[str, float]] | None,
-    gates: PromotionGates,
-) -> tuple[bool, list[str]]:
-    """Whether a new family becomes champion, and why (pure: per-cohort test metrics in, decision out).
-
-    ``new`` / ``champion``: cohort -> metrics on the same test month (``roc_auc``, ``ece``, ``churners``).
-    Every gated cohort must meet the floors and not be worse than the champion beyond the tolerances.
-    """
-    reasons: list[str] = []
-    ok = True
-    for cohort, m in sorted(new.items()):
-        if cohort == "all":
-            continue
-        if m.get("churners", 0) < gates.min_test_churners or math.isnan(m.get("roc_auc", math.nan)):
-            reasons.append(f"{cohort}: not gated ({int(m.get('churners', 0))} test churners)")
-            continue
-        auc, ece = m["roc_auc"], m["ece"]
-        if auc < gates.min_auc:
-            ok = False
-            reasons.append(f"{cohort}: AUC {auc:.4f} below the floor {gates.min_auc}")
-        if ece > gates.max_ece:
-            ok = False
-            reasons.append(f"{cohort}: calibration error {ece:.4f} above the ceiling {gates.max_ece}")
-        old = (champion or {}).get(cohort)
-        if old and not math.isnan(old.get("roc_auc", math.nan)):
-            if auc < old["roc_auc"] - gates.auc_tolerance:
-                ok = False
-                reasons.append(f"{cohort}: AUC {auc:.4f} worse than the champion's {old['roc_auc']:.4f}")
-            if ece > old["ece"] + gates.ece_tolerance:
-                ok = False
-                reasons.append(
-                    f"{cohort}: calibration error {ece:.4f} worse than the champion's {old['ece']:.4f}"
-                )
-    if ok:
-        reasons.append("every gated cohort meets the floors" + (" and the champion" if champion else ""))
-    return ok, reasons
-
-
-def _gate_view(metrics: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    return {
-        cohort: {"roc_auc": m["roc_auc"], "ece": m["ece"], "churners": m["rows"] * m["churn_rate"]}
-        for cohort, m in metrics["family"].items()
-    }
-
-
 def write_performance(lake: Lake, results: Sequence[TrainResult], source: str) -> None:
     """Replace the (month, source) partitions of ``model_performance`` with these results."""
     rows = [
@@ -256,12 +219,20 @@ def train_month(
         assert result.version is not None
         set_alias(name, CHALLENGER, result.version)
         champion = load_family(name, CHAMPION)
-        champion_view = None
-        if champion is not None and champion[1] != result.version:
-            # the gates compare the families only: the champion's baselines are not scored
-            scores = {"family": champion[0].predict_proba(test)}
-            champion_view = _gate_view(evaluate_family(champion[0], test, scores))
-        ok, decision = promotion_decision(_gate_view(result.test_metrics), champion_view, cfg.train.promotion)
+        # the champion's family scores the same test rows (its baselines are not compared)
+        old = None if champion is None or champion[1] == result.version else champion[0].predict_proba(test)
+        labelled = labelled_rows(test, result.family.spec, "promotion gates")
+        evidence = gate_evidence(
+            labelled.y,
+            result.test_scores["family"],
+            old,
+            cohort=result.family.cohorts(test),
+            cohort_names=result.family.spec.cohorts.names,
+            gates=cfg.train.promotion,
+            seed=cfg.model.seed,
+            sample_weight=labelled.w,
+        )
+        ok, decision = promotion_decision(evidence, cfg.train.promotion, has_champion=old is not None)
         if promote is not None:
             decision.append(f"gates {'passed' if ok else 'failed'}; overridden: promote={promote} ({reason})")
             ok = promote

@@ -10,13 +10,17 @@ import pandas as pd
 import pytest
 
 from models.offers import (
+    OfferEffects,
     contract_state,
+    control_size,
     dual_bound,
+    lp_bound,
     net_values,
     policy_reasons,
     solve_exact,
     solve_greedy,
     update_prices,
+    value_of_save,
 )
 from models.params import Offer, OfferEligibility, OfferParams
 
@@ -59,10 +63,13 @@ def test_the_solver_finds_the_brute_force_optimum_and_beats_greedy():
     for _ in range(25):
         values, params = random_case(rng)
         exact, greedy = solve_exact(values, params), solve_greedy(values, params)
-        assert exact.total == pytest.approx(brute_force_optimum(values, params), abs=1e-6)
-        assert greedy.total <= exact.total + 1e-9
+        ratio = solve_greedy(values, params, by="ratio")
+        optimum = brute_force_optimum(values, params)
+        assert exact.total == pytest.approx(optimum, abs=1e-6)
+        assert max(greedy.total, ratio.total) <= exact.total + 1e-9
+        assert lp_bound(values, params) >= optimum - 1e-6  # the relaxation bounds the optimum
         strictly_better += exact.total > greedy.total + 1e-9
-        for a in (exact, greedy):
+        for a in (exact, greedy, ratio):
             chosen = a.offer[a.offer >= 0]
             assert sum(params.offers[c].cost for c in chosen) <= params.budget + 1e-9
             assert all((chosen == j).sum() <= params.offers[j].capacity for j in range(3))
@@ -119,6 +126,7 @@ def _lines() -> pd.DataFrame:
         "risk_band": "high",
         "cohort": "established",
         "value_tier": "high",
+        "strategy": "strongest_retention",
         "churn_type": "service_issue",
         "usage_segment": "voice-heavy",
         "arpu_3m": 50.0,
@@ -152,7 +160,8 @@ def test_policy_reasons_in_order_and_values_only_for_candidates():
     params = OfferParams(offers=tuple(o for o in OfferParams().offers if o.id != "free_addon"))
     frame = _lines()
     values = net_values(frame, params)
-    reason, usable = policy_reasons(frame, params, values)
+    policy = policy_reasons(frame, params, values)
+    reason, usable = policy.reason, policy.usable
     assert list(reason) == [
         None,
         "no_consent",
@@ -164,13 +173,43 @@ def test_policy_reasons_in_order_and_values_only_for_candidates():
         "below_value",
         "no_consent",
     ]
-    assert np.isfinite(usable[0]).any() and not np.isfinite(usable[1:]).any()
+    # values (and exploration) only for the candidate and the line no offer is worth its cost to
+    assert [bool(np.isfinite(row).any()) for row in usable] == [i in (0, 7) for i in range(9)]
+    assert (policy.explorable == np.isfinite(usable)).all() and not (usable[7] > 0).any()
     ids = [o.id for o in params.offers]
     # the service-recovery call: 0.4 x 0.20 x 50 x 12 - 4 = 44
     assert usable[0, ids.index("service_recovery")] == pytest.approx(0.4 * 0.20 * 50 * 12 - 4)
-    # a measured effect replaces the prior
-    measured = net_values(frame, params, {"service_recovery": 0.05})
+    # a measured effect replaces the prior; the margin scales the value of a save
+    measured = net_values(frame, params, OfferEffects({"service_recovery": 0.05}))
     assert measured[0, ids.index("service_recovery")] == pytest.approx(0.4 * 0.05 * 50 * 12 - 4)
+    half = params.model_copy(update={"margin": 0.5})
+    assert net_values(frame, half)[0, ids.index("service_recovery")] == pytest.approx(
+        0.4 * 0.20 * 50 * 12 * 0.5 - 4
+    )
+    assert value_of_save(np.array([50.0, np.nan]), half).tolist() == [300.0, 0.0]
+
+
+def test_an_offer_measured_to_harm_a_segment_is_not_offered_there():
+    params = OfferParams()
+    frame = pd.concat([_lines().head(1)] * 2, ignore_index=True).assign(cohort=["new", "established"])
+    ids = [o.id for o in params.offers]
+    harm = OfferEffects({}, frozenset({("free_addon", "cohort", "new")}))
+    plain, harmed = net_values(frame, params), net_values(frame, params, harm)
+    j = ids.index("free_addon")
+    assert np.isfinite(plain[:, j]).all()
+    assert not np.isfinite(harmed[0, j]) and harmed[1, j] == plain[1, j]
+    others = [k for k in range(len(ids)) if k != j]
+    assert np.array_equal(harmed[:, others], plain[:, others])
+
+
+def test_control_size_meets_the_minimum_where_the_offer_has_lines_for_it():
+    params = OfferParams(holdout_rate=0.1, min_control_lines=30, max_control_share=0.5)
+    assert control_size(1000, params) == 100  # the rate
+    assert control_size(100, params) == 30  # raised to the minimum: 30 of 100 is within half
+    assert control_size(60, params) == 30  # exactly half
+    assert control_size(59, params) == 6  # too few lines: the rate, and the offer is underpowered
+    assert control_size(5, params) == 1  # halves round up
+    assert control_size(4, params) == 0
 
 
 def test_eligibility_rules_and_contract_states():
@@ -194,3 +233,9 @@ def test_eligibility_rules_and_contract_states():
     assert not np.isfinite(net_values(frame, params)).any()
     frame = frame.assign(contract_state="expiring", usage_segment="roamer 2")
     assert np.isfinite(net_values(frame, params)).all()
+    # the strategy matrix: an offer serving other cells is not for this line
+    cells = OfferParams(
+        offers=(offer.model_copy(update={"eligibility": OfferEligibility(strategies=("x",))}),)
+    )
+    assert not np.isfinite(net_values(frame, cells)).any()
+    assert np.isfinite(net_values(frame.assign(strategy="x"), cells)).all()

@@ -94,14 +94,23 @@ def test_feature_names_map_to_reason_families_by_pattern_in_order():
     ]
 
 
-def test_top_reasons_are_the_largest_risk_raising_contributions():
-    features = ["overdue_days_m0", "care_complaint_m0", "care_network_m0", "data_mb_chg_1m", "tenure_months"]
+def test_top_reasons_are_the_largest_risk_raising_actionable_contributions():
+    features = [
+        "overdue_days_m0",
+        "care_complaint_m0",
+        "care_network_m0",
+        "data_mb_chg_1m",
+        "tenure_months",
+        "region",
+    ]
     contrib = np.array(
         [
-            # care 0.5 + 0.4 outweighs overdue 0.7 as a family; the bias (last) is never a reason
-            [0.7, 0.5, 0.4, -0.9, 0.1, -2.0],
-            [-0.1, -0.2, -0.3, -0.4, -0.5, 3.0],  # nothing raises the risk: no reason, no type
-            [0.0, 0.0, 0.0, 0.2, 0.0, -3.0],
+            # overdue 0.7 is the largest single contribution: care's 0.5 + 0.4 do not outweigh it (the
+            # family with more features would win by a sum); the region (not actionable) and the bias
+            # (last) are never reasons
+            [0.7, 0.5, 0.4, -0.9, 0.1, 0.9, -2.0],
+            [-0.1, -0.2, -0.3, -0.4, -0.5, 0.8, 3.0],  # only the region raises the risk: no reason, no type
+            [0.0, 0.0, 0.0, 0.2, 0.0, 0.0, -3.0],
         ]
     )
     reasons, churn_type = top_reasons(contrib, features, ScoreParams(reasons_top=3))
@@ -113,7 +122,7 @@ def test_top_reasons_are_the_largest_risk_raising_contributions():
     assert reasons[1] == [] and reasons[2] == [
         {"feature": "data_mb_chg_1m", "contribution": 0.2, "family": "usage_decline"}
     ]
-    assert list(churn_type) == ["service_issue", None, "usage_decline"]
+    assert list(churn_type) == ["payment_trouble", None, "usage_decline"]
 
 
 def test_psi_of_a_sample_against_itself_is_zero_and_a_shift_is_large():

@@ -5,7 +5,6 @@ against hashes computed here. The stage on a generated, scored lake is in ``test
 from __future__ import annotations
 
 import hashlib
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,16 @@ from models.offers import solve_exact
 from models.params import Offer, OfferParams
 from pipelines.core.config import load_config
 from pipelines.core.lake import Lake
-from pipelines.match_offers import match_offers_month, repair_picks, solve_in_spark, with_holdout
+from pipelines.match_offers import (
+    control_sizes,
+    drawn_underpowered,
+    explore,
+    match_offers_month,
+    remaining,
+    repair_picks,
+    solve_in_spark,
+    with_holdout,
+)
 from tests.conftest import TEST_CONF
 from tests.models.test_offers import brute_force_optimum, random_case
 
@@ -50,6 +58,8 @@ HAND_OFFERS = {
     "offers": {
         "budget": 20.0,
         "holdout_rate": 0.0,
+        "programme_holdout_rate": 0.0,
+        "exploration_rate": 0.0,
         "min_band": "low",
         "value_horizon_months": 12,
         "offers": [{"id": "pack", "channel": "sms", "cost": 10.0, "effect": 0.5, "sales_like": True}],
@@ -96,6 +106,9 @@ def _hand_lake(spark: SparkSession, tmp_path) -> Lake:
         "s7": {"churn_probability": 0.5, "arpu_3m": 10.0},  # assigned an offer in 2024-03
         # assigned in 2024-01, before the 3 cooldown months; 0.3 x 0.5 x 120 - 10 = 8: left out for budget
         "s8": {"churn_probability": 0.3, "arpu_3m": 10.0},
+        "s9": {"churn_probability": 0.5, "arpu_3m": 10.0},  # in 2024-03's control group: untouched
+        # in 2024-04's programme hold-out: never contacted, so nothing to cool down from
+        "s10": {"churn_probability": 0.05, "arpu_3m": 10.0},
     }
     rows = [{**line, "subscriber_id": s, **c} for s, c in lines.items()]
     lake.write(_frame(spark, rows, WARNING_DDL), "warning_list", partition_by=["score_month"])
@@ -115,9 +128,15 @@ def _hand_lake(spark: SparkSession, tmp_path) -> Lake:
     earlier = [
         {"score_month": "2024-03", "subscriber_id": "s7", "status": "assigned"},
         {"score_month": "2024-01", "subscriber_id": "s8", "status": "assigned"},
+        {"score_month": "2024-03", "subscriber_id": "s9", "status": "holdout", "intended_offer_id": "pack"},
+        {"score_month": "2024-04", "subscriber_id": "s10", "status": "holdout"},
     ]
     lake.write(
-        _frame(spark, earlier, "score_month string, subscriber_id string, status string"),
+        _frame(
+            spark,
+            earlier,
+            "score_month string, subscriber_id string, status string, intended_offer_id string",
+        ),
         "offer_assignments",
         partition_by=["score_month"],
     )
@@ -147,6 +166,8 @@ def test_a_hand_built_month_gets_every_reason_with_a_four_month_complaint_window
         "s6": (*excluded, "below_value", None, None, None, None),
         "s7": (*excluded, "cooling_down", None, None, None, None),
         "s8": (*excluded, "budget", None, 8.0, None, None),
+        "s9": (*excluded, "cooling_down", None, None, None, None),
+        "s10": (*excluded, "below_value", None, None, None, None),
     }
     assert list(got.index) == sorted(want)
     for s, (status, reason, offer, value, cost, msisdn) in want.items():
@@ -229,39 +250,48 @@ def test_repair_cuts_each_offer_to_capacity_then_keeps_the_best_prefix_within_th
     assert kept == ["s0", "s1"]
 
 
-def test_the_control_group_is_each_strata_lowest_hashes_with_halves_rounded_up(spark):
-    params = OfferParams(holdout_rate=0.5, holdout_salt="pepper")
-    strata = {("new", "high"): 5, ("new", "medium"): 3, ("established", "high"): 4}
-    base, picked, i = [], [], 0
-    for (cohort, band), n in strata.items():
+VALUES_DDL = (
+    "subscriber_id string, reason string, offer_values array<double>, unit string, programme_holdout boolean"
+)
+PICKS_DDL = "subscriber_id string, offer_index int, expected_net_value double, arm string"
+
+
+def test_each_offers_control_group_is_its_lowest_hashes_with_halves_rounded_up(spark):
+    params = OfferParams(holdout_rate=0.5, holdout_salt="pepper", min_control_lines=0)
+    offers = {0: 5, 1: 4}  # picked lines per offer index
+    values, picked, i = [], [], 0
+    for offer, n in offers.items():
         for _ in range(n):
-            base.append((f"s{i}", cohort, band))
-            picked.append((f"s{i}", 0, 1.0 + i))
+            values.append((f"s{i}", None, [1.0 + i, 1.0 + i], f"s{i}", False))
+            picked.append((f"s{i}", offer, 1.0 + i, "explore" if i == 0 else "optimised"))
             i += 1
-    base += [("x_consent", "new", "high"), ("x_unpicked", "new", "high")]
-    values = [(s, None, [1.0 + k]) for k, (s, *_rest) in enumerate(base[:i])]
-    values += [("x_consent", "no_consent", None), ("x_unpicked", None, [1.0, 3.0])]
-    out = with_holdout(
-        spark.createDataFrame(base, "subscriber_id string, cohort string, risk_band string"),
-        spark.createDataFrame(values, "subscriber_id string, reason string, offer_values array<double>"),
-        spark.createDataFrame(picked, "subscriber_id string, offer_index int, expected_net_value double"),
-        MONTH,
-        params,
-    ).toPandas()
+    values += [
+        ("x_consent", "no_consent", None, "x_consent", False),
+        ("x_unpicked", None, [1.0, 3.0], "x_unpicked", False),
+        ("x_programme", "programme_holdout", [2.0, 1.0], "x_programme", True),
+    ]
+    picks = spark.createDataFrame(picked, PICKS_DDL)
+    sizes, under = control_sizes(picks, params)
+    assert sizes == {0: 3, 1: 2} and under == []
+    out = with_holdout(spark.createDataFrame(values, VALUES_DDL), picks, MONTH, params, sizes).toPandas()
     got = out.set_index("subscriber_id")
 
     def key(s: str) -> str:
         return hashlib.sha256(f"pepper|{MONTH}|{s}".encode()).hexdigest()
 
     held = set()
-    for (cohort, band), n in strata.items():
-        ids = sorted((s for s, c, b in base[:i] if (c, b) == (cohort, band)), key=key)
-        k = int((Decimal(n) * Decimal("0.5")).quantize(Decimal(1), rounding=ROUND_HALF_UP))  # 5 -> 3
+    for offer, k in sizes.items():
+        ids = sorted((s for s, o, *_ in picked if o == offer), key=key)
         held |= set(ids[:k])
-    assert len(held) == 3 + 2 + 2
-    assert set(got.index[got["status"] == "holdout"]) == held
-    assert set(got.index[got["status"] == "assigned"]) == {s for s, *_ in base[:i]} - held
+    assert set(got.index[got["status"] == "holdout"]) == held | {"x_programme"}
+    assert set(got.index[got["status"] == "assigned"]) == {s for s, *_ in picked} - held
     assert (got.loc[list(held), "exclusion_reason"] == "holdout").all()
+    assert got.loc["s0", "arm"] == "explore"
+    assert (got.loc[[f"s{k}" for k in range(1, 9)], "arm"] == "optimised").all()
+    assert tuple(got.loc["x_programme", ["status", "exclusion_reason"]]) == ("holdout", "programme_holdout")
+    assert bool(got.loc["x_programme", "programme_holdout"]) and pd.isna(
+        got.loc["x_programme", "offer_index"]
+    )
     assert tuple(got.loc["x_consent", ["status", "exclusion_reason"]]) == ("excluded", "no_consent")
     unpicked = got.loc["x_unpicked"]
     assert (unpicked["status"], unpicked["exclusion_reason"], unpicked["expected_net_value"]) == (
@@ -270,3 +300,70 @@ def test_the_control_group_is_each_strata_lowest_hashes_with_halves_rounded_up(s
         3.0,
     )
     assert unpicked["_best_index"] == 1
+
+
+def test_by_household_the_lines_of_a_household_share_their_arm(spark):
+    offers = (
+        Offer(id="a", channel="sms", cost=1.0, effect=0.1),
+        Offer(id="b", channel="sms", cost=1.0, effect=0.1),
+    )
+    params = OfferParams(offers=offers, holdout_rate=0.5, randomise_by="household", min_control_lines=25)
+    values, picked = [], []
+    for h in range(40):
+        for line in range(3):
+            s = f"h{h}-{line}"
+            values.append((s, None, [1.0, 1.0], f"h:{h}", False))
+            picked.append((s, line % 2, 1.0, "optimised"))
+    drawn = with_holdout(
+        spark.createDataFrame(values, VALUES_DDL), spark.createDataFrame(picked, PICKS_DDL), MONTH, params, {}
+    )
+    out = drawn.toPandas()
+    # the control sizes as they fell (offer a has two lines per household, b one): under 25 is underpowered
+    held = out[out["status"] == "holdout"].groupby("offer_index").size()
+    want = sorted(
+        f"{o.id} ({held.get(i, 0)} of {(out['offer_index'] == i).sum()})"
+        for i, o in enumerate(offers)
+        if held.get(i, 0) < 25
+    )
+    assert drawn_underpowered(drawn, params) == want and len(want) >= 1
+    arms = out.assign(household=out["subscriber_id"].str.split("-").str[0]).groupby("household")["status"]
+    assert (arms.nunique() == 1).all()  # one draw per household, across its offers
+    held = (arms.first() == "holdout").sum()
+    assert 10 <= held <= 30  # about half of the 40 households
+
+
+def test_exploration_gives_each_drawn_line_a_random_eligible_offer_within_capacity_and_budget(spark):
+    offers = (
+        Offer(id="a", channel="sms", cost=1.0, effect=0.1),
+        Offer(id="b", channel="call", cost=4.0, capacity=5, effect=0.1),
+        Offer(id="c", channel="sms", cost=2.0, effect=0.0),  # worth nothing: still explored
+    )
+    params = OfferParams(offers=offers, budget=1000.0, exploration_rate=0.5, exploration_max_budget_share=0.1)
+    rows = [
+        (f"s{i}", None if i % 3 else "below_value", [1.0, 2.0, -3.0], [0, 1, 2] if i % 2 else [2], f"s{i}")
+        for i in range(400)
+    ]
+    rows.append(("x", "no_consent", None, None, "x"))
+    values = spark.createDataFrame(
+        rows,
+        "subscriber_id string, reason string, offer_values array<double>, explore_offers array<int>, "
+        "unit string",
+    )
+    got = explore(values, MONTH, params).toPandas().set_index("subscriber_id")
+    eligible = {s: e for s, _, _, e, _ in rows}
+    assert "x" not in got.index
+    assert all(o in eligible[s] for s, o in got["offer_index"].items())
+    assert (got["offer_index"] == 1).sum() <= 5
+    ample = explore(values, MONTH, params.model_copy(update={"exploration_max_budget_share": 1.0}))
+    wide = ample.toPandas()
+    assert (wide["offer_index"] == 1).sum() == 5  # capacity
+    assert 150 < len(wide) < 250  # about half the 400 explorable lines
+    spend = got["offer_index"].map({0: 1.0, 1: 4.0, 2: 2.0}).sum()
+    assert 100.0 - 4.0 < spend <= 100.0  # a tenth of the budget, the lowest draws first
+    assert set(got["offer_index"]) == {0, 1, 2} and (got["arm"] == "explore").all()
+    assert got.loc[got["offer_index"] == 2, "expected_net_value"].eq(-3.0).all()
+    again = explore(values, MONTH, params).toPandas().set_index("subscriber_id")
+    assert again.sort_index().equals(got.sort_index())  # reproducible
+    left = remaining(params, explore(values, MONTH, params))
+    assert left.budget == pytest.approx(1000.0 - spend)
+    assert left.offers[1].capacity == 5 - (got["offer_index"] == 1).sum() and left.offers[0].capacity is None

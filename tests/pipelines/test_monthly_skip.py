@@ -61,3 +61,18 @@ def test_a_failed_part_of_the_last_attempt_means_run_again():
     # a success, then a failed attempt: run again
     later = run("ingest", "failed", 20, {}, attempt="a3")
     assert unchanged_since([ok, later], "ingest", now({})) is None
+
+
+def test_the_uplift_stage_runs_between_evaluation_and_matching_and_keeps_the_exit_statuses():
+    from pipelines.monthly import EXIT_STATUS, STAGES
+
+    assert STAGES.index("evaluate") < STAGES.index("uplift") < STAGES.index("match_offers")
+    # a scheduler's mapping of the earlier stages stays (README: 15 match_offers)
+    assert [EXIT_STATUS[s] for s in ("ingest", "evaluate", "match_offers", "uplift")] == [10, 14, 15, 16]
+    runs = [
+        run("uplift", "success", 0, {"offer_assignments": 3}),
+        run("match_offers", "success", 2, {"offer_assignments": 3}, outputs={"offer_assignments": 4}),
+    ]
+    # matching (after the uplift stage) rewrote the assignments the uplift stage read: same inputs
+    assert unchanged_since(runs, "uplift", now({"offer_assignments": 4}))
+    assert unchanged_since(runs, "uplift", now({"offer_assignments": 5})) is None

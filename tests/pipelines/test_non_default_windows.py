@@ -25,7 +25,7 @@ RUN = "2024-06"
 
 def test_the_default_reason_patterns_follow_the_window():
     names = [ratio_avg_col("out_events", 4), ratio_avg_col("voice_out_min", 6), "region"]
-    assert reason_families(names, ScoreParams()) == ["usage_decline", "usage_decline", "low_engagement"]
+    assert reason_families(names, ScoreParams()) == ["usage_decline", "usage_decline", None]
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from jobs.score import main as score_job
 from models.params import RISK_BANDS
 from models.scoring import reason_families
 from pipelines.core.lake import Lake, decimals_as_double
+from pipelines.core.treatment import treated_in_window
 from pipelines.score import score_month
 from tests.conftest import cfg_at, job_args
 
@@ -67,21 +68,22 @@ def test_reasons_are_the_serving_models_contributions_in_configured_families(sco
     raw = explained.set_index("subscriber_id").loc[frame["subscriber_id"], "raw_score"].to_numpy()
     np.testing.assert_allclose(1 / (1 + np.exp(-contrib.sum(axis=1))), raw, rtol=1e-9)
     families = dict(zip(names[:-1], reason_families(names[:-1], cfg.score), strict=True))
+    # region, segment, consent ...: they explain the risk but nobody can act on them
+    assert families["region"] is None and families["marketing_consent"] is None
     index = {n: i for i, n in enumerate(names)}
     by_id = dict(zip(frame["subscriber_id"], range(len(frame)), strict=True))
     for _, row in explained.iterrows():
-        c = contrib[by_id[row["subscriber_id"]]]
-        top = sorted((v for v in c[:-1] if v > 0), reverse=True)[: cfg.score.reasons_top]
+        c = pd.Series(contrib[by_id[row["subscriber_id"]]][:-1], index=names[:-1])
+        actionable = c[[families[n] is not None for n in c.index]]
+        top = actionable[actionable > 0].sort_values(ascending=False)[: cfg.score.reasons_top]
         got = [r["contribution"] for r in row["reasons"]]
-        np.testing.assert_allclose(got, top, rtol=1e-9)
+        np.testing.assert_allclose(got, top.to_numpy(), rtol=1e-9)
         for r in row["reasons"]:
             assert r["family"] == families[r["feature"]]
-            assert c[index[r["feature"]]] == pytest.approx(r["contribution"], rel=1e-9)
-        # the churn type: the family whose features raise the risk the most in total (counted here with
-        # pandas from the contributions), null when no feature raises it
-        positive = pd.Series(np.clip(c[:-1], 0, None), index=names[:-1])
-        by_family = positive.groupby(positive.index.map(families)).sum()
-        want = by_family.idxmax() if by_family.max() > 0 else None
+            assert c.iloc[index[r["feature"]]] == pytest.approx(r["contribution"], rel=1e-9)
+        # the churn type: the family of the actionable feature that raises the risk the most (so a family
+        # does not win by its number of features), null when none raises it
+        want = families[top.index[0]] if len(top) else None
         assert row["churn_type"] == want, row["subscriber_id"]
     assert explained["churn_type"].nunique() >= 2  # more than one driver in the month
 
@@ -217,16 +219,18 @@ def test_a_shifted_month_raises_the_drift_warning_and_the_training_rows_have_non
     other.write(shifted, "features_monthly", mode="overwrite", replace_partitions={"month": ["2024-06"]})
     report = score_month(spark, other_cfg, "2024-06")
     assert any(top in w for w in report.drift_warnings)
-    # the family's own training rows (its fit month's labelled rows) scored as a month: the drift profile
-    # was drawn from exactly these rows, so every PSI is 0
+    # the family's own training rows (its fit month's labelled rows left alone by any campaign) scored as a
+    # month: the drift profile was drawn from exactly these rows, so every PSI is 0
     (fit_month,) = result.window.fit_months
     labelled = other.read("labels_monthly").where(
         (F.col("month") == fit_month) & F.col("label_available") & F.col("is_churn").isNotNull()
     )
+    treated = treated_in_window(other, [fit_month]).select("subscriber_id")
     training = (
         other.read("features_monthly")
         .where(F.col("month") == fit_month)
         .join(labelled.select("subscriber_id"), "subscriber_id", "left_semi")
+        .join(treated, "subscriber_id", "left_anti")
         .withColumn("month", F.lit("2024-07"))
     )
     assert training.count() == result.family.report["rows"]["train"]

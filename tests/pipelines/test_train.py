@@ -14,14 +14,13 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines.core.config import Config, PromotionGates, load_config
+from pipelines.core.config import Config, load_config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake
 from pipelines.core.maturity import training_window
 from pipelines.train import (
     TrainResult,
     fit_as_of,
-    promotion_decision,
     read_training_frame,
     train_month,
 )
@@ -90,34 +89,25 @@ def test_window_uses_only_labels_matured_by_the_run_month():
         training_window("2024-04", months, cfg)
 
 
-def test_promotion_gates_with_literal_metrics():
-    gates = PromotionGates(
-        min_auc=0.6, max_ece=0.05, auc_tolerance=0.01, ece_tolerance=0.01, min_test_churners=10
-    )
-    good = {
-        "new": {"roc_auc": 0.78, "ece": 0.02, "churners": 40},
-        "all": {"roc_auc": 0.8, "ece": 0.01, "churners": 90},
-    }
-    assert promotion_decision(good, None, gates)[0]
-    worse = {"new": {"roc_auc": 0.75, "ece": 0.02, "churners": 40}}
-    ok, why = promotion_decision(worse, {"new": {"roc_auc": 0.78, "ece": 0.02, "churners": 40}}, gates)
-    assert not ok and why == ["new: AUC 0.7500 worse than the champion's 0.7800"]
-    within = {"new": {"roc_auc": 0.775, "ece": 0.025, "churners": 40}}
-    assert promotion_decision(within, good, gates)[0]
-    floor = {"new": {"roc_auc": 0.55, "ece": 0.08, "churners": 40}}
-    ok, why = promotion_decision(floor, None, gates)
-    assert not ok and len(why) == 2
-    thin = {"new": {"roc_auc": 0.5, "ece": 0.3, "churners": 3}}
-    ok, why = promotion_decision(thin, None, gates)
-    assert ok and why[0] == "new: not gated (3 test churners)"
-
-
 def test_training_reads_only_its_window(trained):
     lake, first = trained.lake, trained.first
     w = first.window
     assert (w.fit_months, w.valid_month, w.test_month) == (("2024-01",), "2024-02", "2024-03")
-    labels = lake.read("labels_monthly").where(F.col("is_churn").isNotNull())
-    counts = {r.month: r["count"] for r in labels.groupBy("month").count().collect()}
+    labels = lake.read("labels_monthly").where(F.col("is_churn").isNotNull()).toPandas()
+    # lines the operator's own campaign contacted inside their label window (a list of S is contacted in
+    # S + 1; gap 1 + window 1: the lists of T and T + 1 touch snapshot T) are out
+    contacts = lake.read("campaign_outcomes").where(F.col("contacted")).toPandas()
+    treated = {
+        (s, m)
+        for s, c in zip(contacts["subscriber_id"], contacts["campaign_month"], strict=True)
+        for m in (c, str(pd.Period(c, freq="M") - 1))
+    }
+    assert len(treated) > 100
+    kept = labels[
+        [(s, m) not in treated for s, m in zip(labels["subscriber_id"], labels["month"], strict=True)]
+    ]
+    assert len(kept) < len(labels)
+    counts = kept.groupby("month").size()
     assert first.rows == {"fit": counts["2024-01"], "valid": counts["2024-02"], "test": counts["2024-03"]}
     assert first.family.report["rows"]["train"] == counts["2024-01"]
     assert first.family.report["rows"]["valid"] == counts["2024-02"]
@@ -133,6 +123,39 @@ def test_training_frame_read_in_the_driver_equals_spark_join(trained):
     pd.testing.assert_frame_equal(frame, spark_frame)
     assert sorted(frame["month"].unique()) == months
     assert len(frame) == sum(first.rows.values())
+
+
+def test_the_outcomes_of_treated_lines_never_reach_the_model(trained, spark, tmp_path):
+    """A strong campaign in a fitted month: half of 2024-01's churners assigned an offer. Whether the
+    campaign saved them all or none, the model is the same: treated rows are out, the others stay."""
+    lake, cfg, first = trained.lake, trained.cfg, trained.first
+    root = tmp_path / "lake"
+    shutil.copytree(cfg.lake_root, root)
+    other = Lake(spark, cfg_at(root, cfg.landing_root))
+    labels = other.read("labels_monthly").where(F.col("month") == "2024-01")
+    half = F.conv(F.substring(F.sha2("subscriber_id", 256), 1, 4), 16, 10).cast("int") % 2 == 0
+    treated = labels.where(F.col("is_churn") & half).select("subscriber_id").toPandas()["subscriber_id"]
+    assigned = spark.createDataFrame(
+        [("2024-01", s, "assigned") for s in treated],
+        "score_month string, subscriber_id string, status string",
+    )
+    other.write(assigned, "offer_assignments", partition_by=["score_month"])
+    months = list(first.window.months)
+    frame = read_training_frame(other, months, first.family.spec)
+    before = read_training_frame(lake, months, first.family.spec)
+    removed = before[(before["month"] == "2024-01") & before["subscriber_id"].isin(set(treated))]
+    assert len(removed) > 20 and len(frame) == len(before) - len(removed)
+    assert not frame.loc[frame["month"] == "2024-01", "subscriber_id"].isin(set(treated)).any()
+    none_saved = fit_as_of(other, "2024-05")
+    saved = spark.createDataFrame(
+        labels.withColumn("is_churn", F.col("is_churn") & ~F.col("subscriber_id").isin(*treated)).collect(),
+        labels.schema,
+    )  # the campaign saved every treated line
+    other.write(saved, "labels_monthly", mode="overwrite", replace_partitions={"month": ["2024-01"]})
+    all_saved = fit_as_of(other, "2024-05")
+    test = read_training_frame(lake, ["2024-03"], first.family.spec)
+    np.testing.assert_array_equal(all_saved.family.predict_proba(test), none_saved.family.predict_proba(test))
+    assert none_saved.rows == all_saved.rows and none_saved.rows["fit"] == first.rows["fit"] - len(removed)
 
 
 def test_test_month_and_later_labels_never_reach_the_model(trained, spark, tmp_path):
@@ -194,19 +217,35 @@ def test_registered_pyfunc_equals_boosters_and_calibrators(trained):
 
 
 def test_gates_keep_the_champion_against_a_worse_model(trained):
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     from pipelines.core.tracking import configure_mlflow
 
     cfg, first, second = trained.cfg, trained.first, trained.second
     assert first.promoted and first.version == "1"
+    # the first model: all gated (no champion to compare with), with its figures
+    assert first.decision[0].startswith("all: ") and " test churners, AUC " in first.decision[0]
+    assert (
+        first.decision[-1].startswith("promoted: every gated row (all")
+        and "(no champion yet)" in first.decision[-1]
+    )
     assert not second.promoted and second.version == "2"
-    assert any("worse than the champion" in r for r in second.decision), second.decision
+    # the crippled model ranks significantly worse than the champion on the same rows of all
+    (versus_all,) = [
+        line for line in second.decision if line.startswith("all: AUC ") and "champion's" in line
+    ]
+    p_value = float(re.search(r"one-sided p [=<] (\d\.\d+)", versus_all).group(1))
+    assert versus_all.endswith("worse than the champion") and p_value < cfg.train.promotion.alpha
+    assert second.decision[-1].startswith("not promoted: all")
     configure_mlflow(cfg)
     client = MlflowClient()
     name = cfg.train.registered_model
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
+    # the decision is the run's record
+    text = mlflow.artifacts.load_text(f"runs:/{second.run_id}/report/promotion.txt")
+    assert text.splitlines() == second.decision
 
 
 def test_mlflow_run_holds_cohort_children_params_and_charts(trained):

@@ -127,7 +127,14 @@ def test_the_key_check_catches_a_stray_key_and_a_missing_field():
 def test_pure_parameters_take_their_defaults_from_base_yml():
     from features.params import ChurnParams, CohortParams, FeatureParams
     from models.metrics import ProfitParams
-    from models.params import ContactPolicy, EvaluateParams, ModelParams, OfferParams, ScoreParams
+    from models.params import (
+        ContactPolicy,
+        EvaluateParams,
+        ModelParams,
+        OfferParams,
+        ScoreParams,
+        UpliftParams,
+    )
 
     base = yaml.safe_load(BASE_CONF.read_text())
     cfg = load_config()
@@ -143,6 +150,7 @@ def test_pure_parameters_take_their_defaults_from_base_yml():
         (cfg.score, ScoreParams),
         (cfg.offers, OfferParams),
         (cfg.evaluate, EvaluateParams),
+        (cfg.uplift, UpliftParams),
         (cfg.train.profit, ProfitParams),
     ]:
         assert section == model(), model.__name__
@@ -189,3 +197,25 @@ def test_an_offer_eligible_for_an_unknown_state_is_refused(tmp_path: Path):
     )
     with pytest.raises(ConfigError, match=r"offers\.offers\.0\.eligibility: .*unknown \['expired'\]"):
         load_config([overlay])
+
+
+def test_offers_must_fit_the_strategy_matrix_and_the_outcome_window(tmp_path: Path):
+    overlay = tmp_path / "offers.yml"
+    overlay.write_text(
+        "offers:\n  offers:\n    - {id: x, channel: sms, cost: 1.0, effect: 0.1,"
+        " eligibility: {strategies: [strongest_retention, shout]}}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"offers\.offers\[x\]\.eligibility\.strategies: unknown \['shout'\]"
+    ):
+        load_config([overlay])
+    # gap 1 + window 3: a line listed for S has its outcome open to S + 4, so two months of cool-down
+    # would let a control line be contacted in S + 4
+    with pytest.raises(ConfigError, match=r"cooldown_months \(2\) must be at least .* \(3\)"):
+        load_config([], ["churn.window_months=3", "offers.policy.cooldown_months=2"])
+    assert (
+        load_config(
+            [], ["churn.window_months=3", "offers.policy.cooldown_months=3"]
+        ).offers.policy.cooldown_months
+        == 3
+    )
