@@ -381,35 +381,26 @@ def uplift_summary(lake: Any, months: Sequence[str]) -> list[dict[str, Any]]:
 def run_study(
     spark: Any, cfg: Any, months: Sequence[str], opts: Any, random_seeds: Sequence[int]
 ) -> dict[str, Any]:
-    """The closed loop of ``months`` with the offline policies each month; the study's result."""
-    from pipelines.closed_loop import offer_list
+    """The closed loop of ``months`` (``make demo``'s) with the offline policies each month, between the
+    pipeline's run and the campaign; the study's result."""
+    from pipelines.closed_loop import run_closed_loop
     from pipelines.core.lake import Lake
-    from pipelines.monthly import run_monthly
-    from pipelines.sample_data.writer import SampleOperator
 
     lake = Lake(spark, cfg)
-    operator = SampleOperator(cfg.landing_root, opts, months[0])
     state = UpliftState()
     rows = []
     t0 = time.perf_counter()
-    try:
-        for month in months:
-            operator.deliver(month)
-            run_monthly(spark, cfg, [month])
-            state = latest_uplift(lake, cfg, month, state)
-            t1 = time.perf_counter()
-            row = study_month(lake, cfg, month, operator, state, random_seeds)
-            row["study_seconds"] = round(time.perf_counter() - t1, 1)
-            rows.append(row)
-            log.info("loop study %s (%.0fs): %s", month, time.perf_counter() - t0, _one_line(row))
-            operator.respond(
-                month,
-                offer_list(lake, month),
-                gap_months=cfg.churn.gap_months,
-                window_months=cfg.churn.window_months,
-            )
-    finally:
-        operator.close()
+
+    def study(month: str, operator: Any) -> None:
+        nonlocal state
+        state = latest_uplift(lake, cfg, month, state)
+        t1 = time.perf_counter()
+        row = study_month(lake, cfg, month, operator, state, random_seeds)
+        row["study_seconds"] = round(time.perf_counter() - t1, 1)
+        rows.append(row)
+        log.info("loop study %s (%.0fs): %s", month, time.perf_counter() - t0, _one_line(row))
+
+    run_closed_loop(spark, cfg, months, opts, before_campaign=study)
     return {
         "months": rows,
         "total": total_values(rows),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -67,9 +67,18 @@ def offer_list(lake: Lake, month: str) -> pd.DataFrame | None:
 
 
 def run_closed_loop(
-    spark: SparkSession, cfg: Config, months: Sequence[str], opts: GenerateOptions
+    spark: SparkSession,
+    cfg: Config,
+    months: Sequence[str],
+    opts: GenerateOptions,
+    *,
+    before_campaign: Callable[[str, SampleOperator], None] | None = None,
 ) -> GenerateReport:
-    """Deliver, run the monthly pipeline on, and act on each of ``months`` in order."""
+    """Deliver, run the monthly pipeline on, and act on each of ``months`` in order.
+
+    ``before_campaign(month, operator)``: called after the month's pipeline run and before its offer list
+    is carried out (the targeting study values policies there, against the operator's hidden truth).
+    """
     lake = Lake(spark, cfg)
     operator = SampleOperator(cfg.landing_root, opts, months[0])
     churn = cfg.churn
@@ -87,6 +96,8 @@ def run_closed_loop(
                 time.perf_counter() - t0,
             )
             run_monthly(spark, cfg, [month])
+            if before_campaign is not None:
+                before_campaign(month, operator)
             operator.respond(
                 month,
                 offer_list(lake, month),

@@ -53,49 +53,49 @@ def test_binned_metrics_equal_the_line_level_metrics():
         assert got[metric] == pytest.approx(want[metric], rel=1e-7), metric
 
 
+def _two_strata(treated_rates: tuple[float, float], holdout_rates: tuple[float, float]) -> pd.DataFrame:
+    """1,000 lines per stratum, a 10 % control in the first and 50 % in the second, at these churn rates."""
+    treated, holdout = np.array([900, 500]), np.array([100, 500])
+    return pd.DataFrame(
+        {
+            "treated": treated,
+            "treated_churners": treated * np.array(treated_rates),
+            "holdout": holdout,
+            "holdout_churners": holdout * np.array(holdout_rates),
+        }
+    )
+
+
+def _with_a_lone_stratum(strata: pd.DataFrame) -> pd.DataFrame:
+    """Plus a stratum without a control, which carries no information."""
+    lone = {"treated": 50, "treated_churners": 50, "holdout": 0, "holdout_churners": 0}
+    return pd.concat([strata, pd.DataFrame([lone])])
+
+
 def test_pooled_effect_removes_the_bias_of_unequal_control_shares_across_strata():
     # two strata, the offer prevents 5 points of churn in both; the control share differs (10 % in the
     # high-risk stratum, 50 % in the low-risk one), so the crude comparison mixes the strata's rates
-    strata = pd.DataFrame(
-        {
-            "treated": [900, 500],
-            "treated_churners": [900 * 0.25, 500 * 0.05],
-            "holdout": [100, 500],
-            "holdout_churners": [100 * 0.30, 500 * 0.10],
-        }
-    )
+    strata = _two_strata((0.25, 0.05), (0.30, 0.10))
     crude = campaign_effect(1400, 225 + 25, 600, 30 + 50)
     assert crude["effect"] < -0.03  # the crude difference even has the wrong sign
     pooled = pooled_effect(strata)
     assert pooled["effect"] == pytest.approx(0.05)
     assert pooled["effect_low"] < 0.05 < pooled["effect_high"]
     assert pooled["p_value"] < 0.05 and pooled["treated"] == 1400 and pooled["holdout"] == 600
-    # a stratum without a control carries no information
-    lone = pd.concat([strata, pd.DataFrame([{"treated": 50, "treated_churners": 50, "holdout": 0,
-                                             "holdout_churners": 0}])])  # fmt: skip
-    assert pooled_effect(lone)["effect"] == pytest.approx(0.05)
+    assert pooled_effect(_with_a_lone_stratum(strata))["effect"] == pytest.approx(0.05)
 
 
 def test_the_standardised_effect_is_the_average_over_the_lines_of_every_stratum():
     # offer A prevents 10 points among 1,000 lines with a 10 % control, offer B none among 1,000 with 50 %:
     # over the 2,000 lines the offers prevented 5 points; the crude comparison says otherwise
-    strata = pd.DataFrame(
-        {
-            "treated": [900, 500],
-            "treated_churners": [900 * 0.20, 500 * 0.05],
-            "holdout": [100, 500],
-            "holdout_churners": [100 * 0.30, 500 * 0.05],
-        }
-    )
+    strata = _two_strata((0.20, 0.05), (0.30, 0.05))
     crude = campaign_effect(1400, 180 + 25, 600, 30 + 25)
     assert crude["effect"] < 0
     got = standardised_effect(strata)
     assert got["effect"] == pytest.approx(0.05)
     se = math.sqrt(0.5**2 * (0.3 * 0.7 / 100 + 0.2 * 0.8 / 900) + 0.5**2 * (0.05 * 0.95 / 500) * 2)
     assert got["effect_high"] - got["effect"] == pytest.approx(1.959964 * se, rel=1e-6)
-    lone = pd.concat([strata, pd.DataFrame([{"treated": 50, "treated_churners": 50, "holdout": 0,
-                                             "holdout_churners": 0}])])  # fmt: skip
-    assert standardised_effect(lone)["effect"] == pytest.approx(0.05)
+    assert standardised_effect(_with_a_lone_stratum(strata))["effect"] == pytest.approx(0.05)
     # the rates over the lines: treated 0.5 x 0.20 + 0.5 x 0.05, hold-out 0.5 x 0.30 + 0.5 x 0.05
     assert (got["churn_rate_treated"], got["churn_rate_holdout"]) == pytest.approx((0.125, 0.175))
     assert got["relative_effect"] == pytest.approx(1 - 0.125 / 0.175)
