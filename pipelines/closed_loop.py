@@ -21,7 +21,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from pipelines.core.config import PROJECT_ROOT, Config
+from pipelines.core.config import Config
 from pipelines.core.lake import Lake
 from pipelines.monthly import run_monthly
 from pipelines.sample_data.writer import GenerateOptions, GenerateReport, SampleOperator
@@ -29,24 +29,48 @@ from pipelines.sample_data.writer import GenerateOptions, GenerateReport, Sample
 log = logging.getLogger(__name__)
 
 DEMO_MARKER = ".churnlake-demo"
+_MARKER_TEXT = "created by the closed-loop demo: closed_loop.py --fresh (make demo) empties this folder\n"
+
+
+class NotADemoFolderError(RuntimeError):
+    """``--fresh`` was pointed at a folder the demo did not create (no :data:`DEMO_MARKER`): nothing is
+    deleted. Exit status 2, as for a bad config: the roots are the config's."""
+
+    exit_status = 2
+
+    def __init__(self, folder: Path, key: str) -> None:
+        self.folder, self.key = folder, key
+        super().__init__(
+            f"refusing to empty {folder}: the demo did not create it (no {DEMO_MARKER}); "
+            f"point {key} elsewhere, or empty it yourself"
+        )
+
+
+def _demo_content(folder: Path, keep: set[str]) -> list[Path]:
+    """What ``--fresh`` would delete in ``folder``: everything but ``keep`` and the marker."""
+    if not folder.exists():
+        return []
+    return [p for p in folder.iterdir() if p.name not in keep | {DEMO_MARKER}]
 
 
 def reset_demo_roots(cfg: Config) -> None:
-    """Empty the lake and landing roots for a fresh demo (the lake's ``_logs`` stay); refuse a lake the
-    demo did not create, unless it is in the project's ``data/`` folder."""
-    lake, landing = Path(cfg.lake_root), Path(cfg.landing_root)
-    content = [p for p in lake.iterdir() if p.name != "_logs"] if lake.exists() else []
-    own = PROJECT_ROOT / "data"  # the project's own data folder is the demo's (make clean empties it)
-    if content and not (lake / DEMO_MARKER).exists() and not lake.resolve().is_relative_to(own.resolve()):
-        raise ValueError(
-            f"refusing to empty {lake}: it is not a demo lake (no {DEMO_MARKER}); point lake.root elsewhere"
-        )
-    for path in content:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    if landing.exists():
-        shutil.rmtree(landing)
-    lake.mkdir(parents=True, exist_ok=True)
-    (lake / DEMO_MARKER).write_text("created by the closed-loop demo; make demo empties this lake\n")
+    """Empty the lake and landing roots for a fresh demo (the lake's ``_logs`` stay), and mark both as the
+    demo's (:data:`DEMO_MARKER`).
+
+    Only folders the demo created are emptied: a root holding anything without the marker is refused
+    (:class:`NotADemoFolderError`) before anything is deleted, whatever the other root looks like; a
+    root that does not exist yet, or holds nothing (the lake: only ``_logs``), is created or adopted. The
+    roots themselves are never removed.
+    """
+    roots = [(Path(cfg.lake_root), "lake.root", {"_logs"}), (Path(cfg.landing_root), "landing.root", set())]
+    for folder, key, keep in roots:
+        if _demo_content(folder, keep) and not (folder / DEMO_MARKER).is_file():
+            raise NotADemoFolderError(folder, key)
+    for folder, _, keep in roots:
+        for path in _demo_content(folder, keep):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / DEMO_MARKER).write_text(_MARKER_TEXT)
 
 
 def offer_list(lake: Lake, month: str) -> pd.DataFrame | None:
@@ -109,4 +133,4 @@ def run_closed_loop(
     return report
 
 
-__all__ = ["offer_list", "reset_demo_roots", "run_closed_loop"]
+__all__ = ["DEMO_MARKER", "NotADemoFolderError", "offer_list", "reset_demo_roots", "run_closed_loop"]

@@ -12,12 +12,13 @@ failed stage stops the run: :class:`StageFailedError` carries the stage's exit s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +29,7 @@ from pyspark.sql import SparkSession
 from features import contract as C
 from pipelines.build_features import FeatureReport, build_features_month
 from pipelines.core.config import Config
+from pipelines.core.delta import DamagedTableError
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake
 from pipelines.core.manifest import code_version, fingerprinted, record_skip
@@ -152,8 +154,8 @@ class MonthRun:
         inputs of the stages after it, so their fingerprints differ anyway)."""
         if self._earlier is None:
             self._earlier = []
-            if self.lake.exists("pipeline_runs"):
-                runs = self.lake.read_rows("pipeline_runs")
+            with run_history_errors():
+                runs = self.lake.read_rows("pipeline_runs") if self.lake.exists("pipeline_runs") else []
                 if runs and "fingerprint" in runs[0]:
                     self._earlier = [SimpleNamespace(**r) for r in runs if r["month"] == self.month]
         return self._earlier
@@ -245,6 +247,8 @@ def run_monthly(
     from pipelines.core.tracking import open_in_background
 
     lake = Lake(spark, cfg)
+    with run_history_errors():  # before any stage, --force or not: every stage's record goes there
+        lake.version("pipeline_runs")
     open_in_background(cfg)  # beside the first ingest: a new store takes seconds to create
     outcomes: list[StageOutcome] = []
     for i, month in enumerate(months, 1):
@@ -282,6 +286,17 @@ def run_monthly(
             )
         outcomes.extend(run.outcomes)
     return outcomes
+
+
+@contextlib.contextmanager
+def run_history_errors() -> Iterator[None]:
+    """A damaged ``pipeline_runs`` stops the run with its one line and the way out: the history cannot be
+    trusted to skip a stage, nor written to record one."""
+    try:
+        yield
+    except DamagedTableError as exc:
+        hint = "restore that file, or move the table aside (the history restarts and every stage reruns)"
+        raise type(exc)(exc.table, exc.file, f"{exc.reason}; {hint}") from exc
 
 
 def champion_version(cfg: Config) -> str | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
@@ -12,6 +14,39 @@ from pyspark.sql import types as T
 
 from pipelines.core import delta
 from pipelines.core.config import Config
+
+_R = TypeVar("_R")
+
+
+def _table_errors(*, writing: bool = False) -> Callable[[Callable[..., _R]], Callable[..., _R]]:
+    """The lake's errors under the table's logical name: a damaged or missing table as the Delta layer
+    names it, and (``writing``) a table this user cannot write, checked before any Spark job starts and
+    recognised in whatever a write raises (:class:`~pipelines.core.delta.TableNotWritableError`)."""
+
+    def wrap(method: Callable[..., _R]) -> Callable[..., _R]:
+        signature = inspect.signature(method)
+
+        @functools.wraps(method)
+        def run(self: Lake, *args: Any, **kwargs: Any) -> _R:
+            name = signature.bind(self, *args, **kwargs).arguments["name"]
+            path = self.path(name)
+            try:
+                if writing:
+                    delta.check_writable(path, name)
+                return method(self, *args, **kwargs)
+            except delta.LakeTableError as exc:
+                if exc.table == name:
+                    raise
+                raise exc.named(name) from exc.__cause__
+            except Exception as exc:
+                if writing and delta.permission_denied(exc):
+                    file = getattr(exc, "filename", None) or path
+                    raise delta.TableNotWritableError(name, file, "permission denied") from exc
+                raise
+
+        return run
+
+    return wrap
 
 
 class Lake:
@@ -25,18 +60,23 @@ class Lake:
     def path(self, name: str) -> str:
         return self.cfg.table_path(name)
 
+    @_table_errors()
     def exists(self, name: str) -> bool:
         return delta.table_exists(self.path(name))
 
+    @_table_errors()
     def version(self, name: str) -> int | None:
         return delta.table_version(self.path(name))
 
+    @_table_errors()
     def partition_values(self, name: str, *columns: str) -> set[tuple[str | None, ...]]:
         return delta.partition_values(self.path(name), columns)
 
+    @_table_errors()
     def read(self, name: str, *, version: int | None = None) -> DataFrame:
         return delta.read_delta(self.spark, self.path(name), version=version, engine=self.engine)
 
+    @_table_errors()
     def read_arrow(
         self,
         name: str,
@@ -60,6 +100,7 @@ class Lake:
     def read_or_none(self, name: str) -> DataFrame | None:
         return self.read(name) if self.exists(name) else None
 
+    @_table_errors(writing=True)
     def write(
         self,
         df: DataFrame,
@@ -105,6 +146,7 @@ class Lake:
             before_commit=before_commit,
         )
 
+    @_table_errors(writing=True)
     def write_rows(
         self,
         rows: Sequence[Sequence[Any]],
@@ -126,6 +168,7 @@ class Lake:
             engine=self.engine,
         )
 
+    @_table_errors(writing=True)
     def replace_rows(
         self,
         rows: Sequence[Sequence[Any]],

@@ -11,9 +11,20 @@ are removed by :func:`vacuum`.
 ``format("delta")``.
 
 Reads resolve the snapshot (optionally an older ``version``) with delta-rs and give Spark the file list,
-restoring the partition columns.
+restoring the partition columns. Every table is opened through :func:`open_table`, which names the table
+and the log file at fault when the log is damaged (:class:`DamagedTableError`).
 """
 
+from pipelines.core.delta.damage import (
+    DamagedTableError,
+    LakeTableError,
+    MissingTableError,
+    TableNotWritableError,
+    check_writable,
+    open_table,
+    permission_denied,
+    vanished_file,
+)
 from pipelines.core.delta.files import check_schema, file_stats
 from pipelines.core.delta.read import data_files, read_arrow, read_delta
 from pipelines.core.delta.table import (
@@ -37,16 +48,23 @@ from pipelines.core.delta.write import write_delta, write_rows
 
 __all__ = [
     "STAGING_DIR",
+    "DamagedTableError",
     "Engine",
+    "LakeTableError",
+    "MissingTableError",
+    "TableNotWritableError",
     "UnsupportedTableError",
     "WriteMode",
     "WriteResult",
     "check_schema",
+    "check_writable",
     "data_files",
     "file_stats",
     "native_delta_available",
+    "open_table",
     "partition_columns_of",
     "partition_values",
+    "permission_denied",
     "read_arrow",
     "read_delta",
     "resolve_engine",
@@ -56,6 +74,7 @@ __all__ = [
     "table_history",
     "table_version",
     "vacuum",
+    "vanished_file",
     "write_delta",
     "write_rows",
 ]

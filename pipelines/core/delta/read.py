@@ -16,6 +16,13 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from pipelines.core.arrow import arrow_decimals_as_double
+from pipelines.core.delta.damage import (
+    DamagedTableError,
+    MissingTableError,
+    open_table,
+    table_label,
+    vanished_file,
+)
 from pipelines.core.delta.table import (
     Engine,
     UnsupportedTableError,
@@ -36,7 +43,7 @@ def read_delta(
             reader = reader.option("versionAsOf", version)
         return reader.load(path)
     if not table_exists(path):
-        raise FileNotFoundError(f"no Delta table at {path}")
+        raise MissingTableError(table_label(path), path, "no Delta table")
     table = _readable_table(path, version)
     schema = from_arrow_schema(pa.schema(table.schema().to_arrow()))
     part_cols = list(table.metadata().partition_columns)
@@ -62,7 +69,7 @@ def read_delta(
 def _readable_table(path: str, version: int | None) -> DeltaTable:
     """The table at ``path`` if this layer can read its files itself (no deletion vectors, no column
     mapping: those need the native Delta connector)."""
-    table = DeltaTable(path, version=version)
+    table = open_table(path, version)
     features = set(table.protocol().reader_features or [])
     unsupported = features & {"deletionVectors", "columnMapping"}
     if unsupported:
@@ -84,16 +91,24 @@ def read_arrow(
 
     For what the driver needs whole anyway (a training frame): no Spark job and no JVM-to-Arrow
     conversion. Decimals come as doubles, as :func:`pipelines.core.lake.decimals_as_double` gives Spark.
-    Raises :class:`UnsupportedTableError` where only the native connector can read the table.
+    Raises :class:`UnsupportedTableError` where only the native connector can read the table, and
+    :class:`~pipelines.core.delta.damage.DamagedTableError` naming a data file that vanished under the read.
     """
     if not table_exists(path):
-        raise FileNotFoundError(f"no Delta table at {path}")
+        raise MissingTableError(table_label(path), path, "no Delta table")
     dataset = _readable_table(path, version).to_pyarrow_dataset()
     where = None
     for column, values in (partitions or {}).items():
         term = pc.field(column).isin(list(values))
         where = term if where is None else where & term
-    table = dataset.to_table(columns=list(columns) if columns is not None else None, filter=where)
+    try:
+        table = dataset.to_table(columns=list(columns) if columns is not None else None, filter=where)
+    except OSError as exc:
+        if (file := vanished_file(exc)) is None:
+            raise
+        raise DamagedTableError(
+            table_label(path), file, "data file missing (deleted under the read, or by a vacuum)"
+        ) from exc
     return arrow_decimals_as_double(table)
 
 

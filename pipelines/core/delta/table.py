@@ -18,6 +18,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
+from pipelines.core.delta.damage import check_log_folder, open_table
+
 STAGING_DIR = "_staging"
 WriteMode = Literal["append", "overwrite"]
 Engine = Literal["auto", "bridge", "native"]
@@ -86,35 +88,41 @@ def scratch_folder(path: str, prefix: str) -> Iterator[str]:
 
 
 def table_exists(path: str) -> bool:
-    return DeltaTable.is_deltatable(path)
+    """True when ``path`` holds a Delta table; a log folder without commits is a damaged table
+    (:class:`~pipelines.core.delta.damage.DamagedTableError`), never "no table": a write would start a new
+    table over its files."""
+    if DeltaTable.is_deltatable(path):
+        return True
+    check_log_folder(path)
+    return False
 
 
 def table_version(path: str) -> int | None:
     """Current version of the table at ``path``, or None when there is no table."""
     if not table_exists(path):
         return None
-    return DeltaTable(path).version()
+    return open_table(path).version()
 
 
 def table_history(path: str, limit: int | None = None) -> list[dict[str, Any]]:
     """Commit history, newest first (version, timestamp, operation, parameters, custom metadata)."""
-    return DeltaTable(path).history(limit)
+    return open_table(path).history(limit)
 
 
 def spark_schema_of(path: str, version: int | None = None) -> T.StructType:
-    arrow = pa.schema(DeltaTable(path, version=version).schema().to_arrow())
+    arrow = pa.schema(open_table(path, version).schema().to_arrow())
     return from_arrow_schema(arrow)
 
 
 def partition_columns_of(path: str) -> list[str]:
-    return list(DeltaTable(path).metadata().partition_columns)
+    return list(open_table(path).metadata().partition_columns)
 
 
 def partition_values(path: str, columns: Sequence[str]) -> set[tuple[str | None, ...]]:
     """Distinct partition values (as strings) of the live files: what a table holds, without a Spark job."""
     if not table_exists(path):
         return set()
-    actions = pa.table(DeltaTable(path).get_add_actions(flatten=True)).to_pylist()
+    actions = pa.table(open_table(path).get_add_actions(flatten=True)).to_pylist()
     return {tuple(_partition_value_str(a.get(f"partition.{c}")) for c in columns) for a in actions}
 
 

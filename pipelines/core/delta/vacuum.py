@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pyarrow.fs as pafs
-from deltalake import DeltaTable
 
+from pipelines.core.delta.damage import open_table
 from pipelines.core.delta.table import STAGING_DIR, _fs
 
 
@@ -27,7 +27,7 @@ def vacuum(path: str, *, retention_hours: int = 168, dry_run: bool = False) -> l
                 removed.append(sub.path)
                 if not dry_run:
                     fs.delete_dir(sub.path)
-    removed += DeltaTable(path).vacuum(
+    removed += open_table(path).vacuum(
         retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False, full=True
     )
     return removed

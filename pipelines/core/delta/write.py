@@ -21,13 +21,13 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from deltalake import DeltaTable
 from deltalake import Schema as DeltaSchema
 from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from features.errors import MissingColumnsError, SchemaMismatchError
+from pipelines.core.delta.damage import open_table
 from pipelines.core.delta.files import _arrow_schema, check_schema, file_stats
 from pipelines.core.delta.table import (
     _HIVE_NULL,
@@ -225,7 +225,7 @@ def _write_native(
             clauses.append(f"`{col}` IN ({quoted})")
         writer = writer.option("replaceWhere", " AND ".join(clauses))
     writer.save(path)
-    table = DeltaTable(path)
+    table = open_table(path)
     metrics = table.history(1)[0].get("operationMetrics", {})
     return WriteResult(table.version(), int(metrics.get("numFiles", 0)), int(metrics.get("numOutputRows", 0)))
 
@@ -270,12 +270,12 @@ def _write_bridge(
                 commit_properties=props,
             )
         else:
-            table = DeltaTable(path)
+            table = open_table(path)
             if plan.new_columns:  # merge_schema: the commit alone would not change the table's schema
                 table.alter.add_columns(
                     DeltaSchema.from_arrow(_arrow_schema(T.StructType(plan.new_columns))).fields
                 )
-                table = DeltaTable(path)
+                table = open_table(path)
             filters = None
             if replace_partitions is not None:
                 filters = [
@@ -298,7 +298,7 @@ def _write_bridge(
     finally:
         with contextlib.suppress(OSError):
             fs.delete_dir(staging)
-    version = DeltaTable(path).version()
+    version = open_table(path).version()
     log.info("committed %s v%d: %d files, %d rows (%s)", path, version, len(actions), rows, mode)
     return WriteResult(version, len(actions), rows, checked)
 
