@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__, month=False)
     sample_data_arguments(parser)
     parser.add_argument(
-        "--fresh", action="store_true", help="empty the lake and landing roots first (demo lakes only)"
+        "--fresh",
+        action="store_true",
+        help="empty the lake and landing roots first (only folders the demo created and marked)",
     )
 
     def body(args, cfg):

@@ -122,19 +122,20 @@ def open_table(path: str, version: int | None = None, *, name: str | None = None
     opening a snapshot without a commit whose file was emptied.
     """
     label = name or table_label(path)
+    fs, root = _fs(path)
+    # listed before opening: a commit landing meanwhile is newer than the listing, never missing from it
+    log = _list_log(fs, root)
     try:
         table = DeltaTable(path, version=version)
     except (DeltaError, OSError) as exc:
         raise diagnose(path, version, label, exc) from exc
-    fs, root = _fs(path)
-    log = _list_log(fs, root)
     if log is not None:
-        problem = _segment_problem(fs, log, table.version(), read_files=False)
-        if problem is None and version is None and log.commits and max(log.commits) > table.version():
-            latest = max(log.commits)
+        listed = max(log.commits, default=-1)
+        problem = _segment_problem(fs, log, min(table.version(), listed), read_files=False)
+        if problem is None and version is None and listed > table.version():
             problem = (
-                f"{log.folder}/{latest:020d}.json",
-                f"commit {latest} is in the log but delta-rs opened version {table.version()}",
+                f"{log.folder}/{listed:020d}.json",
+                f"commit {listed} is in the log but delta-rs opened version {table.version()}",
             )
         if problem is not None:
             raise DamagedTableError(label, *problem)
@@ -151,12 +152,15 @@ def diagnose(path: str, version: int | None, name: str, exc: BaseException) -> L
         return MissingTableError(name, path, f"no Delta table (no {LOG_DIR} folder)")
     if not log.commits and not log.checkpoints:
         return DamagedTableError(name, log.folder, "no readable commit file in the log")
-    target = version if version is not None else max([*log.commits, *log.checkpoints])
+    latest = max([*log.commits, *log.checkpoints])
+    target = latest if version is None else min(version, latest)
     problem = _checkpoint_problem(fs, log) or _segment_problem(fs, log, target, read_files=True)
     if problem is not None:
         return DamagedTableError(name, *problem)
+    # nothing wrong in the log (a version it does not have, a store that did not answer): the table named,
+    # in delta-rs's first line
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-    return DamagedTableError(name, path, f"delta-rs cannot open it: {first}")
+    return LakeTableError(name, path, f"delta-rs cannot open it: {first}")
 
 
 def _checkpoint_problem(fs: pafs.FileSystem, log: _Log) -> tuple[str, str] | None:

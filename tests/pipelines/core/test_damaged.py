@@ -259,3 +259,11 @@ def test_moving_a_damaged_pipeline_runs_aside_lets_the_history_restart(tmp_path:
     commit_file(runs, 1).write_bytes(b"")
     shutil.move(runs, tmp_path / "pipeline_runs.damaged")
     assert lake.version("pipeline_runs") is None and not lake.exists("pipeline_runs")
+
+
+def test_a_version_the_log_does_not_have_names_the_table_without_calling_it_damaged(tmp_path: Path):
+    table = two_commits(tmp_path / "t")
+    with pytest.raises(LakeTableError) as err:
+        open_table(str(table), 5)
+    assert type(err.value) is LakeTableError
+    assert str(err.value).startswith(f"table t: {table}: delta-rs cannot open it: ")
