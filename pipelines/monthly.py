@@ -29,7 +29,7 @@ from pyspark.sql import SparkSession
 from features import contract as C
 from pipelines.build_features import FeatureReport, build_features_month
 from pipelines.core.config import Config
-from pipelines.core.delta import DamagedTableError
+from pipelines.core.delta import DamagedTableError, MissingTableError
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake
 from pipelines.core.manifest import code_version, fingerprinted, record_skip
@@ -248,7 +248,7 @@ def run_monthly(
 
     lake = Lake(spark, cfg)
     with run_history_errors():  # before any stage, --force or not: every stage's record goes there
-        lake.version("pipeline_runs")
+        check_recorded_tables(lake)
     open_in_background(cfg)  # beside the first ingest: a new store takes seconds to create
     outcomes: list[StageOutcome] = []
     for i, month in enumerate(months, 1):
@@ -297,6 +297,25 @@ def run_history_errors() -> Iterator[None]:
     except DamagedTableError as exc:
         hint = "restore that file, or move the table aside (the history restarts and every stage reruns)"
         raise type(exc)(exc.table, exc.file, f"{exc.reason}; {hint}") from exc
+
+
+def check_recorded_tables(lake: Lake) -> None:
+    """Raise :class:`~pipelines.core.delta.MissingTableError` for a table ``pipeline_runs`` records a
+    version of that is gone: a stage would take it for one never written and carry on without its rows."""
+    if not lake.exists("pipeline_runs"):
+        return
+    recorded: dict[str, tuple[int, str, str]] = {}  # table -> its newest recorded version, by whom
+    for r in lake.read_rows("pipeline_runs", columns=["stage", "month", "status", "output_versions"]):
+        if r["status"] == "success" and r["output_versions"]:
+            for table, version in json.loads(r["output_versions"]).items():
+                if version is not None and table in lake.cfg.lake.tables:
+                    recorded[table] = max(
+                        recorded.get(table, (-1, "", "")), (int(version), r["stage"], r["month"])
+                    )
+    for table, (version, stage, month) in sorted(recorded.items()):
+        if not lake.exists(table):
+            what = f"no Delta table, but pipeline_runs records its version {version} ({stage} of {month})"
+            raise MissingTableError(table, lake.path(table), what)
 
 
 def champion_version(cfg: Config) -> str | None:

@@ -27,7 +27,7 @@ from pipelines.core.delta import (
 )
 from pipelines.core.delta.damage import YOUNG_LOG_SECONDS
 from pipelines.core.lake import Lake
-from pipelines.monthly import run_monthly
+from pipelines.monthly import check_recorded_tables, run_monthly
 
 ROWS_SCHEMA = T.StructType([T.StructField("id", T.LongType()), T.StructField("month", T.StringType())])
 AS_ROOT = os.geteuid() == 0  # root ignores file modes: the read-only cases cannot happen to it
@@ -267,3 +267,29 @@ def test_a_version_the_log_does_not_have_names_the_table_without_calling_it_dama
         open_table(str(table), 5)
     assert type(err.value) is LakeTableError
     assert str(err.value).startswith(f"table t: {table}: delta-rs cannot open it: ")
+
+
+def test_a_table_pipeline_runs_records_but_that_is_gone_stops_the_monthly_run(tmp_path: Path, make_cfg):
+    cfg = make_cfg("lake.engine=bridge")
+    lake = tmp_path / "lake"
+    two_commits(lake / "warning_list")
+    write_deltalake(
+        str(lake / "pipeline_runs"),
+        pa.table(
+            {
+                "stage": ["score", "score", "evaluate"],
+                "month": ["2024-01", "2024-02", "2024-02"],
+                "status": ["success", "success", "failed"],
+                "output_versions": ['{"warning_list": 0}', '{"warning_list": 1}', '{"warning_list": 7}'],
+            }
+        ),
+    )
+    check_recorded_tables(lake_with(make_cfg))  # every recorded table is there
+    shutil.move(lake / "warning_list", tmp_path / "aside")
+    with pytest.raises(MissingTableError) as err:
+        run_monthly(None, cfg, ["2024-03"])  # type: ignore[arg-type]
+    assert str(err.value) == (
+        f"missing table warning_list: {lake / 'warning_list'}: no Delta table, but pipeline_runs records "
+        "its version 1 (score of 2024-02)"
+    )
+    assert sorted(p.name for p in lake.iterdir()) == ["pipeline_runs"]  # no stage ran
