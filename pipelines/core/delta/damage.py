@@ -153,6 +153,10 @@ def diagnose(path: str, version: int | None, name: str, exc: BaseException) -> L
     if not log.commits and not log.checkpoints:
         return DamagedTableError(name, log.folder, "no readable commit file in the log")
     latest = max([*log.commits, *log.checkpoints])
+    earliest = min([*log.commits, *log.checkpoints])
+    if version is not None and version < earliest and any(v > version for v in log.checkpoints):
+        # the log was cleaned up to a checkpoint after it: history no longer kept, not damage
+        return LakeTableError(name, path, f"version {version} is older than the log keeps (from {earliest})")
     target = latest if version is None else min(version, latest)
     problem = _checkpoint_problem(fs, log) or _segment_problem(fs, log, target, read_files=True)
     if problem is not None:

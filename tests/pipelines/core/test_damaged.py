@@ -293,3 +293,15 @@ def test_a_table_pipeline_runs_records_but_that_is_gone_stops_the_monthly_run(tm
         "its version 1 (score of 2024-02)"
     )
     assert sorted(p.name for p in lake.iterdir()) == ["pipeline_runs"]  # no stage ran
+
+
+def test_a_version_older_than_a_cleaned_log_keeps_is_not_called_damage(tmp_path: Path):
+    table = two_commits(tmp_path / "t")
+    DeltaTable(str(table)).create_checkpoint()
+    for v in (0, 1):
+        commit_file(table, v).unlink()  # what a log cleanup after the checkpoint leaves
+    assert read_arrow(str(table)).num_rows == 3
+    with pytest.raises(LakeTableError) as err:
+        open_table(str(table), 0)
+    assert type(err.value) is LakeTableError
+    assert str(err.value) == f"table t: {table}: version 0 is older than the log keeps (from 1)"
