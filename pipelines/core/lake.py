@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
@@ -15,25 +15,27 @@ from pyspark.sql import types as T
 from pipelines.core import delta
 from pipelines.core.config import Config
 
+_P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-def _table_errors(*, writing: bool = False) -> Callable[[Callable[..., _R]], Callable[..., _R]]:
+def _table_errors(*, writing: bool = False) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     """The lake's errors under the table's logical name: a damaged or missing table as the Delta layer
     names it, and (``writing``) a table this user cannot write, checked before any Spark job starts and
     recognised in whatever a write raises (:class:`~pipelines.core.delta.TableNotWritableError`)."""
 
-    def wrap(method: Callable[..., _R]) -> Callable[..., _R]:
+    def wrap(method: Callable[_P, _R]) -> Callable[_P, _R]:
         signature = inspect.signature(method)
 
         @functools.wraps(method)
-        def run(self: Lake, *args: Any, **kwargs: Any) -> _R:
-            name = signature.bind(self, *args, **kwargs).arguments["name"]
-            path = self.path(name)
+        def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            arguments = signature.bind(*args, **kwargs).arguments
+            name = arguments["name"]
+            path = arguments["self"].path(name)
             try:
                 if writing:
                     delta.check_writable(path, name)
-                return method(self, *args, **kwargs)
+                return method(*args, **kwargs)
             except delta.LakeTableError as exc:
                 if exc.table == name:
                     raise
