@@ -218,6 +218,13 @@ def test_36_months_keep_the_log_bounded_and_the_run_records_quick_to_read(spark,
         f"{m}-{s}" for m in range(36) for s in range(10)
     }
     assert len(read_arrow(table)) == 36 * 20
+    from pipelines.core.sql import duckdb_connect
+
+    con = duckdb_connect()  # DuckDB and the bridge's Spark read start from the checkpoint too
+    assert con.sql(f"SELECT count(*), count(DISTINCT month) FROM delta_scan('{table}')").fetchall() == [
+        (720, 36)
+    ]
+    assert read_delta(spark, runs).count() == 360
     with pytest.raises(DeltaError, match="No files in log segment"):  # its commit files are gone
         read_arrow(runs, version=0)
 
