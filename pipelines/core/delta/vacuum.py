@@ -12,6 +12,7 @@ retention: neither it nor the table's files named after its transaction are touc
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import pyarrow.fs as pafs
@@ -53,7 +54,8 @@ def vacuum(path: str, *, retention_hours: float = 168, dry_run: bool = False) ->
             else:
                 fs.delete_file(leftover)
     table = DeltaTable(path)
-    options = {"retention_hours": int(retention_hours), "enforce_retention_duration": False, "full": True}
+    hours = math.ceil(retention_hours)
+    options = {"retention_hours": hours, "enforce_retention_duration": False, "full": True}
     if in_flight:  # only a file of a write still moving in could be listed; that write commits soon
         listed = table.vacuum(dry_run=True, **options)  # type: ignore[arg-type]
         theirs = [f for f in listed if any(txn in f.rsplit("/", 1)[-1] for txn in in_flight)]
