@@ -17,7 +17,7 @@ DEMO_ARGS = --conf conf/demo.yml $(JOB_ARGS)
 
 .DEFAULT_GOAL := help
 .PHONY: help install java test test-e2e test-fast test-thorough lint typecheck format demo sql package mlflow-ui bench bench-scaling clean loop-study \
-        generate_sample_data ingest build_features train monthly demo_summary
+        generate_sample_data ingest build_features train monthly housekeeping demo_summary
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -96,6 +96,9 @@ train: install ## Job: train the cohort family as of MONTH (MLflow, registry, pr
 
 monthly: install ## Job: all stages of one month in order (MONTH=YYYY-MM)
 	$(PY) jobs/monthly.py --month $(MONTH) $(JOB_ARGS)
+
+housekeeping: install ## Job: vacuum, compaction, log checkpoints and retention now (MONTH=YYYY-MM, the run month)
+	$(PY) jobs/housekeeping.py --month $(MONTH) $(JOB_ARGS)
 
 clean: ## Remove the local lake, landing zone and caches (keeps .venv)
 	rm -rf data dist .pytest_cache .ruff_cache spark-warehouse

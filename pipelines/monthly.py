@@ -1,6 +1,6 @@
 """Stage: every stage of one month, in order (ingest, features and labels, training when due, scoring,
 evaluation of the matured months, the uplift model's fit and decision, offer matching with the effects
-measured so far and the promoted uplift model).
+measured so far and the promoted uplift model, then housekeeping on its schedule).
 
 Resumable: each stage run is fingerprinted with what it reads (the landing files for ingest, the Delta
 versions of its input tables, the champion for scoring, the config hash and the code version) and a stage
@@ -13,6 +13,7 @@ failed stage stops the run: :class:`StageFailedError` carries the stage's exit s
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -36,6 +37,12 @@ from pipelines.core.manifest import code_version, fingerprinted, record_skip
 from pipelines.core.maturity import labelled_months, training_window
 from pipelines.core.runner import one_line
 from pipelines.evaluate import EvaluateReport, evaluate_month
+from pipelines.housekeeping import (
+    HousekeepingReport,
+    housekeeping_due,
+    housekeeping_month,
+    housekeeping_tables,
+)
 from pipelines.ingest import ingest_month
 from pipelines.match_offers import MatchReport, match_offers_month
 from pipelines.score import ScoreReport, score_month
@@ -44,7 +51,7 @@ from pipelines.uplift import UpliftReport, uplift_month
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "build_features", "train", "score", "evaluate", "uplift", "match_offers")
+STAGES = ("ingest", "build_features", "train", "score", "evaluate", "uplift", "match_offers", "housekeeping")
 # the exit status of a monthly run that stopped at a stage (1: before any stage, e.g. no Spark); a stage
 # added later takes the next free number, so a scheduler's mapping of the others stays
 EXIT_STATUS = {
@@ -55,6 +62,7 @@ EXIT_STATUS = {
     "evaluate": 14,
     "match_offers": 15,
     "uplift": 16,
+    "housekeeping": 17,
 }
 STAGE_INPUTS = {
     "ingest": (),
@@ -70,6 +78,7 @@ STAGE_INPUTS = {
         "offer_assignments",
         "campaign_outcomes",
     ),
+    "housekeeping": (),  # every table but pipeline_runs: MonthRun.stage fills them in from the config
 }
 
 
@@ -167,7 +176,7 @@ class MonthRun:
             "config": cfg.config_hash(),
             "code": self._code,
             **inputs,
-            "tables": self.lake.versions(STAGE_INPUTS[stage]),
+            "tables": self.lake.versions(_inputs(cfg, stage)),
         }
         if not self.force and (why := unchanged_since(self._runs(), stage, fingerprint)):
             record_skip(self.lake, stage, self.month, why)
@@ -200,6 +209,14 @@ class MonthRun:
         self.outcomes.append(StageOutcome(self.month, stage, "not_due", detail=why))
 
 
+def _inputs(cfg: Config, stage: str) -> Sequence[str]:
+    """The tables whose versions fingerprint ``stage`` (housekeeping: every table it tidies except the
+    run records, which every stage run appends to)."""
+    if stage == "housekeeping":
+        return [t for t in housekeeping_tables(cfg) if t != "pipeline_runs"]
+    return STAGE_INPUTS[stage]
+
+
 def summary(result: Any) -> str:
     """A short count line of a stage's report for the progress log."""
     match result:
@@ -226,6 +243,14 @@ def summary(result: Any) -> str:
             )
         case UpliftReport():
             return f"{result.status}: {result.decision[-1]}" if result.decision else result.status
+        case HousekeepingReport():
+            compacted = sum(t.files_compacted for t in result.tables.values())
+            vacuumed = sum(t.files_vacuumed for t in result.tables.values())
+            return (
+                f"{len(result.tables)} tables: {compacted:,} small files compacted, {vacuumed:,} files "
+                f"vacuumed; {len(result.quarantine_months_nulled)} quarantine months nulled, "
+                f"{result.logs_removed} log files removed"
+            )
         case MatchReport():
             return (
                 f"{result.assigned:,} assigned, {result.holdout:,} held out, spend {result.spend:,.0f} of "
@@ -249,6 +274,7 @@ def run_monthly(
     lake = Lake(spark, cfg)
     with run_history_errors():  # before any stage, --force or not: every stage's record goes there
         check_recorded_tables(lake)
+    started = dt.datetime.now(dt.UTC)  # the run's time: housekeeping's log retention counts from it
     open_in_background(cfg)  # beside the first ingest: a new store takes seconds to create
     outcomes: list[StageOutcome] = []
     for i, month in enumerate(months, 1):
@@ -284,6 +310,10 @@ def run_monthly(
                 lambda m=month: match_offers_month(spark, cfg, m),
                 uplift=uplift_version(cfg),
             )
+        if due := housekeeping_due(cfg, month):
+            run.stage("housekeeping", lambda m=month: housekeeping_month(lake, m, now=started), due=due)
+        else:
+            run.not_due("housekeeping", "not scheduled this month")
         outcomes.extend(run.outcomes)
     return outcomes
 

@@ -35,12 +35,28 @@ class ProjectConf(Params):
     name: str = BASE
 
 
+class HousekeepingConf(Params):
+    """Vacuum, compaction, log checkpoints and retention (``pipelines.housekeeping``)."""
+
+    defaults_section: ClassVar[str | None] = "lake.housekeeping"
+
+    every_months: int = Field(default=BASE, ge=0)
+    vacuum_retention_hours: int = Field(default=BASE, ge=1)
+    compact: bool = BASE
+    target_file_mb: int = Field(default=BASE, ge=1)
+    log_retention_days: int = Field(default=BASE, ge=1)
+    quarantine_raw_days: int | None = Field(default=BASE, ge=0)
+    keep_logs: int = Field(default=BASE, ge=1)
+    keep_logs_days: int | None = Field(default=BASE, ge=1)
+
+
 class LakeConf(Params):
     defaults_section: ClassVar[str | None] = "lake"
 
     root: str = BASE
     engine: Literal["auto", "bridge", "native"] = BASE
     tables: dict[str, str] = BASE
+    housekeeping: HousekeepingConf = Field(default_factory=HousekeepingConf)
 
 
 class LandingConf(Params):

@@ -39,6 +39,7 @@ def test_every_stage_ran_in_order_and_recorded_its_run(loop_lake):
         "evaluate",
         "uplift",
         "match_offers",
+        "housekeeping",
     }
     assert sorted(ok.loc[ok["stage"] == "train", "month"]) == ["2024-05", "2024-08"]  # every 3 months
     assert sorted(ok.loc[ok["stage"] == "score", "month"].unique()) == [f"2024-0{m}" for m in range(5, 9)]
@@ -124,9 +125,10 @@ def test_a_second_run_of_the_same_month_changes_nothing(loop_lake):
     assert monthly(["--month", "2024-08", *args]) == 0
     assert lake.versions(list(OUTPUTS)) == before
     runs = _runs(lake)
-    last = runs[runs["month"] == "2024-08"].sort_values("ended_at").tail(6)
-    assert list(last["status"]) == ["skipped"] * 6
-    assert list(last["stage"]) == ["ingest", "build_features", "score", "evaluate", "uplift", "match_offers"]
+    last = runs[runs["month"] == "2024-08"].sort_values("ended_at").tail(7)
+    assert list(last["status"]) == ["skipped"] * 7
+    stages = ["ingest", "build_features", "score", "evaluate", "uplift", "match_offers", "housekeeping"]
+    assert list(last["stage"]) == stages
 
 
 def test_a_failed_stage_stops_the_run_with_its_status(loop_lake):

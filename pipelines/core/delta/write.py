@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import threading
 import time
 import uuid
@@ -46,6 +47,10 @@ from pipelines.core.delta.table import (
 
 log = logging.getLogger("pipelines.core.delta")
 
+
+# Test-only injection point: called with the moved files between the moves and the commit (a test pauses
+# a write there to race it with vacuum). Never set in production code.
+_AFTER_MOVE: Callable[[list[str]], None] | None = None
 
 _TABLE_LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_LOCK = threading.Lock()
@@ -248,6 +253,8 @@ def _write_bridge(
     try:
         checked = stage(staging, spark_staging)
         actions, rows = _stage_to_table(fs, root, staging, plan.target, plan.partition_by, txn, moved)
+        if _AFTER_MOVE is not None:
+            _AFTER_MOVE(list(moved))
         if replace_partitions is not None:
             allowed = {c: {_partition_value_str(v) for v in vs} for c, vs in replace_partitions.items()}
             for action in actions:
@@ -337,6 +344,8 @@ def _stage_to_table(
             fs.create_dir(f"{root.rstrip('/')}/{rel_dir}", recursive=True)
         fs.move(info.path, dest)
         moved.append(dest)
+        if isinstance(fs, pafs.LocalFileSystem):  # a rename keeps Spark's write time: vacuum ages from now
+            os.utime(dest)
         total += rows
         actions.append(
             AddAction(

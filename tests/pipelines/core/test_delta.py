@@ -278,9 +278,10 @@ def test_failed_write_leaves_previous_version_and_vacuum_cleans(spark, tmp_path:
     orphan = tmp_path / "t" / "month=2024-01" / "part-orphan.parquet"
     orphan.write_bytes(b"PAR1junk")
     old = 1_000_000_000
-    os.utime(orphan, (old, old))
+    for leftover in (orphan, orphan_dir / "part-0.parquet", orphan_dir, orphan_dir.parent):
+        os.utime(leftover, (old, old))
     assertDataFrameEqual(read_delta(spark, path), first)
-    removed = vacuum(path, retention_hours=0)
+    removed = vacuum(path, retention_hours=1)
     assert any("deadbeef" in r for r in removed)
     assert not orphan.exists()
     assert not (tmp_path / "t" / "_staging" / "deadbeef").exists()
