@@ -35,12 +35,23 @@ class ProjectConf(Params):
     name: str = BASE
 
 
+class LeaseConf(Params):
+    """One writer per table and month (``pipelines.core.lease``)."""
+
+    defaults_section: ClassVar[str | None] = "lake.lease"
+
+    enabled: bool = BASE
+    ttl_seconds: float = Field(default=BASE, ge=5)
+    wait_seconds: float = Field(default=BASE, ge=0)
+
+
 class LakeConf(Params):
     defaults_section: ClassVar[str | None] = "lake"
 
     root: str = BASE
     engine: Literal["auto", "bridge", "native"] = BASE
     tables: dict[str, str] = BASE
+    lease: LeaseConf = Field(default_factory=LeaseConf)
 
 
 class LandingConf(Params):

@@ -33,12 +33,13 @@ from pipelines.core.delta.table import (
     table_version,
 )
 from pipelines.core.delta.vacuum import vacuum
-from pipelines.core.delta.write import write_delta, write_rows
+from pipelines.core.delta.write import WriteConflictError, write_delta, write_rows
 
 __all__ = [
     "STAGING_DIR",
     "Engine",
     "UnsupportedTableError",
+    "WriteConflictError",
     "WriteMode",
     "WriteResult",
     "check_schema",
