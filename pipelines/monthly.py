@@ -29,7 +29,7 @@ from features import contract as C
 from pipelines.build_features import FeatureReport, build_features_month
 from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
-from pipelines.core.interrupt import Terminated
+from pipelines.core.interrupt import Terminated, stop_if_requested
 from pipelines.core.lake import Lake
 from pipelines.core.lease import LeaseHeldError, LeaseKey, hold, hold_stage
 from pipelines.core.manifest import code_version, fingerprinted, record_interrupted, record_skip
@@ -163,6 +163,7 @@ class MonthRun:
 
     def stage(self, stage: str, call: Callable[[], Any], **inputs: Any) -> Any:
         """Run ``call`` as ``stage`` unless its inputs are unchanged since its last successful run."""
+        stop_if_requested(f"stage {stage}")
         cfg = self.lake.cfg
         fingerprint = {
             "config": cfg.config_hash(),
@@ -199,6 +200,7 @@ class MonthRun:
             seconds,
             f": {detail}" if detail else "",
         )
+        self.current = None
         self.outcomes.append(StageOutcome(self.month, stage, "ran", seconds, detail))
         return result
 

@@ -1,9 +1,11 @@
 """SIGTERM as a request to stop between commits.
 
-A scheduler (or an operator) stops a job with SIGTERM. A Delta commit in progress (the move of staged
-files and the commit itself) finishes; then the job stops: :class:`Terminated` is raised in the main
-thread at once when no commit is in progress, otherwise in the thread that finishes the last commit in
-progress. Stages record the run as ``interrupted`` and the job exits with 143 (128 + SIGTERM).
+A scheduler (or an operator) stops a job with SIGTERM. The handler only notes the request; a Delta
+commit in progress (the move of staged files and the commit itself) finishes, and :class:`Terminated`
+is raised right after it, or before the next write of a stage's data (:func:`stop_if_requested`, called
+by the lake's write path) and before the monthly run's next stage. Nothing is raised inside a Spark
+call: a stage busy computing stops at its next write. Stages record the run as ``interrupted`` and the
+job exits with 143 (128 + SIGTERM).
 
 SIGKILL cannot be handled and needs nothing: a commit is atomic, and the leases of a killed run are taken
 over as soon as its pid is gone (:mod:`pipelines.core.lease`).
@@ -24,7 +26,7 @@ class Terminated(BaseException):
     """The job was asked to stop (SIGTERM); raised between commits."""
 
 
-_lock = threading.Lock()
+_lock = threading.Lock()  # the commit count
 _in_commit = 0
 _requested = False
 _delivered = False
@@ -42,14 +44,18 @@ def _deliver() -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # only a flag: raising here could land inside a Spark (py4j) call and leave its connection unusable
     global _requested
-    with _lock:
-        if _requested:
-            return
-        _requested = True
-        busy = _in_commit > 0
-    if not busy:
-        _deliver()
+    _requested = True
+
+
+def stop_if_requested(what: str) -> None:
+    """Raise :class:`Terminated` before ``what`` (a write of data, a stage) once SIGTERM arrived, in any
+    thread (run records, appends, still go through)."""
+    if _requested:
+        global _delivered
+        _delivered = True
+        raise Terminated(f"stopped by SIGTERM before {what}")
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines.core import delta, lease
+from pipelines.core import delta, interrupt, lease
 from pipelines.core.config import Config
 
 
@@ -90,6 +90,8 @@ class Lake:
     ) -> Iterator[Callable[[], None] | None]:
         """Hold the write's leases; yields the check to run right before its commit."""
         keys = lease_keys(name, mode, partitions)
+        if keys:
+            interrupt.stop_if_requested(f"writing {name}")
         if not keys or not self.cfg.lake.lease.enabled:
             yield None
             return

@@ -296,6 +296,7 @@ def _write_bridge(
     staging = f"{root.rstrip('/')}/{STAGING_DIR}/{txn}"
     spark_staging = f"{path.rstrip('/')}/{STAGING_DIR}/{txn}"  # Spark wants the URI form
     moved: list[str] = []
+    committed = False
     try:
         checked = stage(staging, spark_staging)
         if commit_guard is not None:
@@ -316,10 +317,12 @@ def _write_bridge(
                 custom_metadata={"churnlake.txn": txn, **(commit_metadata or {})}, max_commit_retries=0
             )
             version = _commit(path, plan, mode, replace_partitions, actions, props)
+            committed = True  # from here on the files belong to the table (SIGTERM stops after this)
     except BaseException:
-        for file in moved:  # not committed: invisible anyway, but do not leave litter behind
-            with contextlib.suppress(OSError):
-                fs.delete_file(file)
+        if not committed:  # invisible anyway, but do not leave litter behind
+            for file in moved:
+                with contextlib.suppress(OSError):
+                    fs.delete_file(file)
         raise
     finally:
         with contextlib.suppress(OSError):

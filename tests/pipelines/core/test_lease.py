@@ -437,3 +437,29 @@ def test_a_job_given_sigterm_stops_between_commits_and_records_the_run_as_interr
     assert len(rows) == 2 and rows[0]["worker"] == rows[1]["worker"]
     assert len(read_arrow(cfg.table_path("score_monitoring")).to_pylist()) >= 4
     assert not list((Path(cfg.lake_root) / "_leases").glob("*/*.json"))  # released on the way out
+
+
+def test_sigterm_during_a_write_lets_its_commit_finish_and_keeps_its_files(tmp_path):
+    from pipelines.core.delta import write_rows
+
+    path = str(tmp_path / "t")
+    write_rows(None, [("2024-01", "seed")], SCHEMA, path, partition_by=["month"], engine="bridge")
+    previous = signal.getsignal(signal.SIGTERM)
+    interrupt.install()
+    try:
+
+        def terminate() -> None:  # SIGTERM arrives while the write stages its files
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+
+        with pytest.raises(interrupt.Terminated):
+            _bridge_write(path, [("2024-02", "ours")], "overwrite", {"month": ["2024-02"]}, terminate)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        interrupt.reset()
+    # the commit went through whole, and its files stayed: the table reads at the new version
+    assert DeltaTable(path).version() == 1
+    assert sorted((r["month"], r["worker"]) for r in read_arrow(path).to_pylist()) == [
+        ("2024-01", "seed"),
+        ("2024-02", "ours"),
+    ]
