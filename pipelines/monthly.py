@@ -120,7 +120,9 @@ def unchanged_since(runs: list[Any], stage: str, fingerprint: dict[str, Any]) ->
 
     An attempt is one call of the stage by the monthly run (ingest records one run per source in it).
     """
-    own = [r for r in runs if r.stage == stage and r.status in ("success", "failed") and r.fingerprint]
+    # an interrupted run (SIGTERM) makes its attempt incomplete, like a failure
+    done = ("success", "failed", "interrupted")
+    own = [r for r in runs if r.stage == stage and r.status in done and r.fingerprint]
     if not own:
         return None
     last = max(own, key=lambda r: r.ended_at)
