@@ -333,6 +333,19 @@ def acquire(cfg: Config, key: LeaseKey, owner: str) -> _Held | None:
     if not conf.enabled:
         return None
     root = lease_root(cfg)
+    with _table_lock(root / key.table):  # threads of this process take a table's leases one at a time
+        return _acquire(root, key, owner, conf.ttl_seconds, conf.wait_seconds)
+
+
+_TABLE_LOCKS: dict[Path, threading.Lock] = {}
+
+
+def _table_lock(folder: Path) -> threading.Lock:
+    with _REGISTRY.lock:
+        return _TABLE_LOCKS.setdefault(folder, threading.Lock())
+
+
+def _acquire(root: Path, key: LeaseKey, owner: str, ttl: float, wait: float) -> _Held:
     with _REGISTRY.lock:
         held = _REGISTRY.covering(root, key)
         if held is not None:
@@ -340,7 +353,7 @@ def acquire(cfg: Config, key: LeaseKey, owner: str) -> _Held | None:
                 raise LeaseLostError(f"lease {held.key.name} was taken over while this run held it")
             held.count += 1
             return held
-    deadline = _now() + conf.wait_seconds
+    deadline = _now() + wait
     while True:
         now = _now()
         content = {
@@ -350,12 +363,12 @@ def acquire(cfg: Config, key: LeaseKey, owner: str) -> _Held | None:
             "host": socket.gethostname(),
             "since": _iso(now),
             "started": now,
-            "expires": now + conf.ttl_seconds,
+            "expires": now + ttl,
             "token": uuid.uuid4().hex,
         }
         ok, holder = _try_acquire(root, key, content)
         if ok:
-            h = _Held(key, _path(root, key), content, conf.ttl_seconds)
+            h = _Held(key, _path(root, key), content, ttl)
             with _REGISTRY.lock:
                 _REGISTRY.held[h.path] = h
             _REGISTRY.start_heartbeat()

@@ -463,3 +463,19 @@ def test_sigterm_during_a_write_lets_its_commit_finish_and_keeps_its_files(tmp_p
         ("2024-01", "seed"),
         ("2024-02", "ours"),
     ]
+
+
+def test_threads_of_one_process_share_a_lease_none_refused(make_cfg):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = _cfg(make_cfg)
+
+    def write(i: int) -> str:  # ingest's sources write quarantine of one month side by side
+        key = ["quarantine"] if i % 3 else [LeaseKey("quarantine")]
+        with lease.hold(cfg, key, "2024-03", "ingest"):
+            time.sleep(0.001)
+        return "ok"
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(write, range(400))) == ["ok"] * 400
+    assert not list((Path(cfg.lake_root) / "_leases").glob("*/*.json"))
