@@ -18,9 +18,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(args, cfg):
         from pipelines.build_features import build_features_month
+        from pipelines.core.lease import hold_stage
         from pipelines.core.spark import get_spark
 
-        build_features_month(get_spark(cfg), cfg, args.month)
+        with hold_stage(cfg, "build_features", args.month):
+            build_features_month(get_spark(cfg), cfg, args.month)
 
     return run_job("build_features", parser, body, argv)
 

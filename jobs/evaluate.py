@@ -17,10 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__)
 
     def body(args, cfg):
+        from pipelines.core.lease import hold_stage
         from pipelines.core.spark import get_spark
         from pipelines.evaluate import evaluate_month
 
-        r = evaluate_month(get_spark(cfg), cfg, args.month)
+        with hold_stage(cfg, "evaluate", args.month):
+            r = evaluate_month(get_spark(cfg), cfg, args.month)
         if not r.score_months:
             print(f"evaluate {r.month}: no score month has matured labels yet")
             return

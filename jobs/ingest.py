@@ -20,18 +20,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--override-gates", action="store_true", help="publish despite failed quality gates")
 
     def body(args, cfg):
+        from pipelines.core.lease import hold_stage
         from pipelines.core.spark import get_spark
         from pipelines.ingest import ingest_month
 
         sources = [s.strip() for s in args.sources.split(",")] if args.sources else None
-        ingest_month(
-            get_spark(cfg),
-            cfg,
-            args.month,
-            sources=sources,
-            allow_incomplete=args.allow_incomplete,
-            override_gates=args.override_gates,
-        )
+        with hold_stage(cfg, "ingest", args.month):
+            ingest_month(
+                get_spark(cfg),
+                cfg,
+                args.month,
+                sources=sources,
+                allow_incomplete=args.allow_incomplete,
+                override_gates=args.override_gates,
+            )
 
     return run_job("ingest", parser, body, argv)
 

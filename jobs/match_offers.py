@@ -17,10 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__)
 
     def body(args, cfg):
+        from pipelines.core.lease import hold_stage
         from pipelines.core.spark import get_spark
         from pipelines.match_offers import match_offers_month
 
-        r = match_offers_month(get_spark(cfg), cfg, args.month)
+        with hold_stage(cfg, "match_offers", args.month):
+            r = match_offers_month(get_spark(cfg), cfg, args.month)
         versus = (
             f"greedy {r.greedy_value:.1f}"
             if r.greedy_value is not None

@@ -5,7 +5,8 @@ python jobs/monthly.py --month 2024-06 [--force] [--allow-incomplete] [--overrid
 A stage whose last run for the month succeeded on the same inputs (landing files, input table versions,
 champion, config hash, code version) is skipped unless --force. Exit status: 0 success, 2 bad config,
 3 a damaged, missing or read-only table before any stage (a corrupt pipeline_runs), 10 ingest,
-11 build_features, 12 train, 13 score, 14 evaluate, 15 match_offers failed (1: other).
+11 build_features, 12 train, 13 score, 14 evaluate, 15 match_offers, 16 uplift, 17 housekeeping failed
+(1: other); 75 another run holds the month (or a table and month a stage writes), 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations

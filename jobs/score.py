@@ -21,10 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def body(args, cfg):
+        from pipelines.core.lease import hold_stage
         from pipelines.core.spark import get_spark
         from pipelines.score import score_month
 
-        report = score_month(get_spark(cfg), cfg, args.month, model_version=args.model_version)
+        with hold_stage(cfg, "score", args.month):
+            report = score_month(get_spark(cfg), cfg, args.month, model_version=args.model_version)
         bands = ", ".join(f"{k} {v}" for k, v in report.bands.items())
         print(
             f"warning_list {report.month}: {report.subscribers} subscribers ({bands}), "

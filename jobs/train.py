@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reason", default="", help="why the promotion gates are overridden (logged)")
 
     def body(args, cfg):
+        from pipelines.core.lease import hold_stage
         from pipelines.core.spark import get_spark
         from pipelines.train import backtest, summarize_backtest, train_month
 
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
             return
         if args.promote is not None and not args.reason:
             parser.error("--promote / --no-promote need --reason")
-        result = train_month(spark, cfg, args.month, promote=args.promote, reason=args.reason)
+        with hold_stage(cfg, "train", args.month):
+            result = train_month(spark, cfg, args.month, promote=args.promote, reason=args.reason)
         state = "champion" if result.promoted else "challenger"
         print(
             f"{cfg.train.registered_model} version {result.version} is {state}: {'; '.join(result.decision)}"

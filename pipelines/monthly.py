@@ -32,8 +32,10 @@ from pipelines.build_features import FeatureReport, build_features_month
 from pipelines.core.config import Config
 from pipelines.core.delta import DamagedTableError, MissingTableError
 from pipelines.core.errors import InputNotReadyError
+from pipelines.core.interrupt import Terminated, stop_if_requested
 from pipelines.core.lake import Lake
-from pipelines.core.manifest import code_version, fingerprinted, record_skip
+from pipelines.core.lease import LeaseHeldError, LeaseKey, hold, hold_stage
+from pipelines.core.manifest import code_version, fingerprinted, record_interrupted, record_skip
 from pipelines.core.maturity import labelled_months, training_window
 from pipelines.core.runner import one_line
 from pipelines.evaluate import EvaluateReport, evaluate_month
@@ -129,7 +131,9 @@ def unchanged_since(runs: list[Any], stage: str, fingerprint: dict[str, Any]) ->
 
     An attempt is one call of the stage by the monthly run (ingest records one run per source in it).
     """
-    own = [r for r in runs if r.stage == stage and r.status in ("success", "failed") and r.fingerprint]
+    # an interrupted run (SIGTERM) makes its attempt incomplete, like a failure
+    done = ("success", "failed", "interrupted")
+    own = [r for r in runs if r.stage == stage and r.status in done and r.fingerprint]
     if not own:
         return None
     last = max(own, key=lambda r: r.ended_at)
@@ -157,6 +161,7 @@ class MonthRun:
         self.outcomes: list[StageOutcome] = []
         self._code = code_version()
         self._earlier: list[Any] | None = None
+        self.current: str | None = None  # the stage running now
 
     def _runs(self) -> list[Any]:
         """The month's runs recorded before this pass (read once: a stage this pass ran changes the
@@ -171,6 +176,7 @@ class MonthRun:
 
     def stage(self, stage: str, call: Callable[[], Any], **inputs: Any) -> Any:
         """Run ``call`` as ``stage`` unless its inputs are unchanged since its last successful run."""
+        stop_if_requested(f"stage {stage}")
         cfg = self.lake.cfg
         fingerprint = {
             "config": cfg.config_hash(),
@@ -184,11 +190,17 @@ class MonthRun:
             self.outcomes.append(StageOutcome(self.month, stage, "skipped", detail=why))
             return None
         log.info("%s %s %s ...", self.position, self.month, stage)
+        self.current = stage
         t0 = time.perf_counter()
         attempt = {**fingerprint, "attempt": uuid.uuid4().hex[:12]}
         try:
-            with fingerprinted(json.dumps(attempt, sort_keys=True)):
+            with (
+                fingerprinted(json.dumps(attempt, sort_keys=True)),
+                hold_stage(cfg, stage, self.month, f"monthly {self.month} {stage}"),
+            ):
                 result = call()
+        except LeaseHeldError:
+            raise  # another run writes this stage's tables: exit 75 with its holder, not the stage's status
         except Exception as exc:
             raise StageFailedError(stage, self.month, exc) from exc
         seconds = time.perf_counter() - t0
@@ -201,6 +213,7 @@ class MonthRun:
             seconds,
             f": {detail}" if detail else "",
         )
+        self.current = None
         self.outcomes.append(StageOutcome(self.month, stage, "ran", seconds, detail))
         return result
 
@@ -268,7 +281,13 @@ def run_monthly(
     allow_incomplete: bool = False,
     override_gates: bool = False,
 ) -> list[StageOutcome]:
-    """Run every stage for each month, oldest first; raise :class:`StageFailedError` at the first failure."""
+    """Run every stage for each month, oldest first; raise :class:`StageFailedError` at the first failure.
+
+    Each month runs under the ``monthly/<month>`` lease and each stage under the leases of what it writes
+    (:func:`pipelines.core.lease.hold_stage`): a second monthly run of the month started meanwhile stops
+    with :class:`LeaseHeldError` (exit status 75) naming the holder. On SIGTERM the stage in progress
+    stops after its current commit and the run is recorded as ``interrupted``.
+    """
     from pipelines.core.tracking import open_in_background
 
     lake = Lake(spark, cfg)
@@ -279,41 +298,14 @@ def run_monthly(
     outcomes: list[StageOutcome] = []
     for i, month in enumerate(months, 1):
         run = MonthRun(lake, month, force=force, position=f"[{i}/{len(months)}]")
-        flags = {"allow_incomplete": allow_incomplete, "override_gates": override_gates}
-        run.stage(
-            "ingest",
-            lambda m=month: ingest_month(
-                spark, cfg, m, allow_incomplete=allow_incomplete, override_gates=override_gates
-            ),
-            **landing_fingerprint(cfg, month),
-            flags=flags,
-        )
-        run.stage("build_features", lambda m=month: build_features_month(spark, cfg, m))
-        reason = train_due(lake, month, force=force)
-        if reason:
-            run.stage("train", lambda m=month, r=reason: train_month(spark, cfg, m, reason=r), due=reason)
-        else:
-            run.not_due("train", "not due")
-        champion = champion_version(cfg)
-        if champion is None:
-            for stage in ("score", "evaluate", "uplift", "match_offers"):
-                run.not_due(stage, "no champion model yet")
-        else:
-            run.stage("score", lambda m=month: score_month(spark, cfg, m), champion=champion)
-            run.stage("evaluate", lambda m=month: evaluate_month(spark, cfg, m))
-            if cfg.uplift.enabled:
-                run.stage("uplift", lambda m=month: uplift_month(spark, cfg, m))
-            else:
-                run.not_due("uplift", "uplift.enabled is false")
-            run.stage(
-                "match_offers",
-                lambda m=month: match_offers_month(spark, cfg, m),
-                uplift=uplift_version(cfg),
-            )
-        if due := housekeeping_due(cfg, month):
-            run.stage("housekeeping", lambda m=month: housekeeping_month(lake, m, now=started), due=due)
-        else:
-            run.not_due("housekeeping", "not scheduled this month")
+        try:
+            with hold(cfg, [LeaseKey("monthly", month)], None, "monthly"):
+                _run_month(spark, cfg, lake, run, month, force, allow_incomplete, override_gates, started)
+        except Terminated:
+            during = run.current or "between stages"
+            record_interrupted(lake, "monthly", month, during)
+            log.warning("%s %s: stopped by SIGTERM during %s", run.position, month, during)
+            raise
         outcomes.extend(run.outcomes)
     return outcomes
 
@@ -346,6 +338,55 @@ def check_recorded_tables(lake: Lake) -> None:
         if not lake.exists(table):
             what = f"no Delta table, but pipeline_runs records its version {version} ({stage} of {month})"
             raise MissingTableError(table, lake.path(table), what)
+
+
+def _run_month(
+    spark: SparkSession,
+    cfg: Config,
+    lake: Lake,
+    run: MonthRun,
+    month: str,
+    force: bool,
+    allow_incomplete: bool,
+    override_gates: bool,
+    started: dt.datetime,
+) -> None:
+    """The stages of one month, in order (:func:`run_monthly`)."""
+    flags = {"allow_incomplete": allow_incomplete, "override_gates": override_gates}
+    run.stage(
+        "ingest",
+        lambda m=month: ingest_month(
+            spark, cfg, m, allow_incomplete=allow_incomplete, override_gates=override_gates
+        ),
+        **landing_fingerprint(cfg, month),
+        flags=flags,
+    )
+    run.stage("build_features", lambda m=month: build_features_month(spark, cfg, m))
+    reason = train_due(lake, month, force=force)
+    if reason:
+        run.stage("train", lambda m=month, r=reason: train_month(spark, cfg, m, reason=r), due=reason)
+    else:
+        run.not_due("train", "not due")
+    champion = champion_version(cfg)
+    if champion is None:
+        for stage in ("score", "evaluate", "uplift", "match_offers"):
+            run.not_due(stage, "no champion model yet")
+    else:
+        run.stage("score", lambda m=month: score_month(spark, cfg, m), champion=champion)
+        run.stage("evaluate", lambda m=month: evaluate_month(spark, cfg, m))
+        if cfg.uplift.enabled:
+            run.stage("uplift", lambda m=month: uplift_month(spark, cfg, m))
+        else:
+            run.not_due("uplift", "uplift.enabled is false")
+        run.stage(
+            "match_offers",
+            lambda m=month: match_offers_month(spark, cfg, m),
+            uplift=uplift_version(cfg),
+        )
+    if due := housekeeping_due(cfg, month):
+        run.stage("housekeeping", lambda m=month: housekeeping_month(lake, m, now=started), due=due)
+    else:
+        run.not_due("housekeeping", "not scheduled this month")
 
 
 def champion_version(cfg: Config) -> str | None:

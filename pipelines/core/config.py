@@ -50,6 +50,16 @@ class HousekeepingConf(Params):
     keep_logs_days: int | None = Field(default=BASE, ge=1)
 
 
+class LeaseConf(Params):
+    """One writer per table and month (``pipelines.core.lease``)."""
+
+    defaults_section: ClassVar[str | None] = "lake.lease"
+
+    enabled: bool = BASE
+    ttl_seconds: float = Field(default=BASE, ge=5)
+    wait_seconds: float = Field(default=BASE, ge=0)
+
+
 class LakeConf(Params):
     defaults_section: ClassVar[str | None] = "lake"
 
@@ -57,6 +67,7 @@ class LakeConf(Params):
     engine: Literal["auto", "bridge", "native"] = BASE
     tables: dict[str, str] = BASE
     housekeeping: HousekeepingConf = Field(default_factory=HousekeepingConf)
+    lease: LeaseConf = Field(default_factory=LeaseConf)
 
 
 class LandingConf(Params):

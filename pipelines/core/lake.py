@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import pyarrow as pa
@@ -12,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines.core import delta
+from pipelines.core import delta, interrupt, lease
 from pipelines.core.config import Config
 
 _P = ParamSpec("_P")
@@ -51,8 +52,31 @@ def _table_errors(*, writing: bool = False) -> Callable[[Callable[_P, _R]], Call
     return wrap
 
 
+def month_column(columns: Sequence[str]) -> str | None:
+    """The partition column that holds a table's month (``month``, ``score_month``, ...), if any."""
+    return next((c for c in columns if c == "month" or c.endswith("_month")), None)
+
+
+def lease_keys(
+    name: str, mode: delta.WriteMode, partitions: Mapping[str, Sequence[Any]] | None
+) -> list[lease.LeaseKey]:
+    """What a write must hold: nothing for an append (blind appends commute), the months of the
+    partitions it replaces, or the whole table (an overwrite of all of it, or of partitions by no month)."""
+    if mode == "append":
+        return []
+    column = month_column(list(partitions or {}))
+    if partitions is None or column is None:
+        return [lease.LeaseKey(name)]
+    return [lease.LeaseKey(name, str(m)) for m in partitions[column]]
+
+
 class Lake:
-    """Read and write the pipeline's Delta tables by logical name."""
+    """Read and write the pipeline's Delta tables by logical name.
+
+    Every write that replaces data holds the lease of the table and month it replaces
+    (:mod:`pipelines.core.lease`): one a stage took around its writes, or one taken for the write; the
+    lease is checked again right before the commit.
+    """
 
     def __init__(self, spark: SparkSession, cfg: Config) -> None:
         self.spark = spark
@@ -102,6 +126,20 @@ class Lake:
     def read_or_none(self, name: str) -> DataFrame | None:
         return self.read(name) if self.exists(name) else None
 
+    @contextlib.contextmanager
+    def _leased(
+        self, name: str, mode: delta.WriteMode, partitions: Mapping[str, Sequence[Any]] | None
+    ) -> Iterator[Callable[[], None] | None]:
+        """Hold the write's leases; yields the check to run right before its commit."""
+        keys = lease_keys(name, mode, partitions)
+        if keys:
+            interrupt.stop_if_requested(f"writing {name}")
+        if not keys or not self.cfg.lake.lease.enabled:
+            yield None
+            return
+        with lease.hold(self.cfg, keys, None):
+            yield lambda: lease.check_held(self.cfg, keys)
+
     @_table_errors(writing=True)
     def write(
         self,
@@ -115,17 +153,19 @@ class Lake:
         commit_metadata: Mapping[str, Any] | None = None,
         before_commit: Callable[[DataFrame], Any] | None = None,
     ) -> delta.WriteResult:
-        return delta.write_delta(
-            df,
-            self.path(name),
-            mode=mode,
-            partition_by=partition_by,
-            replace_partitions=replace_partitions,
-            merge_schema=merge_schema,
-            engine=self.engine,
-            commit_metadata=commit_metadata,
-            before_commit=before_commit,
-        )
+        with self._leased(name, mode, replace_partitions) as guard:
+            return delta.write_delta(
+                df,
+                self.path(name),
+                mode=mode,
+                partition_by=partition_by,
+                replace_partitions=replace_partitions,
+                merge_schema=merge_schema,
+                engine=self.engine,
+                commit_metadata=commit_metadata,
+                before_commit=before_commit,
+                commit_guard=guard,
+            )
 
     def replace(
         self,
@@ -160,15 +200,17 @@ class Lake:
     ) -> delta.WriteResult:
         """Append (or write) a few rows made in the driver, tuples in ``schema`` order, without a Spark
         job where the engine allows (:func:`pipelines.core.delta.write_rows`)."""
-        return delta.write_rows(
-            self.spark,
-            rows,
-            schema,
-            self.path(name),
-            mode=mode,
-            merge_schema=merge_schema,
-            engine=self.engine,
-        )
+        with self._leased(name, mode, None) as guard:
+            return delta.write_rows(
+                self.spark,
+                rows,
+                schema,
+                self.path(name),
+                mode=mode,
+                merge_schema=merge_schema,
+                engine=self.engine,
+                commit_guard=guard,
+            )
 
     @_table_errors(writing=True)
     def replace_rows(
@@ -181,17 +223,19 @@ class Lake:
         merge_schema: bool = False,
     ) -> delta.WriteResult:
         """:meth:`replace` for a few rows made in the driver (see :meth:`write_rows`)."""
-        return delta.write_rows(
-            self.spark,
-            rows,
-            schema,
-            self.path(name),
-            mode="overwrite",
-            partition_by=list(partitions),
-            replace_partitions=partitions,
-            merge_schema=merge_schema,
-            engine=self.engine,
-        )
+        with self._leased(name, "overwrite", partitions) as guard:
+            return delta.write_rows(
+                self.spark,
+                rows,
+                schema,
+                self.path(name),
+                mode="overwrite",
+                partition_by=list(partitions),
+                replace_partitions=partitions,
+                merge_schema=merge_schema,
+                engine=self.engine,
+                commit_guard=guard,
+            )
 
     def versions(self, names: Sequence[str]) -> dict[str, int | None]:
         return {n: self.version(n) for n in names}

@@ -18,6 +18,7 @@ from typing import Any
 from pyspark.sql import types as T
 
 from pipelines.core.config import PROJECT_ROOT, Config
+from pipelines.core.interrupt import Terminated
 from pipelines.core.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ def recorded_run(
     try:
         yield record
     except BaseException as exc:
-        status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+        status = "interrupted" if isinstance(exc, Terminated) else "failed"
+        error = f"{type(exc).__name__}: {exc}"[:2000]
         raise
     finally:
         _write_run(lake, lake.cfg, record, started, time.perf_counter() - t0, status, error)
@@ -98,6 +100,13 @@ def record_skip(lake: Lake, stage: str, month: str | None, why: str) -> None:
     """Record that the monthly run skipped a stage (``status = skipped``, the reason in ``flags``)."""
     record = RunRecord(stage=stage, month=month, flags={"skipped": why})
     _write_run(lake, lake.cfg, record, dt.datetime.now(dt.UTC).replace(tzinfo=None), 0.0, "skipped", None)
+
+
+def record_interrupted(lake: Lake, stage: str, month: str | None, during: str) -> None:
+    """Record that a run stopped on SIGTERM (``status = interrupted``; what it was doing in ``flags``)."""
+    record = RunRecord(stage=stage, month=month, flags={"interrupted_during": during})
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    _write_run(lake, lake.cfg, record, now, 0.0, "interrupted", "Terminated: stopped by SIGTERM")
 
 
 def _write_run(

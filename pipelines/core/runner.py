@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipelines.core import interrupt, lease
 from pipelines.core.config import Config, ConfigError, effective_config_yaml, load_config
 
 log = logging.getLogger("churnlake")
@@ -149,8 +150,11 @@ def run_job(
     body: Callable[[argparse.Namespace, Config], Any],
     argv: Sequence[str] | None = None,
 ) -> int:
-    """Parse, load config, run ``body``; map every failure to a one-line reason and exit status 1."""
+    """Parse, load config, run ``body``; map every failure to a one-line reason and exit status 1 (or the
+    error's ``exit_status``: 75 when a lease is held elsewhere); SIGTERM stops it between commits (143)."""
     args = parser.parse_args(argv)
+    interrupt.install()
+    lease.set_owner(stage)
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         cfg = load_config(args.conf, args.set)
@@ -187,6 +191,12 @@ def _run_body(
     except KeyboardInterrupt:
         print(f"ERROR {stage}: interrupted", file=sys.stderr)
         return 130
+    except interrupt.Terminated:
+        print(
+            f"ERROR {stage}: stopped by SIGTERM between commits; the run is recorded as interrupted",
+            file=sys.stderr,
+        )
+        return interrupt.EXIT_TERMINATED
     except Exception as exc:
         log.error("%s failed", stage, exc_info=True, extra={"console": False})  # the traceback: log file
         reason = one_line(exc)

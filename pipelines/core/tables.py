@@ -16,3 +16,23 @@ MONITORING_SCHEMA = (
     "score_month string, kind string, cohort string, name string, value double, threshold double, "
     "warning boolean, reference string, model_name string, model_version string"
 )
+
+# What each stage writes (its leases: pipelines.core.lease.hold_stage): tables it replaces for the run
+# month, and tables it must hold whole because its reads span months (the cross-delivery
+# de-duplication of CDRs reads earlier deliveries).
+STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "ingest": ("subscriptions", "billing", "care", "campaign_outcomes", "quarantine", "data_quality"),
+    "build_features": ("features_monthly", "labels_monthly"),
+    "train": ("model_performance",),
+    "score": ("warning_list", "customer_risk", "score_monitoring"),
+    "evaluate": (
+        "model_performance",
+        "campaign_effect",
+        "programme_effect",
+        "offer_effects",
+        "campaign_feedback",
+    ),
+    "uplift": (),
+    "match_offers": ("offer_assignments",),
+}
+STAGE_OUTPUTS_WHOLE: dict[str, tuple[str, ...]] = {"ingest": ("cdr",)}

@@ -63,6 +63,15 @@ def test_a_failed_part_of_the_last_attempt_means_run_again():
     assert unchanged_since([ok, later], "ingest", now({})) is None
 
 
+def test_an_interrupted_part_of_the_last_attempt_means_run_again():
+    earlier = run("ingest", "success", -30, {}, attempt="a1", run_id="all")
+    # a forced rerun stopped by SIGTERM: one source replaced, the next one interrupted
+    done = run("ingest", "success", 0, {}, attempt="a2", run_id="subscriptions", length=5)
+    stopped = run("ingest", "interrupted", 0, {}, attempt="a2", run_id="cdr", length=1)
+    assert unchanged_since([earlier, done], "ingest", now({}))  # without the record it would skip
+    assert unchanged_since([earlier, done, stopped], "ingest", now({})) is None
+
+
 def test_the_uplift_stage_runs_between_evaluation_and_matching_and_keeps_the_exit_statuses():
     from pipelines.monthly import EXIT_STATUS, STAGES
 

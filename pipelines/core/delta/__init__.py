@@ -44,7 +44,7 @@ from pipelines.core.delta.table import (
     table_version,
 )
 from pipelines.core.delta.vacuum import vacuum
-from pipelines.core.delta.write import write_delta, write_rows
+from pipelines.core.delta.write import WriteConflictError, write_delta, write_rows
 
 __all__ = [
     "STAGING_DIR",
@@ -54,6 +54,7 @@ __all__ = [
     "MissingTableError",
     "TableNotWritableError",
     "UnsupportedTableError",
+    "WriteConflictError",
     "WriteMode",
     "WriteResult",
     "check_schema",

@@ -22,12 +22,15 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
 from deltalake import Schema as DeltaSchema
+from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from features.errors import MissingColumnsError, SchemaMismatchError
+from pipelines.core import interrupt
 from pipelines.core.delta.damage import open_table
 from pipelines.core.delta.files import _arrow_schema, check_schema, file_stats
 from pipelines.core.delta.table import (
@@ -46,6 +49,13 @@ from pipelines.core.delta.table import (
 )
 
 log = logging.getLogger("pipelines.core.delta")
+
+_COMMIT_ATTEMPTS = 50  # commits of other writers (appends, other partitions) to go past before giving up
+
+
+class WriteConflictError(RuntimeError):
+    """Another writer changed the partitions this write replaces after it planned (or made the table it
+    was creating): nothing was committed."""
 
 
 # Test-only injection point: called with the moved files between the moves and the commit (a test pauses
@@ -83,6 +93,7 @@ def _write_delta(
     engine: Engine = "auto",
     commit_metadata: Mapping[str, Any] | None = None,
     before_commit: Callable[[DataFrame], Any] | None = None,
+    commit_guard: Callable[[], None] | None = None,
 ) -> WriteResult:
     """Write ``df`` to the Delta table at ``path`` in one atomic commit.
 
@@ -94,12 +105,22 @@ def _write_delta(
     (and the exception propagates); what it returns comes back as ``WriteResult.checked``. The bridge
     passes the staged files, so checks read written Parquet instead of recomputing ``df``; the native
     engine passes ``df`` itself.
+
+    ``commit_guard`` is called right before the commit (the caller's lease is still held); if it raises,
+    nothing is committed.
+
+    An overwrite fails with :class:`WriteConflictError` when another commit changed the files of the
+    partitions it replaces (the whole table, without ``replace_partitions``) after this write planned:
+    it never adds its rows beside another writer's. ``WriteResult.version`` is this commit's version.
     """
     plan = _plan_write(df.schema, path, mode, partition_by, replace_partitions, merge_schema)
     df = df.select(*plan.target.fieldNames())
     if resolve_engine(df.sparkSession, engine) == "native":
         checked = before_commit(df) if before_commit is not None else None
-        result = _write_native(df, path, mode, plan.partition_by, replace_partitions, merge_schema)
+        if commit_guard is not None:
+            commit_guard()
+        with interrupt.commit_section():
+            result = _write_native(df, path, mode, plan.partition_by, replace_partitions, merge_schema)
         return dataclasses.replace(result, checked=checked)
 
     def stage(staging: str, spark_staging: str) -> Any:
@@ -111,7 +132,7 @@ def _write_delta(
             return None
         return before_commit(df.sparkSession.read.schema(plan.target).parquet(spark_staging))
 
-    return _write_bridge(path, plan, mode, replace_partitions, commit_metadata, stage)
+    return _write_bridge(path, plan, mode, replace_partitions, commit_metadata, stage, commit_guard)
 
 
 def write_rows(
@@ -125,6 +146,7 @@ def write_rows(
     replace_partitions: Mapping[str, Sequence[Any]] | None = None,
     merge_schema: bool = False,
     engine: Engine = "auto",
+    commit_guard: Callable[[], None] | None = None,
 ) -> WriteResult:
     """Write a few rows made by the driver (tuples in ``schema`` order) like :func:`write_delta`.
 
@@ -142,6 +164,7 @@ def write_rows(
             replace_partitions=replace_partitions,
             merge_schema=merge_schema,
             engine="native",
+            commit_guard=commit_guard,
         )
     names = schema.fieldNames()
     with _table_lock(path):
@@ -162,7 +185,7 @@ def write_rows(
                 part = table.take(index).drop_columns(keys)
                 pq.write_table(part, f"{folder}/part-{n:05d}.snappy.parquet", filesystem=fs)
 
-        return _write_bridge(path, plan, mode, replace_partitions, None, stage)
+        return _write_bridge(path, plan, mode, replace_partitions, None, stage, commit_guard)
 
 
 @dataclass(frozen=True)
@@ -171,6 +194,23 @@ class _WritePlan:
     partition_by: list[str]
     target: T.StructType  # the schema to write: the table's order, then new columns
     new_columns: list[T.StructField]
+    version: int | None = None  # the table's version when the write planned
+    replaced: frozenset[str] | None = None  # an overwrite: the files it replaces, as of ``version``
+
+
+def _replaced_files(
+    table: DeltaTable, replace_partitions: Mapping[str, Sequence[Any]] | None
+) -> frozenset[str]:
+    """The live files an overwrite replaces: those of ``replace_partitions`` (None: every file)."""
+    actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    if replace_partitions is None:
+        return frozenset(a["path"] for a in actions)
+    wanted = {c: {_partition_value_str(v) for v in vs} for c, vs in replace_partitions.items()}
+    return frozenset(
+        a["path"]
+        for a in actions
+        if all(_partition_value_str(a.get(f"partition.{c}")) in vs for c, vs in wanted.items())
+    )
 
 
 def _plan_write(
@@ -207,7 +247,13 @@ def _plan_write(
         bad = [c for c in replace_partitions if c not in partition_by]
         if bad:
             raise ValueError(f"write to {path}: replace_partitions on non-partition columns {bad}")
-    return _WritePlan(exists, partition_by, target, new_columns)
+    version, replaced = None, None
+    if exists:
+        table = open_table(path)
+        version = table.version()
+        if mode == "overwrite":
+            replaced = _replaced_files(table, replace_partitions)
+    return _WritePlan(exists, partition_by, target, new_columns, version, replaced)
 
 
 def _write_native(
@@ -229,10 +275,15 @@ def _write_native(
             quoted = ", ".join("'" + str(_partition_value_str(v)).replace("'", "''") + "'" for v in values)
             clauses.append(f"`{col}` IN ({quoted})")
         writer = writer.option("replaceWhere", " AND ".join(clauses))
-    writer.save(path)
-    table = open_table(path)
-    metrics = table.history(1)[0].get("operationMetrics", {})
-    return WriteResult(table.version(), int(metrics.get("numFiles", 0)), int(metrics.get("numOutputRows", 0)))
+    txn = uuid.uuid4().hex
+    writer.option("userMetadata", f"churnlake.txn={txn}").save(path)
+    # this write's commit (another writer may have committed after it): found by its metadata
+    history = open_table(path).history(20)
+    ours = [h for h in history if h.get("userMetadata") == f"churnlake.txn={txn}"] or history[:1]
+    metrics = ours[0].get("operationMetrics", {})
+    return WriteResult(
+        int(ours[0]["version"]), int(metrics.get("numFiles", 0)), int(metrics.get("numOutputRows", 0))
+    )
 
 
 def _write_bridge(
@@ -242,6 +293,7 @@ def _write_bridge(
     replace_partitions: Mapping[str, Sequence[Any]] | None,
     commit_metadata: Mapping[str, Any] | None,
     stage: Callable[[str, str], Any],
+    commit_guard: Callable[[], None] | None = None,
 ) -> WriteResult:
     """Commit what ``stage(staging folder, its URI)`` writes there (Parquet files in ``col=value``
     folders) as one Delta transaction; ``stage``'s return value comes back as ``WriteResult.checked``."""
@@ -250,45 +302,101 @@ def _write_bridge(
     staging = f"{root.rstrip('/')}/{STAGING_DIR}/{txn}"
     spark_staging = f"{path.rstrip('/')}/{STAGING_DIR}/{txn}"  # Spark wants the URI form
     moved: list[str] = []
+    committed = False
     try:
         checked = stage(staging, spark_staging)
-        actions, rows = _stage_to_table(fs, root, staging, plan.target, plan.partition_by, txn, moved)
-        if _AFTER_MOVE is not None:
-            _AFTER_MOVE(list(moved))
-        if replace_partitions is not None:
-            allowed = {c: {_partition_value_str(v) for v in vs} for c, vs in replace_partitions.items()}
-            for action in actions:
-                for col, values in allowed.items():
-                    if action.partition_values.get(col) not in values:
-                        raise ValueError(
-                            f"write to {path}: rows outside the partitions being replaced "
-                            f"({col}={action.partition_values.get(col)!r} not in {sorted(map(str, values))})"
-                        )
-        schema = DeltaSchema.from_arrow(_arrow_schema(plan.target))
-        partition_by = plan.partition_by or None
-        props = CommitProperties(custom_metadata={"churnlake.txn": txn, **(commit_metadata or {})})
-        if not plan.exists:
-            create_table_with_add_actions(
-                path,
-                schema,
-                actions,
-                mode="error",
-                partition_by=partition_by,
-                commit_properties=props,
-            )
-        else:
-            table = open_table(path)
-            if plan.new_columns:  # merge_schema: the commit alone would not change the table's schema
-                table.alter.add_columns(
-                    DeltaSchema.from_arrow(_arrow_schema(T.StructType(plan.new_columns))).fields
-                )
-                table = open_table(path)
-            filters = None
+        if commit_guard is not None:
+            commit_guard()
+        with interrupt.commit_section():
+            actions, rows = _stage_to_table(fs, root, staging, plan.target, plan.partition_by, txn, moved)
+            if _AFTER_MOVE is not None:
+                _AFTER_MOVE(list(moved))
             if replace_partitions is not None:
-                filters = [
-                    (col, "in", [_partition_value_str(v) for v in values])
-                    for col, values in replace_partitions.items()
-                ]
+                allowed = {c: {_partition_value_str(v) for v in vs} for c, vs in replace_partitions.items()}
+                for action in actions:
+                    for col, values in allowed.items():
+                        if action.partition_values.get(col) not in values:
+                            raise ValueError(
+                                f"write to {path}: rows outside the partitions being replaced "
+                                f"({col}={action.partition_values.get(col)!r} "
+                                f"not in {sorted(map(str, values))})"
+                            )
+            props = CommitProperties(
+                custom_metadata={"churnlake.txn": txn, **(commit_metadata or {})}, max_commit_retries=0
+            )
+            version = _commit(path, plan, mode, replace_partitions, actions, props)
+            committed = True  # from here on the files belong to the table (SIGTERM stops after this)
+    except BaseException:
+        if not committed:  # invisible anyway, but do not leave litter behind
+            for file in moved:
+                with contextlib.suppress(OSError):
+                    fs.delete_file(file)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            fs.delete_dir(staging)
+    log.info("committed %s v%d: %d files, %d rows (%s)", path, version, len(actions), rows, mode)
+    return WriteResult(version, len(actions), rows, checked)
+
+
+def _commit(
+    path: str,
+    plan: _WritePlan,
+    mode: WriteMode,
+    replace_partitions: Mapping[str, Sequence[Any]] | None,
+    actions: list[AddAction],
+    props: CommitProperties,
+) -> int:
+    """Commit ``actions``; the version of this commit.
+
+    delta-rs would retry a commit that lost the race for its version and let it through when the winner
+    only added files, which for an overwrite of a still empty partition means both writers' rows stay.
+    So the commit is made with no retries, against a table loaded just before it, after checking that the
+    files it replaces are still those it planned with; a lost race reloads and checks again. The commit's
+    version is then the loaded version plus one, not a version read after it (another writer's).
+    """
+    schema = DeltaSchema.from_arrow(_arrow_schema(plan.target))
+    partition_by = plan.partition_by or None
+    if not plan.exists:
+        try:
+            create_table_with_add_actions(
+                path, schema, actions, mode="error", partition_by=partition_by, commit_properties=props
+            )
+        except Exception as exc:
+            if table_exists(path):
+                raise WriteConflictError(
+                    f"write to {path}: another writer created the table meanwhile; nothing committed"
+                ) from exc
+            raise
+        return 0
+    filters = None
+    if replace_partitions is not None:
+        filters = [
+            (col, "in", [_partition_value_str(v) for v in values])
+            for col, values in replace_partitions.items()
+        ]
+    schema_added = False
+    for _ in range(_COMMIT_ATTEMPTS):
+        table = open_table(path)
+        if plan.new_columns and not schema_added:  # merge_schema: the commit alone would not change it
+            table.alter.add_columns(
+                DeltaSchema.from_arrow(_arrow_schema(T.StructType(plan.new_columns))).fields
+            )
+            schema_added = True
+            table = open_table(path)
+        if plan.replaced is not None and plan.version != table.version():
+            now = _replaced_files(table, replace_partitions)
+            if now != plan.replaced:
+                what = (
+                    ", ".join(f"{c}={sorted(map(str, vs))}" for c, vs in replace_partitions.items())
+                    if replace_partitions
+                    else "the whole table"
+                )
+                raise WriteConflictError(
+                    f"write to {path}: {what} changed after version {plan.version} (now "
+                    f"{table.version()}): another writer committed there; nothing committed"
+                )
+        try:
             table.create_write_transaction(
                 actions,
                 mode=mode,
@@ -297,17 +405,12 @@ def _write_bridge(
                 partition_filters=filters,
                 commit_properties=props,
             )
-    except BaseException:
-        for file in moved:  # not committed: invisible anyway, but do not leave litter behind
-            with contextlib.suppress(OSError):
-                fs.delete_file(file)
-        raise
-    finally:
-        with contextlib.suppress(OSError):
-            fs.delete_dir(staging)
-    version = open_table(path).version()
-    log.info("committed %s v%d: %d files, %d rows (%s)", path, version, len(actions), rows, mode)
-    return WriteResult(version, len(actions), rows, checked)
+        except CommitFailedError:
+            if open_table(path).version() == table.version():
+                raise  # not a lost race
+            continue
+        return table.version() + 1
+    raise WriteConflictError(f"write to {path}: {_COMMIT_ATTEMPTS} commits of other writers came first")
 
 
 def _stage_to_table(
