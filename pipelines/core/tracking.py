@@ -94,13 +94,20 @@ def _known_stores(cfg: Config) -> dict[str, Any]:
     return dict(json.loads(marker.read_text()).get("stores", {}))
 
 
-def _remember_store(cfg: Config, uri: str) -> None:
-    """Add ``uri`` to the lake's marker (atomically: a temp file renamed over it)."""
+def _store_key(cfg: Config) -> str:
+    """How the marker names the configured store: the lake's own store (no ``mlflow.tracking_uri``) by
+    its place in the lake, so a lake copied or moved elsewhere still knows it had one."""
+    return cfg.mlflow.tracking_uri or "lake.root/mlflow/mlflow.db"
+
+
+def _remember_store(cfg: Config) -> None:
+    """Add the configured store to the lake's marker (atomically: a temp file renamed over it)."""
     marker = _marker_path(cfg)
     stores = _known_stores(cfg)
-    if marker is None or uri in stores:
+    key = _store_key(cfg)
+    if marker is None or key in stores:
         return
-    stores[uri] = {"created_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    stores[key] = {"created_at": datetime.now(UTC).isoformat(timespec="seconds")}
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"stores": stores}, indent=1) + "\n")
@@ -114,7 +121,7 @@ def _check_store(cfg: Config) -> bool:
     path = _sqlite_path(uri)
     if path is None or path.exists():
         return True
-    known = _known_stores(cfg).get(uri)
+    known = _known_stores(cfg).get(_store_key(cfg))
     if known is not None and not cfg.mlflow.allow_new_store:
         raise MissingStoreError(
             f"the MLflow store {uri} is missing, but this lake created it on {known.get('created_at')} "
@@ -133,9 +140,9 @@ def _forget_cached_stores() -> None:
     from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
 
     for registry in (TrackingStoreRegistry, ModelRegistryStoreRegistry):
-        cached = getattr(registry, "_get_store_with_resolved_uri", None)
-        if hasattr(cached, "cache_clear"):
-            cached.cache_clear()
+        clear = getattr(getattr(registry, "_get_store_with_resolved_uri", None), "cache_clear", None)
+        if clear is not None:
+            clear()
     for store in (TrackingStore, RegistryStore):
         engines = getattr(store, "_engine_map", {})
         for uri in [u for u in engines if u.startswith("sqlite:")]:
@@ -171,7 +178,7 @@ def configure_mlflow(cfg: Config) -> MlflowClient:
         client.create_experiment(cfg.mlflow.experiment, artifact_location=location)
     mlflow.set_experiment(cfg.mlflow.experiment)
     if path is not None:  # created now, or made before the lake kept the record: remembered from now on
-        _remember_store(cfg, uri)
+        _remember_store(cfg)
     return client
 
 

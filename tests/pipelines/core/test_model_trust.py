@@ -170,7 +170,7 @@ def test_a_missing_store_is_an_error_not_a_new_registry(cfg: Config, make_cfg):
     name = cfg.train.registered_model
     db = Path(cfg.mlflow_tracking_uri.removeprefix("sqlite:///"))
     marker = Path(cfg.lake_root) / STORE_MARKER
-    assert db.is_file() and cfg.mlflow_tracking_uri in json.loads(marker.read_text())["stores"]
+    assert db.is_file() and "lake.root/mlflow/mlflow.db" in json.loads(marker.read_text())["stores"]
     set_alias(name, CHAMPION, _register(cfg, 0.01))
     db.unlink()
     for reader in (configure_mlflow, store_exists):
@@ -192,7 +192,7 @@ def test_a_store_made_before_the_marker_is_remembered(cfg: Config):
     marker = Path(cfg.lake_root) / STORE_MARKER
     marker.unlink()
     configure_mlflow(cfg)
-    assert list(json.loads(marker.read_text())["stores"]) == [cfg.mlflow_tracking_uri]
+    assert list(json.loads(marker.read_text())["stores"]) == ["lake.root/mlflow/mlflow.db"]
 
 
 def test_prune_keeps_the_champion_and_every_promoted_version(make_cfg):
