@@ -121,3 +121,31 @@ def test_a_store_deleted_after_a_training_is_a_clear_error(trained_lake, tmp_pat
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1 and "mlflow.allow_new_store=true" in errors[0]
     assert not db.exists()  # never recreated empty
+
+
+def test_a_training_does_not_promote_over_a_champion_moved_meanwhile(
+    spark, trained_lake, tmp_path, monkeypatch
+):
+    """Another training promotes between this one's gates and its promotion: the alias stays theirs."""
+    from pipelines.core import tracking
+    from pipelines.core.tracking import AliasMovedError, alias_version
+    from pipelines.train import train_month
+
+    root = tmp_path / "lake"
+    shutil.copytree(trained_lake.cfg.lake_root, root)
+    cfg = cfg_at(root, trained_lake.cfg.landing_root)
+    name, load_family = cfg.train.registered_model, tracking.load_family
+
+    def gates_see_then_another_promotes(model: str, alias: str):
+        found = load_family(model, alias)
+        with mlflow.start_run(run_name="the other training"):
+            other = tracking.log_family(found[0], trained_lake.result.test_frame, model)
+        tracking.set_alias(model, CHAMPION, other)
+        return found
+
+    monkeypatch.setattr(tracking, "load_family", gates_see_then_another_promotes)
+    with pytest.raises(AliasMovedError, match=r"champion now points at version 3, not 1 as when the gate"):
+        train_month(spark, cfg, "2024-05", promote=True, reason="test")
+    assert alias_version(name, CHAMPION) == "3"
+    mine = MlflowClient().get_model_version(name, "2")
+    assert MlflowClient().get_run(mine.run_id).data.tags["promoted"] == "False"
