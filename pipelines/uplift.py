@@ -134,6 +134,7 @@ def uplift_month(spark: SparkSession, cfg: Config, month: str) -> UpliftReport:
                     "arm",
                 )
         offer_ids = [o.id for o in cfg.offers.offers]
+        before = _champion_version(cfg)  # the alias the decision replaces: moved only if still there
         candidate = fit_uplift(fitted, offer_ids, p)
         report.covered = candidate.covered()
         if not report.covered:
@@ -164,7 +165,7 @@ def uplift_month(spark: SparkSession, cfg: Config, month: str) -> UpliftReport:
         promoted, report.decision = uplift_decision(comparison)
         report.comparison, report.status = comparison, "promoted" if promoted else "refused"
         final = fit_uplift(frame, offer_ids, p) if promoted else None
-        _track(lake, report, candidate, final)
+        _track(lake, report, candidate, final, before)
         run.model_versions = {"name": p.registered_model, "version": report.version, "promoted": promoted}
         run.flags = _flags(report)
         log.info(
@@ -206,12 +207,29 @@ def _flags(report: UpliftReport) -> dict[str, Any]:
     return flags
 
 
-def _track(lake: Lake, report: UpliftReport, candidate: UpliftModel, final: UpliftModel | None) -> None:
+def _champion_version(cfg: Config) -> str | None:
+    """The version ``uplift.registered_model@champion`` points at now, or None."""
+    from pipelines.core.tracking import CHAMPION, alias_version, configure_mlflow, store_exists
+
+    if not store_exists(cfg):
+        return None
+    configure_mlflow(cfg)
+    return alias_version(cfg.uplift.registered_model, CHAMPION)
+
+
+def _track(
+    lake: Lake,
+    report: UpliftReport,
+    candidate: UpliftModel,
+    final: UpliftModel | None,
+    before: str | None,
+) -> None:
     """The MLflow run of the decision; promoted, the refitted model registered as champion, else the
-    champion alias taken off (matching keeps the rule)."""
+    champion alias taken off (matching keeps the rule). Either only while the alias still points at
+    ``before``, the version it held when this run started (:func:`~pipelines.core.tracking.move_alias`)."""
     import mlflow
 
-    from pipelines.core.tracking import CHAMPION, configure_mlflow, log_uplift, remove_alias, set_alias
+    from pipelines.core.tracking import CHAMPION, configure_mlflow, log_uplift, move_alias
 
     cfg, p = lake.cfg, lake.cfg.uplift
     comparison = report.comparison
@@ -259,9 +277,10 @@ def _track(lake: Lake, report: UpliftReport, candidate: UpliftModel, final: Upli
             mlflow.log_artifacts(str(out), artifact_path="report")
         if final is not None:
             report.version = log_uplift(final, p.registered_model, report.month)
-            set_alias(p.registered_model, CHAMPION, report.version)
             mlflow.set_tag("model_version", report.version)
-        elif remove_alias(p.registered_model, CHAMPION):
+            move_alias(p.registered_model, CHAMPION, report.version, expected=before)
+        elif before is not None:
+            move_alias(p.registered_model, CHAMPION, None, expected=before)
             report.decision.append(f"the champion alias of {p.registered_model} was taken off")
 
 

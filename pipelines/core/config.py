@@ -87,12 +87,23 @@ class SparkConf(Params):
     conf: dict[str, str] = BASE
 
 
+class MlflowRetention(Params):
+    """What :func:`pipelines.core.tracking.prune_mlflow` keeps."""
+
+    defaults_section: ClassVar[str | None] = "mlflow.retention"
+
+    run_days: int = Field(default=BASE, ge=1)
+    keep_versions: int = Field(default=BASE, ge=1)
+
+
 class MlflowConf(Params):
     defaults_section: ClassVar[str | None] = "mlflow"
 
     tracking_uri: str = BASE
     registry_uri: str = BASE
     experiment: str = BASE
+    allow_new_store: bool = BASE
+    retention: MlflowRetention = Field(default_factory=MlflowRetention)
 
 
 class PromotionGates(Params):

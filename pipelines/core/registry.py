@@ -41,10 +41,9 @@ def _run_tags(client: Any, run_id: str) -> dict[str, str]:
 
 def resolve_model(cfg: Config, month: str, version: str | None = None) -> ResolvedModel:
     """The model that scores ``month``: ``version`` if given, else the champion trained by ``month``."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipelines.core.tracking import CHAMPION, alias_version, configure_mlflow
+    from pipelines.core.tracking import CHAMPION, alias_version, configure_mlflow, load_verified
 
     client = configure_mlflow(cfg)
     name = cfg.train.registered_model
@@ -80,7 +79,6 @@ def resolve_model(cfg: Config, month: str, version: str | None = None) -> Resolv
             log.info(
                 "score %s: champion trained as of %s is later; using version %s", month, trained, mv.version
             )
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
-    family = model.unwrap_python_model().family
+    family = load_verified(name, str(mv.version)).family  # refused before unpickling if changed
     tags = _run_tags(client, mv.run_id)
     return ResolvedModel(name, str(mv.version), mv.run_id or "", tags.get("run_month"), family)

@@ -193,7 +193,15 @@ def train_month(
 
     ``promote``: None applies the gates; True / False override them (logged with ``reason``).
     """
-    from pipelines.core.tracking import CHALLENGER, CHAMPION, configure_mlflow, load_family, set_alias
+    from pipelines.core.tracking import (
+        CHALLENGER,
+        CHAMPION,
+        AliasMovedError,
+        configure_mlflow,
+        load_family,
+        move_alias,
+        set_alias,
+    )
 
     lake = Lake(spark, cfg)
     with recorded_run(lake, "train", month) as run:
@@ -236,14 +244,21 @@ def train_month(
         if promote is not None:
             decision.append(f"gates {'passed' if ok else 'failed'}; overridden: promote={promote} ({reason})")
             ok = promote
+        moved: AliasMovedError | None = None
         if ok:
-            set_alias(name, CHAMPION, result.version)
+            try:  # only while the champion is still the one the gates compared against
+                move_alias(name, CHAMPION, result.version, expected=None if champion is None else champion[1])
+            except AliasMovedError as exc:
+                ok, moved = False, exc
+                decision.append(f"not promoted: {exc}")
         result.promoted, result.decision = ok, decision
         import mlflow
 
         with mlflow.start_run(run_id=result.run_id):
             mlflow.set_tags({"promoted": str(ok), "model_version": result.version})
             mlflow.log_text("\n".join(decision), "report/promotion.txt")
+        if moved is not None:
+            raise moved
         verdict = "champion" if ok else "challenger only"
         log.info("%s version %s: %s (%s)", name, result.version, verdict, "; ".join(decision))
         result.steps["gates"] = time.perf_counter() - t_step
