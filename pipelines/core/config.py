@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError, model_validator
 from features.params import BASE, BASE_CONF, ChurnParams, CohortParams, FeatureParams, Params
 from models.metrics import ProfitParams
 from models.params import EvaluateParams, ModelParams, OfferParams, ScoreParams, UpliftParams
+from pipelines.core.privacy import process_umask, redact
 
 PROJECT_ROOT = BASE_CONF.parents[1]
 
@@ -163,6 +164,28 @@ class IngestConf(Params):
     gates: GatesConf = Field(default_factory=GatesConf)
 
 
+class PrivacyConf(Params):
+    """Personal data settings (``pipelines.core.privacy``; docs/operations.md#personal-data)."""
+
+    defaults_section: ClassVar[str | None] = "privacy"
+
+    pseudonymise: bool = BASE
+    key_env: str = Field(default=BASE, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    quarantine_raw_days: int = Field(default=BASE, ge=0)
+    file_mode: str = Field(default=BASE, pattern=r"^0?[0-7]{3}$")
+    dir_mode: str = Field(default=BASE, pattern=r"^0?[0-7]{3}$")
+
+    @model_validator(mode="after")
+    def _one_umask(self) -> PrivacyConf:
+        process_umask(self.file_mode, self.dir_mode)
+        return self
+
+    @property
+    def umask(self) -> int:
+        """The process umask that gives new files ``file_mode`` and new folders ``dir_mode``."""
+        return process_umask(self.file_mode, self.dir_mode)
+
+
 class SampleDataConf(Params):
     defaults_section: ClassVar[str | None] = "sample_data"
 
@@ -199,6 +222,7 @@ class Config(Params):
     uplift: UpliftParams
     ingest: IngestConf
     sample_data: SampleDataConf
+    privacy: PrivacyConf = Field(default_factory=PrivacyConf)
 
     @model_validator(mode="after")
     def _offers_fit_the_rest(self) -> Config:
@@ -383,5 +407,6 @@ def load_config(
 
 
 def effective_config_yaml(cfg: Config) -> str:
-    """The effective config as YAML, for logging at job start."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The effective config as YAML, for logging at job start, with secrets as ``***``
+    (:func:`pipelines.core.privacy.redact`); :meth:`Config.config_hash` hashes the real values."""
+    return yaml.safe_dump(redact(cfg.model_dump(mode="json")), sort_keys=False)

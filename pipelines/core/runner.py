@@ -17,6 +17,7 @@ from typing import Any
 
 from pipelines.core import interrupt, lease
 from pipelines.core.config import Config, ConfigError, effective_config_yaml, load_config
+from pipelines.core.privacy import PseudonymKeyError, pseudonym_key
 
 log = logging.getLogger("churnlake")
 
@@ -93,6 +94,16 @@ def attach_log_file(path: Path, level: int) -> logging.Handler | None:
     return handler
 
 
+def apply_file_modes(cfg: Config) -> int:
+    """Set the process umask from ``privacy.file_mode`` / ``dir_mode``; returns the previous one.
+
+    Set before the log file and the Spark session exist, it holds for everything the job creates: the
+    log, the Delta files Spark stages and the bridge moves, delta-rs commits, the MLflow store (the local
+    Spark JVM and its Python workers inherit it). A cluster's executors keep their own umask
+    (docs/operations.md#personal-data)."""
+    return os.umask(cfg.privacy.umask)
+
+
 def month_type(text: str) -> str:
     """argparse type for ``YYYY-MM``."""
     if not _MONTH.match(text):
@@ -159,6 +170,12 @@ def run_job(
     try:
         cfg = load_config(args.conf, args.set)
     except ConfigError as exc:
+        print(f"ERROR {stage}: {exc}", file=sys.stderr)
+        return 2
+    apply_file_modes(cfg)
+    try:
+        pseudonym_key(cfg.privacy)  # a missing key stops the job before anything is written
+    except PseudonymKeyError as exc:
         print(f"ERROR {stage}: {exc}", file=sys.stderr)
         return 2
     path = log_file_path(cfg, stage)

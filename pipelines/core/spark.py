@@ -79,6 +79,9 @@ def get_spark(cfg: Config) -> SparkSession:
     settings = {
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
         **_REQUIRED_SQL_CONF,
+        # Hadoop file systems set the modes of what Spark writes from their own umask (022 by default), not
+        # the process's: the one of privacy.file_mode / dir_mode, copied into every write's Hadoop conf
+        "fs.permissions.umask-mode": f"{cfg.privacy.umask:03o}",
         **cfg.spark.conf,
     }
     for key, value in settings.items():

@@ -18,6 +18,7 @@ from pyspark.sql import types as T
 from features.calendar import add_months, months_between
 from pipelines.core.config import Config
 from pipelines.core.lake import Lake
+from pipelines.core.privacy import mask_number
 from pipelines.ingest.spec import LoadStats, SourceSpec, evaluate_gates, trailing_daily_mean
 
 
@@ -102,8 +103,9 @@ def load_stats(loaded: DataFrame, spec: SourceSpec, rows_read: int, rows_quarant
     shared: list[str] = []
     if spec.unique_live_column:
         col = spec.unique_live_column
+        # the values reach a gate message (data_quality, pipeline_runs, the console): masked
         shared = [
-            r[col]
+            str(mask_number(r[col]))
             for r in loaded.where(F.col("status") != "deactivated")
             .groupBy(col)
             .count()

@@ -15,6 +15,7 @@ from pyspark.sql import types as T
 
 from features import contract as C
 from features.cleaning import DECIMAL, MALFORMED_COL, RAW_COL, REASONS_COL
+from pipelines.core.privacy import with_masked_fields
 from pipelines.core.runner import one_line
 from pipelines.ingest.files import LandingFile, UnreadableFileError
 
@@ -182,11 +183,18 @@ def block_stats(checked: DataFrame) -> tuple[dict[str, int], int, DataFrame | No
 
 
 def quarantine_rows(
-    checked: DataFrame, blocks: DataFrame | None, files: Sequence[LandingFile], *, source: str, month: str
+    checked: DataFrame,
+    blocks: DataFrame | None,
+    files: Sequence[LandingFile],
+    *,
+    source: str,
+    month: str,
+    masked: Sequence[str] = (),
 ) -> DataFrame:
     """The rejected rows as ``quarantine`` rows: file, row number in it, first and all reasons, raw values.
 
     ``blocks`` comes from :func:`block_stats`; None (nothing rejected) gives no rows without a scan.
+    ``masked``: raw values kept masked (phone numbers: ``pipelines.core.privacy.mask_number``).
     """
     if blocks is None:
         bad = checked.where(F.lit(False)).withColumn("row_number", F.lit(None).cast("long"))
@@ -203,5 +211,5 @@ def quarantine_rows(
         F.col("row_number").cast("long"),
         F.col(REASONS_COL)[0].alias("reason"),
         F.array_join(REASONS_COL, ",").alias("reasons"),
-        F.to_json(RAW_COL).alias("raw_values"),
+        F.to_json(with_masked_fields(F.col(RAW_COL), tuple(masked))).alias("raw_values"),
     )

@@ -32,6 +32,7 @@ from pipelines.core.config import Config
 from pipelines.core.delta import WriteResult
 from pipelines.core.lake import Lake
 from pipelines.core.manifest import recorded_run
+from pipelines.core.privacy import PHONE_COLUMNS, pseudonym_key, pseudonymise_rows
 from pipelines.core.runner import one_line
 from pipelines.ingest.dedupe import dedupe_repeated, drop_loaded_elsewhere
 from pipelines.ingest.files import (
@@ -144,6 +145,9 @@ def ingest_source(
     report.extra_columns = extra_columns(files, source)
     raw = read_delivery(spark, files, source, local_timezone=cfg.ingest.local_timezone)
     checked = validate_rows(raw, source=source, month=month, late_days=cfg.ingest.late_days)
+    key = pseudonym_key(cfg.privacy)
+    if key is not None:  # before anything is resolved, stored or counted: no clear number goes further
+        checked = pseudonymise_rows(checked, source, key, raw_col=RAW_COL)
     intervals = None
     if spec.resolves_subscriber:
         # read twice (the conflict count, then the broadcast join): built once from the snapshots
@@ -237,7 +241,11 @@ def _finish_source(
         write_quality(lake, report_with_stats(report, spec, exc.stats, exc.failures, overridden=False))
         raise
     report = report_with_stats(report, spec, stats, failures, overridden=bool(failures))
-    quarantine = quarantine_rows(checked, blocks, files, source=source, month=month)
+    # phone numbers in clear only where the operator keeps them for a while (the housekeeping nulls them
+    # after privacy.quarantine_raw_days); pseudonyms are kept (no number to protect, and they still match)
+    clear = cfg.privacy.pseudonymise or cfg.privacy.quarantine_raw_days > 0
+    masked = () if clear else PHONE_COLUMNS.get(source, ())
+    quarantine = quarantine_rows(checked, blocks, files, source=source, month=month, masked=masked)
     lake.replace(quarantine, "quarantine", {"source": [source], "month": [month]})
     write_quality(lake, report)
     log.info(

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from features import contract as C
 from features.cleaning import RAW_COL, REASONS_COL, compute_msisdn_intervals, resolve_msisdn
 from pipelines.core.lake import Lake
+from pipelines.core.privacy import mask_column, mask_number
 
 log = logging.getLogger(__name__)
 
@@ -22,19 +23,37 @@ def read_msisdn_intervals(lake: Lake, month: str) -> DataFrame:
     """Who held each number when: from the subscription snapshots loaded up to ``month``."""
     loaded = [m for (m,) in lake.partition_values("subscriptions", "month") if m <= month]
     latest = max(loaded, default=month)
+    snapshots = lake.read("subscriptions")
     damaged = None
     if lake.exists("quarantine"):
         raw = F.col("raw_values")
-        damaged = (
+        damaged = damaged_listings(
             lake.read("quarantine")
             .where(F.col("source") == "subscriptions")
             .select(
                 F.get_json_object(raw, "$.subscriber_id").alias("subscriber_id"),
                 F.get_json_object(raw, "$.msisdn").alias("msisdn"),
                 "month",
-            )
+            ),
+            snapshots,
         )
-    return compute_msisdn_intervals(lake.read("subscriptions"), latest_month=latest, damaged_listings=damaged)
+    return compute_msisdn_intervals(snapshots, latest_month=latest, damaged_listings=damaged)
+
+
+def damaged_listings(quarantined: DataFrame, snapshots: DataFrame) -> DataFrame:
+    """Quarantined snapshot rows (``subscriber_id, msisdn, month``) with the number their subscriber holds
+    in the good snapshots, whether quarantine kept it in clear or masked (``privacy``).
+
+    A damaged row only ever extends a hold known from good rows, so the number is looked up among that
+    subscriber's good pairs: the one equal to it, or whose mask equals it."""
+    pairs = snapshots.select(F.col("subscriber_id").alias("_s"), F.col("msisdn").alias("_m")).distinct()
+    q = quarantined.where(F.col("msisdn").isNotNull())
+    matched = q.join(
+        pairs,
+        (q["subscriber_id"] == F.col("_s"))
+        & ((q["msisdn"] == F.col("_m")) | (q["msisdn"] == mask_column(F.col("_m")))),
+    )
+    return matched.select("subscriber_id", F.col("_m").alias("msisdn"), "month")
 
 
 def count_msisdn_conflicts(intervals: DataFrame, month: str) -> int:
@@ -49,7 +68,7 @@ def count_msisdn_conflicts(intervals: DataFrame, month: str) -> int:
             "activation owns the events): %s",
             month,
             found.n,
-            ", ".join(found.some),
+            ", ".join(str(mask_number(m)) for m in found.some),
         )
     return int(found.n)
 
