@@ -43,6 +43,7 @@ from pipelines.core.delta.table import (
     spark_schema_of,
     table_exists,
 )
+from pipelines.core.faults import fault_point
 
 log = logging.getLogger("pipelines.core.delta")
 
@@ -247,6 +248,7 @@ def _write_bridge(
     moved: list[str] = []
     try:
         checked = stage(staging, spark_staging)
+        fault_point("staged", path)
         actions, rows = _stage_to_table(fs, root, staging, plan.target, plan.partition_by, txn, moved)
         if replace_partitions is not None:
             allowed = {c: {_partition_value_str(v) for v in vs} for c, vs in replace_partitions.items()}
@@ -290,6 +292,7 @@ def _write_bridge(
                 partition_filters=filters,
                 commit_properties=props,
             )
+        fault_point("committed", path)
     except BaseException:
         for file in moved:  # not committed: invisible anyway, but do not leave litter behind
             with contextlib.suppress(OSError):
@@ -337,6 +340,7 @@ def _stage_to_table(
             fs.create_dir(f"{root.rstrip('/')}/{rel_dir}", recursive=True)
         fs.move(info.path, dest)
         moved.append(dest)
+        fault_point("moving", root)
         total += rows
         actions.append(
             AddAction(
