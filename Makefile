@@ -64,9 +64,11 @@ demo: install ## A year of the closed loop on fresh sample data (simulated opera
 	$(PY) jobs/closed_loop.py --months $(DEMO_MONTHS) --subscribers $(DEMO_SUBSCRIBERS) --seed 7 --bad-rows 0.002 --format mixed --fresh $(DEMO_ARGS)
 	$(PY) jobs/demo_summary.py $(DEMO_ARGS)
 
-sql: install ## SQL over the lake tables (views named as the tables): make sql Q="SELECT ..." [ENGINE=spark]
-	@test -n "$(Q)" || { echo 'usage: make sql Q="SELECT risk_band, count(*) FROM warning_list GROUP BY 1"'; exit 2; }
-	@$(PY) jobs/sql.py --query "$(Q)" --engine $(ENGINE) $(JOB_ARGS)
+# Q reaches the job through the environment, never the shell's command line: a quote in it stays a quote
+sql: export CHURN_SQL_QUERY = $(value Q)
+sql: install ## One read-only SQL query over the lake tables (views named as the tables): make sql Q="SELECT ..." [ENGINE=spark]
+	@test -n "$$CHURN_SQL_QUERY" || { echo 'usage: make sql Q="SELECT risk_band, count(*) FROM warning_list GROUP BY 1"'; exit 2; }
+	@$(PY) jobs/sql.py --query-env CHURN_SQL_QUERY --engine $(ENGINE) $(JOB_ARGS)
 
 package: install ## Zip the Python packages for spark-submit --py-files (dist/churnlake.zip)
 	@mkdir -p dist && rm -f dist/churnlake.zip

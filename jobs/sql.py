@@ -2,10 +2,14 @@
 
 python jobs/sql.py --query "SELECT risk_band, count(*) FROM warning_list GROUP BY 1" [--engine spark]
     [--csv out.csv]
+python jobs/sql.py --query-env NAME   (the query from an environment variable: ``make sql`` passes Q so)
+
+One read-only query only: anything else (several statements, COPY, SET, ATTACH, a write) exits 2.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,15 +20,21 @@ from pipelines.core.runner import job_parser, run_job
 
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__, month=False)
-    parser.add_argument("--query", "-q", required=True, help="SQL; tables are views named as in lake.tables")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--query", "-q", help="one SQL query; tables are views named as in lake.tables")
+    source.add_argument("--query-env", metavar="NAME", help="read the query from environment variable NAME")
     parser.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb")
     parser.add_argument("--csv", type=Path, default=None, help="also write the result to this CSV file")
     parser.add_argument("--max-rows", type=int, default=50, help="rows to print (the CSV gets all)")
 
     def body(args, cfg):
+        from pipelines.core.sql import QueryRefusedError
         from pipelines.sql import print_result, run_sql
 
-        print_result(run_sql(cfg, args.query, engine=args.engine), max_rows=args.max_rows, csv=args.csv)
+        query = args.query if args.query is not None else os.environ.get(args.query_env, "")
+        if not query.strip():
+            raise QueryRefusedError(f"no query: ${args.query_env} is empty or unset")
+        print_result(run_sql(cfg, query, engine=args.engine), max_rows=args.max_rows, csv=args.csv)
 
     return run_job("sql", parser, body, argv)
 

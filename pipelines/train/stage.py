@@ -28,6 +28,7 @@ from models.segments import fit_segments
 from pipelines.core import delta
 from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
+from pipelines.core.faults import fault_point
 from pipelines.core.lake import Lake, decimals_as_double
 from pipelines.core.manifest import recorded_run
 from pipelines.core.maturity import TrainingWindow, labelled_months, training_window
@@ -224,6 +225,7 @@ def train_month(
         result.steps["mlflow"] = time.perf_counter() - t_step
         t_step = time.perf_counter()
         name = cfg.train.registered_model
+        fault_point("registered", name)
         assert result.version is not None
         set_alias(name, CHALLENGER, result.version)
         champion = load_family(name, CHAMPION)

@@ -47,6 +47,7 @@ from pipelines.core.delta.table import (
     spark_schema_of,
     table_exists,
 )
+from pipelines.core.faults import fault_point
 
 log = logging.getLogger("pipelines.core.delta")
 
@@ -305,6 +306,7 @@ def _write_bridge(
     committed = False
     try:
         checked = stage(staging, spark_staging)
+        fault_point("staged", path)
         if commit_guard is not None:
             commit_guard()
         with interrupt.commit_section():
@@ -326,6 +328,7 @@ def _write_bridge(
             )
             version = _commit(path, plan, mode, replace_partitions, actions, props)
             committed = True  # from here on the files belong to the table (SIGTERM stops after this)
+            fault_point("committed", path)
     except BaseException:
         if not committed:  # invisible anyway, but do not leave litter behind
             for file in moved:
@@ -449,6 +452,7 @@ def _stage_to_table(
         moved.append(dest)
         if isinstance(fs, pafs.LocalFileSystem):  # a rename keeps Spark's write time: vacuum ages from now
             os.utime(dest)
+        fault_point("moving", root)
         total += rows
         actions.append(
             AddAction(
