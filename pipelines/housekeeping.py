@@ -164,6 +164,9 @@ def null_quarantine_raw(lake: Lake, *, as_of: dt.date) -> list[str]:
     ``as_of`` (the rows' file, row number and reasons stay). Returns the months rewritten: only those
     still holding a raw value, so a second pass writes nothing."""
     days = lake.cfg.lake.housekeeping.quarantine_raw_days
+    privacy = lake.cfg.privacy
+    if privacy.quarantine_raw_days > 0 and not privacy.pseudonymise:  # numbers kept in clear: this long only
+        days = privacy.quarantine_raw_days if days is None else min(days, privacy.quarantine_raw_days)
     if days is None or not lake.exists("quarantine"):
         return []
     cutoff = as_of - dt.timedelta(days=days)
@@ -215,9 +218,7 @@ def _prune_mlflow(cfg: Config, *, now: dt.datetime) -> str:
     """MLflow runs and non-champion model versions past their retention, by the tracking layer."""
     from pipelines.core import tracking
 
-    # INTEGRATOR: ``prune_mlflow(cfg, now=...)`` is written in pipelines/core/tracking.py by the verified-
-    # models part of issue 31; until it lands this hook does nothing.
-    if not hasattr(tracking, "prune_mlflow"):
-        return "not available"
+    if not tracking.store_exists(cfg):  # nothing trained yet: no store to create just to find it empty
+        return "no store"
     result: Any = tracking.prune_mlflow(cfg, now=now)
     return str(result) if result is not None else "pruned"

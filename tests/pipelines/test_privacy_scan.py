@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from tests.conftest import LOOP_SETTINGS, TEST_CONF
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # two closed loops: CI's end-to-end run
 
 MONTHS = "2024-01..2024-06"
 KEY = "a-test-pseudonym-key-of-enough-bytes"
