@@ -223,6 +223,8 @@ class _Registry:
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
                 self.thread.start()
+            else:  # a beating thread may sleep for a longer TTL's third than the new lease's: wake it
+                self.wake.set()
 
     def _beat(self) -> None:
         while True:
