@@ -7,7 +7,6 @@ python jobs/housekeeping.py --month 2024-06 [--conf ...] [--set k=v ...]
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.housekeeping import housekeeping_month
         from pipelines.monthly import summary
 
-        report = housekeeping_month(Lake(get_spark(cfg), cfg), args.month, now=dt.datetime.now(dt.UTC))
+        report = housekeeping_month(Lake(get_spark(cfg), cfg), args.month, now=None)
         print(f"housekeeping {report.month}: {summary(report)}")
 
     return run_job("housekeeping", parser, body, argv)

@@ -9,7 +9,6 @@ One read-only query only: anything else (several statements, COPY, SET, ATTACH, 
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -28,12 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rows", type=int, default=50, help="rows to print (the CSV gets all)")
 
     def body(args, cfg):
-        from pipelines.core.sql import QueryRefusedError
-        from pipelines.sql import print_result, run_sql
+        from pipelines.sql import print_result, query_from_env, run_sql
 
-        query = args.query if args.query is not None else os.environ.get(args.query_env, "")
-        if not query.strip():
-            raise QueryRefusedError(f"no query: ${args.query_env} is empty or unset")
+        query = args.query if args.query is not None else query_from_env(args.query_env)
         print_result(run_sql(cfg, query, engine=args.engine), max_rows=args.max_rows, csv=args.csv)
 
     return run_job("sql", parser, body, argv)

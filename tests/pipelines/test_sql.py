@@ -84,7 +84,8 @@ def test_quoting_helpers_double_their_quote():
     assert sql_identifier('a"b') == '"a""b"'
 
 
-def test_the_spark_engine_runs_queries_only(spark, sql_cfg, tmp_path):
+def test_the_spark_engine_runs_queries_only(spark, tmp_path):
+    sql_cfg = _warning_list_at(tmp_path / "lake")
     result = run_sql(sql_cfg, "SELECT count(*) AS n FROM warning_list", engine="spark", spark=spark)
     assert result["n"].tolist() == [2]
     secret = tmp_path / "secret.csv"
