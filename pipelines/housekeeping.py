@@ -23,7 +23,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable
 from pyspark.sql import types as T
 
 from features.calendar import add_months, month_end, month_start, parse_month
@@ -118,11 +117,13 @@ def tidy_table(path: str, hk: HousekeepingConf, *, table: str | None = None) -> 
     name = table or path
     out = TableHousekeeping()
     wanted = f"interval {hk.log_retention_days} days"
-    current = DeltaTable(path)
+    current = delta.open_table(path, name=name)
     if current.metadata().configuration.get(LOG_RETENTION_PROPERTY) != wanted:
         current.alter.set_table_properties({LOG_RETENTION_PROPERTY: wanted})
     if hk.compact:
-        metrics = DeltaTable(path).optimize.compact(target_size=hk.target_file_mb * 1024 * 1024)
+        metrics = delta.open_table(path, name=name).optimize.compact(
+            target_size=hk.target_file_mb * 1024 * 1024
+        )
         out.files_compacted = int(metrics.get("numFilesRemoved", 0))
         out.files_written = int(metrics.get("numFilesAdded", 0))
     out.files_vacuumed = len(delta.vacuum(path, retention_hours=hk.vacuum_retention_hours))
@@ -143,7 +144,7 @@ def checkpoint_and_clean_log(path: str) -> tuple[int | None, int]:
     retention (``delta.logRetentionDuration``, by file age) that precede the checkpoint. Returns the
     version checkpointed (None: it already was) and how many log files went."""
     log_dir = Path(path.removeprefix("file://")) / "_delta_log"
-    table = DeltaTable(path)
+    table = delta.open_table(path)
     checkpointed = None
     if last_checkpoint(path) != table.version():
         table.create_checkpoint()
