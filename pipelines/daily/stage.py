@@ -47,7 +47,7 @@ from pipelines.daily.history import (
     status_requests,
 )
 from pipelines.daily.ingest import ingest_day
-from pipelines.daily.triggers import evaluate_triggers, roll_up
+from pipelines.daily.triggers import evaluate_triggers, roll_up, with_household
 from pipelines.offer_candidates import VALUE_INPUTS, candidate_frame
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def decide(frame: pd.DataFrame, cfg: Config, *, budget_left: float, used: dict[s
         contract_state=contract_state(
             out["has_contract"], out["out_of_contract"], out["months_to_contract_end"]
         ),
-        open_complaint=out["open_complaint"].fillna(False).astype(bool)
+        open_complaint=out["open_complaint"].eq(True)
         | out["triggers"].map(lambda t: "open_complaint" in list(t)),
         risk_band=out["risk_band"].fillna("low"),
     )
@@ -169,11 +169,9 @@ def decide(frame: pd.DataFrame, cfg: Config, *, budget_left: float, used: dict[s
     reason = policy.reason.copy()
     before = [
         (out["churn_probability"].isna().to_numpy(), "not_scored"),
-        (out["programme_holdout"].fillna(False).astype(bool).to_numpy(), "programme_holdout"),
+        (out["programme_holdout"].eq(True).to_numpy(), "programme_holdout"),
         (
-            (
-                out["cooling_down"].fillna(False).astype(bool) | out["_contacted"].fillna(False).astype(bool)
-            ).to_numpy(),
+            (out["cooling_down"].eq(True) | out["_contacted"].eq(True)).to_numpy(),
             "cooling_down",
         ),
     ]
@@ -223,15 +221,12 @@ def daily_warnings_day(
         first = d - dt.timedelta(days=cfg.daily.lookback_days - 1)
         requests = status_requests(lake, d).cache()
         lines = live_lines(lake, month, requests).cache()
-        fired = evaluate_triggers(
-            lines,
-            out_events_by_day(lake, first, d),
-            care_contacts(lake, first, d),
-            requests,
-            day=d,
-            params=cfg.daily,
-        )
-        rolled = roll_up(fired, lines)
+        usage = out_events_by_day(lake, first, d).cache()
+        care = care_contacts(lake, first, d).cache()
+        # cached between the steps that read them more than once (the plans would repeat every scan)
+        fired = evaluate_triggers(lines, usage, care, requests, day=d, params=cfg.daily).cache()
+        fired_all = with_household(lines, fired, day=d, params=cfg.daily).cache()
+        rolled = roll_up(fired_all, lines)
         candidates = decimals_as_double(candidate_frame(lake, month, cfg.offers).select(*POLICY_INPUTS))
         contacted = contacted_lines(lake, campaign_month, d, cfg.offers.policy.cooldown_months)
         # the day's triggered lines (a few in a hundred of the base): ranking and budget need them whole
@@ -240,8 +235,8 @@ def daily_warnings_day(
             .join(contacted, "subscriber_id", "left")
             .toPandas()
         )
-        lines.unpersist()
-        requests.unpersist()
+        for df in (fired_all, fired, care, usage, lines, requests):
+            df.unpersist()
         spend, used = campaign_use(lake, campaign_month, day)
         report.budget_left = cfg.offers.budget - spend
         decided = decide(frame, cfg, budget_left=report.budget_left, used=used)

@@ -221,7 +221,8 @@ def evaluate_triggers(
     day: dt.date,
     params: DailyConf,
 ) -> DataFrame:
-    """Every enabled trigger's rows for ``day`` (``TRIGGER_SCHEMA``), for the live ``lines`` only."""
+    """Every enabled line trigger's rows for ``day`` (``TRIGGER_SCHEMA``), for the live ``lines`` only (the
+    household combination reads these: :func:`with_household`)."""
     parts = []
     if params.port_out.enabled:
         parts.append(port_out(care, requests, day=day, params=params))
@@ -236,10 +237,14 @@ def evaluate_triggers(
     fired = parts[0] if parts else lines.sparkSession.createDataFrame([], TRIGGER_SCHEMA)
     for p in parts[1:]:
         fired = fired.unionByName(p)
-    fired = fired.join(lines.select("subscriber_id"), "subscriber_id", "left_semi")
-    if params.household_contract_end.enabled:
-        fired = fired.unionByName(household_contract_end(lines, fired, day=day, params=params))
-    return fired
+    return fired.join(lines.select("subscriber_id"), "subscriber_id", "left_semi")
+
+
+def with_household(lines: DataFrame, fired: DataFrame, *, day: dt.date, params: DailyConf) -> DataFrame:
+    """``fired`` and, where enabled, the household combination of its lines."""
+    if not params.household_contract_end.enabled:
+        return fired
+    return fired.unionByName(household_contract_end(lines, fired, day=day, params=params))
 
 
 def roll_up(fired: DataFrame, lines: DataFrame) -> DataFrame:
