@@ -11,6 +11,8 @@ DEMO_MONTHS ?= 2024-01..2024-12
 DEMO_SUBSCRIBERS ?= 2500
 # run months of the backtest table: the first trainable month of the demo's year to the last whose labels matured
 BACKTEST_MONTHS ?= 2024-05..2024-10
+DAY ?= 2024-12-10
+DEMO_DAYS ?= 2024-12-09..2024-12-11
 ENGINE ?= duckdb
 MLFLOW_PORT ?= 5000
 SIZE ?= M
@@ -19,7 +21,7 @@ DEMO_ARGS = --conf conf/demo.yml $(JOB_ARGS)
 
 .DEFAULT_GOAL := help
 .PHONY: help install java test test-e2e test-fast test-thorough lint typecheck format demo sql package mlflow-ui bench bench-scaling clean loop-study backtest-table \
-        generate_sample_data ingest build_features train monthly housekeeping demo_summary
+        generate_sample_data ingest build_features train monthly housekeeping demo_summary daily_warnings
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,6 +66,8 @@ format: $(STAMP) ## Format and fix with ruff
 
 demo: install ## A year of the closed loop on fresh sample data (simulated operator, monthly pipeline, its offers carried out), then a summary
 	$(PY) jobs/closed_loop.py --months $(DEMO_MONTHS) --subscribers $(DEMO_SUBSCRIBERS) --seed 7 --bad-rows 0.002 --format mixed --fresh $(DEMO_ARGS)
+	$(PY) jobs/generate_sample_data.py --months $(lastword $(subst .., ,$(DEMO_MONTHS))) --daily-only $(DEMO_ARGS)
+	$(PY) jobs/daily_warnings.py --day $(DEMO_DAYS) $(DEMO_ARGS)
 	$(PY) jobs/demo_summary.py $(DEMO_ARGS)
 
 # Q reaches the job through the environment, never the shell's command line: a quote in it stays a quote
@@ -109,6 +113,9 @@ housekeeping: install ## Job: vacuum, compaction, log checkpoints and retention 
 
 clean: ## Remove the local lake, landing zone and caches (keeps .venv)
 	rm -rf data dist .pytest_cache .ruff_cache spark-warehouse
+
+daily_warnings: install ## Job: ingest one day's daily deliveries and write its warnings (DAY=YYYY-MM-DD, or A..B)
+	$(PY) jobs/daily_warnings.py --day $(DAY) $(JOB_ARGS)
 
 demo_summary: install ## Job: print where the outputs are and what they hold
 	$(PY) jobs/demo_summary.py $(JOB_ARGS)
