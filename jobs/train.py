@@ -33,7 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     def body(args, cfg):
         from pipelines.core.lease import hold_stage
         from pipelines.core.spark import get_spark
-        from pipelines.train import backtest, backtest_markdown, summarize_backtest, train_month
+        from pipelines.train import (
+            backtest,
+            backtest_figure,
+            backtest_markdown,
+            summarize_backtest,
+            train_month,
+        )
 
         spark = get_spark(cfg)
         if args.backtest:
@@ -42,11 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.markdown:
                 args.markdown.write_text(backtest_markdown(results, cfg.cohorts.names))
             if args.figure:
-                from models.plots import cohort_metric_bars
-
-                metrics = {"top_decile_lift": "top-decile lift", "ece": "calibration error"}
-                cohorts = ["all", *cfg.cohorts.names]
-                cohort_metric_bars(summarize_backtest(results), metrics, cohorts).savefig(args.figure, dpi=90)
+                backtest_figure(results, cfg.cohorts.names).savefig(args.figure, dpi=90)
             return
         if args.promote is not None and not args.reason:
             parser.error("--promote / --no-promote need --reason")

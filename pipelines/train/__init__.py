@@ -8,6 +8,7 @@ from pipelines.train.gates import RowEvidence, gate_evidence, promotion_decision
 from pipelines.train.stage import (
     TrainResult,
     backtest,
+    backtest_figure,
     backtest_markdown,
     fit_as_of,
     model_spec,
@@ -22,6 +23,7 @@ __all__ = [
     "RowEvidence",
     "TrainResult",
     "backtest",
+    "backtest_figure",
     "backtest_markdown",
     "fit_as_of",
     "gate_evidence",

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,9 @@ from pipelines.core.tables import PERFORMANCE_SCHEMA
 from pipelines.core.treatment import treated_in_window
 from pipelines.train.gates import gate_evidence, promotion_decision
 from pipelines.train.mlflow_run import log_model_card, log_training_run, metrics_table, performance_rows
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -411,6 +415,15 @@ def summarize_backtest(results: Sequence[TrainResult]) -> pd.DataFrame:
     table = pd.concat(frames)
     cols = ["roc_auc", "top_decile_lift", "ece", "empc"]
     return table.groupby(["cohort", "model"], sort=True)[cols].mean().round(4).reset_index()
+
+
+def backtest_figure(results: Sequence[TrainResult], cohorts: Sequence[str]) -> Figure:
+    """Top-decile lift and calibration error per cohort (``all`` first) and model, means over the run
+    months."""
+    from models.plots import cohort_metric_bars
+
+    metrics = {"top_decile_lift": "top-decile lift", "ece": "calibration error"}
+    return cohort_metric_bars(summarize_backtest(results), metrics, ["all", *cohorts])
 
 
 BACKTEST_MODELS = {"family": "**family**", "pooled": "pooled LightGBM", "logistic": "logistic regression"}
