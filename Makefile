@@ -86,6 +86,7 @@ mlflow-ui: install ## Open the MLflow tracking UI on the lake's store (MLFLOW_PO
 
 bench: install ## Benchmarks of every stage against references in the same run (SIZE=S|M|L, default M)
 	$(PY) -m bench.run_all --size $(SIZE)
+	$(PY) -m bench.daily_bench --subscribers 100000
 
 bench-scaling: install ## The monthly run over six months at 25k, 50k, 100k and 200k subscribers, and a plot of each stage against size
 	$(PY) -m bench.run_all --scaling
