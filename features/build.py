@@ -139,7 +139,9 @@ def build_feature_frame(
     countries = count_roaming_countries(cdr_window, month=month)
     roaming = compute_roaming_features(population, summary, countries, billing, month=month, trend_months=n)
     bills = compute_billing_features(population, billing, month=month, trend_months=n)
-    contacts = compute_care_features(population, care, month=month, trend_months=n)
+    contacts = compute_care_features(
+        population, care, month=month, trend_months=n, recency_lookback_months=p.recency_lookback_months
+    )
     df = combine_families([tenure, usage, social, roaming, bills, contacts], key="subscriber_id")
     df = with_lifecycle_stage(
         df,

@@ -13,21 +13,29 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from features.calendar import add_months, month_end, month_start
-from features.columns import window_col
+from features.columns import (
+    DAYS_SINCE_LAST_CARE_CONTACT,
+    NO_CARE_CONTACT_IN_LOOKBACK,
+    recency_cap_days,
+    window_col,
+)
 
 FEATURE_CATEGORIES = ("billing", "network", "device", "plan_change", "complaint", "other")
 PORT_OUT_REQUEST = "port_out_request"
 
 
 def compute_care_features(
-    population: DataFrame, care: DataFrame, *, month: str, trend_months: int
+    population: DataFrame, care: DataFrame, *, month: str, trend_months: int, recency_lookback_months: int
 ) -> DataFrame:
     """Per subscriber of ``population``, from contacts dated up to the end of M:
 
     - ``care_contacts_m0`` and ``care_<category>_m0`` for each category but port-out requests;
     - ``care_contacts_Nm``, ``unresolved_contacts_Nm`` and ``unresolved_complaints_Nm`` over M-N+1..M;
-    - ``days_since_last_care_contact``: from the last contact (any earlier month) to the end of M; null
-      when the subscriber never contacted care;
+    - ``days_since_last_care_contact``: from the last contact of the lookback (M-L+1..M, L =
+      ``recency_lookback_months``) to the end of M, capped at ``recency_cap_days(L)`` when there was none,
+      with ``no_care_contact_in_lookback`` saying so. Contacts before the lookback are never read: an
+      uncapped recency grows with the history the lake holds (left-censored at its first month), so its
+      distribution drifted with the lake's age and rang the drift alarm every month;
     - ``hard_warning`` (a port-out request dated in M) and ``port_out_request_date`` (its first date).
     """
     n = trend_months
@@ -35,6 +43,7 @@ def compute_care_features(
     next_start = month_start(add_months(month, 1))
     m0_start = month_start(month)
     window_start = month_start(add_months(month, -(n - 1)))
+    lookback_start = month_start(add_months(month, -(recency_lookback_months - 1)))
     ts = F.col("contact_ts")
     known = care.where(ts < F.lit(dt.datetime.combine(next_start, dt.time())))
     category = F.col("category")
@@ -50,7 +59,9 @@ def compute_care_features(
         F.count_if(in_window & unresolved & (category == "complaint")).alias(
             window_col("unresolved_complaints", n)
         ),
-        F.max(F.when(normal, F.to_date(ts))).alias("_last"),
+        F.max(
+            F.when(normal & (ts >= F.lit(dt.datetime.combine(lookback_start, dt.time()))), F.to_date(ts))
+        ).alias("_last"),
         F.min(F.when(in_m0 & ~normal, F.to_date(ts))).alias("port_out_request_date"),
     )
     counts = [
@@ -64,7 +75,10 @@ def compute_care_features(
     return df.select(
         "subscriber_id",
         *counts,
-        F.datediff(F.lit(end), F.col("_last")).alias("days_since_last_care_contact"),
+        F.coalesce(
+            F.datediff(F.lit(end), F.col("_last")), F.lit(recency_cap_days(recency_lookback_months))
+        ).alias(DAYS_SINCE_LAST_CARE_CONTACT),
+        F.col("_last").isNull().alias(NO_CARE_CONTACT_IN_LOOKBACK),
         F.col("port_out_request_date").isNotNull().alias("hard_warning"),
         "port_out_request_date",
     )

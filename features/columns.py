@@ -39,3 +39,20 @@ def chg_col(measure: str) -> str:
 
 OUT_DAY_MASK = summary_col("out_day_mask", 0)
 ROAMING_COUNTRIES = summary_col("roaming_countries", 0)
+
+
+DAYS_SINCE_LAST_CARE_CONTACT = "days_since_last_care_contact"
+NO_CARE_CONTACT_IN_LOOKBACK = "no_care_contact_in_lookback"
+
+
+def recency_cap_days(lookback_months: int) -> int:
+    """The value of a recency (days) with no event in the lookback: longer than any lookback of that many
+    months, and the same every month (a cap at the lookback's own length, 89 to 92 days for three
+    months, would move with the calendar)."""
+    return 31 * lookback_months
+
+
+DRIFT_EXEMPT: frozenset[str] = frozenset()
+"""Feature columns whose distribution depends on the lake's age by construction (months of history
+held, long windows during the lake's first year): the drift monitor skips them, so the alarm does not
+ring for a lake that is only getting older."""

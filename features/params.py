@@ -126,6 +126,7 @@ class FeatureParams(Params):
     lifecycle_decline_contract_months: int = Field(default=BASE, ge=0)
     lifecycle_decline_inactive_days: int = Field(default=BASE, ge=1)
     lifecycle_growth_months: int = Field(default=BASE, ge=1)
+    recency_lookback_months: int = Field(default=BASE, ge=1, le=12)
 
     @property
     def cdr_months(self) -> int:

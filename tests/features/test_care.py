@@ -10,8 +10,9 @@ import datetime as dt
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
+from features.calendar import add_months
 from features.care import compute_care_features
-from features.columns import window_col
+from features.columns import recency_cap_days, window_col
 from tests.features.frames import frame
 
 T = dt.datetime
@@ -59,6 +60,8 @@ CONTACTS = [
     contact("X", T(2024, 3, 3, 3), "billing", False),
 ]
 POPULATION = ("A", "B", "C", "D", "E")
+LOOKBACK = 3
+CAP = recency_cap_days(LOOKBACK)
 
 
 def care_schema(n: int) -> dict[str, str]:
@@ -70,6 +73,7 @@ def care_schema(n: int) -> dict[str, str]:
         window_col("unresolved_contacts", n): "bigint",
         window_col("unresolved_complaints", n): "bigint",
         "days_since_last_care_contact": "int",
+        "no_care_contact_in_lookback": "boolean",
         "hard_warning": "boolean",
         "port_out_request_date": "date",
     }
@@ -86,7 +90,8 @@ def care_row(
     hard_warning: bool = False,
     request_date: dt.date | None = None,
 ) -> dict:
-    """An expected row; ``window``: (contacts, unresolved contacts, unresolved complaints) over N months."""
+    """An expected row; ``window``: (contacts, unresolved contacts, unresolved complaints) over N months;
+    ``days_since_last``: None when no contact in the lookback (the value is then the cap)."""
     by_category = by_category_m0 or {}
     return {
         "subscriber_id": subscriber_id,
@@ -95,7 +100,8 @@ def care_row(
         window_col("care_contacts", n): window[0],
         window_col("unresolved_contacts", n): window[1],
         window_col("unresolved_complaints", n): window[2],
-        "days_since_last_care_contact": days_since_last,
+        "days_since_last_care_contact": CAP if days_since_last is None else days_since_last,
+        "no_care_contact_in_lookback": days_since_last is None,
         "hard_warning": hard_warning,
         "port_out_request_date": request_date,
     }
@@ -109,7 +115,9 @@ C_WINDOW = {3: (1, 1, 0), 4: (2, 1, 0)}
 def _care(spark, n: int):
     care = frame(spark, CONTACT_SCHEMA, CONTACTS)
     population = spark.createDataFrame([(s,) for s in POPULATION], "subscriber_id string")
-    return compute_care_features(population, care, month=MONTH, trend_months=n)
+    return compute_care_features(
+        population, care, month=MONTH, trend_months=n, recency_lookback_months=LOOKBACK
+    )
 
 
 @pytest.mark.parametrize("n", [3, 4])
@@ -124,12 +132,12 @@ def test_care_counts_windows_last_contact_and_hard_warning(spark, n):
             # the last contact is on the last day of M
             days_since_last=0,
         ),
-        # the port-out requests warn and are not counted; the last real contact: 2023-10-10, 173 days
-        # before 2024-03-31 (21 + 30 + 31 + 31 + 29 + 31)
-        care_row(n, "B", days_since_last=173, hard_warning=True, request_date=D(2024, 3, 5)),
+        # the port-out requests warn and are not counted; the last real contact (2023-10-10) is before the
+        # 3-month lookback: capped and flagged
+        care_row(n, "B", hard_warning=True, request_date=D(2024, 3, 5)),
         # last contact 2024-02-29: 31 days before the end of M
         care_row(n, "C", window=C_WINDOW[n], days_since_last=31),
-        # never contacted care: counts 0, days since last contact unknown
+        # never contacted care: counts 0, no contact in the lookback
         care_row(n, "D"),
         care_row(n, "E", hard_warning=True, request_date=D(2024, 3, 1)),
     ]
@@ -145,5 +153,53 @@ def test_the_window_is_in_the_column_names(spark):
 def test_no_contacts_at_all(spark):
     care = frame(spark, CONTACT_SCHEMA, [])
     population = spark.createDataFrame([("D",)], "subscriber_id string")
-    got = compute_care_features(population, care, month=MONTH, trend_months=4)
+    got = compute_care_features(
+        population, care, month=MONTH, trend_months=4, recency_lookback_months=LOOKBACK
+    )
     assertDataFrameEqual(got, frame(spark, care_schema(4), [care_row(4, "D")]))
+
+
+def test_recency_does_not_depend_on_how_much_history_the_lake_holds(spark):
+    """The same subscribers and month, the lake holding 3 or 12 months of contacts: identical recency.
+
+    Every subscriber contacted care once a month, for its own number of months before M, with a gap of
+    its own before M: an uncapped recency grows with the held history for those whose last contact is
+    older than the lookback.
+    """
+    rows = []
+    for i in range(12):
+        gap = i % 6
+        for k in range(gap, 12):
+            rows.append(
+                contact(f"S{i}", T(*map(int, add_months(MONTH, -k).split("-")), 10, 12), "billing", True)
+            )
+    care_12 = frame(spark, CONTACT_SCHEMA, rows)
+    care_3 = care_12.where(f"contact_ts >= '{add_months(MONTH, -2)}-01'")
+    population = spark.createDataFrame([(f"S{i}",) for i in range(12)], "subscriber_id string")
+    cols = ["subscriber_id", "days_since_last_care_contact", "no_care_contact_in_lookback"]
+
+    def recency(care):
+        got = compute_care_features(
+            population, care, month=MONTH, trend_months=3, recency_lookback_months=LOOKBACK
+        )
+        return got.select(*cols)
+
+    held_3, held_12 = recency(care_3), recency(care_12)
+    assertDataFrameEqual(held_3, held_12)
+    # and the planted truth: gaps 0-2 months are in the lookback (21 days from the 10th to the 31st of
+    # March, then 50 and 81 days), gaps 3-5 are capped
+    by_gap = {0: 21, 1: 50, 2: 81}
+    expected = [(f"S{i}", by_gap.get(i % 6, CAP), i % 6 not in by_gap) for i in range(12)]
+    assertDataFrameEqual(
+        held_12,
+        spark.createDataFrame(
+            expected,
+            ", ".join(
+                [
+                    "subscriber_id string",
+                    "days_since_last_care_contact int",
+                    "no_care_contact_in_lookback boolean",
+                ]
+            ),
+        ),
+    )
