@@ -9,6 +9,10 @@ SET ?=
 MONTH ?= 2024-06
 DEMO_MONTHS ?= 2024-01..2024-12
 DEMO_SUBSCRIBERS ?= 2500
+# run months of the backtest table: the first trainable month of the demo's year to the last whose labels matured
+BACKTEST_MONTHS ?= 2024-05..2024-10
+DAY ?= 2024-12-10
+DEMO_DAYS ?= 2024-12-09..2024-12-11
 ENGINE ?= duckdb
 MLFLOW_PORT ?= 5000
 SIZE ?= M
@@ -16,8 +20,8 @@ JOB_ARGS = $(foreach c,$(CONF),--conf $(c)) $(foreach s,$(SET),--set $(s))
 DEMO_ARGS = --conf conf/demo.yml $(JOB_ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install java test test-e2e test-fast test-thorough lint typecheck format demo sql package mlflow-ui bench bench-scaling clean loop-study \
-        generate_sample_data ingest build_features train monthly housekeeping demo_summary
+.PHONY: help install java test test-e2e test-fast test-thorough lint typecheck format demo sql package mlflow-ui bench bench-scaling clean loop-study backtest-table \
+        generate_sample_data ingest build_features train monthly housekeeping demo_summary daily_warnings
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,6 +66,8 @@ format: $(STAMP) ## Format and fix with ruff
 
 demo: install ## A year of the closed loop on fresh sample data (simulated operator, monthly pipeline, its offers carried out), then a summary
 	$(PY) jobs/closed_loop.py --months $(DEMO_MONTHS) --subscribers $(DEMO_SUBSCRIBERS) --seed 7 --bad-rows 0.002 --format mixed --fresh $(DEMO_ARGS)
+	$(PY) jobs/generate_sample_data.py --months $(lastword $(subst .., ,$(DEMO_MONTHS))) --daily-only $(DEMO_ARGS)
+	$(PY) jobs/daily_warnings.py --day $(DEMO_DAYS) $(DEMO_ARGS)
 	$(PY) jobs/demo_summary.py $(DEMO_ARGS)
 
 # Q reaches the job through the environment, never the shell's command line: a quote in it stays a quote
@@ -80,6 +86,7 @@ mlflow-ui: install ## Open the MLflow tracking UI on the lake's store (MLFLOW_PO
 
 bench: install ## Benchmarks of every stage against references in the same run (SIZE=S|M|L, default M)
 	$(PY) -m bench.run_all --size $(SIZE)
+	$(PY) -m bench.daily_bench --subscribers 100000
 
 bench-scaling: install ## The monthly run over six months at 25k, 50k, 100k and 200k subscribers, and a plot of each stage against size
 	$(PY) -m bench.run_all --scaling
@@ -96,6 +103,9 @@ build_features: install ## Job: build features_monthly and labels_monthly for on
 train: install ## Job: train the cohort family as of MONTH (MLflow, registry, promotion gates)
 	$(PY) jobs/train.py --month $(MONTH) $(JOB_ARGS)
 
+backtest-table: install ## The docs' backtest table and figure on the lake make demo left (BACKTEST_MONTHS=FROM..TO)
+	$(PY) jobs/train.py --backtest $(BACKTEST_MONTHS) --markdown bench/results/backtest.md --figure docs/backtest.png $(DEMO_ARGS)
+
 monthly: install ## Job: all stages of one month in order (MONTH=YYYY-MM)
 	$(PY) jobs/monthly.py --month $(MONTH) $(JOB_ARGS)
 
@@ -104,6 +114,9 @@ housekeeping: install ## Job: vacuum, compaction, log checkpoints and retention 
 
 clean: ## Remove the local lake, landing zone and caches (keeps .venv)
 	rm -rf data dist .pytest_cache .ruff_cache spark-warehouse
+
+daily_warnings: install ## Job: ingest one day's daily deliveries and write its warnings (DAY=YYYY-MM-DD, or A..B)
+	$(PY) jobs/daily_warnings.py --day $(DAY) $(JOB_ARGS)
 
 demo_summary: install ## Job: print where the outputs are and what they hold
 	$(PY) jobs/demo_summary.py $(JOB_ARGS)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 SOURCES = ("subscriptions", "cdr", "billing", "care", "campaign_outcomes")
 OPTIONAL_SOURCES = ("campaign_outcomes",)
+# Daily deliveries (``<source>/day=YYYY-MM-DD/``) between the monthly ones: docs/daily-warnings.md.
+DAILY_SOURCES = ("cdr", "care", "port_requests")
 SUCCESS_MARKER = "_SUCCESS"
 DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 
@@ -30,6 +32,7 @@ def _c(name: str, kind: str, nullable: bool = False, domain: tuple[str, ...] | N
 
 
 DEACTIVATION_REASONS = ("port_out", "voluntary", "non_payment", "fraud", "deceased", "other")
+PORT_REQUEST_TYPES = ("port_out_request", "plan_change", "contract_end_change")
 CARE_CATEGORIES = ("billing", "network", "device", "plan_change", "complaint", "port_out_request", "other")
 
 CONTRACT: dict[str, tuple[Column, ...]] = {
@@ -102,6 +105,16 @@ CONTRACT: dict[str, tuple[Column, ...]] = {
         _c("contact_ts", "timestamp", True),
         _c("feedback_code", "string", True),
     ),
+    # daily only: status events from the CRM (a port-out request, a plan change, a new contract end date)
+    "port_requests": (
+        _c("request_id", "string"),
+        _c("subscriber_id", "string"),
+        _c("request_ts", "timestamp"),
+        _c("request_type", "string", domain=PORT_REQUEST_TYPES),
+        _c("plan_id", "string", True),
+        _c("contract_end_date", "date", True),
+        _c("port_out_operator", "string", True),
+    ),
 }
 
 # Business keys: a repeated key is a duplicate delivery (the last delivered copy wins).
@@ -111,7 +124,10 @@ KEYS: dict[str, tuple[str, ...]] = {
     "billing": ("subscriber_id", "bill_month"),
     "care": ("contact_id",),
     "campaign_outcomes": ("campaign_month", "subscriber_id"),
+    "port_requests": ("request_id",),
 }
+# The column that dates each event of a daily source.
+EVENT_COLUMNS = {"cdr": "event_ts", "care": "contact_ts", "port_requests": "request_ts"}
 
 
 def columns(source: str) -> tuple[str, ...]:

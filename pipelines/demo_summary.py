@@ -108,6 +108,18 @@ SECTIONS = (
         "FROM programme_effect WHERE month = (SELECT max(month) FROM programme_effect) AND cohort = 'all' "
         "AND risk_band = 'all' ORDER BY score_month",
     ),
+    (
+        "Daily warnings (day, trigger, lines warned, contacts allowed within the campaign's budget)",
+        "SELECT day, t, count(*), count_if(contact_allowed) FROM daily_warnings, unnest(triggers) AS u(t) "
+        "GROUP BY ALL ORDER BY ALL",
+    ),
+    (
+        "Top daily warnings of the last day (rank, line, customer lines warned, value tier, risk, action, "
+        "contact or why not, evidence)",
+        "SELECT rank, subscriber_id, customer_lines_triggered, value_tier, round(adjusted_probability, 2), "
+        "suggested_offer_id, CASE WHEN contact_allowed THEN 'contact' ELSE policy_reason END, evidence "
+        "FROM daily_warnings WHERE day = (SELECT max(day) FROM daily_warnings) ORDER BY rank LIMIT 5",
+    ),
 )
 
 

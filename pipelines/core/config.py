@@ -186,6 +186,74 @@ class PrivacyConf(Params):
         return process_umask(self.file_mode, self.dir_mode)
 
 
+class _Trigger(Params):
+    enabled: bool = BASE
+    strength: float = Field(default=BASE, ge=0, le=1)
+
+
+class PortOutTrigger(_Trigger):
+    defaults_section: ClassVar[str | None] = "daily.port_out"
+
+
+class SilenceTrigger(_Trigger):
+    defaults_section: ClassVar[str | None] = "daily.silence"
+
+    days: int = Field(default=BASE, ge=1, le=31)
+    min_active_share: float = Field(default=BASE, ge=0, le=1)
+
+
+class UsageDropTrigger(_Trigger):
+    defaults_section: ClassVar[str | None] = "daily.usage_drop"
+
+    days: int = Field(default=BASE, ge=1, le=31)
+    max_share: float = Field(default=BASE, gt=0, le=1)
+    min_baseline_events: float = Field(default=BASE, ge=0)
+
+
+class OpenComplaintTrigger(_Trigger):
+    defaults_section: ClassVar[str | None] = "daily.open_complaint"
+
+    days: int = Field(default=BASE, ge=0, le=60)
+    max_age_days: int = Field(default=BASE, ge=1, le=60)
+
+
+class ContractEndTrigger(_Trigger):
+    defaults_section: ClassVar[str | None] = "daily.contract_end"
+
+    days: int = Field(default=BASE, ge=0, le=366)
+    usage_days: int = Field(default=BASE, ge=1, le=31)
+    max_share: float = Field(default=BASE, gt=0, le=1)
+
+
+class HouseholdTrigger(_Trigger):
+    defaults_section: ClassVar[str | None] = "daily.household_contract_end"
+
+
+class DailyConf(Params):
+    """Daily warnings (``pipelines.daily``; docs/daily-warnings.md)."""
+
+    defaults_section: ClassVar[str | None] = "daily"
+
+    port_out: PortOutTrigger = Field(default_factory=PortOutTrigger)
+    silence: SilenceTrigger = Field(default_factory=SilenceTrigger)
+    usage_drop: UsageDropTrigger = Field(default_factory=UsageDropTrigger)
+    open_complaint: OpenComplaintTrigger = Field(default_factory=OpenComplaintTrigger)
+    contract_end: ContractEndTrigger = Field(default_factory=ContractEndTrigger)
+    household_contract_end: HouseholdTrigger = Field(default_factory=HouseholdTrigger)
+    tier_weights: dict[str, float] = BASE
+    horizon_days: int = Field(default=BASE, ge=1, le=366)
+
+    @property
+    def lookback_days(self) -> int:
+        """Days of daily history the triggers read, ending at the day."""
+        return max(
+            self.silence.days,
+            self.usage_drop.days,
+            self.contract_end.usage_days,
+            self.open_complaint.max_age_days,
+        )
+
+
 class DriversConf(Params):
     """Strengths of the generator's slow churn drivers (pipelines.sample_data.drivers; 0: off)."""
 
@@ -235,6 +303,7 @@ class Config(Params):
     uplift: UpliftParams
     ingest: IngestConf
     sample_data: SampleDataConf
+    daily: DailyConf = Field(default_factory=DailyConf)
     privacy: PrivacyConf = Field(default_factory=PrivacyConf)
 
     @model_validator(mode="after")

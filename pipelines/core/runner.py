@@ -126,6 +126,24 @@ def month_range(text: str) -> list[str]:
     return [month_type(m.strip()) for m in text.split(",") if m.strip()]
 
 
+def day_range(text: str) -> list[str]:
+    """``2024-06-01..2024-06-07`` (inclusive), a comma list or a single day ``YYYY-MM-DD`` -> list of days."""
+    import datetime as dt
+
+    def one(day: str) -> dt.date:
+        try:
+            return dt.date.fromisoformat(day.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"day must be YYYY-MM-DD, got {day!r}") from None
+
+    if ".." in text:
+        first, last = (one(t) for t in text.split("..", 1))
+        if last < first:
+            raise argparse.ArgumentTypeError(f"empty day range {text!r}")
+        return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    return [one(d).isoformat() for d in text.split(",") if d.strip()]
+
+
 def job_parser(description: str, *, month: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     if month:
