@@ -161,6 +161,7 @@ class IngestConf(Params):
     local_timezone: str = BASE
     parallel_sources: int = Field(default=BASE, ge=1, le=4)
     memory_cache_max_mb: int = Field(default=BASE, ge=0)
+    path: Literal["arrow", "spark"] = BASE
     gates: GatesConf = Field(default_factory=GatesConf)
 
 
