@@ -9,6 +9,8 @@ SET ?=
 MONTH ?= 2024-06
 DEMO_MONTHS ?= 2024-01..2024-12
 DEMO_SUBSCRIBERS ?= 2500
+# run months of the backtest table: the first trainable month of the demo's year to the last whose labels matured
+BACKTEST_MONTHS ?= 2024-05..2024-10
 DAY ?= 2024-12-10
 DEMO_DAYS ?= 2024-12-09..2024-12-11
 ENGINE ?= duckdb
@@ -18,7 +20,7 @@ JOB_ARGS = $(foreach c,$(CONF),--conf $(c)) $(foreach s,$(SET),--set $(s))
 DEMO_ARGS = --conf conf/demo.yml $(JOB_ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install java test test-e2e test-fast test-thorough lint typecheck format demo sql package mlflow-ui bench bench-scaling clean loop-study \
+.PHONY: help install java test test-e2e test-fast test-thorough lint typecheck format demo sql package mlflow-ui bench bench-scaling clean loop-study backtest-table \
         generate_sample_data ingest build_features train monthly housekeeping demo_summary daily_warnings
 
 help: ## List the targets
@@ -100,6 +102,9 @@ build_features: install ## Job: build features_monthly and labels_monthly for on
 
 train: install ## Job: train the cohort family as of MONTH (MLflow, registry, promotion gates)
 	$(PY) jobs/train.py --month $(MONTH) $(JOB_ARGS)
+
+backtest-table: install ## The docs' backtest table and figure on the lake make demo left (BACKTEST_MONTHS=FROM..TO)
+	$(PY) jobs/train.py --backtest $(BACKTEST_MONTHS) --markdown bench/results/backtest.md --figure docs/backtest.png $(DEMO_ARGS)
 
 monthly: install ## Job: all stages of one month in order (MONTH=YYYY-MM)
 	$(PY) jobs/monthly.py --month $(MONTH) $(JOB_ARGS)

@@ -37,7 +37,8 @@ STAGES: dict[str, type[Record]] = {
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BenchResult(Record):
-    """Every stage at one size (the Delta layer and the generator only when the run measured them)."""
+    """Every stage at one size (the Delta layer and the generator only when the run measured them; one
+    stage alone with ``--stage``)."""
 
     size: str
     machine: Machine
@@ -45,12 +46,12 @@ class BenchResult(Record):
     months: int
     delta_layer: DeltaLayerResult | None = dataclasses.field(default=None, metadata=OPTIONAL)
     generator: GeneratorResult | None = dataclasses.field(default=None, metadata=OPTIONAL)
-    ingest: IngestResult
-    features: FeaturesResult
-    train: TrainResult
-    score: ScoreResult
-    offers: OffersResult
-    monthly: MonthlyResult
+    ingest: IngestResult | None = dataclasses.field(default=None, metadata=OPTIONAL)
+    features: FeaturesResult | None = dataclasses.field(default=None, metadata=OPTIONAL)
+    train: TrainResult | None = dataclasses.field(default=None, metadata=OPTIONAL)
+    score: ScoreResult | None = dataclasses.field(default=None, metadata=OPTIONAL)
+    offers: OffersResult | None = dataclasses.field(default=None, metadata=OPTIONAL)
+    monthly: MonthlyResult | None = dataclasses.field(default=None, metadata=OPTIONAL)
     table: list[TableRow] = dataclasses.field(default_factory=list)
 
     def stages(self) -> list[Record]:
@@ -97,7 +98,9 @@ def write_result(result: BenchResult, folder: Path, stamp: str) -> Path:
     """``bench-<size>-<stamp>.json`` in ``folder``, and the same as ``latest.json``; the first's path."""
     folder.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result.to_dict(), indent=2)
-    path = folder / f"bench-{result.size}-{stamp}.json"
+    only = [name for name in STAGES if getattr(result, name) is not None]
+    tag = f"-{only[0]}" if len(only) == 1 else ""
+    path = folder / f"bench-{result.size}{tag}-{stamp}.json"
     path.write_text(text)
     (folder / "latest.json").write_text(text)
     return path

@@ -46,16 +46,28 @@ PIPELINE = (
 )
 
 
-def run_size(spark: Any, work: Path, size: str, *, extras: bool = True) -> BenchResult:
-    """Every stage at one size (``extras``: also the Delta layer and the generator)."""
+def run_size(
+    spark: Any,
+    work: Path,
+    size: str,
+    *,
+    extras: bool = True,
+    stage: str | None = None,
+    months: int | None = None,
+) -> BenchResult:
+    """Every stage at one size (``extras``: also the Delta layer and the generator), or only ``stage``
+    (the stages before it are not run: ``ingest`` needs none) over the size's first ``months``."""
     machine = Machine.current()
-    subscribers, months = SIZES[size]
+    subscribers, all_months = SIZES[size]
+    months = months or all_months
     ctx = RunContext(spark, work, cached_landing(subscribers, months), subscribers, months)
     stages: dict[str, Any] = {}
-    if extras:
+    if extras and stage is None:
         stages["delta_layer"] = delta_layer.run(ctx)
         stages["generator"] = generator.run(ctx)
     for name, run in PIPELINE:
+        if stage is not None and name != stage:
+            continue
         print(f"bench {subscribers:,}: {name} ...", flush=True)
         stages[name] = run(ctx)
     result = BenchResult(size=size, machine=machine, subscribers=subscribers, months=months, **stages)
@@ -65,6 +77,10 @@ def run_size(spark: Any, work: Path, size: str, *, extras: bool = True) -> Bench
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default=os.environ.get("SIZE", "M"))
+    parser.add_argument(
+        "--stage", choices=[name for name, _ in PIPELINE], help="only this stage (ingest needs no other)"
+    )
+    parser.add_argument("--months", type=int, help="the size's first MONTHS only (with --stage)")
     parser.add_argument("--scaling", action="store_true", help="the scaling run (25k..200k) and its plot")
     parser.add_argument(
         "--sizes",
@@ -94,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     work = Path(tempfile.mkdtemp(prefix="churn-bench-"))
     try:
-        result = run_size(spark, work, args.size)
+        result = run_size(spark, work, args.size, stage=args.stage, months=args.months)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     path = write_result(result, args.out, stamp)

@@ -1,7 +1,7 @@
 """Job: train the LightGBM cohort family as of a run month; MLflow tracking, registry and promotion gates.
 
 python jobs/train.py --month 2024-06 [--promote | --no-promote --reason TEXT] [--conf ...] [--set k=v ...]
-python jobs/train.py --backtest 2024-05..2024-12     # rolling origin, rows in model_performance
+python jobs/train.py --backtest 2024-05..2024-10 [--markdown FILE]   # rolling origin, model_performance
 """
 
 from __future__ import annotations
@@ -25,22 +25,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     promote.add_argument("--no-promote", dest="promote", action="store_false", help="never move champion")
     parser.add_argument("--reason", default="", help="why the promotion gates are overridden (logged)")
+    parser.add_argument("--markdown", type=Path, help="--backtest: also write the docs' table to this file")
+    parser.add_argument(
+        "--figure", type=Path, help="--backtest: also draw lift and calibration per cohort (PNG)"
+    )
 
     def body(args, cfg):
         from pipelines.core.lease import hold_stage
         from pipelines.core.spark import get_spark
-        from pipelines.train import backtest, summarize_backtest, train_month
+        from pipelines.train import (
+            backtest,
+            backtest_figure,
+            backtest_markdown,
+            summarize_backtest,
+            train_month,
+        )
 
         spark = get_spark(cfg)
         if args.backtest:
             results = backtest(spark, cfg, args.backtest)
             print(summarize_backtest(results).to_string(index=False))
+            if args.markdown:
+                args.markdown.write_text(backtest_markdown(results, cfg.cohorts.names))
+            if args.figure:
+                backtest_figure(results, cfg.cohorts.names).savefig(args.figure, dpi=90)
             return
         if args.promote is not None and not args.reason:
             parser.error("--promote / --no-promote need --reason")
         with hold_stage(cfg, "train", args.month):
             result = train_month(spark, cfg, args.month, promote=args.promote, reason=args.reason)
-        state = "champion" if result.promoted else "challenger"
+        state = f"champion (refitted as version {result.served_version})" if result.promoted else "challenger"
         print(
             f"{cfg.train.registered_model} version {result.version} is {state}: {'; '.join(result.decision)}"
         )

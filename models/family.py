@@ -7,9 +7,10 @@ as LightGBM categoricals, booleans and nulls as they are). A family holds
 - one pooled LightGBM on every row (cohort as a feature) and a regularised logistic regression, the
   baselines (:mod:`models.baselines`);
 - one LightGBM per cohort where the cohort has enough rows and churners; a cohort the pooled model beats
-  on validation (or too small) is served by the pooled model, and the family's report says which and why;
+  on validation (or too small, or without validation churners) is served by the pooled model, and the
+  family's report says which and why;
 - one probability calibrator per cohort (:mod:`models.calibration`) on the validation rows of the serving
-  model.
+  model, and one per cohort for each baseline on the same rows (a comparison of calibrated models).
 
 ``family.predict_proba(frame)`` returns calibrated churn probabilities; ``raw_score`` the uncalibrated
 ones; ``contributions`` LightGBM's own SHAP values (``pred_contrib``) of the serving model;
@@ -89,6 +90,9 @@ class ModelFamily:
     report: dict[str, Any]
     drift: DriftProfile | None = None  # training distribution of the score and the top features (PSI)
     segments: Any = None  # models.segments.UsageSegments, attached by the training stage when it has them
+    # per baseline (pooled, logistic) its calibrators per cohort, fitted on the family's calibration rows
+    # (None in families registered before the baselines were calibrated: their baselines score raw)
+    baseline_calibrators: dict[str, dict[str, Calibrator]] | None = None
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -137,12 +141,7 @@ class ModelFamily:
 
     def calibrate(self, raw: np.ndarray, cohort: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of raw scores (each row by its cohort's calibrator)."""
-        out = np.empty(len(raw))
-        for name in self.spec.cohorts.names:
-            rows = cohort == name
-            if rows.any():
-                out[rows] = self.calibrators[name].predict(raw[rows])
-        return out
+        return _calibrated(self.calibrators, self.spec.cohorts.names, raw, cohort)
 
     def contributions(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
         """SHAP contributions (log-odds) of the serving model per row and feature, and the feature names.
@@ -163,15 +162,22 @@ class ModelFamily:
         return out, [*self.features, "__bias"]
 
     def baseline_proba(self, frame: pd.DataFrame, which: str) -> np.ndarray:
-        """``pooled`` (the pooled LightGBM, uncalibrated) or ``logistic`` probabilities."""
+        """``pooled`` (the pooled LightGBM) or ``logistic`` probabilities, calibrated per cohort on the rows
+        the family's calibrators were fitted on."""
         if which not in (POOLED, "logistic"):
             raise ValueError(f"unknown baseline {which!r} (pooled, logistic)")
-        return self._baseline_of_matrix(self._matrix(frame, self.cohorts(frame)), which)
+        cohort = self.cohorts(frame)
+        return self._baseline_of_matrix(self._matrix(frame, cohort), which, cohort)
 
-    def _baseline_of_matrix(self, x: np.ndarray, which: str) -> np.ndarray:
+    def _baseline_of_matrix(self, x: np.ndarray, which: str, cohort: np.ndarray | None = None) -> np.ndarray:
+        """The baseline's raw probabilities, calibrated when ``cohort`` is given (and calibrators exist)."""
         if which == POOLED:
-            return np.asarray(self.boosters[POOLED].predict(x, num_threads=self._threads()))
-        return self.logistic.predict_proba(x)[:, 1]
+            raw = np.asarray(self.boosters[POOLED].predict(x, num_threads=self._threads()))
+        else:
+            raw = self.logistic.predict_proba(x)[:, 1]
+        if cohort is None or not self.baseline_calibrators:
+            return raw
+        return _calibrated(self.baseline_calibrators[which], self.spec.cohorts.names, raw, cohort)
 
     def _threads(self) -> int:
         return self.spec.params.num_threads
@@ -197,6 +203,17 @@ class ModelFamily:
             index = {f: i for i, f in enumerate(self.features)}
             out.update({c: x[:, index[c]] for c in features})
         return out
+
+
+def _calibrated(
+    calibrators: dict[str, Calibrator], names: Sequence[str], raw: np.ndarray, cohort: np.ndarray
+) -> np.ndarray:
+    out = np.empty(len(raw))
+    for name in names:
+        rows = cohort == name
+        if rows.any():
+            out[rows] = calibrators[name].predict(raw[rows])
+    return out
 
 
 def _cohort_codes(names: Sequence[str], cohort: np.ndarray) -> np.ndarray:
@@ -239,13 +256,14 @@ def labelled_rows(frame: pd.DataFrame, spec: ModelSpec, where: str) -> LabelledR
 
 
 def model_scores(family: ModelFamily, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Calibrated probabilities of the family and those of both baselines on ``frame`` (one encoding)."""
+    """Calibrated probabilities of the family and those of both (calibrated) baselines on ``frame`` (one
+    encoding)."""
     cohort = family.cohorts(frame)
     x = family._matrix(frame, cohort)
     return {
         "family": family.calibrate(family._raw_of_matrix(x, cohort), cohort),
-        POOLED: family._baseline_of_matrix(x, POOLED),
-        "logistic": family._baseline_of_matrix(x, "logistic"),
+        POOLED: family._baseline_of_matrix(x, POOLED, cohort),
+        "logistic": family._baseline_of_matrix(x, "logistic", cohort),
     }
 
 

@@ -42,11 +42,22 @@ class ModelParams(Params):
     row_budget: int = Field(default=BASE, ge=1000)
     # the validation share drawn (stratified by cohort and label) when no validation frame is given
     valid_share: float = Field(default=BASE, gt=0, lt=1)
+    # shares of the validation rows that early-stop the boosters, choose cohort or pooled model and fit the
+    # calibrators: three disjoint slices, so that no choice is judged on the rows it was made on
+    validation_split: tuple[float, float, float] = Field(default=BASE, strict=False)
     logistic_c: float = Field(default=BASE, gt=0)
     # the training distribution of the score and of this many top features is kept for drift (PSI)
     monitor_features: int = Field(default=BASE, ge=0, le=100)
     # feature table columns that are never features (identifiers, the hard warning, dates)
     exclude_columns: StrTuple = BASE
+
+    @model_validator(mode="after")
+    def _split_sums_to_one(self) -> ModelParams:
+        if min(self.validation_split) <= 0 or abs(sum(self.validation_split) - 1) > 1e-9:
+            raise ValueError(
+                "model.validation_split: three positive shares summing to 1 (stop, choose, calibrate)"
+            )
+        return self
 
 
 REASON_FAMILIES = (
@@ -88,7 +99,12 @@ class ScoreParams(Params):
     # value tier -> risk band -> action
     strategy: dict[str, dict[str, str]] = BASE
     at_risk_band: Literal["low", "medium", "high"] = BASE
-    psi_warning: float = Field(default=BASE, gt=0)
+    # drift (models.monitoring): a PSI above these is a warning; a month drifts when its score or one of
+    # the drift_top_features best monitored features does; drift_months drifting months in a row retrain
+    drift_score_psi: float = Field(default=BASE, gt=0)
+    drift_feature_psi: float = Field(default=BASE, gt=0)
+    drift_top_features: int = Field(default=BASE, ge=0)
+    drift_months: int = Field(default=BASE, ge=1)
     segments: int = Field(default=BASE, ge=2, le=20)
 
     @model_validator(mode="after")

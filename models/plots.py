@@ -76,3 +76,27 @@ def importance_chart(importance: Mapping[str, Mapping[str, float]], top: int = 2
         ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     return fig
+
+
+def cohort_metric_bars(summary, metrics: Mapping[str, str], cohorts: list[str]) -> Figure:
+    """Bars of each of ``metrics`` (column -> title) per cohort and model from a table with ``cohort``,
+    ``model`` and the metric columns (the backtest summary)."""
+    fig = Figure(figsize=(5 * len(metrics), 3.8))
+    axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+    models = list(dict.fromkeys(summary["model"]))
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(cohorts))
+    for ax, (column, title) in zip(axes, metrics.items(), strict=True):
+        for k, model in enumerate(models):
+            rows = summary[summary["model"] == model].set_index("cohort").reindex(cohorts)
+            ax.bar(
+                x + (k - (len(models) - 1) / 2) * width,
+                rows[column].to_numpy(dtype=float),
+                width,
+                label=model,
+            )
+        ax.set_xticks(x, cohorts)
+        ax.set(title=title)
+    axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -47,7 +47,7 @@ from pipelines.housekeeping import (
 )
 from pipelines.ingest import ingest_month
 from pipelines.match_offers import MatchReport, match_offers_month
-from pipelines.score import ScoreReport, score_month
+from pipelines.score import ScoreReport, score_month, sustained_drift
 from pipelines.train import TrainResult, train_month
 from pipelines.uplift import UpliftReport, uplift_month
 
@@ -389,6 +389,21 @@ def _run_month(
         run.not_due("housekeeping", "not scheduled this month")
 
 
+def drift_since(lake: Lake, champion: str, last: str, month: str) -> str | None:
+    """``sustained_drift: ...`` when the latest ``score.drift_months`` score months from ``last`` (the last
+    training) to before ``month``, scored by the champion, all drifted (``score_monitoring``)."""
+    if not lake.exists("score_monitoring"):
+        return None
+    rows = [
+        r
+        for r in lake.read_rows(
+            "score_monitoring", columns=["score_month", "kind", "warning", "model_version"]
+        )
+        if last <= r["score_month"] < month
+    ]
+    return sustained_drift(rows, champion, lake.cfg.score.drift_months)
+
+
 def champion_version(cfg: Config) -> str | None:
     from pipelines.core.tracking import CHAMPION, alias_version, configure_mlflow
 
@@ -416,7 +431,8 @@ def train_due(lake: Lake, month: str, *, force: bool = False) -> str | None:
     except InputNotReadyError as exc:
         log.info("train not possible yet: %s", exc)
         return None
-    if champion_version(cfg) is None:
+    champion = champion_version(cfg)
+    if champion is None:
         return "no champion yet"
     trained = [
         r["month"]
@@ -428,6 +444,8 @@ def train_due(lake: Lake, month: str, *, force: bool = False) -> str | None:
         return "never trained in this lake"
     if last >= month:
         return "forced" if force and last == month else None
+    if drift := drift_since(lake, champion, last, month):
+        return drift
     from features.calendar import months_between
 
     if len(months_between(last, month)) - 1 >= cfg.train.every_months:

@@ -5,6 +5,7 @@ from pipelines.score.stage import (
     customer_risk,
     read_month_features,
     score_month,
+    sustained_drift,
 )
 
 __all__ = [
@@ -12,4 +13,5 @@ __all__ = [
     "customer_risk",
     "read_month_features",
     "score_month",
+    "sustained_drift",
 ]

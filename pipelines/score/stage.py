@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import pickle
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -317,10 +318,14 @@ def score_monitoring(
     model: ResolvedModel,
     params: ScoreParams,
 ) -> tuple[list[tuple[Any, ...]], list[str]]:
-    """The score distribution by cohort and the PSI of the score and monitored features vs training:
-    ``score_monitoring`` rows (``MONITORING_SCHEMA``) and the drift warnings."""
+    """The score distribution by cohort and the PSI of the score and monitored features against the drift
+    reference: ``score_monitoring`` rows (``MONITORING_SCHEMA``) and the drift warnings.
+
+    The month's verdict is the row ``kind = drift``, ``name = drifted`` (value 1 or 0, ``warning`` alike):
+    the score or one of the ``drift_top_features`` best monitored features above its threshold. The
+    monthly run retrains after ``drift_months`` such months in a row (:func:`sustained_drift`)."""
     rows: list[tuple[Any, ...]] = []
-    reference = "training months"
+    reference = "out-of-sample test month"
 
     def add(kind: str, cohort: str, name: str, value: float | None, threshold=None, warning=False) -> None:
         rows.append(
@@ -339,14 +344,31 @@ def score_monitoring(
             .collect()
         )
         psi = drift_psi(family.drift, ((r.column, r.bin, r["count"]) for r in counts))
+        counted = {"score", *[c for c in family.drift.columns if c != "score"][: params.drift_top_features]}
+        drifted = False
         for name, value in psi.items():
-            shifted = bool(value > params.psi_warning)
-            add("psi", "all", name, value, params.psi_warning, shifted)
+            threshold = params.drift_score_psi if name == "score" else params.drift_feature_psi
+            shifted = bool(value > threshold)
+            add("psi", "all", name, value, threshold, shifted)
+            drifted = drifted or (shifted and name in counted)
             if shifted:
-                warnings.append(
-                    f"PSI of {name} is {value:.3f} (> {params.psi_warning}) against the training months"
-                )
+                warnings.append(f"PSI of {name} is {value:.3f} (> {threshold}) against the drift reference")
+        add("drift", "all", "drifted", float(drifted), None, drifted)
     return rows, warnings
+
+
+def sustained_drift(rows: Iterable[Mapping[str, Any]], version: str, months: int) -> str | None:
+    """``sustained_drift: ...`` when the latest ``months`` score months scored by model ``version`` all
+    drifted (``score_monitoring`` rows with ``kind = drift``), else None."""
+    verdicts = {
+        r["score_month"]: bool(r["warning"])
+        for r in rows
+        if r["kind"] == "drift" and r["model_version"] == version
+    }
+    latest = sorted(verdicts)[-months:]
+    if len(latest) < months or not all(verdicts[m] for m in latest):
+        return None
+    return f"sustained_drift: score months {', '.join(latest)} scored by version {version} drifted"
 
 
 def _distribution(ranked: DataFrame) -> dict[str, dict[str, float | None]]:
@@ -378,4 +400,4 @@ def _distribution(ranked: DataFrame) -> dict[str, dict[str, float | None]]:
     return out
 
 
-__all__ = ["ScoreReport", "customer_risk", "read_month_features", "score_month"]
+__all__ = ["ScoreReport", "customer_risk", "read_month_features", "score_month", "sustained_drift"]

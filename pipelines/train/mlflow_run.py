@@ -2,7 +2,8 @@
 
 The MLflow run holds the window and config as params, the test metrics of the family and both baselines,
 one child run per cohort (who serves it and why, its metrics), charts (gains, calibration, score
-distribution, importance), the family's report, and the family itself as a registered pyfunc.
+distribution, importance), the family's report, the family itself as a registered pyfunc and its model
+card (``model_card/v<version>.md``, named by the version's tag ``model_card``).
 """
 
 from __future__ import annotations
@@ -47,14 +48,21 @@ def metrics_table(metrics: Metrics) -> pd.DataFrame:
 
 
 def performance_rows(
-    metrics: Metrics, window: TrainingWindow, source: str, version: str | None, run_id: str | None
+    metrics: Metrics,
+    window: TrainingWindow,
+    source: str,
+    version: str | None,
+    run_id: str | None,
+    *,
+    evaluated: str | None = None,
 ) -> list[tuple[Any, ...]]:
-    """``model_performance`` rows (:data:`~pipelines.core.tables.PERFORMANCE_SCHEMA`) of test metrics."""
+    """``model_performance`` rows (:data:`~pipelines.core.tables.PERFORMANCE_SCHEMA`) of metrics measured on
+    ``evaluated`` (by default the window's test month)."""
     return [
         (
             window.run_month,
             source,
-            window.test_month,
+            evaluated or window.test_month,
             model,
             cohort,
             metric,
@@ -138,7 +146,66 @@ def log_training_run(
             (out / "family_report.json").write_text(json.dumps(family.report, indent=1, default=str))
             mlflow.log_artifacts(str(out), artifact_path="report")
         version = log_family(family, test_frame, cfg.train.registered_model)
+        log_model_card(
+            lake, family, version, window=window, test_metrics=test_metrics, test_frame=test_frame,
+            probability=test_scores["family"],
+        )  # fmt: skip
     return parent.info.run_id, version
+
+
+KNOWN_LIMITS = (
+    "Lines contacted by a campaign inside their label window are left out of the training rows: the model "
+    "is the risk if left alone, and lines a campaign keeps reaching are under-represented.",
+    "Validated and tested on the operator's own history only: a driver of churn the features do not carry "
+    "is invisible to it, and its figures hold for months like the test month.",
+    "A cohort without churners in its validation slices is served by the pooled model, unjudged on its own.",
+)
+
+
+def log_model_card(
+    lake: Lake,
+    family: ModelFamily,
+    version: str,
+    *,
+    window: TrainingWindow,
+    test_metrics: Metrics,
+    test_frame: pd.DataFrame,
+    probability: np.ndarray,
+    evidence: str | None = None,
+) -> str:
+    """Render the card of ``version`` (the test month's metrics and fairness view), log it in the active run
+    under ``model_card/`` and tag the version with its path: the path."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from models.card import fairness_view, render_card
+
+    cfg = lake.cfg
+    name = cfg.train.registered_model
+    threshold = cfg.score.band_medium
+    y = test_frame[family.spec.label].to_numpy(dtype=float)
+    refit = family.report.get("refit")
+    card = render_card(
+        family,
+        name=name,
+        version=version,
+        window={
+            "run_month": window.run_month,
+            "fit_months": window.fit_months,
+            "valid_month": window.valid_month,
+            "test_month": window.test_month,
+            "refit_months": refit["months"] if refit else None,
+        },
+        test_metrics=test_metrics,
+        fairness=fairness_view(test_frame, y, probability, contact_threshold=threshold),
+        contact_threshold=threshold,
+        evidence=evidence,
+        limits=KNOWN_LIMITS,
+    )
+    path = f"model_card/v{version}.md"
+    mlflow.log_text(card, path)
+    MlflowClient().set_model_version_tag(name, version, "model_card", path)
+    return path
 
 
 def _nan(v: Any) -> bool:

@@ -3,8 +3,12 @@
 Time: the run month M is the month whose data just landed. Only snapshot months whose churn window closed
 by the end of M are used, whatever later labels the table holds: the latest is the **test** month (used
 for nothing but evaluation and the promotion gates), the one before it **validates** (early stopping,
-calibration, the pooled-or-cohort choice) and ``train.fit_months`` before that are **fitted**. Never a
-random split across months.
+calibration, the pooled-or-cohort choice, each on its own slice of its rows) and ``train.fit_months``
+before that are **fitted**. Never a random split across months.
+
+Once the gates pass, the family that serves is refitted on every month of the window (the validation and
+test months too) with the iterations the gates saw (``models.fit.refit_family``): the gated version stays
+registered as the evidence, the refit becomes ``champion`` (tagged ``refit_of`` and ``evidence``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,6 +29,7 @@ from pyspark.sql import functions as F
 from features.errors import MissingColumnsError
 from models import ModelSpec, TrainingDataError, evaluate_family, fit_family
 from models.family import ModelFamily, labelled_rows, model_scores
+from models.fit import drift_reference, refit_family
 from models.segments import fit_segments
 from pipelines.core import delta
 from pipelines.core.config import Config
@@ -35,7 +41,10 @@ from pipelines.core.maturity import TrainingWindow, labelled_months, training_wi
 from pipelines.core.tables import PERFORMANCE_SCHEMA
 from pipelines.core.treatment import treated_in_window
 from pipelines.train.gates import gate_evidence, promotion_decision
-from pipelines.train.mlflow_run import log_training_run, metrics_table, performance_rows
+from pipelines.train.mlflow_run import log_model_card, log_training_run, metrics_table, performance_rows
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +139,12 @@ class TrainResult:
     steps: dict[str, float]  # seconds of each step of the job: read, fit, test (then mlflow, gates)
     test_frame: pd.DataFrame  # the labelled rows of the test month (evaluation, charts, gates)
     test_scores: dict[str, np.ndarray]  # model_scores of the test rows: family, pooled, logistic
+    frame: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)  # every labelled row of the window
     version: str | None = None
+    served: ModelFamily | None = None  # the family refitted on the whole window (once promoted)
+    served_version: str | None = None  # its registered version, the champion
+    # backtest: the served family's metrics on the run month itself (the horizon it is used at)
+    horizon_metrics: dict[str, dict[str, dict[str, float]]] | None = None
     run_id: str | None = None
     promoted: bool = False
     decision: list[str] = field(default_factory=list)
@@ -172,16 +186,68 @@ def fit_as_of(lake: Lake, run_month: str) -> TrainResult:
     t_test = time.perf_counter()
     scores = model_scores(family, parts[window.test_month])
     test = evaluate_family(family, parts[window.test_month], scores)
+    # the drift reference: the test month, which no part of the family was fitted or chosen on
+    family.drift = drift_reference(family, parts[window.test_month], scores["family"])
     steps = {"read": t_read, "fit": seconds, "test": time.perf_counter() - t_test}
-    return TrainResult(window, family, test, rows, steps, parts[window.test_month], scores)
+    return TrainResult(window, family, test, rows, steps, parts[window.test_month], scores, frame)
+
+
+def refit_as_of(result: TrainResult) -> ModelFamily:
+    """The gated family refitted on every labelled row of its window (fit, validation and test months):
+    what serves, trained on the freshest matured months."""
+    family = refit_family(result.family, result.frame)
+    log.info(
+        "train as of %s: refitted on %s (%d rows)",
+        result.window.run_month,
+        ", ".join(family.report["refit"]["months"]),
+        family.report["refit"]["rows"],
+    )
+    return family
+
+
+def log_refit(lake: Lake, result: TrainResult, name: str) -> str:
+    """Register the refitted family in the active run, tagged with the version and run that are its
+    evidence: its new version."""
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.core.tracking import log_family
+
+    assert result.served is not None and result.version is not None
+    version = log_family(result.served, result.test_frame, name)
+    log_model_card(
+        lake,
+        result.served,
+        version,
+        window=result.window,
+        test_metrics=result.test_metrics,
+        test_frame=result.test_frame,
+        probability=result.test_scores["family"],
+        evidence=f"version {result.version}",
+    )
+    client = MlflowClient()
+    tags = {
+        "refit_of": result.version,
+        "evidence": f"version {result.version}, run {result.run_id}: test month {result.window.test_month}",
+        "refit_months": ",".join(result.window.months),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return version
 
 
 def write_performance(lake: Lake, results: Sequence[TrainResult], source: str) -> None:
-    """Replace the (month, source) partitions of ``model_performance`` with these results."""
+    """Replace the (month, source) partitions of ``model_performance`` with these results (a backtest's:
+    the metrics on the run month itself, ``test_month`` = the run month)."""
     rows = [
         row
         for r in results
-        for row in performance_rows(r.test_metrics, r.window, source, r.version, r.run_id)
+        for row in (
+            performance_rows(r.test_metrics, r.window, source, r.version, r.run_id)
+            if r.horizon_metrics is None
+            else performance_rows(
+                r.horizon_metrics, r.window, source, r.version, r.run_id, evaluated=r.window.run_month
+            )
+        )
     ]
     months = sorted({r.window.run_month for r in results})
     lake.replace_rows(rows, PERFORMANCE_SCHEMA, "model_performance", {"month": months, "source": [source]})
@@ -247,17 +313,34 @@ def train_month(
             decision.append(f"gates {'passed' if ok else 'failed'}; overridden: promote={promote} ({reason})")
             ok = promote
         moved: AliasMovedError | None = None
+        import mlflow
+
         if ok:
+            result.served = refit_as_of(result)
+            with mlflow.start_run(run_id=result.run_id):
+                result.served_version = log_refit(lake, result, name)
+            decision.insert(  # before the verdict, which stays last
+                len(decision) - 1,
+                f"served: version {result.served_version}, refitted on {', '.join(result.window.months)} "
+                f"with the iterations of version {result.version} (whose test metrics are the evidence)",
+            )
             try:  # only while the champion is still the one the gates compared against
-                move_alias(name, CHAMPION, result.version, expected=None if champion is None else champion[1])
+                move_alias(
+                    name, CHAMPION, result.served_version, expected=None if champion is None else champion[1]
+                )
             except AliasMovedError as exc:
                 ok, moved = False, exc
                 decision.append(f"not promoted: {exc}")
         result.promoted, result.decision = ok, decision
-        import mlflow
 
         with mlflow.start_run(run_id=result.run_id):
-            mlflow.set_tags({"promoted": str(ok), "model_version": result.version})
+            mlflow.set_tags(
+                {
+                    "promoted": str(ok),
+                    "model_version": result.version,
+                    "served_version": str(result.served_version),
+                }
+            )
             mlflow.log_text("\n".join(decision), "report/promotion.txt")
         if moved is not None:
             raise moved
@@ -273,12 +356,14 @@ def train_month(
         run.model_versions = {
             "name": name,
             "version": result.version,
+            "served_version": result.served_version,
             "promoted": ok,
             "run_id": result.run_id,
         }
         run.output_versions = lake.versions(["model_performance"])
         run.flags = {
             "window": result.window.months,
+            "due": reason,
             "decision": decision,
             "seconds": {step: round(seconds, 2) for step, seconds in result.steps.items()},
         }
@@ -286,18 +371,30 @@ def train_month(
 
 
 def backtest(spark: SparkSession, cfg: Config, months: Sequence[str]) -> list[TrainResult]:
-    """Rolling origin: train as of each month, evaluate on its test month; rows in ``model_performance``."""
+    """Rolling origin at the horizon the model is used at: as of each run month M, train and gate as the
+    train job does, refit the family on the window, and measure it (and its calibrated baselines) on the
+    subscribers of M itself, once their labels matured (the lake must hold the months after the last M);
+    rows in ``model_performance`` (``source = backtest``, ``test_month`` = M). Nothing is registered."""
     lake = Lake(spark, cfg)
     results = []
     with recorded_run(lake, "train", months[-1], scope=f"backtest {months[0]}..{months[-1]}") as run:
         for month in months:
             result = fit_as_of(lake, month)
+            result.served = refit_as_of(result)
+            horizon = read_training_frame(lake, [month], result.family.spec)
+            if horizon.empty:
+                raise InputNotReadyError(
+                    f"backtest as of {month}: no matured labels of {month} in the lake yet (its churn window "
+                    "must close before the backtest can measure the model at the month it scores)"
+                )
+            result.horizon_metrics = evaluate_family(result.served, horizon)
             results.append(result)
-            table = metrics_table(result.test_metrics)
+            table = metrics_table(result.horizon_metrics)
             log.info(
-                "backtest %s (test %s):\n%s",
+                "backtest %s (scored %s, %d rows):\n%s",
                 month,
-                result.window.test_month,
+                month,
+                len(horizon),
                 table[["model", "cohort", "roc_auc", "top_decile_lift", "ece", "empc"]].to_string(
                     index=False
                 ),
@@ -309,12 +406,48 @@ def backtest(spark: SparkSession, cfg: Config, months: Sequence[str]) -> list[Tr
 
 
 def summarize_backtest(results: Sequence[TrainResult]) -> pd.DataFrame:
-    """Mean test metrics per cohort and model over the backtest months."""
+    """Mean metrics per cohort and model over the backtest months (at the horizon when measured there)."""
     frames = []
     for r in results:
-        t = metrics_table(r.test_metrics)
+        t = metrics_table(r.test_metrics if r.horizon_metrics is None else r.horizon_metrics)
         t["month"] = r.window.run_month
         frames.append(t)
     table = pd.concat(frames)
     cols = ["roc_auc", "top_decile_lift", "ece", "empc"]
     return table.groupby(["cohort", "model"], sort=True)[cols].mean().round(4).reset_index()
+
+
+def backtest_figure(results: Sequence[TrainResult], cohorts: Sequence[str]) -> Figure:
+    """Top-decile lift and calibration error per cohort (``all`` first) and model, means over the run
+    months."""
+    from models.plots import cohort_metric_bars
+
+    metrics = {"top_decile_lift": "top-decile lift", "ece": "calibration error"}
+    return cohort_metric_bars(summarize_backtest(results), metrics, ["all", *cohorts])
+
+
+BACKTEST_MODELS = {"family": "**family**", "pooled": "pooled LightGBM", "logistic": "logistic regression"}
+
+
+def backtest_markdown(results: Sequence[TrainResult], cohorts: Sequence[str]) -> str:
+    """The docs' backtest table: per cohort (``all`` first, then ``cohorts`` in order) the family against
+    both calibrated baselines, means over the run months."""
+    summary = summarize_backtest(results).set_index(["cohort", "model"])
+    months = [r.window.run_month for r in results]
+    lines = [
+        f"Run months {months[0]}..{months[-1]} ({len(months)}), each model measured on the run month's own "
+        "subscribers; means over the run months.",
+        "",
+        "| cohort | model | ROC AUC | top-decile lift | calibration error | EMPC (per customer) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cohort in ["all", *cohorts]:
+        for model, label in BACKTEST_MODELS.items():
+            if (cohort, model) not in summary.index:
+                continue
+            m = summary.loc[(cohort, model)]
+            lines.append(
+                f"| {cohort} | {label} | {m['roc_auc']:.4f} | {m['top_decile_lift']:.2f} | {m['ece']:.4f} | "
+                f"{m['empc']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"

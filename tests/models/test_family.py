@@ -50,19 +50,81 @@ def fitted():
     return fit_family(train, spec=SPEC, valid=valid), test
 
 
-def test_each_calibrator_is_fitted_on_its_cohort_s_validation_rows_of_the_serving_model(fitted):
+def test_each_calibrator_is_fitted_on_its_cohort_s_calibration_slice_of_the_serving_model(fitted):
     from models.calibration import Calibrator
+    from models.family import labelled_rows
+    from models.fit import split_validation
 
     family, _ = fitted
     valid = _frame(8000, 2)  # the fixture's validation rows
+    rows_c = split_validation(labelled_rows(valid, SPEC, "test"), SPEC)["calibrate"]
     raw, cohort, y = family.raw_score(valid), family.cohorts(valid), valid["is_churn"].to_numpy(float)
     grid = np.linspace(0.01, 0.9, 25)
     for name, info in family.report["cohorts"].items():
         rows = cohort == name
         assert info["valid_rows"] == rows.sum() and info["valid_churners"] == y[rows].sum()
+        mine = rows_c[cohort[rows_c] == name]
+        assert info["calibrate_churners"] == y[mine].sum()
         if info["calibration"] == "own":
-            alone = Calibrator(FAST.calibration).fit(raw[rows], y[rows], np.ones(rows.sum()))
+            alone = Calibrator(FAST.calibration).fit(raw[mine], y[mine], np.ones(len(mine)))
             np.testing.assert_allclose(family.calibrators[name].predict(grid), alone.predict(grid), rtol=1e-9)
+
+
+def test_the_validation_slices_are_disjoint_and_each_choice_ignores_the_others_labels():
+    """Early stopping, the serving choice and calibration each see their own rows: flipping the labels
+    of one slice changes nothing the earlier steps decided (asserted on subscriber ids and trees)."""
+    from models.family import labelled_rows
+    from models.fit import SLICES, split_validation
+
+    train, valid = _frame(8000, 21), _frame(6000, 22)
+    slices = split_validation(labelled_rows(valid, SPEC, "test"), SPEC)
+    ids = {name: set(valid["subscriber_id"].iloc[index]) for name, index in slices.items()}
+    assert sum(len(v) for v in ids.values()) == len(valid) == len(set().union(*ids.values()))
+    for a in SLICES:
+        for b in SLICES:
+            assert a == b or not ids[a] & ids[b]
+    shares = [len(ids[name]) / len(valid) for name in SLICES]
+    np.testing.assert_allclose(shares, FAST.validation_split, atol=0.01)
+    base = fit_family(train, spec=SPEC, valid=valid)
+    assert base.report["slices"] == {name: len(ids[name]) for name in SLICES}
+
+    def flipped(names: tuple[str, ...]) -> pd.DataFrame:
+        out = valid.copy()
+        at = out["subscriber_id"].isin(set().union(*(ids[n] for n in names)))
+        out.loc[at, "is_churn"] = ~out.loc[at, "is_churn"].astype(bool)
+        return out
+
+    trees = {k: b.model_to_string() for k, b in base.boosters.items()}
+    # the calibration rows' labels: neither the trees, nor the serving choice
+    other = fit_family(train, spec=SPEC, valid=flipped(("calibrate",)))
+    assert {k: b.model_to_string() for k, b in other.boosters.items()} == trees
+    assert other.serving == base.serving
+    assert other.calibrators["established"].predict(np.array([0.1]))[0] != pytest.approx(
+        base.calibrators["established"].predict(np.array([0.1]))[0], rel=1e-3
+    )
+    # the choice and calibration rows' labels: not the trees (early stopping sees only its own slice)
+    other = fit_family(train, spec=SPEC, valid=flipped(("choose", "calibrate")))
+    assert {k: b.model_to_string() for k, b in other.boosters.items()} == trees
+
+
+def test_a_cohort_without_validation_churners_is_served_by_the_pooled_model():
+    train, valid = _frame(12000, 23), _frame(4000, 24)
+    new = SPEC.cohort_of(valid["tenure_months"]) == "new"
+    family = fit_family(train, spec=SPEC, valid=valid.assign(is_churn=valid["is_churn"] & ~new))
+    info = family.report["cohorts"]["new"]
+    assert info["served_by"] == "pooled" and "no validation evidence" in info["reason"]
+    assert "new" not in family.boosters and info["stop_churners"] == 0
+
+
+def test_baselines_are_calibrated_on_the_family_s_calibration_rows(fitted):
+    family, test = fitted
+    y = test["is_churn"].to_numpy(float)
+    for which in ("pooled", "logistic"):
+        p = family.baseline_proba(test, which)
+        assert abs(p.mean() - y.mean()) < 0.01
+        assert expected_calibration_error(y, p) < 0.02
+    # the validation figures are the calibration slice's, cross-fitted
+    assert family.report["valid"]["family"]["all"]["rows"] == family.report["slices"]["calibrate"]
 
 
 def test_string_categoricals_nulls_and_no_month_column(fitted):
@@ -141,7 +203,8 @@ def test_downsampled_training_stays_calibrated():
     family = fit_family(train, spec=ModelSpec(id_columns=["subscriber_id"], params=params), valid=valid)
     assert family.report["rows"]["train_fitted"] < 8000 and family.report["downsample_rate"] < 0.25
     y, p = test["is_churn"].to_numpy(), family.predict_proba(test)
-    assert abs(p.mean() - y.mean()) < 0.01
+    # calibrated on the calibration slice's 2,800 rows, whose churn rate is 0.119 against the test's 0.105
+    assert abs(p.mean() - y.mean()) < 0.02
 
 
 def test_valid_none_draws_a_stratified_split_and_bad_inputs_fail_clearly():
@@ -152,5 +215,7 @@ def test_valid_none_draws_a_stratified_split_and_bad_inputs_fail_clearly():
         fit_family(frame.drop(columns="tenure_months"), spec=SPEC)
     with pytest.raises(TrainingDataError, match="0 churners"):
         fit_family(frame.assign(is_churn=False), spec=SPEC, valid=frame)
+    with pytest.raises(TrainingDataError, match=r"calibration slice .* holds 0 churners"):
+        fit_family(frame, spec=SPEC, valid=frame.assign(is_churn=False))
     with pytest.raises(MissingColumnsError, match="usage_decline"):
         family.predict_proba(frame.drop(columns="usage_decline"))

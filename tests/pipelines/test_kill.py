@@ -129,7 +129,7 @@ def test_a_training_killed_after_registration_leaves_the_champion_and_a_rerun_pr
     assert train_job(["--month", MONTH, *job_args(cfg)]) == 0
     family, version = load_family(name, CHAMPION)
     frame = trained_lake.result.test_frame
-    old = trained_lake.result.family.predict_proba(frame)
+    old = trained_lake.result.served.predict_proba(frame)  # the champion: the refit
     # the rerun trains on the same rows with the same seed: the model is the clean run's
     assert family.predict_proba(frame) == pytest.approx(old)
     assert int(version) >= int(champion)

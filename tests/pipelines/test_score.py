@@ -40,7 +40,7 @@ def test_probabilities_equal_the_registered_pyfunc(scored):
     lake, cfg, result = scored.lake, scored.cfg, scored.result
     configure_mlflow(cfg)
     model = mlflow.pyfunc.load_model(f"models:/{cfg.train.registered_model}@champion")
-    family = result.family
+    family = result.served  # the champion: the gated family refitted
     features = lake.read("features_monthly").where(F.col("month") == MONTH)
     frame = decimals_as_double(features).toPandas()
     want = pd.Series(np.asarray(model.predict(frame[[*family.features]])), index=frame["subscriber_id"])
@@ -50,13 +50,14 @@ def test_probabilities_equal_the_registered_pyfunc(scored):
     np.testing.assert_allclose(
         warning.loc[frame["subscriber_id"], "raw_score"], family.raw_score(frame), rtol=1e-12
     )
-    assert set(warning["model_version"]) == {result.version} and set(warning["run_id"]) == {result.run_id}
+    assert set(warning["model_version"]) == {result.served_version}
+    assert set(warning["run_id"]) == {result.run_id}
     assert set(warning["feature_table_version"]) == {lake.version("features_monthly")}
 
 
 def test_reasons_are_the_serving_models_contributions_in_configured_families(scored):
     lake, cfg, result = scored.lake, scored.cfg, scored.result
-    family = result.family
+    family = result.served
     warning = _warning(lake)
     explained = warning[warning["reasons"].notna()]
     assert len(explained) > 0
@@ -182,7 +183,7 @@ def test_monitoring_holds_the_distribution_and_the_psi_of_each_monitored_column(
     mean = m[(m["kind"] == "distribution") & (m["name"] == "mean_probability")].set_index("cohort")["value"]
     assert mean["all"] == pytest.approx(w["churn_probability"].mean())
     psi = m[m["kind"] == "psi"].set_index("name")
-    profile = result.family.drift
+    profile = result.served.drift
     assert list(psi.index) == profile.columns
     assert (psi["warning"] == (psi["value"] > psi["threshold"])).all()
     # each PSI against one computed here from the month's values and the training shares
@@ -203,7 +204,7 @@ def _psi_by_hand(profile, name: str, values: np.ndarray) -> float:
     return float(sum((ai - ei) * np.log(ai / ei) for ai, ei in zip(a, e, strict=True)))
 
 
-def test_a_shifted_month_raises_the_drift_warning_and_the_training_rows_have_none(scored, spark, tmp_path):
+def test_a_shifted_month_drifts_and_the_reference_rows_do_not(scored, spark, tmp_path):
     cfg, result = scored.cfg, scored.result
     root = tmp_path / "lake"
     shutil.copytree(cfg.lake_root, root)
@@ -219,29 +220,33 @@ def test_a_shifted_month_raises_the_drift_warning_and_the_training_rows_have_non
     other.write(shifted, "features_monthly", mode="overwrite", replace_partitions={"month": ["2024-06"]})
     report = score_month(spark, other_cfg, "2024-06")
     assert any(top in w for w in report.drift_warnings)
-    # the family's own training rows (its fit month's labelled rows left alone by any campaign) scored as a
-    # month: the drift profile was drawn from exactly these rows, so every PSI is 0
-    (fit_month,) = result.window.fit_months
+    # the drift reference's own rows (the test month's labelled rows left alone by any campaign) scored as
+    # a month by the gated version: the reference was drawn from exactly these rows and scores, every PSI
+    # is 0 (the test month is out-of-sample for that version: no booster, choice or calibrator saw it)
+    test_month = result.window.test_month
     labelled = other.read("labels_monthly").where(
-        (F.col("month") == fit_month) & F.col("label_available") & F.col("is_churn").isNotNull()
+        (F.col("month") == test_month) & F.col("label_available") & F.col("is_churn").isNotNull()
     )
-    treated = treated_in_window(other, [fit_month]).select("subscriber_id")
-    training = (
+    treated = treated_in_window(other, [test_month]).select("subscriber_id")
+    reference = (
         other.read("features_monthly")
-        .where(F.col("month") == fit_month)
+        .where(F.col("month") == test_month)
         .join(labelled.select("subscriber_id"), "subscriber_id", "left_semi")
         .join(treated, "subscriber_id", "left_anti")
         .withColumn("month", F.lit("2024-07"))
     )
-    assert training.count() == result.family.report["rows"]["train"]
-    other.write(training, "features_monthly", mode="overwrite", replace_partitions={"month": ["2024-07"]})
-    assert score_month(spark, other_cfg, "2024-07").drift_warnings == []
-    monitoring = other.read("score_monitoring").where(
-        (F.col("score_month") == "2024-07") & (F.col("kind") == "psi")
-    )
-    psi = {r.name: r.value for r in monitoring.collect()}
-    assert sorted(psi) == sorted(result.family.drift.columns)
-    assert all(v == pytest.approx(0.0, abs=1e-9) for v in psi.values()), psi
+    assert reference.count() == result.rows["test"] == result.family.drift.rows
+    other.write(reference, "features_monthly", mode="overwrite", replace_partitions={"month": ["2024-07"]})
+    assert score_month(spark, other_cfg, "2024-07", model_version=result.version).drift_warnings == []
+    monitoring = other.read("score_monitoring").where(F.col("score_month").isin("2024-06", "2024-07"))
+    rows = monitoring.toPandas()
+    psi = rows[(rows["score_month"] == "2024-07") & (rows["kind"] == "psi")].set_index("name")["value"]
+    assert sorted(psi.index) == sorted(result.family.drift.columns)
+    assert all(v == pytest.approx(0.0, abs=1e-9) for v in psi), psi
+    # the month's verdict: the shifted month drifted (its top feature), the reference month did not
+    verdict = rows[rows["kind"] == "drift"].set_index("score_month")
+    assert verdict.loc["2024-06", "warning"] and verdict.loc["2024-06", "value"] == 1.0
+    assert not verdict.loc["2024-07", "warning"] and verdict.loc["2024-07", "value"] == 0.0
     flags = (
         other.read("pipeline_runs")
         .where((F.col("stage") == "score") & (F.col("month") == "2024-06"))

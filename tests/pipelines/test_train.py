@@ -34,8 +34,8 @@ pytestmark = pytest.mark.slow
 class Trained:
     lake: Lake
     cfg: Config
-    first: TrainResult  # as of 2024-05 (version 1, champion)
-    second: TrainResult  # as of 2024-06 with a crippled model
+    first: TrainResult  # as of 2024-05 (version 1, refitted as version 2, champion)
+    second: TrainResult  # as of 2024-06 with a crippled model (version 3)
     second_log: list[str]  # the messages pipelines.train logged while training the second
 
 
@@ -180,6 +180,61 @@ def test_test_month_and_later_labels_never_reach_the_model(trained, spark, tmp_p
     )
 
 
+def test_the_served_family_is_refitted_on_every_matured_month_and_no_later_label(trained, spark, tmp_path):
+    """The champion is the gated family refitted on its whole window (2024-01..03, the validation and test
+    months too) with the gated iterations. Flipping the labels of 2024-04 (a later run month's test month)
+    leaves it the same; flipping those of this window's test month changes it."""
+    from pipelines.train import refit_as_of
+
+    lake, cfg, first = trained.lake, trained.cfg, trained.first
+    served, gated = first.served, first.family
+    refit = served.report["refit"]
+    assert refit["months"] == ["2024-01", "2024-02", "2024-03"] == list(first.window.months)
+    assert refit["rows"] == sum(first.rows.values())
+    assert refit["iterations"] == {k: b.num_trees() for k, b in gated.boosters.items()}
+    assert served.serving == gated.serving and served.calibrators is gated.calibrators
+    frame = read_training_frame(lake, ["2024-03"], gated.spec)
+    assert not np.array_equal(served.raw_score(frame), gated.raw_score(frame))
+
+    def refit_with_flipped(month: str) -> np.ndarray:
+        root = tmp_path / month / "lake"
+        shutil.copytree(cfg.lake_root, root)
+        other = Lake(spark, cfg_at(root, cfg.landing_root))
+        labels = other.read("labels_monthly").where(F.col("month") == month)
+        flipped = spark.createDataFrame(
+            labels.withColumn("is_churn", ~F.col("is_churn")).collect(), labels.schema
+        )
+        other.write(flipped, "labels_monthly", mode="overwrite", replace_partitions={"month": [month]})
+        return refit_as_of(fit_as_of(other, "2024-05")).raw_score(frame)
+
+    np.testing.assert_array_equal(refit_with_flipped("2024-04"), served.raw_score(frame))
+    assert not np.array_equal(refit_with_flipped("2024-03"), served.raw_score(frame))
+
+
+def test_each_registered_version_has_its_model_card(trained):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.core.tracking import configure_mlflow
+
+    cfg, first = trained.cfg, trained.first
+    configure_mlflow(cfg)
+    client, name = MlflowClient(), cfg.train.registered_model
+    for version in ("1", "2", "3"):
+        mv = client.get_model_version(name, version)
+        path = mv.tags["model_card"]
+        assert path == f"model_card/v{version}.md"
+        card = mlflow.artifacts.load_text(f"runs:/{mv.run_id}/{path}")
+        assert card.startswith(f"# Model card: {name} version {version}")
+        for section in ("## Data window", "## Features", "## Fairness view", "## Known limits"):
+            assert section in card
+    card = mlflow.artifacts.load_text(f"runs:/{first.run_id}/model_card/v2.md")
+    assert "refitted on 2024-01, 2024-02, 2024-03" in card and "version 1" in card
+    auc = first.test_metrics["family"]["all"]["roc_auc"]
+    assert f"| all | **family** | {first.rows['test']:,} |" in card and f"{auc:.4f}" in card
+    assert "| region |" in card and "| plan_type |" in card
+
+
 def test_registered_pyfunc_equals_boosters_and_calibrators(trained):
     import mlflow
 
@@ -188,7 +243,7 @@ def test_registered_pyfunc_equals_boosters_and_calibrators(trained):
     lake, cfg, first = trained.lake, trained.cfg, trained.first
     configure_mlflow(cfg)
     model = mlflow.pyfunc.load_model(f"models:/{cfg.train.registered_model}@champion")
-    family = first.family
+    family = first.served  # the champion: the gated family refitted on its window
     frame = read_training_frame(lake, ["2024-03"], family.spec)
     got = np.asarray(model.predict(frame[[*family.features]]))
     cohort = family.cohorts(frame)
@@ -200,9 +255,11 @@ def test_registered_pyfunc_equals_boosters_and_calibrators(trained):
         raw = booster.predict(x[rows])
         want[rows] = family.calibrators[name].predict(raw)
     np.testing.assert_allclose(got, want, rtol=1e-12)
-    # model_performance holds the same figures as scikit-learn on these predictions
+    # model_performance holds the same figures as scikit-learn on the gated family's predictions (the
+    # evidence: the refit was fitted on these rows)
     from sklearn.metrics import roc_auc_score
 
+    got = first.family.predict_proba(frame)
     perf = lake.read("model_performance").where(
         (F.col("month") == "2024-05") & (F.col("model") == "family") & (F.col("cohort") == "all")
     )
@@ -223,14 +280,14 @@ def test_gates_keep_the_champion_against_a_worse_model(trained):
     from pipelines.core.tracking import configure_mlflow
 
     cfg, first, second = trained.cfg, trained.first, trained.second
-    assert first.promoted and first.version == "1"
+    assert first.promoted and (first.version, first.served_version) == ("1", "2")
     # the first model: all gated (no champion to compare with), with its figures
     assert first.decision[0].startswith("all: ") and " test churners, AUC " in first.decision[0]
     assert (
         first.decision[-1].startswith("promoted: every gated row (all")
         and "(no champion yet)" in first.decision[-1]
     )
-    assert not second.promoted and second.version == "2"
+    assert not second.promoted and second.version == "3" and second.served_version is None
     # the crippled model ranks significantly worse than the champion on the same rows of all
     (versus_all,) = [
         line for line in second.decision if line.startswith("all: AUC ") and "champion's" in line
@@ -241,8 +298,10 @@ def test_gates_keep_the_champion_against_a_worse_model(trained):
     configure_mlflow(cfg)
     client = MlflowClient()
     name = cfg.train.registered_model
-    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
-    assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "3"
+    refit = client.get_model_version(name, "2").tags
+    assert refit["refit_of"] == "1" and refit["refit_months"] == "2024-01,2024-02,2024-03"
     # the decision is the run's record
     text = mlflow.artifacts.load_text(f"runs:/{second.run_id}/report/promotion.txt")
     assert text.splitlines() == second.decision
@@ -319,6 +378,77 @@ def test_monthly_trains_when_due(trained, spark):
     assert train_due(never, "2024-09") is None
     fresh = Lake(spark, cfg_at(cfg.lake_root, cfg.landing_root, "train.registered_model=other_family"))
     assert train_due(fresh, "2024-06") == "no champion yet"
+
+
+def test_a_sustained_drift_retrains_and_a_stable_month_does_not(trained, spark, tmp_path):
+    """Score months after the last training (2024-06) whose drift verdict (``score_monitoring``, written
+    by scoring) is set: two drifting months in a row by the champion retrain as of 2024-08, before the
+    schedule would; one stable month among them, or drift by another version, does not."""
+    from pipelines.core.tables import MONITORING_SCHEMA
+    from pipelines.monthly import train_due
+
+    cfg = trained.cfg
+    root = tmp_path / "lake"
+    shutil.copytree(cfg.lake_root, root)
+    lake = Lake(spark, cfg_at(root, cfg.landing_root))
+    assert cfg.score.drift_months == 2
+
+    def verdicts(**drifted: tuple[bool, str]) -> None:
+        rows = [
+            (
+                month[1:].replace("_", "-"),
+                "drift",
+                "all",
+                "drifted",
+                float(d),
+                None,
+                d,
+                "test",
+                "churn_family",
+                v,
+            )
+            for month, (d, v) in drifted.items()
+        ]
+        months = [r[0] for r in rows]
+        lake.replace_rows(rows, MONITORING_SCHEMA, "score_monitoring", {"score_month": months})
+
+    verdicts(m2024_06=(True, "2"), m2024_07=(False, "2"))
+    assert train_due(lake, "2024-08") is None
+    verdicts(m2024_06=(True, "2"), m2024_07=(True, "1"))  # the second by another version
+    assert train_due(lake, "2024-08") is None
+    verdicts(m2024_06=(True, "2"), m2024_07=(True, "2"))
+    reason = train_due(lake, "2024-08")
+    assert reason == "sustained_drift: score months 2024-06, 2024-07 scored by version 2 drifted"
+    assert train_due(lake, "2024-07") is None  # one drifting month so far
+
+
+def test_the_backtest_measures_each_run_month_s_own_subscribers(trained, spark, tmp_path):
+    """At the horizon the model is used at: as of 2024-05 it scores 2024-05, whose labels the lake does
+    not hold yet (its window closes in 2024-07), so the backtest refuses rather than measure on the test
+    month; the docs' table is the mean per cohort and model over the run months."""
+    import dataclasses
+
+    from pipelines.train import backtest, backtest_markdown
+
+    cfg, first = trained.cfg, trained.first
+    root = tmp_path / "lake"
+    shutil.copytree(cfg.lake_root, root)
+    with pytest.raises(InputNotReadyError, match="no matured labels of 2024-05 in the lake yet"):
+        backtest(spark, cfg_at(root, cfg.landing_root), ["2024-05"])
+    one = dataclasses.replace(first, horizon_metrics=first.test_metrics)
+    text = backtest_markdown([one, dataclasses.replace(one, window=trained.second.window)], cfg.cohorts.names)
+    lines = text.splitlines()
+    assert lines[0].startswith("Run months 2024-05..2024-06 (2)")
+    m = {k: round(v, 4) for k, v in first.test_metrics["family"]["all"].items()}
+    assert lines[4] == (
+        f"| all | **family** | {m['roc_auc']:.4f} | {m['top_decile_lift']:.2f} | {m['ece']:.4f} | "
+        f"{m['empc']:.3f} |"
+    )
+    auc = round(first.test_metrics["logistic"]["all"]["roc_auc"], 4)
+    assert lines[6].startswith(f"| all | logistic regression | {auc:.4f} |")
+    assert [line.split(" | ")[0] for line in lines[4:]] == ["| all"] * 3 + [
+        f"| {c}" for c in cfg.cohorts.names for _ in range(3)
+    ]
 
 
 def test_train_notebook_runs_on_the_lake(trained, monkeypatch):

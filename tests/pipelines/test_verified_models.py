@@ -144,8 +144,8 @@ def test_a_training_does_not_promote_over_a_champion_moved_meanwhile(
         return found
 
     monkeypatch.setattr(tracking, "load_family", gates_see_then_another_promotes)
-    with pytest.raises(AliasMovedError, match=r"champion now points at version 3, not 1 as when the gate"):
+    with pytest.raises(AliasMovedError, match=r"champion now points at version 4, not 2 as when the gate"):
         train_month(spark, cfg, "2024-05", promote=True, reason="test")
-    assert alias_version(name, CHAMPION) == "3"
-    mine = MlflowClient().get_model_version(name, "2")
+    assert alias_version(name, CHAMPION) == "4"  # the trained lake's refit is 2; this training's gated 3
+    mine = MlflowClient().get_model_version(name, "3")
     assert MlflowClient().get_run(mine.run_id).data.tags["promoted"] == "False"

@@ -1,0 +1,185 @@
+"""One landing CSV file parsed, checked and staged by a Spark task in its Python worker, with pyarrow.
+
+The task reads the file as text in blocks, applies the source's checks (:mod:`pipelines.ingest.kernels`)
+and writes the checked rows (typed columns, ``_reasons``, ``_raw`` and the row's place: ``_fid``,
+``_block``, ``_pid``, ``_pos``, as :func:`pipelines.ingest.read.read_delivery` gives them) to one staged
+Parquet file. The rows never cross into the JVM: the task yields one small row (file, rows).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from features import contract as C
+from pipelines.core.arrow import BatchFn
+from pipelines.ingest.kernels import ARROW_TYPES, RAW_COL, REASONS_COL, check_columns
+
+BLOCK_BYTES = 64 << 20  # text parsed per batch: bounds a task's memory whatever the file's size
+STAGED_DDL = "fid int, file string, rows long"
+
+
+class MultilineMalformedError(RuntimeError):
+    """A file whose values hold line breaks also holds malformed records: their record numbers are only
+    known to the whole-record parser, so the source goes the Spark path."""
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """What every task needs, made on the driver (plain data: it is pickled to the workers)."""
+
+    source: str
+    month: str
+    late_days: int
+    paths: tuple[str, ...]
+    columns: tuple[tuple[str, ...], ...]  # per file, its header's columns
+    multiline: tuple[bool, ...]  # per file, whether values may hold line breaks (or gzip: unknown)
+    order: tuple[int, ...]  # the files in the order the tasks take them
+    target: str  # the staging folder (a local path: executors share it with the driver)
+
+
+def checked_schema(source: str) -> pa.Schema:
+    """The staged rows' schema: what ``validate_rows`` over ``read_delivery`` gives, as Arrow."""
+    contract = C.CONTRACT[source]
+    raw = pa.struct([pa.field(c.name, pa.string()) for c in contract])
+    return pa.schema(
+        [
+            pa.field("_fid", pa.int32()),
+            pa.field("_block", pa.int64()),
+            pa.field("_pid", pa.int32()),
+            pa.field("_pos", pa.int64()),
+            *[pa.field(c.name, ARROW_TYPES[c.kind]) for c in contract],
+            pa.field(REASONS_COL, pa.list_(pa.string())),
+            pa.field(RAW_COL, raw),
+        ]
+    )
+
+
+def _text(column: pa.Array) -> pa.Array:
+    """Bytes as text; undecodable bytes become the replacement character, as the JVM's decoder does."""
+    try:
+        return pc.cast(column, pa.string())
+    except pa.ArrowInvalid:
+        return pa.array(
+            [None if b is None else b.decode("utf-8", "replace") for b in column.to_pylist()], pa.string()
+        )
+
+
+def _malformed_rows(bad: list[tuple[int, str]], header: Sequence[str]) -> dict[str, list[str | None]]:
+    """Records whose field count differs from the header: their fields as the JVM's parser keeps them
+    (missing ones null, extra ones dropped)."""
+    out: dict[str, list[str | None]] = {c: [] for c in header}
+    for _, text in bad:
+        fields = next(csv.reader([text], quotechar='"', doublequote=True), [])
+        for i, c in enumerate(header):
+            value = fields[i] if i < len(fields) else None
+            out[c].append(value if value != "" else None)
+    return out
+
+
+def check_file(plan: TaskPlan, fid: int, writer: pq.ParquetWriter) -> int:
+    """Parse, check and write one file's rows; the number of rows."""
+    header = plan.columns[fid]
+    multiline = plan.multiline[fid]
+    wanted = C.columns(plan.source)
+    bad: list[tuple[int, str]] = []
+
+    def invalid(row: pcsv.InvalidRow) -> str:
+        bad.append((row.number, row.text))
+        return "skip"
+
+    reader = pcsv.open_csv(
+        plan.paths[fid],
+        read_options=pcsv.ReadOptions(
+            column_names=list(header), skip_rows=1, use_threads=False, block_size=BLOCK_BYTES
+        ),
+        parse_options=pcsv.ParseOptions(invalid_row_handler=invalid, newlines_in_values=multiline),
+        convert_options=pcsv.ConvertOptions(
+            column_types={c: pa.binary() for c in header},
+            include_columns=list(wanted),
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+            null_values=[""],
+        ),
+    )
+    schema = checked_schema(plan.source)
+    done = 0  # records of the file before this batch (good and malformed)
+    used = 0  # malformed records already put back (the parser may run a block ahead of the batches)
+    empty = {c: pa.array([], pa.string()) for c in wanted}
+    for batch in itertools.chain(reader, [None]):  # None: malformed records after the last good one
+        raw = empty if batch is None else {c: _text(batch.column(c)) for c in wanted}
+        if multiline:  # the JVM's whole-record parser turns a quoted CRLF into LF: one rule for all
+            raw = {c: pc.replace_substring(v, "\r\n", "\n") for c, v in raw.items()}
+        n_good = 0 if batch is None else batch.num_rows
+        rows: list[tuple[int, str]] = []
+        for number, text in bad[used:]:  # record numbers count the header line, from 1
+            if batch is not None and number - 2 >= done + n_good + len(rows):
+                break
+            rows.append((number, text))
+        used += len(rows)
+        n = n_good + len(rows)
+        if n == 0:
+            continue
+        if rows and multiline:  # a line number is not a record number where values hold line breaks
+            raise MultilineMalformedError(plan.paths[fid])
+        malformed = None
+        if rows:  # the batch's malformed records go back in their places
+            extra = _malformed_rows(rows, header)
+            is_bad = np.zeros(n, dtype=bool)
+            is_bad[np.array([number - 2 - done for number, _ in rows], dtype=np.int64)] = True
+            order = np.concatenate([np.flatnonzero(~is_bad), np.flatnonzero(is_bad)])
+            back = np.empty(n, dtype=np.int64)
+            back[order] = np.arange(n)
+            raw = {
+                c: pa.concat_arrays([raw[c], pa.array(extra[c], pa.string())]).take(pa.array(back))
+                for c in wanted
+            }
+            malformed = is_bad
+        typed, reasons, raw_struct, _ = check_columns(
+            raw, malformed, source=plan.source, month=plan.month, late_days=plan.late_days
+        )
+        columns = [
+            pa.array(np.full(n, fid, dtype=np.int32)),
+            pa.array(np.zeros(n, dtype=np.int64)),
+            pa.array(np.full(n, fid, dtype=np.int32)),
+            pa.array(np.arange(done, done + n, dtype=np.int64)),
+            *[typed[c] for c in wanted],
+            reasons,
+            raw_struct,
+        ]
+        writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
+        done += n
+    return done
+
+
+def check_files(plan: TaskPlan) -> BatchFn:
+    """The ``mapInArrow`` function over ``spark.range``: row ``i`` is the file ``plan.order[i]``, staged as
+    one file and named in one row (``STAGED_DDL``); ``rows`` -1: the file needs the Spark path
+    (:class:`MultilineMalformedError`)."""
+    out = pa.schema([("fid", pa.int32()), ("file", pa.string()), ("rows", pa.int64())])
+    schema = checked_schema(plan.source)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for fid in (plan.order[i] for i in batch.column(0).to_pylist()):
+                path = f"{plan.target.rstrip('/')}/part-{fid:05d}-{uuid.uuid4().hex[:8]}.parquet"
+                try:
+                    with pq.ParquetWriter(path, schema) as writer:
+                        rows = check_file(plan, fid, writer)
+                except (MultilineMalformedError, pa.ArrowInvalid, UnicodeDecodeError):
+                    # e.g. a malformed record holding undecodable bytes: the parser cannot hand it over
+                    os.remove(path)
+                    path, rows = "", -1
+                yield pa.RecordBatch.from_pydict({"fid": [fid], "file": [path], "rows": [rows]}, schema=out)
+
+    return run
