@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from features.billing import compute_billing_features
 from features.calendar import add_months, month_start
 from features.care import compute_care_features
+from features.history import compute_history_lags, compute_plan_fit, with_history_features
 from features.params import ChurnParams, CohortParams, FeatureParams
 from features.roaming import compute_roaming_features
 from features.social import churned_numbers, compute_contact_pairs, compute_social_features
@@ -97,6 +98,7 @@ def build_feature_frame(
     cohorts: CohortParams,
     churn: ChurnParams,
     cdr_summary: DataFrame | None = None,
+    history: DataFrame | None = None,
 ) -> DataFrame:
     """One row per subscriber active at the end of ``month``, key ``(subscriber_id, month)``.
 
@@ -106,6 +108,8 @@ def build_feature_frame(
     ``available_cdr_months``: months whose CDRs are loaded (others count as unknown, not as zero usage).
     ``cdr_summary``: :func:`summarize_cdr` of the window, when the caller cached it. Three families read
     it, each a different column subset, so Spark would otherwise aggregate the CDRs three times.
+    ``history``: ``features_monthly`` rows of earlier months (``features.history``; only M-1..M-K+1 are
+    read); None: no earlier month is known (the long windows hold M only).
     """
     p = params
     n = p.trend_months
@@ -140,9 +144,20 @@ def build_feature_frame(
     roaming = compute_roaming_features(population, summary, countries, billing, month=month, trend_months=n)
     bills = compute_billing_features(population, billing, month=month, trend_months=n)
     contacts = compute_care_features(
-        population, care, month=month, trend_months=n, recency_lookback_months=p.recency_lookback_months
+        population,
+        care,
+        month=month,
+        trend_months=n,
+        recency_lookback_months=p.recency_lookback_months,
+        category_windows=p.care_category_windows,
     )
-    df = combine_families([tenure, usage, social, roaming, bills, contacts], key="subscriber_id")
+    if history is not None:
+        history = history.where(F.col("month") < month)
+    lags = compute_history_lags(population, history, month=month, windows=p.history_windows)
+    fit = compute_plan_fit(population, usage)
+    families = [tenure, usage, social, roaming, bills, contacts, lags, fit]
+    df = combine_families(families, key="subscriber_id")
+    df = with_history_features(df, windows=p.history_windows, baseline_windows=p.baseline_windows)
     df = with_lifecycle_stage(
         df,
         onboarding_months=p.lifecycle_onboarding_months,

@@ -8,29 +8,38 @@ are left out of every count below.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from features.calendar import add_months, month_end, month_start
 from features.columns import (
+    CARE_CATEGORIES,
     DAYS_SINCE_LAST_CARE_CONTACT,
     NO_CARE_CONTACT_IN_LOOKBACK,
     recency_cap_days,
     window_col,
 )
 
-FEATURE_CATEGORIES = ("billing", "network", "device", "plan_change", "complaint", "other")
+FEATURE_CATEGORIES = CARE_CATEGORIES
 PORT_OUT_REQUEST = "port_out_request"
 
 
 def compute_care_features(
-    population: DataFrame, care: DataFrame, *, month: str, trend_months: int, recency_lookback_months: int
+    population: DataFrame,
+    care: DataFrame,
+    *,
+    month: str,
+    trend_months: int,
+    recency_lookback_months: int,
+    category_windows: Sequence[int] = (),
 ) -> DataFrame:
     """Per subscriber of ``population``, from contacts dated up to the end of M:
 
     - ``care_contacts_m0`` and ``care_<category>_m0`` for each category but port-out requests;
     - ``care_contacts_Nm``, ``unresolved_contacts_Nm`` and ``unresolved_complaints_Nm`` over M-N+1..M;
+    - ``care_<category>_Wm`` for each W > 1 of ``category_windows``;
     - ``days_since_last_care_contact``: from the last contact of the lookback (M-L+1..M, L =
       ``recency_lookback_months``) to the end of M, capped at ``recency_cap_days(L)`` when there was none,
       with ``no_care_contact_in_lookback`` saying so. Contacts before the lookback are never read: an
@@ -51,6 +60,16 @@ def compute_care_features(
     in_m0 = ts >= F.lit(dt.datetime.combine(m0_start, dt.time()))
     in_window = ts >= F.lit(dt.datetime.combine(window_start, dt.time()))
     unresolved = ~F.col("resolved")
+    by_category = [
+        (
+            window_col(f"care_{c}", w),
+            ts >= F.lit(dt.datetime.combine(month_start(add_months(month, -(w - 1))), dt.time())),
+            c,
+        )
+        for w in category_windows
+        if w > 1
+        for c in FEATURE_CATEGORIES
+    ]
     agg = known.groupBy("subscriber_id").agg(
         F.count_if(normal & in_m0).alias("care_contacts_m0"),
         *[F.count_if(in_m0 & (category == c)).alias(f"care_{c}_m0") for c in FEATURE_CATEGORIES],
@@ -59,6 +78,7 @@ def compute_care_features(
         F.count_if(in_window & unresolved & (category == "complaint")).alias(
             window_col("unresolved_complaints", n)
         ),
+        *[F.count_if(since & (category == c)).alias(name) for name, since, c in by_category],
         F.max(
             F.when(normal & (ts >= F.lit(dt.datetime.combine(lookback_start, dt.time()))), F.to_date(ts))
         ).alias("_last"),
@@ -70,6 +90,7 @@ def compute_care_features(
         window_col("care_contacts", n),
         window_col("unresolved_contacts", n),
         window_col("unresolved_complaints", n),
+        *[name for name, _, _ in by_category],
     ]
     df = population.select("subscriber_id").join(agg, "subscriber_id", "left").fillna(0, subset=counts)
     return df.select(

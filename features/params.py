@@ -127,6 +127,24 @@ class FeatureParams(Params):
     lifecycle_decline_inactive_days: int = Field(default=BASE, ge=1)
     lifecycle_growth_months: int = Field(default=BASE, ge=1)
     recency_lookback_months: int = Field(default=BASE, ge=1, le=12)
+    history_windows: IntTuple = BASE
+    baseline_windows: IntTuple = BASE
+    care_category_windows: IntTuple = BASE
+
+    @field_validator("history_windows", "baseline_windows", "care_category_windows")
+    @classmethod
+    def _windows(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or list(v) != sorted(set(v)) or v[0] < 1 or v[-1] > 12:
+            raise ValueError("windows must be strictly increasing months between 1 and 12")
+        return v
+
+    @model_validator(mode="after")
+    def _baselines_within_history(self) -> FeatureParams:
+        if max(self.baseline_windows) > max(self.history_windows) or min(self.baseline_windows) < 2:
+            raise ValueError("baseline_windows: 2 months or more, none longer than history_windows' longest")
+        if max(self.history_windows) < 2:
+            raise ValueError("history_windows needs a window of 2 months or more")
+        return self
 
     @property
     def cdr_months(self) -> int:

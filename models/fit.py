@@ -315,6 +315,12 @@ def _calibrate(
     """Step 5: per cohort, on the ``calibrate`` slice, a calibrator of its serving model's scores and one
     of each baseline's; and how the family's were fitted (own or shared)."""
     rows = slices["calibrate"]
+    if not _both_classes(val.y[rows]):
+        raise TrainingDataError(
+            f"fit_family: the calibration slice ({len(rows)} validation rows) holds "
+            f"{int(val.y[rows].sum())} churners: nothing to calibrate on (more validation rows, or a larger "
+            "model.validation_split share)"
+        )
     calibrators, how = _calibrators_on(raw["family"], rows, design, val, spec)
     baselines = {
         which: _calibrators_on(raw[which], rows, design, val, spec)[0] for which in (POOLED, "logistic")
@@ -326,12 +332,14 @@ def _cross_fitted(
     raw: np.ndarray, design: _Design, val: LabelledRows, slices: dict[str, np.ndarray], spec: ModelSpec
 ) -> np.ndarray:
     """Step 6: calibrated scores of the ``calibrate`` slice's rows, each half by calibrators fitted on the
-    other half (the positions in ``slices["calibrate"]`` order)."""
+    other half (the positions in ``slices["calibrate"]`` order); a half without both classes to fit on is
+    calibrated by the whole slice's calibrators (in-sample: too few churners to cross-fit)."""
     rows = slices["calibrate"]
     half = np.arange(len(rows)) % 2 == 0
     out = np.empty(len(rows))
     for mine in (half, ~half):
-        calibrators, _ = _calibrators_on(raw, rows[~mine], design, val, spec)
+        other = rows[~mine] if _both_classes(val.y[rows[~mine]]) else rows
+        calibrators, _ = _calibrators_on(raw, other, design, val, spec)
         cohort = design.cohort_v[rows[mine]]
         for name, calibrator in calibrators.items():
             at = cohort == name
@@ -431,6 +439,7 @@ def refit_family(family: ModelFamily, train: pd.DataFrame) -> ModelFamily:
     """The served family refitted on ``train`` (every matured month, the validation and test months
     included): each booster grows the iterations early stopping gave it, the logistic baseline is refitted
     on the same rows; the encoder, serving choice, calibrators and drift reference are the gated family's
+    (the training stage then takes the refit's own scores of the test month as its drift reference)
     (the gated family's metrics stay the evidence: nothing is left to evaluate the refit on)."""
     spec, p = family.spec, family.spec.params
     rows = labelled_rows(train, spec, "refit_family")

@@ -21,8 +21,10 @@ from features.build import (
     select_cdr_window,
     summarize_cdr,
 )
-from features.calendar import months_between
+from features.calendar import add_months, months_between
+from features.history import HISTORY_COLUMNS, history_reach
 from features.labels import compute_labels, label_window, prepaid_inactive_subscribers
+from features.params import FeatureParams
 from pipelines.core.config import Config
 from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake
@@ -72,6 +74,23 @@ def available_cdr_months(lake: Lake, month: str, months: list[str]) -> list[str]
     return sorted({e for e, d in held if e in months and d is not None and d <= month})
 
 
+def read_history(lake: Lake, month: str, params: FeatureParams) -> DataFrame | None:
+    """The earlier ``features_monthly`` rows the long windows read (``features.history``): months are
+    built in order, and a month not built is simply absent (``history_months_Nm`` counts what exists)."""
+    if not lake.exists("features_monthly"):
+        return None
+    months = [add_months(month, -k) for k in range(1, history_reach(params.history_windows) + 1)]
+    table = lake.read("features_monthly")
+    missing = sorted(set(months) - {m for (m,) in lake.partition_values("features_monthly", "month")})
+    if missing and len(missing) < len(months):
+        log.info(
+            "%s: no features_monthly rows for %s: the long windows hold fewer months",
+            month,
+            ", ".join(missing),
+        )
+    return table.where(F.col("month").isin(*months)).select("subscriber_id", "month", *HISTORY_COLUMNS)
+
+
 def build_features_month(spark: SparkSession, cfg: Config, month: str) -> FeatureReport:
     """Build and write ``features_monthly`` for ``month``, then the labels known at that point."""
     lake = Lake(spark, cfg)
@@ -102,6 +121,7 @@ def build_features_month(spark: SparkSession, cfg: Config, month: str) -> Featur
             params=params,
             cohorts=cfg.cohorts,
             churn=cfg.churn,
+            history=read_history(lake, month, params),
         )
         try:
             result = lake.replace(frame, "features_monthly", {"month": [month]}, merge_schema=True)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipelines.core.config import Config
+from pipelines.sample_data.drivers import DriverStrengths
 from pipelines.sample_data.writer import GenerateOptions, GenerateReport, generate
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ def sample_options(cfg: Config, months: Sequence[str], **overrides: object) -> G
         "gzip_share": sd.gzip_share,
         "files_per_month": sd.files_per_month,
         "events_per_subscriber": sd.cdr_events_per_subscriber,
+        "drivers": DriverStrengths(**sd.drivers.model_dump()),
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
     return GenerateOptions(months=tuple(months), **base)  # type: ignore[arg-type]

@@ -240,7 +240,11 @@ def summary(result: Any) -> str:
         case FeatureReport():
             return f"{result.subscribers:,} subscribers, {result.hard_warnings:,} hard warnings"
         case TrainResult():
-            verdict = "champion" if result.promoted else "not promoted"
+            verdict = (
+                f"champion, refitted as version {result.served_version}"
+                if result.promoted
+                else "not promoted"
+            )
             return f"version {result.version} ({verdict}), {sum(result.rows.values()):,} rows"
         case ScoreReport():
             bands = ", ".join(f"{k} {v:,}" for k, v in sorted(result.bands.items()))

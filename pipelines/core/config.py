@@ -255,6 +255,18 @@ class DailyConf(Params):
         )
 
 
+class DriversConf(Params):
+    """Strengths of the generator's slow churn drivers (pipelines.sample_data.drivers; 0: off)."""
+
+    defaults_section: ClassVar[str | None] = "sample_data.drivers"
+
+    decline: float = Field(default=BASE, ge=0, le=5)
+    competitor_pull: float = Field(default=BASE, ge=0, le=5)
+    contagion: float = Field(default=BASE, ge=0, le=5)
+    plan_misfit: float = Field(default=BASE, ge=0, le=5)
+    bill_shock: float = Field(default=BASE, ge=0, le=5)
+
+
 class SampleDataConf(Params):
     defaults_section: ClassVar[str | None] = "sample_data"
 
@@ -266,6 +278,7 @@ class SampleDataConf(Params):
     bad_rows: float = Field(default=BASE, ge=0, le=0.5)
     file_faults: bool = BASE
     files_per_month: int = Field(default=BASE, ge=1, le=50)
+    drivers: DriversConf = Field(default_factory=DriversConf)
 
 
 class Config(Params):

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.sample_data.drivers import DriverStrengths
+
 MANIFEST_DIR = "_sample_manifest"
 
 
@@ -21,7 +23,8 @@ class GenerateOptions:
 
     ``bad_rows``: share of rows given a fault; ``file_faults``: plant unreadable files in the last month;
     ``fmt``: ``csv``, ``parquet`` or ``mixed`` (parts cycle through CSV, Parquet, gzip CSV);
-    ``gzip_share``: chance a CSV part is gzipped; ``events_per_subscriber``: mean CDRs a line a month.
+    ``gzip_share``: chance a CSV part is gzipped; ``events_per_subscriber``: mean CDRs a line a month;
+    ``drivers``: the slow churn drivers' strengths (:mod:`.drivers`; all 0: off).
     """
 
     months: tuple[str, ...]
@@ -33,6 +36,7 @@ class GenerateOptions:
     gzip_share: float = 0.3
     files_per_month: int = 2
     events_per_subscriber: int = 40
+    drivers: DriverStrengths = field(default_factory=DriverStrengths)
 
 
 @dataclass

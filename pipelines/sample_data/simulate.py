@@ -33,6 +33,7 @@ from pipelines.sample_data.catalogue import (
     Reason,
     is_prepaid,
 )
+from pipelines.sample_data.drivers import ChurnDrivers, DriverStrengths
 
 # --- who leaves (a month's chances)
 PORT_OUT_SHARE = {"episode": 0.62, "silent": 0.4}  # of episode and silent churners; the rest: voluntary
@@ -96,10 +97,17 @@ class OperatorSimulation(SubscriberBase):
     """The subscriber base and its month-by-month evolution. Deterministic for a seed."""
 
     def __init__(
-        self, n_subscribers: int, seed: int, first_month: str, events_per_subscriber: int = 40
+        self,
+        n_subscribers: int,
+        seed: int,
+        first_month: str,
+        events_per_subscriber: int = 40,
+        drivers: DriverStrengths | None = None,
     ) -> None:
         super().__init__(n_subscribers, seed, first_month)
         self.events_mean = events_per_subscriber
+        # the slow churn drivers (:mod:`.drivers`), on their own random stream; none: not simulated
+        self.drivers = ChurnDrivers(drivers, seed) if drivers is not None and drivers.any else None
         self.pending_campaign: dict[str, np.ndarray] | None = None
         self.stayers = np.array([], dtype=np.int64)  # lines active through the last step's month
         # the initial base: tenures spread over five years before the first month
@@ -120,6 +128,8 @@ class OperatorSimulation(SubscriberBase):
         base = np.flatnonzero(self.active[: self.n])
         tenure = self.tenure_months(base)
         prepaid = is_prepaid(self.plan[base])
+        if self.drivers is not None:
+            self.drivers.advance(base, self.comp_share)
         leaving = self._leavers(base, tenure, prepaid, start, ndays)
         gone = base[leaving]
         stay = base[~leaving]
@@ -134,12 +144,16 @@ class OperatorSimulation(SubscriberBase):
         self.active[gone] = False
         subscriptions = events.snapshot(self, present, end)
         usage_mult, span_frac = usage.episode_effects(self, present)
+        if self.drivers is not None:
+            usage_mult = usage_mult * self.drivers.usage_multiplier(present)
         if emit:
             cdr, charges, roam_charges = usage.cdr(
                 self, present, start, ndays, usage_mult, span_frac, self.events_mean
             )
         else:
             cdr, charges, roam_charges = {}, np.zeros(present.size), np.zeros(present.size)
+        if self.drivers is not None:
+            charges = charges + self.drivers.bill_extra(present, self.plan[present], m)
         out = MonthOutput(
             month=month,
             subscriptions=subscriptions,
@@ -192,6 +206,10 @@ class OperatorSimulation(SubscriberBase):
         )
         leaving |= other
         reason[other] = reason_other[other]
+        if self.drivers is not None:
+            driven, ports = self.drivers.leavers(base, ~leaving, self.usage[base], self.plan[base], m)
+            leaving |= driven
+            reason[driven] = np.where(ports, Reason.PORT_OUT, Reason.VOLUNTARY)
         gone = base[leaving]
         day = start + rng.integers(0, ndays, gone.size)
         # an episode whose day a campaign already drew (to know whether its contact came first) keeps it
@@ -207,6 +225,9 @@ class OperatorSimulation(SubscriberBase):
         # churn spreads through calling circles: contacts of leavers are at risk for a while
         touched = np.isin(self.contacts[: self.n], gone).any(axis=1)
         self.contagion_until[: self.n][touched] = m + CONTAGION_MONTHS
+        if self.drivers is not None:
+            self.drivers.lost_contacts(self.contacts[: self.n], gone)
+            self.drivers.forget(gone)
         return leaving
 
     def _start_episodes(self, stay: np.ndarray, t_stay: np.ndarray, start: np.datetime64) -> None:

@@ -50,7 +50,11 @@ BURN_IN_MONTHS = 3  # simulated before the first written month, so it already ha
 def _burnt_in(opts: GenerateOptions, first_month: str) -> OperatorSimulation:
     """The simulation, stepped (without output) up to ``first_month``."""
     sim = OperatorSimulation(
-        opts.subscribers, opts.seed, add_months(first_month, -BURN_IN_MONTHS), opts.events_per_subscriber
+        opts.subscribers,
+        opts.seed,
+        add_months(first_month, -BURN_IN_MONTHS),
+        opts.events_per_subscriber,
+        opts.drivers,
     )
     for _ in range(BURN_IN_MONTHS):
         sim.step(emit=False)

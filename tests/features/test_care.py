@@ -203,3 +203,25 @@ def test_recency_does_not_depend_on_how_much_history_the_lake_holds(spark):
             ),
         ),
     )
+
+
+def test_care_by_category_over_longer_windows(spark):
+    care = frame(spark, CONTACT_SCHEMA, CONTACTS)
+    population = spark.createDataFrame([("A",), ("C",), ("D",)], "subscriber_id string")
+    got = compute_care_features(
+        population,
+        care,
+        month=MONTH,
+        trend_months=3,
+        recency_lookback_months=LOOKBACK,
+        category_windows=(1, 3),
+    )
+    names = [window_col(f"care_{c}", 3) for c in CATEGORIES]
+    # window 1 is the _m0 column; no _1m column
+    assert not any(c.endswith("_1m") for c in got.columns)
+    counts = {
+        r.subscriber_id: tuple(r[n] for n in names) for r in got.select("subscriber_id", *names).collect()
+    }
+    # A over 2024-01..03: billing, network (first second of the window), complaint, other; the December
+    # complaint is outside. C: the February plan change; its port-out request is no category.
+    assert counts == {"A": (1, 1, 0, 0, 1, 1), "C": (0, 0, 0, 1, 0, 0), "D": (0, 0, 0, 0, 0, 0)}

@@ -215,5 +215,7 @@ def test_valid_none_draws_a_stratified_split_and_bad_inputs_fail_clearly():
         fit_family(frame.drop(columns="tenure_months"), spec=SPEC)
     with pytest.raises(TrainingDataError, match="0 churners"):
         fit_family(frame.assign(is_churn=False), spec=SPEC, valid=frame)
+    with pytest.raises(TrainingDataError, match=r"calibration slice .* holds 0 churners"):
+        fit_family(frame, spec=SPEC, valid=frame.assign(is_churn=False))
     with pytest.raises(MissingColumnsError, match="usage_decline"):
         family.predict_proba(frame.drop(columns="usage_decline"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 from pyspark.sql import functions as F
@@ -122,7 +124,16 @@ def test_every_feature_column_is_documented_in_docs_features(built):
             return True
         if any(col == f"{m}{s}" for m in TREND_MEASURES for s in suffixes):
             return True
-        return col.startswith("care_") and col.endswith("_m0") and f"`{col[5:-3]}`" in readme
+        if col.startswith("care_") and f"`{re.sub(r'_(m0|[0-9]+m)$', '', col)[5:]}`" in readme:
+            return True
+        # the long windows (features.history): the measure and the statistic's pattern are documented
+        long = re.fullmatch(
+            r"(\w+?)_(avg|slope|max|ratio_avg|ratio_max)_[0-9]+m|(\w+?)_(decline_months|plan_fit_m0)", col
+        )
+        if long:
+            measure, pattern = (long[1], long[2]) if long[1] else (long[3], long[4])
+            return f"`{measure}`" in readme and pattern in readme
+        return bool(re.fullmatch(r"history_months_[0-9]+m", col)) and "`history_months_Nm`" in readme
 
     missing = [c for c in lake.read("features_monthly").columns if not documented(c)]
     assert not missing, missing

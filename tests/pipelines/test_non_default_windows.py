@@ -1,8 +1,8 @@
 """A whole month with non-default feature windows: every stage takes its column names from one place.
 
-With ``features.trend_months: 4`` and ``features.contagion_months: 2`` the feature build writes ``_4m``
-names; training (segments, reason families), scoring and offer matching must read those names, not the
-default ``_3m`` ones written as literals somewhere.
+With ``features.trend_months: 4``, ``features.contagion_months: 2`` and long windows of 4, 6 and 12
+months the feature build writes no ``_3m`` name; training (segments, reason families), scoring and
+offer matching must read those names, not the default ``_3m`` ones written as literals somewhere.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ def windowed(spark, landing, tmp_path_factory):
             f"landing.root={landing}",
             "features.trend_months=4",
             "features.contagion_months=2",
+            # the long windows are configured on their own: no 3-month one either
+            "features.history_windows=[1, 4, 6, 12]",
+            "features.care_category_windows=[4, 6]",
             "train.fit_months=2",
             "offers.min_band=low",
         ],

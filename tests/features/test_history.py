@@ -1,0 +1,110 @@
+"""Long windows from earlier feature rows (M = 2024-03, windows 1 and 3 months, baseline 3), whole frames."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.testing import assertDataFrameEqual
+
+from features.columns import (
+    avg_col,
+    decline_col,
+    history_months_col,
+    max_col,
+    ratio_avg_col,
+    ratio_max_col,
+    slope_col,
+)
+from features.history import HISTORY_COLUMNS, compute_history_lags, with_history_features
+from tests.features.frames import frame
+
+MONTH = "2024-03"
+MEASURE = "out_events"
+OUT = "out_events_m0"
+
+
+def rows(subscriber_id: str, month: str, value: float | None) -> dict:
+    """A feature row: ``out_events_m0`` = ``value``, every other history column 1."""
+    return {"subscriber_id": subscriber_id, "month": month, **{c: 1.0 for c in HISTORY_COLUMNS}, OUT: value}
+
+
+SCHEMA = {"subscriber_id": "string", "month": "string", **{c: "double" for c in HISTORY_COLUMNS}}
+CURRENT = [rows("A", MONTH, 4.0), rows("B", MONTH, 4.0), rows("C", MONTH, 3.0)]
+HISTORY = [
+    # A: falling for two months, 8 -> 6 -> 4
+    rows("A", "2024-02", 6.0),
+    rows("A", "2024-01", 8.0),
+    # A row older than the window is never read
+    rows("A", "2023-12", 1000.0),
+    # B: new at M (the lake's first month for it): no history
+    # C: no row in M-1 (not built, or not a subscriber then); 5 in M-2
+    rows("C", "2024-01", 5.0),
+]
+# rows of M itself and of later months: the window of M never reads them
+LATER = [
+    rows("A", MONTH, 99.0),
+    rows("A", "2024-04", 0.0),
+    rows("B", "2024-04", 50.0),
+    rows("C", "2024-02", None),
+]
+EXPECTED_SCHEMA = {
+    "subscriber_id": "string",
+    history_months_col(3): "int",
+    avg_col(MEASURE, 3): "double",
+    slope_col(MEASURE, 3): "double",
+    max_col(MEASURE, 3): "double",
+    ratio_avg_col(MEASURE, 3): "double",
+    ratio_max_col(MEASURE, 3): "double",
+    decline_col(MEASURE): "int",
+}
+
+
+def expected(sid, months, mean, slope, top, ratio_avg, ratio_max, decline) -> dict:
+    return dict(
+        zip(EXPECTED_SCHEMA, (sid, months, mean, slope, top, ratio_avg, ratio_max, decline), strict=True)
+    )
+
+
+def _history_features(spark, history_rows):
+    current = frame(spark, SCHEMA, CURRENT).drop("month")
+    population = current.select("subscriber_id")
+    history = frame(spark, SCHEMA, history_rows)
+    lags = compute_history_lags(population, history, month=MONTH, windows=(1, 3))
+    df = with_history_features(current.join(lags, "subscriber_id"), windows=(1, 3), baseline_windows=(3,))
+    return df.select(*EXPECTED_SCHEMA)
+
+
+def test_windows_ratios_slope_and_decline_from_earlier_rows(spark):
+    want = [
+        # mean 6, slope -2 a month (8, 6, 4), max 8, 4/6 and 4/8, the peak two months ago
+        expected("A", 3, 6.0, -2.0, 8.0, 4 / 6, 0.5, 2),
+        # M only: a mean of M, no slope (one point), M is the peak; history_months 1, never a silent 0
+        expected("B", 1, 4.0, None, 4.0, 1.0, 1.0, 0),
+        # M-1 unknown: 2 months of history; slope through (0, 3) and (-2, 5); the peak in M-2
+        expected("C", 2, 4.0, -1.0, 5.0, 0.75, 0.6, 2),
+    ]
+    got = _history_features(spark, HISTORY)
+    assertDataFrameEqual(got, frame(spark, EXPECTED_SCHEMA, want), checkRowOrder=False, rtol=1e-9)
+
+
+def test_rows_of_m_and_later_months_do_not_change_m(spark):
+    assertDataFrameEqual(_history_features(spark, HISTORY + LATER[:3]), _history_features(spark, HISTORY))
+
+
+def test_no_history_table_at_the_lake_start(spark):
+    current = frame(spark, SCHEMA, CURRENT).drop("month")
+    lags = compute_history_lags(current.select("subscriber_id"), None, month=MONTH, windows=(1, 3))
+    got = with_history_features(current.join(lags, "subscriber_id"), windows=(1, 3), baseline_windows=(3,))
+    months = {r.subscriber_id: r[history_months_col(3)] for r in got.collect()}
+    assert months == {"A": 1, "B": 1, "C": 1}
+    assert {r.subscriber_id: r[avg_col(MEASURE, 3)] for r in got.collect()} == {"A": 4.0, "B": 4.0, "C": 3.0}
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_an_earlier_month_row_moves_only_its_windows(spark, k):
+    """Control: the test above can fail (a changed row of the window changes the result)."""
+    changed = [
+        dict(r, **{OUT: 100.0}) if r["subscriber_id"] == "A" and r["month"] == f"2024-0{3 - k}" else r
+        for r in HISTORY
+    ]
+    a = {r.subscriber_id: r[avg_col(MEASURE, 3)] for r in _history_features(spark, changed).collect()}
+    assert a["A"] != 6.0 and a["B"] == 4.0
