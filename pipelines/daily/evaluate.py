@@ -97,7 +97,10 @@ def trigger_precision(
 
 
 def evaluate_daily(spark: SparkSession, cfg: Config, days: Sequence[str]) -> list[dict]:
-    """Measure the triggers of ``days`` (those whose horizon closed) and replace ``daily_evaluation``."""
+    """Measure the triggers of ``days`` (those whose horizon closed) and replace ``daily_evaluation``
+    (``ValueError`` without a day)."""
+    if not days:
+        raise ValueError("daily evaluation: no day given")
     lake = Lake(spark, cfg)
     horizon = cfg.daily.horizon_days
     with recorded_run(lake, "daily_evaluation", max(days)[:7], scope=f"{min(days)}..{max(days)}") as run:

@@ -1,19 +1,20 @@
 """What the triggers of a day read, cut to what was known at the end of that day.
 
-A month's days come from the monthly silver tables once that month is delivered (its delivery supersedes
-its days: corrected, complete, and never counted twice), else from the daily tables; either way only
-events dated up to the end of the day. The monthly view of a line (snapshot, features, warning list) is
-the latest month before the day's month.
+A month before the day's month comes from the monthly silver tables once it is delivered (its delivery
+supersedes its days: corrected, complete, and never counted twice), else from the daily tables; the day's
+own month always from the daily tables delivered up to the day (a backfill must not read the month's
+delivery, which holds records known only later); either way only events dated up to the end of the day.
+The monthly view of a line (snapshot, features, warning list) is the latest month before the day's month.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from features.calendar import add_months, month_start
+from features.calendar import add_months, days_in_month
 from features.columns import avg_col
 from pipelines.core.lake import Lake
 from pipelines.daily.ingest import daily_table
@@ -38,6 +39,12 @@ def _in_window(ts: Column, first: dt.date, day: dt.date) -> Column:
     return (ts >= F.lit(dt.datetime.combine(first, dt.time()))) & (ts < F.lit(end))
 
 
+def _first_delivery(key: str) -> Column:
+    """The first day whose folder held the record (a record dated in the window is delivered no earlier
+    than its date, so the days read hold its first delivery)."""
+    return F.to_date(F.min("day").over(Window.partitionBy(key)))
+
+
 def _events(
     lake: Lake,
     *,
@@ -49,18 +56,22 @@ def _events(
     columns: list[str],
     first: dt.date,
     day: dt.date,
+    delivered_day: bool = False,
 ) -> DataFrame | None:
-    """Events of ``first .. day``: from the monthly table for delivered months, else the daily deliveries
-    up to ``day`` (a record delivered on two days once); None when neither table exists."""
-    months = _months(first, day)
+    """Events of ``first .. day``: from the monthly table for delivered months before ``day``'s month, else
+    the daily deliveries up to ``day`` (a record delivered on two days once); None when neither table
+    exists. ``delivered_day`` adds ``delivered``, the first day whose folder held the record (null for the
+    monthly table's)."""
+    months = [m for m in _months(first, day) if m < day.strftime("%Y-%m")]
     delivered = sorted(set(months) & delivered_months(lake, monthly, delivery_column))
     event_month = F.date_format(ts, "yyyy-MM")
     parts = []
+    extra = [F.lit(None).cast("date").alias("delivered")] if delivered_day else []
     if delivered:
         parts.append(
             lake.read(monthly)
             .where(_in_window(F.col(ts), first, day) & event_month.isin(delivered))
-            .select(*columns)
+            .select(*columns, *extra)
         )
     daily = daily_table(source)
     if lake.exists(daily):
@@ -71,7 +82,9 @@ def _events(
         )
         if delivered:
             rows = rows.where(~event_month.isin(delivered))
-        parts.append(rows.select(*columns).dropDuplicates([key]))
+        if delivered_day:
+            rows = rows.withColumn("delivered", _first_delivery(key))
+        parts.append(rows.select(*columns, *(["delivered"] if delivered_day else [])).dropDuplicates([key]))
     if not parts:
         return None
     out = parts[0]
@@ -103,7 +116,8 @@ def out_events_by_day(lake: Lake, first: dt.date, day: dt.date) -> DataFrame:
 
 
 def care_contacts(lake: Lake, first: dt.date, day: dt.date) -> DataFrame:
-    """``subscriber_id, contact_ts, category, resolved`` of ``first .. day``."""
+    """``subscriber_id, contact_ts, category, resolved, delivered`` of ``first .. day`` (``delivered``: see
+    :func:`_events`)."""
     columns = ["contact_id", "subscriber_id", "contact_ts", "category", "resolved"]
     care = _events(
         lake,
@@ -115,29 +129,40 @@ def care_contacts(lake: Lake, first: dt.date, day: dt.date) -> DataFrame:
         columns=columns,
         first=first,
         day=day,
+        delivered_day=True,
     )
     if care is None:
         return lake.spark.createDataFrame(
-            [], "subscriber_id string, contact_ts timestamp, category string, resolved boolean"
+            [],
+            "subscriber_id string, contact_ts timestamp, category string, resolved boolean, delivered date",
         )
     return care.drop("contact_id")
 
 
 def status_requests(lake: Lake, day: dt.date) -> DataFrame:
-    """Every port-out, plan and contract-end request delivered up to ``day`` and dated up to it."""
+    """Every port-out, plan and contract-end request delivered up to ``day`` and dated up to it, with
+    ``delivered``, the first day whose folder held it."""
     table = daily_table("port_requests")
     if not lake.exists(table):
         return lake.spark.createDataFrame(
             [],
             "subscriber_id string, request_ts timestamp, request_type string, contract_end_date date, "
-            "port_out_operator string",
+            "port_out_operator string, delivered date",
         )
     end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
     return (
         lake.read(table)
         .where((F.col("day") <= F.lit(day.isoformat())) & (F.col("request_ts") < F.lit(end)))
+        .withColumn("delivered", _first_delivery("request_id"))
         .dropDuplicates(["request_id"])
-        .select("subscriber_id", "request_ts", "request_type", "contract_end_date", "port_out_operator")
+        .select(
+            "subscriber_id",
+            "request_ts",
+            "request_type",
+            "contract_end_date",
+            "port_out_operator",
+            "delivered",
+        )
     )
 
 
@@ -154,7 +179,8 @@ def monthly_month(lake: Lake, day: dt.date) -> str:
 
 def live_lines(lake: Lake, month: str, requests: DataFrame) -> DataFrame:
     """The live lines of ``month``'s snapshot with their ids, the contract end (a later contract-end change
-    applied), and the monthly usage baselines of the trend window."""
+    applied), the monthly usage baselines of the trend window, and ``month_days``, the days of ``month``
+    (the one month length the baselines are read at, :func:`features.calendar.days_in_month`)."""
     n = lake.cfg.features.trend_months
     snapshot = (
         lake.read("subscriptions")
@@ -169,7 +195,7 @@ def live_lines(lake: Lake, month: str, requests: DataFrame) -> DataFrame:
         .groupBy("subscriber_id")
         .agg(F.max_by("contract_end_date", "request_ts").alias("_changed"))
     )
-    month_days = (month_start(add_months(month, 1)) - month_start(month)).days
+    month_days = days_in_month(month)
     features = (
         lake.read("features_monthly")
         .where(F.col("month") == month)
@@ -185,4 +211,5 @@ def live_lines(lake: Lake, month: str, requests: DataFrame) -> DataFrame:
         .drop("_changed")
         .join(features, "subscriber_id", "left")
         .fillna({"baseline_events": 0.0, "active_share": 0.0})
+        .withColumn("month_days", F.lit(month_days))
     )

@@ -47,7 +47,7 @@ from pipelines.daily.history import (
     status_requests,
 )
 from pipelines.daily.ingest import ingest_day
-from pipelines.daily.triggers import evaluate_triggers, roll_up, with_household
+from pipelines.daily.triggers import care_since, evaluate_triggers, roll_up, window_start, with_household
 from pipelines.offer_candidates import VALUE_INPUTS, candidate_frame
 
 log = logging.getLogger(__name__)
@@ -218,13 +218,15 @@ def daily_warnings_day(
         report = DailyReport(day, month)
         report.loaded = {s: r.rows_loaded for s, r in ingested.items() if r is not None}
         report.quarantined = {s: r.rows_quarantined for s, r in ingested.items() if r is not None}
-        first = d - dt.timedelta(days=cfg.daily.lookback_days - 1)
+        first = window_start(d, cfg.daily.lookback_days)
         requests = status_requests(lake, d).cache()
         lines = live_lines(lake, month, requests).cache()
         usage = out_events_by_day(lake, first, d).cache()
-        care = care_contacts(lake, first, d).cache()
+        care = care_contacts(lake, care_since(d, cfg.daily), d).cache()
         # cached between the steps that read them more than once (the plans would repeat every scan)
-        fired = evaluate_triggers(lines, usage, care, requests, day=d, params=cfg.daily).cache()
+        fired = evaluate_triggers(
+            lines, usage, care, requests, day=d, params=cfg.daily, late_days=cfg.ingest.late_days
+        ).cache()
         fired_all = with_household(lines, fired, day=d, params=cfg.daily).cache()
         rolled = roll_up(fired_all, lines)
         candidates = decimals_as_double(candidate_frame(lake, month, cfg.offers).select(*POLICY_INPUTS))
@@ -276,5 +278,9 @@ def write_day(lake: Lake, decided: pd.DataFrame, day: str) -> int:
         return v
 
     rows = [tuple(value(v) for v in r) for r in decided.reindex(columns=names).itertuples(index=False)]
-    lake.replace_rows(rows, WARNINGS_SCHEMA, "daily_warnings", {"day": [day]})
+    if rows:
+        lake.replace_rows(rows, WARNINGS_SCHEMA, "daily_warnings", {"day": [day]})
+    else:  # no trigger fired: the day is replaced with none (the driver-rows path stages no file to commit)
+        empty = lake.spark.createDataFrame([], WARNINGS_SCHEMA)
+        lake.replace(empty, "daily_warnings", {"day": [day]})
     return len(rows)

@@ -6,11 +6,14 @@ caller cuts them, :mod:`pipelines.daily.history`):
 
 - ``lines``: the live lines of the latest snapshot with ``customer_id``, ``household_id``,
   ``contract_end_date`` (a later contract-end change applied), ``baseline_events`` (outgoing events a
-  month, the monthly features' trend-window mean) and ``active_share`` (share of days with outgoing
-  activity, same window);
+  month, the monthly features' trend-window mean), ``month_days`` (the days of that month, which turn the
+  baseline into a daily rate) and ``active_share`` (share of days with outgoing activity, same window);
 - ``usage``: ``subscriber_id, event_date, out_events`` per line and day with outgoing activity;
-- ``care``: ``subscriber_id, contact_ts, category, resolved``;
-- ``requests``: ``subscriber_id, request_ts, request_type, port_out_operator``.
+- ``care``: ``subscriber_id, contact_ts, category, resolved, delivered`` (``delivered``: the day whose
+  folder first held the contact, null for a contact read from a monthly delivery), from
+  :func:`care_since` on;
+- ``requests``: ``subscriber_id, request_ts, request_type, port_out_operator, delivered`` (the day whose
+  folder first held the request).
 """
 
 from __future__ import annotations
@@ -23,7 +26,27 @@ from pyspark.sql import functions as F
 from pipelines.core.config import DailyConf
 
 TRIGGER_SCHEMA = "subscriber_id string, trigger string, strength double, evidence string"
-DAYS_A_MONTH = 30.0
+
+
+def window_start(day: dt.date, days: int) -> dt.date:
+    """The first day of the ``days`` days ending at ``day`` (``day`` included)."""
+    return day - dt.timedelta(days=days - 1)
+
+
+def care_since(day: dt.date, params: DailyConf) -> dt.date:
+    """The first day of care contacts the triggers read: the lookback window, and the opening day of a
+    complaint exactly ``open_complaint.max_age_days`` old (the oldest :func:`open_complaint` keeps)."""
+    return min(window_start(day, params.lookback_days), complaint_since(day, params))
+
+
+def complaint_since(day: dt.date, params: DailyConf) -> dt.date:
+    """The oldest opening day of a complaint :func:`open_complaint` keeps (``max_age_days`` old)."""
+    return day - dt.timedelta(days=params.open_complaint.max_age_days)
+
+
+def _per_day(baseline: Column, days: int) -> Column:
+    """A monthly ``baseline`` over ``days`` days, at the real length of the baseline's month."""
+    return baseline * F.lit(float(days)) / F.col("month_days")
 
 
 def _fired(df: DataFrame, name: str, strength: float, evidence: Column) -> DataFrame:
@@ -40,22 +63,42 @@ def _events_since(usage: DataFrame, first: dt.date, day: dt.date) -> DataFrame:
     return usage.where(window).groupBy("subscriber_id").agg(F.sum("out_events").alias("recent_events"))
 
 
-def port_out(care: DataFrame, requests: DataFrame, *, day: dt.date, params: DailyConf) -> DataFrame:
-    """A port-out request on ``day``: the CRM's request, or a care contact about it."""
-    on_day = F.to_date("request_ts") == F.lit(day)
-    crm = requests.where(on_day & (F.col("request_type") == "port_out_request")).select(
+def _new_on(ts: str, day: dt.date, late_days: int) -> Column:
+    """First delivered in ``day``'s folder and dated within ``late_days`` before it (a late record fires on
+    the day it arrives; one delivered on an earlier day already fired then)."""
+    date = F.to_date(ts)
+    return (
+        (F.col("delivered") == F.lit(day))
+        & (date >= F.lit(day - dt.timedelta(days=late_days)))
+        & (date <= F.lit(day))
+    )
+
+
+def port_out(
+    care: DataFrame, requests: DataFrame, *, day: dt.date, params: DailyConf, late_days: int
+) -> DataFrame:
+    """A port-out request first delivered on ``day`` (dated up to ``late_days`` before it): the CRM's
+    request, or a care contact about it."""
+    crm = requests.where(
+        _new_on("request_ts", day, late_days) & (F.col("request_type") == "port_out_request")
+    ).select(
         "subscriber_id",
         F.concat(
             F.lit("port-out request on "),
-            F.lit(day.isoformat()),
+            F.to_date("request_ts").cast("string"),
             F.when(
                 F.col("port_out_operator").isNotNull(), F.concat(F.lit(" to "), F.col("port_out_operator"))
             ).otherwise(F.lit("")),
         ).alias("_e"),
     )
     contact = care.where(
-        (F.to_date("contact_ts") == F.lit(day)) & (F.col("category") == "port_out_request")
-    ).select("subscriber_id", F.lit(f"asked care about porting out on {day.isoformat()}").alias("_e"))
+        _new_on("contact_ts", day, late_days) & (F.col("category") == "port_out_request")
+    ).select(
+        "subscriber_id",
+        F.concat(F.lit("asked care about porting out on "), F.to_date("contact_ts").cast("string")).alias(
+            "_e"
+        ),
+    )
     found = crm.unionByName(contact).groupBy("subscriber_id").agg(F.min("_e").alias("_e"))
     return _fired(found, "port_out", params.port_out.strength, F.col("_e"))
 
@@ -65,7 +108,7 @@ def silence(lines: DataFrame, usage: DataFrame, *, day: dt.date, params: DailyCo
     least ``silence.min_active_share`` of its days: silence is unusual for that line."""
     p = params.silence
     lookback = params.lookback_days
-    first = day - dt.timedelta(days=lookback - 1)
+    first = window_start(day, lookback)
     last = (
         usage.where(
             (F.col("event_date") >= F.lit(first))
@@ -100,8 +143,8 @@ def silence(lines: DataFrame, usage: DataFrame, *, day: dt.date, params: DailyCo
 def usage_drop(lines: DataFrame, usage: DataFrame, *, day: dt.date, params: DailyConf) -> DataFrame:
     """Outgoing events over the last ``usage_drop.days`` days below ``max_share`` of the line's baseline."""
     p = params.usage_drop
-    recent = _events_since(usage, day - dt.timedelta(days=p.days - 1), day)
-    expected = F.col("baseline_events") * F.lit(p.days / DAYS_A_MONTH)
+    recent = _events_since(usage, window_start(day, p.days), day)
+    expected = _per_day(F.col("baseline_events"), p.days)
     events = F.coalesce(F.col("recent_events"), F.lit(0))
     found = lines.join(recent, "subscriber_id", "left").where(
         (F.col("baseline_events") >= p.min_baseline_events) & (events < expected * F.lit(p.max_share))
@@ -119,9 +162,10 @@ def usage_drop(lines: DataFrame, usage: DataFrame, *, day: dt.date, params: Dail
 
 def open_complaint(care: DataFrame, *, day: dt.date, params: DailyConf) -> DataFrame:
     """A complaint not resolved at first contact, with no resolved contact since, open ``days`` or more
-    (complaints older than ``max_age_days`` are left to the monthly list)."""
+    and at most ``max_age_days`` (older ones are left to the monthly list; ``care`` must reach back to
+    :func:`complaint_since`, as :func:`care_since` does)."""
     p = params.open_complaint
-    oldest = day - dt.timedelta(days=p.max_age_days)
+    oldest = complaint_since(day, params)
     contacts = care.where(
         (F.to_date("contact_ts") >= F.lit(oldest)) & (F.to_date("contact_ts") <= F.lit(day))
     )
@@ -161,8 +205,8 @@ def contract_end(lines: DataFrame, usage: DataFrame, *, day: dt.date, params: Da
     """The contract ends within ``contract_end.days`` days and the last ``usage_days`` days' outgoing events
     are below ``max_share`` of the baseline."""
     p = params.contract_end
-    recent = _events_since(usage, day - dt.timedelta(days=p.usage_days - 1), day)
-    expected = F.col("baseline_events") * F.lit(p.usage_days / DAYS_A_MONTH)
+    recent = _events_since(usage, window_start(day, p.usage_days), day)
+    expected = _per_day(F.col("baseline_events"), p.usage_days)
     events = F.coalesce(F.col("recent_events"), F.lit(0))
     found = lines.join(recent, "subscriber_id", "left").where(
         contract_ending(lines, day=day, days=p.days)
@@ -220,12 +264,14 @@ def evaluate_triggers(
     *,
     day: dt.date,
     params: DailyConf,
+    late_days: int,
 ) -> DataFrame:
     """Every enabled line trigger's rows for ``day`` (``TRIGGER_SCHEMA``), for the live ``lines`` only (the
-    household combination reads these: :func:`with_household`)."""
+    household combination reads these: :func:`with_household`); ``late_days``: how old a record a day's
+    folder may hold (``ingest.late_days``)."""
     parts = []
     if params.port_out.enabled:
-        parts.append(port_out(care, requests, day=day, params=params))
+        parts.append(port_out(care, requests, day=day, params=params, late_days=late_days))
     if params.silence.enabled:
         parts.append(silence(lines, usage, day=day, params=params))
     if params.usage_drop.enabled:

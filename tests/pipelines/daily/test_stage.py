@@ -18,7 +18,10 @@ from pyspark.sql import functions as F
 from pipelines.core.config import load_config
 from pipelines.core.lake import Lake
 from pipelines.daily import daily_warnings_day
-from tests.conftest import TEST_CONF
+from pipelines.daily.evaluate import evaluate_daily
+from pipelines.daily.history import care_contacts
+from pipelines.daily.ingest import ingest_day
+from tests.conftest import TEST_CONF, cfg_at
 
 MONTH = "2024-05"
 DAY = dt.date(2024, 6, 10)
@@ -40,7 +43,8 @@ OVERLAY = {
 NORMAL = (10, 10, 10)
 LINES: dict[str, dict[str, Any]] = {
     "p1": {"consent": False},  # a port-out request on the day
-    "p2": {},  # near miss: a port-out request the day before
+    "p2": {},  # near miss: a port-out request delivered the day before (and again, late, on the day)
+    "p3": {"consent": False},  # a port-out request of the day before, first delivered on the day
     "q1": {"events": (0, 0, 0), "customer": "CA", "p": 0.4},  # silent since DAY-3 (silence and usage drop)
     "q2": {"events": (10, 0, 0)},  # near miss: silent for two days only
     "q3": {"events": (0, 0, 0), "active_days": 10, "baseline": 20},  # near miss: seldom active anyway
@@ -49,6 +53,7 @@ LINES: dict[str, dict[str, Any]] = {
     "c1": {"household": "H1", "p": 0.1},  # a complaint open for 3 days; its household's h1 contract ends
     "c2": {},  # near miss: open for 2 days
     "c3": {},  # near miss: resolved since
+    "c4": {},  # a complaint open for exactly max_age_days (7): the oldest kept
     "e1": {"events": (7, 7, 6), "end": 20},  # contract ends in 20 days, 20 < 0.8 x 30 events
     "e2": {"events": (8, 8, 8), "end": 20},  # near miss: 24 is not below 24
     "h1": {"household": "H1", "end": 10},  # contract ending, usage normal: no trigger of its own
@@ -56,9 +61,11 @@ LINES: dict[str, dict[str, Any]] = {
 }
 EXPECTED = {
     "p1": ["port_out"],
+    "p3": ["port_out"],
     "q1": ["silence", "usage_drop"],
     "u1": ["usage_drop"],
     "c1": ["household_contract_end", "open_complaint"],
+    "c4": ["open_complaint"],
     "e1": ["contract_end"],
     "n1": ["port_out"],
 }
@@ -198,6 +205,7 @@ def _day_lake(spark: SparkSession, tmp_path: Path) -> Lake:
         partition_by=["score_month"],
     )
     _landing(Path(cfg.landing_root))
+    assert ingest_day(lake, "port_requests", (DAY - dt.timedelta(days=1)).isoformat()) is not None
     return lake
 
 
@@ -240,6 +248,7 @@ def _landing(root: Path) -> None:
         ["k2", "c2", _ts(DAY - dt.timedelta(days=2), 9), "call_center", "complaint", "false"],
         ["k3", "c3", _ts(DAY - dt.timedelta(days=5), 9), "call_center", "complaint", "false"],
         ["k4", "c3", _ts(DAY - dt.timedelta(days=1), 9), "call_center", "complaint", "true"],
+        ["k5", "c4", _ts(DAY - dt.timedelta(days=7), 9), "call_center", "complaint", "false"],
     ]
     _csv(
         root / "care" / f"day={DAY}",
@@ -247,25 +256,25 @@ def _landing(root: Path) -> None:
         ["contact_id", "subscriber_id", "contact_ts", "channel", "category", "resolved"],
         care,
     )
+    request_header = [
+        "request_id",
+        "subscriber_id",
+        "request_ts",
+        "request_type",
+        "plan_id",
+        "contract_end_date",
+        "port_out_operator",
+    ]
+    pr2 = ["pr2", "p2", _ts(DAY - dt.timedelta(days=1), 11), "port_out_request", "", "", "OP_B"]
     requests = [
         ["pr1", "p1", _ts(DAY, 11), "port_out_request", "", "", "OP_B"],
-        ["pr2", "p2", _ts(DAY - dt.timedelta(days=1), 11), "port_out_request", "", "", "OP_B"],
+        pr2,
         ["pr3", "n1", _ts(DAY, 12), "port_out_request", "", "", ""],
+        ["pr4", "p3", _ts(DAY - dt.timedelta(days=1), 20), "port_out_request", "", "", "OP_C"],
     ]
-    _csv(
-        root / "port_requests" / f"day={DAY}",
-        "requests.csv",
-        [
-            "request_id",
-            "subscriber_id",
-            "request_ts",
-            "request_type",
-            "plan_id",
-            "contract_end_date",
-            "port_out_operator",
-        ],
-        requests,
-    )
+    _csv(root / "port_requests" / f"day={DAY}", "requests.csv", request_header, requests)
+    before = DAY - dt.timedelta(days=1)
+    _csv(root / "port_requests" / f"day={before}", "requests.csv", request_header, [pr2])
 
 
 @pytest.fixture(scope="module")
@@ -282,9 +291,12 @@ def test_each_trigger_fires_on_its_planted_line_and_not_on_its_near_miss(day_run
     assert {r.subscriber_id: list(r.triggers) for r in got.itertuples()} == EXPECTED
     evidence = dict(zip(got["subscriber_id"], got["evidence"], strict=True))
     assert "port-out request on 2024-06-10 to OP_B" in evidence["p1"]
+    assert "port-out request on 2024-06-09 to OP_C" in evidence["p3"]  # late, fires on its delivery
     assert "no outgoing activity for 3 days (last on 2024-06-07)" in evidence["q1"]
-    assert "8 outgoing events in 3 days against 30.0 usual (27%)" in evidence["u1"]
+    # the baseline of May (300 events) over 3 of its 31 days
+    assert "8 outgoing events in 3 days against 29.0 usual (28%)" in evidence["u1"]
     assert "complaint of 2024-06-07 unresolved for 3 days" in evidence["c1"]
+    assert "complaint of 2024-06-03 unresolved for 7 days" in evidence["c4"]
     assert "household line h1 contract ends 2024-06-20" in evidence["c1"]
     assert "contract ends 2024-06-30" in evidence["e1"]
 
@@ -298,7 +310,7 @@ def test_lines_roll_up_to_customer_and_household(day_run):
     assert by.loc["q1", "customer_rank"] == by.loc["u1", "customer_rank"]
     # q1: 1 - 0.6 x 0.6 x 0.7 (silence 0.4, usage drop 0.3)
     assert by.loc["q1", "adjusted_probability"] == pytest.approx(1 - 0.6 * 0.6 * 0.7)
-    assert got.sort_values("rank")["subscriber_id"].iloc[0] == "p1"  # 1 - 0.8 x 0.2 = 0.84, the highest
+    assert list(got.sort_values("rank")["subscriber_id"].iloc[:2]) == ["p1", "p3"]  # 1 - 0.8 x 0.2 = 0.84
 
 
 def test_contact_policy_hold_out_and_budget(day_run):
@@ -309,9 +321,11 @@ def test_contact_policy_hold_out_and_budget(day_run):
     # budget 20, the month's campaign spent 10 on u1: one contact of 10 left, for q1 (ranked above c1)
     assert reasons == {
         "p1": "no_consent",
+        "p3": "no_consent",
         "q1": None,
         "u1": "cooling_down",
         "c1": "budget",
+        "c4": "budget",
         "e1": "programme_holdout",
         "n1": "not_scored",
     }
@@ -332,7 +346,7 @@ def test_bad_daily_rows_are_quarantined_as_monthly_ones(day_run):
     ]
     dq = lake.read("data_quality").where(F.col("source") == "cdr_daily_2024-06-10").first()
     assert (dq.rows_read, dq.rows_quarantined, dq.rows_loaded) == (planted + 2, 2, planted)
-    assert report.loaded == {"cdr": planted, "care": 4, "port_requests": 3}
+    assert report.loaded == {"cdr": planted, "care": 5, "port_requests": 4}
 
 
 def test_a_rerun_replaces_the_day(day_run):
@@ -342,3 +356,53 @@ def test_a_rerun_replaces_the_day(day_run):
     assert list(rows["policy_reason"].fillna("")) == list(first["policy_reason"].fillna(""))
     assert again.contacts == report.contacts and again.budget_left == report.budget_left
     assert lake.read("cdr_daily").count() == lake.read("cdr_daily").dropDuplicates(["record_id"]).count()
+
+
+def test_the_days_own_month_never_comes_from_its_monthly_delivery(spark, tmp_path):
+    """A backfill of D, after D's month was delivered: the earlier month from its delivery, D's own month
+    only from the daily tables up to D (here none), never the delivery holding records known later."""
+    lake = Lake(spark, cfg_at(tmp_path / "lake", tmp_path / "landing"))
+    rows = [
+        {
+            "month": "2024-05",
+            "contact_id": "m5",
+            "subscriber_id": "s1",
+            "contact_ts": dt.datetime(2024, 5, 31, 9),
+        },
+        {
+            "month": "2024-06",
+            "contact_id": "m6",
+            "subscriber_id": "s1",
+            "contact_ts": dt.datetime(2024, 6, 5, 9),
+        },
+    ]
+    lake.write(
+        _frame(
+            spark,
+            [{**r, "category": "complaint", "resolved": False} for r in rows],
+            "month string, contact_id string, subscriber_id string, contact_ts timestamp, category string, "
+            "resolved boolean",
+        ),
+        "care",
+        partition_by=["month"],
+    )
+    got = care_contacts(lake, dt.date(2024, 5, 28), DAY).toPandas()
+    assert list(got["contact_ts"].dt.date) == [dt.date(2024, 5, 31)]
+    assert got["delivered"].isna().all()
+
+
+def test_evaluating_no_day_is_a_clear_error(spark, tmp_path):
+    with pytest.raises(ValueError, match="no day given"):
+        evaluate_daily(spark, cfg_at(tmp_path / "lake", tmp_path / "landing"), [])
+
+
+def test_a_day_where_no_trigger_fires_replaces_the_day_with_none(spark, day_run):
+    """Last in the module: it empties the fixture's day."""
+    lake = day_run[0]
+    daily = lake.cfg.daily
+    names = ("port_out", "silence", "usage_drop", "open_complaint", "contract_end", "household_contract_end")
+    off = {n: getattr(daily, n).model_copy(update={"enabled": False}) for n in names}
+    cfg = lake.cfg.model_copy(update={"daily": daily.model_copy(update=off)})
+    report = daily_warnings_day(spark, cfg, DAY.isoformat())
+    assert (report.warnings, report.contacts, report.by_trigger) == (0, 0, {})
+    assert lake.read("daily_warnings").where(F.col("day") == DAY.isoformat()).count() == 0
