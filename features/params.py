@@ -140,8 +140,9 @@ class FeatureParams(Params):
 
     @model_validator(mode="after")
     def _baselines_within_history(self) -> FeatureParams:
-        if max(self.baseline_windows) > max(self.history_windows) or min(self.baseline_windows) < 2:
-            raise ValueError("baseline_windows: 2 months or more, none longer than history_windows' longest")
+        # the baselines' max and ratio columns are computed over the history windows themselves
+        if not set(self.baseline_windows) <= set(self.history_windows) or min(self.baseline_windows) < 2:
+            raise ValueError("baseline_windows: 2 months or more, each one of history_windows")
         if max(self.history_windows) < 2:
             raise ValueError("history_windows needs a window of 2 months or more")
         return self

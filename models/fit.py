@@ -439,7 +439,7 @@ def refit_family(family: ModelFamily, train: pd.DataFrame) -> ModelFamily:
     """The served family refitted on ``train`` (every matured month, the validation and test months
     included): each booster grows the iterations early stopping gave it, the logistic baseline is refitted
     on the same rows; the encoder, serving choice, calibrators and drift reference are the gated family's
-    (the training stage then takes the refit's own scores of the test month as its drift reference)
+    (the training stage then takes the refit's own scores of the run month, unlabelled, as its reference)
     (the gated family's metrics stay the evidence: nothing is left to evaluate the refit on)."""
     spec, p = family.spec, family.spec.params
     rows = labelled_rows(train, spec, "refit_family")

@@ -103,6 +103,15 @@ def read_training_frame(lake: Lake, months: Sequence[str], spec: ModelSpec) -> p
     return frame.sort_values(["month", "subscriber_id"], kind="stable", ignore_index=True)
 
 
+def run_month_features(lake: Lake, month: str) -> pd.DataFrame:
+    """Every feature row of ``month`` as pandas (the drift reference's rows), read as training reads."""
+    try:
+        return lake.read_arrow("features_monthly", partitions={"month": [month]}).to_pandas()
+    except delta.UnsupportedTableError:
+        features = lake.read("features_monthly").where(F.col("month") == month)
+        return decimals_as_double(features).toPandas()
+
+
 def _spark_training_frame(lake: Lake, months: Sequence[str], spec: ModelSpec) -> pd.DataFrame:
     features = lake.read("features_monthly").where(F.col("month").isin(*months))
     labels = (
@@ -192,13 +201,22 @@ def fit_as_of(lake: Lake, run_month: str) -> TrainResult:
     return TrainResult(window, family, test, rows, steps, parts[window.test_month], scores, frame)
 
 
-def refit_as_of(result: TrainResult) -> ModelFamily:
+def refit_as_of(lake: Lake, result: TrainResult) -> ModelFamily:
     """The gated family refitted on every labelled row of its window (fit, validation and test months):
     what serves, trained on the freshest matured months."""
     family = refit_family(result.family, result.frame)
-    # its own scores on the test month are the drift reference: the refit ranks and spreads the scores
-    # differently from the gated family (a reference of the gated scores made every month drift, PSI ~0.75)
-    family.drift = drift_reference(family, result.test_frame, family.predict_proba(result.test_frame))
+    # The drift reference is the refit's own scores (it ranks and spreads them differently from the gated
+    # family: a reference of the gated scores made every month drift, PSI ~0.75) of rows it was not fitted
+    # on: the run month's subscribers, unlabelled, the first month it serves. The test month, which the
+    # refit learnt from, only when the run month has no features yet.
+    reference = run_month_features(lake, result.window.run_month)
+    if reference.empty:
+        log.warning(
+            "train as of %s: no features of the run month; the refit's drift reference is its test month",
+            result.window.run_month,
+        )
+        reference = result.test_frame
+    family.drift = drift_reference(family, reference, family.predict_proba(reference))
     log.info(
         "train as of %s: refitted on %s (%d rows)",
         result.window.run_month,
@@ -319,7 +337,7 @@ def train_month(
         import mlflow
 
         if ok:
-            result.served = refit_as_of(result)
+            result.served = refit_as_of(lake, result)
             with mlflow.start_run(run_id=result.run_id):
                 result.served_version = log_refit(lake, result, name)
             decision.insert(  # before the verdict, which stays last
@@ -383,7 +401,7 @@ def backtest(spark: SparkSession, cfg: Config, months: Sequence[str]) -> list[Tr
     with recorded_run(lake, "train", months[-1], scope=f"backtest {months[0]}..{months[-1]}") as run:
         for month in months:
             result = fit_as_of(lake, month)
-            result.served = refit_as_of(result)
+            result.served = refit_as_of(lake, result)
             horizon = read_training_frame(lake, [month], result.family.spec)
             if horizon.empty:
                 raise InputNotReadyError(

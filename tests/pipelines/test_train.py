@@ -205,7 +205,7 @@ def test_the_served_family_is_refitted_on_every_matured_month_and_no_later_label
             labels.withColumn("is_churn", ~F.col("is_churn")).collect(), labels.schema
         )
         other.write(flipped, "labels_monthly", mode="overwrite", replace_partitions={"month": [month]})
-        return refit_as_of(fit_as_of(other, "2024-05")).raw_score(frame)
+        return refit_as_of(other, fit_as_of(other, "2024-05")).raw_score(frame)
 
     np.testing.assert_array_equal(refit_with_flipped("2024-04"), served.raw_score(frame))
     assert not np.array_equal(refit_with_flipped("2024-03"), served.raw_score(frame))

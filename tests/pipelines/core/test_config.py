@@ -46,6 +46,14 @@ def test_override_errors_name_the_override():
         load_config([], ["lake.nope=1"])
 
 
+def test_baseline_windows_must_be_history_windows():
+    # a baseline's max and ratio columns are aggregated over the history window of that length
+    with pytest.raises(ConfigError, match="each one of history_windows"):
+        load_config([], ["features.baseline_windows=[4]"])
+    cfg = load_config([], ["features.history_windows=[1, 4, 12]", "features.baseline_windows=[4]"])
+    assert cfg.features.baseline_windows == (4,)
+
+
 def test_missing_file_and_bad_override_syntax(tmp_path: Path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config([tmp_path / "absent.yml"])
