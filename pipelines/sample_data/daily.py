@@ -60,7 +60,10 @@ def read_month_text(landing_root: Path, source: str, month: str) -> pa.Table | N
 
 def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     if pa.types.is_timestamp(column.type):
-        return pc.strftime(column, format="%Y-%m-%d %H:%M:%S")
+        # to whole seconds first: Arrow's %S prints a finer unit's fraction, which the contract's
+        # `YYYY-MM-DD HH:MM:SS` does not admit (nine digits are quarantined as unparseable)
+        seconds = pc.cast(column, pa.timestamp("s", tz=column.type.tz), safe=False)
+        return pc.strftime(seconds, format="%Y-%m-%d %H:%M:%S")
     if pa.types.is_boolean(column.type):
         return pc.if_else(column, "true", "false")
     return pc.cast(column, pa.string())
