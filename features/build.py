@@ -22,12 +22,7 @@ from features.params import ChurnParams, CohortParams, FeatureParams
 from features.roaming import compute_roaming_features
 from features.social import churned_numbers, compute_contact_pairs, compute_social_features
 from features.tenure import compute_tenure_features, select_population, with_lifecycle_stage
-from features.usage import (
-    compute_cdr_daily,
-    compute_usage_features,
-    count_roaming_countries,
-    summarize_cdr_months,
-)
+from features.usage import compute_usage_features, count_roaming_countries, summarize_cdr_events
 
 KEY = ("subscriber_id", "month")
 CDR_COLUMNS = (
@@ -59,11 +54,14 @@ def select_cdr_window(cdr: DataFrame, *, month: str, params: FeatureParams) -> D
 
 
 def summarize_cdr(cdr_window: DataFrame, *, month: str, params: FeatureParams) -> DataFrame:
-    """The one pass over the window's CDRs: subscriber-day, then one row per subscriber (see usage)."""
-    daily = compute_cdr_daily(
-        cdr_window, night_start_hour=params.night_start_hour, night_end_hour=params.night_end_hour
+    """The window's CDRs as one row per subscriber (see :func:`features.usage.summarize_cdr_events`)."""
+    return summarize_cdr_events(
+        cdr_window,
+        month=month,
+        trend_months=params.trend_months,
+        night_start_hour=params.night_start_hour,
+        night_end_hour=params.night_end_hour,
     )
-    return summarize_cdr_months(daily, month=month, trend_months=params.trend_months)
 
 
 def combine_families(families: Sequence[DataFrame], *, key: str) -> DataFrame:

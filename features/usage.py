@@ -1,9 +1,8 @@
 """Usage features from CDRs: volumes this month, activity, inactivity runs, night share and trends.
 
-The CDRs are read once: :func:`compute_cdr_daily` pre-aggregates events to one row per subscriber and
-day (the only pass over raw events), and :func:`summarize_cdr_months` folds the days into one wide row
-per subscriber with conditional sums per month. Usage, roaming and lifecycle features are read off
-that summary. No exact distinct counts over raw events.
+The CDRs are read once for them: :func:`summarize_cdr_events` folds the events into one wide row per
+subscriber with conditional sums per month, active days as per-month bit masks of days. Usage, roaming
+and lifecycle features are read off that summary. No exact distinct counts over raw events.
 
 Missing history is explicit: a month before the subscriber's activation, or a month with no CDR data
 in the lake, gives null (unknown), never 0; a month on network without events gives 0.
@@ -62,84 +61,87 @@ def _is_night(hour: Column, start: int, end: int) -> Column:
     return (hour >= start) & (hour < end)
 
 
-def compute_cdr_daily(cdr: DataFrame, *, night_start_hour: int, night_end_hour: int) -> DataFrame:
-    """One row per ``subscriber_id`` and ``day`` (with its ``month``) from CDR events: the one pass."""
-    etype, out = F.col("event_type"), F.col("direction") == "out"
-    voice, sms, data = etype == "voice", etype == "sms", etype == "data"
-    operator = F.col("other_party_operator")
-    competitor = operator.isNotNull() & ~operator.isin(*NON_COMPETITOR_OPERATORS)
-    roaming = F.col("roaming")
+def _month_index(ts: Column, month: str, months: int) -> Column:
+    """k for an event of month M-k (k < months), else null: timestamp comparisons, no date formatting."""
 
-    def n(cond: Column) -> Column:
-        return F.count_if(cond)
+    def start(m: str) -> Column:
+        return F.lit(dt.datetime.combine(month_start(m), dt.time()))
 
-    def total(cond: Column, value: Column) -> Column:
-        return F.sum(F.when(cond, value).otherwise(0))
-
-    return (
-        cdr.withColumn("day", F.to_date("event_ts"))
-        .groupBy("subscriber_id", "day")
-        .agg(
-            F.count("*").alias("events"),
-            n(out).alias("out_events"),
-            n(voice & out).alias("voice_out_calls"),
-            n(voice & ~out).alias("voice_in_calls"),
-            total(voice & out, F.col("duration_s")).alias("voice_out_s"),
-            total(voice & ~out, F.col("duration_s")).alias("voice_in_s"),
-            n(sms & out).alias("sms_out"),
-            n(sms & ~out).alias("sms_in"),
-            n(data).alias("data_sessions"),
-            total(data, F.col("volume_kb")).alias("data_kb"),
-            n(_is_night(F.hour("event_ts"), night_start_hour, night_end_hour)).alias("night_events"),
-            n((voice | sms) & out & competitor).alias("competitor_out_events"),
-            n(roaming).alias("roaming_events"),
-            n(roaming & out).alias("roaming_out_events"),
-            total(roaming & data, F.col("volume_kb")).alias("roaming_data_kb"),
-        )
-        .withColumn("month", F.date_format("day", "yyyy-MM"))
-    )
+    index = F.when(ts >= start(add_months(month, 1)), F.lit(None))
+    for k in range(months):
+        index = index.when(ts >= start(add_months(month, -k)), F.lit(k))
+    return index
 
 
-# measures of the monthly summary derived from the daily columns: a unit change, or a day flag
-_SCALED = {
-    "voice_out_min": ("voice_out_s", 60.0),
-    "voice_in_min": ("voice_in_s", 60.0),
-    "data_mb": ("data_kb", 1024.0),
-    "roaming_data_mb": ("roaming_data_kb", 1024.0),
-}
-_DAY_FLAGS = {"active_days": "events", "out_active_days": "out_events", "roaming_days": "roaming_events"}
+def summarize_cdr_events(
+    cdr: DataFrame, *, month: str, trend_months: int, night_start_hour: int, night_end_hour: int
+) -> DataFrame:
+    """One row per subscriber with events in the window, straight from CDR events: raw monthly sums
+    ``<measure>__<k>`` for month M-k (k < trend_months), 0 for a month without events (whether a month
+    is known is the families' call: activation and loaded months, see :func:`known_month`).
 
-
-def _daily_measure(name: str) -> Column:
-    """A daily column expression for a measure of the monthly summary (only that one is built: every
-    expression is a round trip to the JVM)."""
-    if name in _SCALED:
-        column, divisor = _SCALED[name]
-        return F.col(column) / divisor
-    if name in _DAY_FLAGS:
-        return F.when(F.col(_DAY_FLAGS[name]) > 0, 1).otherwise(0)
-    return F.col(name)
-
-
-def summarize_cdr_months(daily: DataFrame, *, month: str, trend_months: int) -> DataFrame:
-    """One row per subscriber: raw monthly sums ``<measure>__<k>`` for month M-k (k < trend_months).
-
-    Also ``out_day_mask__0``: the days of M with outgoing activity as a bit mask.
+    Days with activity are bit masks per month (bit d-1 = day d) whose set bits are counted, so no
+    subscriber-day grouping is shuffled: the map side folds a task's events into one row per subscriber.
+    Each event's month index, day bit and event kinds are projected once, before the aggregates read
+    them. Also ``out_day_mask__0``: the days of M with outgoing activity.
     """
-    months = [add_months(month, -k) for k in range(trend_months)]
-    aggs = []
-    for k, m in enumerate(months):
-        in_month = F.col("month") == m
-        for measure in TREND_MEASURES:
-            aggs.append(F.sum(F.when(in_month, _daily_measure(measure))).alias(summary_col(measure, k)))
-    in_m0 = F.col("month") == month
-    for measure in CURRENT_MEASURES:
-        aggs.append(F.sum(F.when(in_m0, _daily_measure(measure))).alias(summary_col(measure, 0)))
-    # days of M with outgoing activity as a bit mask (bit d-1 = day d): a plain aggregate, no lists
-    day_bit = F.expr("shiftleft(1L, dayofmonth(day) - 1)")
-    active_bit = F.when(in_m0 & (F.col("out_events") > 0), day_bit)
-    aggs.append(F.coalesce(F.bit_or(active_bit), F.lit(0).cast("long")).alias(OUT_DAY_MASK))
-    return daily.where(F.col("month").isin(*months)).groupBy("subscriber_id").agg(*aggs)
+    etype, ts = F.col("event_type"), F.col("event_ts")
+    operator = F.col("other_party_operator")
+    events = cdr.select(
+        "subscriber_id",
+        "duration_s",
+        "volume_kb",
+        F.col("roaming").alias("_roaming"),
+        _month_index(ts, month, trend_months).alias("_k"),
+        F.expr("shiftleft(1L, dayofmonth(event_ts) - 1)").alias("_day_bit"),
+        (F.col("direction") == "out").alias("_out"),
+        (etype == "voice").alias("_voice"),
+        (etype == "sms").alias("_sms"),
+        (etype == "data").alias("_data"),
+        _is_night(F.hour(ts), night_start_hour, night_end_hour).alias("_night"),
+        (operator.isNotNull() & ~operator.isin(*NON_COMPETITOR_OPERATORS)).alias("_competitor"),
+    ).where(F.col("_k").isNotNull())
+    out, voice, sms, data, roaming = (F.col(c) for c in ("_out", "_voice", "_sms", "_data", "_roaming"))
+    counted = {
+        "events": F.lit(True),
+        "out_events": out,
+        "voice_out_calls": voice & out,
+        "voice_in_calls": voice & ~out,
+        "sms_out": sms & out,
+        "sms_in": sms & ~out,
+        "data_sessions": data,
+        "night_events": F.col("_night"),
+        "competitor_out_events": (voice | sms) & out & F.col("_competitor"),
+        "roaming_events": roaming,
+        "roaming_out_events": roaming & out,
+    }
+    # measure: (events, value, divisor): the month's integer total in the reported unit
+    totals = {
+        "voice_out_min": (voice & out, F.col("duration_s"), 60.0),
+        "voice_in_min": (voice & ~out, F.col("duration_s"), 60.0),
+        "data_mb": (data, F.col("volume_kb"), 1024.0),
+        "roaming_data_mb": (roaming & data, F.col("volume_kb"), 1024.0),
+    }
+    day_flags = {"active_days": F.lit(True), "out_active_days": out, "roaming_days": roaming}
+    day_bit = F.col("_day_bit")
+
+    def measure(name: str, k: int) -> Column:
+        in_month = F.col("_k") == k
+        if name in counted:
+            return F.count_if(in_month & counted[name])
+        if name in totals:
+            cond, value, divisor = totals[name]
+            return F.sum(F.when(in_month & cond, value).otherwise(0)) / divisor
+        days = F.bit_or(F.when(in_month & day_flags[name], day_bit))
+        return F.bit_count(F.coalesce(days, F.lit(0).cast("long"))).cast("long")
+
+    aggs = [
+        measure(name, k).alias(summary_col(name, k)) for k in range(trend_months) for name in TREND_MEASURES
+    ]
+    aggs += [measure(name, 0).alias(summary_col(name, 0)) for name in CURRENT_MEASURES]
+    out_days = F.bit_or(F.when((F.col("_k") == 0) & out, day_bit))
+    mask = F.coalesce(out_days, F.lit(0).cast("long")).alias(OUT_DAY_MASK)
+    return events.groupBy("subscriber_id").agg(*aggs, mask)
 
 
 def count_roaming_countries(cdr: DataFrame, *, month: str) -> DataFrame:

@@ -105,8 +105,8 @@ def build_features_month(spark: SparkSession, cfg: Config, month: str) -> Featur
             log.warning(
                 "%s: no CDRs for %s: usage of those months is null (unknown)", month, ", ".join(missing)
             )
-        # the window itself is not cached (two scans of pruned Parquet columns cost less than
-        # materialising it); its per-subscriber summary, read by three families, is
+        # the window itself is not cached (a scan of pruned Parquet columns per aggregation costs less
+        # than materialising it); its per-subscriber summary, read by three families, is
         cdr_window = select_cdr_window(lake.read("cdr"), month=month, params=params)
         log.info("%s: building features (CDR months %s)", month, ", ".join(available))
         summary = summarize_cdr(cdr_window, month=month, params=params).persist(StorageLevel.MEMORY_AND_DISK)

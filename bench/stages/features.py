@@ -16,6 +16,7 @@ from pipelines.core.sql import duckdb_connect
 from pipelines.ingest import ingest_month
 
 TARGET_RATIO = 2.0
+SOURCES = ("subscriptions", "billing", "care", "cdr")
 
 DAILY_SQL = {
     "events": "count(*)",
@@ -107,6 +108,13 @@ SELECT * FROM summary LEFT JOIN contacts USING (subscriber_id)
 """
 
 
+def _ingested(lake: Lake, month: str) -> set[str]:
+    if not lake.exists("data_quality"):
+        return set()
+    quality = lake.read("data_quality").where(F.col("month") == month)
+    return {r.source for r in quality.select("source").distinct().collect()}
+
+
 def run(ctx: RunContext) -> FeaturesResult:
     from features.build import select_cdr_window, summarize_cdr
     from features.social import compute_contact_pairs
@@ -114,10 +122,13 @@ def run(ctx: RunContext) -> FeaturesResult:
 
     spark, work = ctx.spark, ctx.work
     cfg = ctx.config()
-    for month in ("2024-01", "2024-02"):  # the ingest stage loaded their subscriptions and CDRs
-        ingest_month(spark, cfg, month, sources=["billing", "care"])
-    ingest_month(spark, cfg, "2024-03", sources=["subscriptions", "billing", "care", "cdr"])
     lake = Lake(spark, cfg)
+    for month in ("2024-01", "2024-02"):
+        # the ingest stage loaded their subscriptions and CDRs; run alone (--stage features), this one does
+        todo = [s for s in SOURCES if s not in _ingested(lake, month)]
+        if todo:  # (no sources means every source)
+            ingest_month(spark, cfg, month, sources=todo)
+    ingest_month(spark, cfg, "2024-03", sources=list(SOURCES))
     month, params = "2024-03", cfg.features
     cdr_rows = select_cdr_window(lake.read("cdr"), month=month, params=params).count()
 

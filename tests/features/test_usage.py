@@ -13,12 +13,7 @@ from pyspark.testing import assertDataFrameEqual
 from features.build import select_cdr_window
 from features.columns import ROAMING_COUNTRIES, avg_col, chg_col, month_col, ratio_avg_col
 from features.params import FeatureParams
-from features.usage import (
-    compute_cdr_daily,
-    compute_usage_features,
-    count_roaming_countries,
-    summarize_cdr_months,
-)
+from features.usage import compute_usage_features, count_roaming_countries, summarize_cdr_events
 from tests.features.frames import CDR_COLUMNS, frame
 
 MONTH = "2024-03"
@@ -214,8 +209,7 @@ C_OTHER = {
 def _usage(spark, n: int, available: list[str]):
     params = FeatureParams(trend_months=n)
     window = select_cdr_window(frame(spark, CDR_SCHEMA, CDRS), month=MONTH, params=params)
-    daily = compute_cdr_daily(window, night_start_hour=22, night_end_hour=6)
-    summary = summarize_cdr_months(daily, month=MONTH, trend_months=n)
+    summary = summarize_cdr_events(window, month=MONTH, trend_months=n, night_start_hour=22, night_end_hour=6)
     population = spark.createDataFrame(POPULATION, "subscriber_id string, activation_date date")
     return compute_usage_features(
         population, summary, month=MONTH, trend_months=n, available_months=available
@@ -273,4 +267,45 @@ def test_roaming_countries_of_the_month(spark):
     expected = frame(spark, {"subscriber_id": "string", ROAMING_COUNTRIES: "bigint"}, [
         {"subscriber_id": "A", ROAMING_COUNTRIES: 2}
     ])  # fmt: skip
+    assertDataFrameEqual(got, expected)
+
+
+def test_roaming_measures_of_the_summary(spark):
+    """The roaming family reads these off the summary (its own tests start from a hand-built one)."""
+    rows = [
+        cdr("A", T(2024, 3, 2, 9), "data", "out", duration_s=60, volume_kb=1024, roaming_country="FR"),
+        cdr("A", T(2024, 3, 2, 23), "voice", "in", duration_s=90, roaming_country="FR"),
+        cdr("A", T(2024, 3, 31, 23, 59, 59), "data", "in", volume_kb=512, roaming_country="ES"),
+        cdr("A", T(2024, 3, 20, 9), "data", "out", volume_kb=4096),
+        # February's trip is not this month's
+        cdr("A", T(2024, 2, 29, 23, 59, 59), "sms", "out", roaming_country="DE"),
+        cdr("B", T(2024, 3, 2, 9), "voice", "out", duration_s=60),
+    ]
+    window = select_cdr_window(frame(spark, CDR_SCHEMA, rows), month=MONTH, params=FeatureParams())
+    summary = summarize_cdr_events(window, month=MONTH, trend_months=3, night_start_hour=22, night_end_hour=6)
+    names = ["roaming_events", "roaming_out_events", "roaming_days", "roaming_data_mb", "active_days"]
+    got = summary.select("subscriber_id", *[f"{name}__0" for name in names])
+    expected = frame(
+        spark,
+        {"subscriber_id": "string"}
+        | {f"{name}__0": "double" if name.endswith("mb") else "bigint" for name in names},
+        [
+            {
+                "subscriber_id": "A",
+                "roaming_events__0": 3,
+                "roaming_out_events__0": 1,
+                "roaming_days__0": 2,
+                "roaming_data_mb__0": 1.5,
+                "active_days__0": 3,
+            },
+            {
+                "subscriber_id": "B",
+                "roaming_events__0": 0,
+                "roaming_out_events__0": 0,
+                "roaming_days__0": 0,
+                "roaming_data_mb__0": 0.0,
+                "active_days__0": 1,
+            },
+        ],
+    )
     assertDataFrameEqual(got, expected)
