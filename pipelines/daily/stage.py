@@ -278,9 +278,5 @@ def write_day(lake: Lake, decided: pd.DataFrame, day: str) -> int:
         return v
 
     rows = [tuple(value(v) for v in r) for r in decided.reindex(columns=names).itertuples(index=False)]
-    if rows:
-        lake.replace_rows(rows, WARNINGS_SCHEMA, "daily_warnings", {"day": [day]})
-    else:  # no trigger fired: the day is replaced with none (the driver-rows path stages no file to commit)
-        empty = lake.spark.createDataFrame([], WARNINGS_SCHEMA)
-        lake.replace(empty, "daily_warnings", {"day": [day]})
+    lake.replace_rows(rows, WARNINGS_SCHEMA, "daily_warnings", {"day": [day]})  # none fired: emptied
     return len(rows)

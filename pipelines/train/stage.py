@@ -163,6 +163,12 @@ class TrainResult:
         """Seconds fitting the family and its segments."""
         return self.steps["fit"]
 
+    @property
+    def reported_metrics(self) -> dict[str, dict[str, dict[str, float]]]:
+        """What a run reports: the metrics at the horizon when a backtest measured them, else the test
+        month's."""
+        return self.test_metrics if self.horizon_metrics is None else self.horizon_metrics
+
 
 def fit_as_of(lake: Lake, run_month: str) -> TrainResult:
     """Fit and evaluate the family as of ``run_month`` (no tracking, no registration)."""
@@ -262,12 +268,13 @@ def write_performance(lake: Lake, results: Sequence[TrainResult], source: str) -
     rows = [
         row
         for r in results
-        for row in (
-            performance_rows(r.test_metrics, r.window, source, r.version, r.run_id)
-            if r.horizon_metrics is None
-            else performance_rows(
-                r.horizon_metrics, r.window, source, r.version, r.run_id, evaluated=r.window.run_month
-            )
+        for row in performance_rows(
+            r.reported_metrics,
+            r.window,
+            source,
+            r.version,
+            r.run_id,
+            evaluated=None if r.horizon_metrics is None else r.window.run_month,
         )
     ]
     months = sorted({r.window.run_month for r in results})
@@ -401,7 +408,7 @@ def backtest(spark: SparkSession, cfg: Config, months: Sequence[str]) -> list[Tr
     with recorded_run(lake, "train", months[-1], scope=f"backtest {months[0]}..{months[-1]}") as run:
         for month in months:
             result = fit_as_of(lake, month)
-            result.served = refit_as_of(lake, result)
+            result.served = refit_family(result.family, result.frame)  # no drift reference: never serves
             horizon = read_training_frame(lake, [month], result.family.spec)
             if horizon.empty:
                 raise InputNotReadyError(
@@ -430,7 +437,7 @@ def summarize_backtest(results: Sequence[TrainResult]) -> pd.DataFrame:
     """Mean metrics per cohort and model over the backtest months (at the horizon when measured there)."""
     frames = []
     for r in results:
-        t = metrics_table(r.test_metrics if r.horizon_metrics is None else r.horizon_metrics)
+        t = metrics_table(r.reported_metrics)
         t["month"] = r.window.run_month
         frames.append(t)
     table = pd.concat(frames)

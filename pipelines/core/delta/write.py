@@ -176,6 +176,7 @@ def write_rows(
 
         def stage(staging: str, _: str) -> None:  # one file per partition, in Spark's folder layout
             fs = _fs(path)[0]
+            fs.create_dir(staging, recursive=True)  # no rows: an overwrite that replaces with nothing
             keys = plan.partition_by
             groups: dict[str, list[int]] = {}
             for i, row in enumerate(table.select(keys).to_pylist()):

@@ -97,6 +97,10 @@ def test_replacing_a_partition_with_no_rows_empties_it(spark, tmp_path: Path):
         spark.createDataFrame([], SCHEMA), path, mode="overwrite", replace_partitions={"month": ["2024-01"]}
     )
     assert [r.subscriber_id for r in read_delta(spark, path).collect()] == ["b"]
+    # rows made in the driver: none replace a partition alike
+    write_rows(spark, [], SCHEMA, path, mode="overwrite", replace_partitions={"month": ["2024-02"]})
+    assert read_delta(spark, path).count() == 0
+    assert table_version(path) == 2
 
 
 def test_other_engines_read_identically_with_partitions_and_stats(spark, tmp_path: Path):
