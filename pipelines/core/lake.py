@@ -167,6 +167,34 @@ class Lake:
                 commit_guard=guard,
             )
 
+    @_table_errors(writing=True)
+    def write_files(
+        self,
+        schema: T.StructType,
+        name: str,
+        stage: Callable[[str], None],
+        *,
+        partitions: Mapping[str, Sequence[Any]],
+        partition_by: Sequence[str],
+        before_commit: Callable[[DataFrame], Any] | None = None,
+    ) -> delta.WriteResult:
+        """Replace ``partitions`` with the Parquet files ``stage(folder)`` writes (rows of ``schema``, in
+        ``col=value`` folders): tasks that hold the rows in Arrow write the table's files themselves
+        (:func:`pipelines.core.delta.write_files`)."""
+        with self._leased(name, "overwrite", partitions) as guard:
+            return delta.write_files(
+                self.spark,
+                schema,
+                self.path(name),
+                stage,
+                mode="overwrite",
+                partition_by=partition_by,
+                replace_partitions=partitions,
+                before_commit=before_commit,
+                engine=self.engine,
+                commit_guard=guard,
+            )
+
     def replace(
         self,
         df: DataFrame,

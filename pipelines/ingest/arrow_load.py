@@ -1,19 +1,30 @@
-"""The Arrow path of reading and checking a delivery: Spark tasks parse, check and stage the landing files
-with pyarrow in their Python workers (:mod:`pipelines.ingest.tasks`); the JVM reads back only the staged
-Parquet, which holds the same rows as :func:`~pipelines.ingest.read.read_delivery` followed by
-:func:`~features.cleaning.validate_rows`, so the rest of ingest is one code for both paths.
+"""The Arrow path of ingesting a delivery: Spark tasks parse, check, pseudonymise and resolve the landing
+files with pyarrow in their Python workers (:mod:`pipelines.ingest.tasks`) and stage them as Parquet;
+Spark reads back only the keys to find duplicates; a second pass of tasks writes the silver table's files
+(:mod:`pipelines.ingest.publish`). The rows never enter the JVM.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
+from pyspark.sql.types import StructType
 
+from pipelines.core.delta.files import _arrow_schema
+from pipelines.core.privacy import PseudonymKey
 from pipelines.ingest.files import LandingFile
+from pipelines.ingest.kernels import RAW_COL, REASONS_COL
+from pipelines.ingest.owners import Owners
+from pipelines.ingest.publish import DROPS_SCHEMA, PUBLISHED_DDL, PublishPlan, publish_files
+from pipelines.ingest.spec import SourceSpec
 from pipelines.ingest.tasks import STAGED_DDL, TaskPlan, check_files, checked_schema
 
 
@@ -22,7 +33,23 @@ def arrow_readable(files: Sequence[LandingFile]) -> bool:
     return all(f.fmt == "csv" for f in files)
 
 
-def read_checked(
+@dataclass(frozen=True)
+class Staged:
+    """A delivery's checked rows, staged: per landing file, one Parquet file of its good rows and one of
+    its rejected rows (if any)."""
+
+    good_rows: DataFrame  # typed columns and place (file id, position)
+    rejected_rows: DataFrame  # the same with reasons and raw values
+    files: tuple[tuple[int, str], ...]  # (file id, staged file of its good rows)
+    rejected: dict[str, int] = field(default_factory=dict)  # rows per first reason
+    rows_read: int = 0
+
+    @property
+    def good(self) -> int:
+        return self.rows_read - sum(self.rejected.values())
+
+
+def stage_checked(
     spark: SparkSession,
     files: Sequence[LandingFile],
     *,
@@ -30,7 +57,9 @@ def read_checked(
     month: str,
     late_days: int,
     target: str,
-) -> DataFrame | None:
+    key: PseudonymKey | None = None,
+    owners: Owners | None = None,
+) -> Staged | None:
     """The delivery's checked rows, staged under ``target`` (a folder the caller removes) by one task per
     file; None when a file needs the Spark path."""
     # the largest files first: the tasks of a month end together
@@ -44,13 +73,70 @@ def read_checked(
         multiline=tuple(f.multiline for f in files),
         order=tuple(order),
         target=target.removeprefix("file://"),
+        key=key,
+        owners=owners,
     )
     os.makedirs(plan.target, exist_ok=True)
     staged = spark.range(0, len(files), 1, len(files)).mapInArrow(check_files(plan), STAGED_DDL).collect()
     if any(r.rows < 0 for r in staged):
         return None
-    schema = from_arrow_schema(checked_schema(source))
-    paths = [r.file for r in staged if r.rows > 0]
+    rejected: dict[str, int] = {}
+    for r in staged:
+        for reason, n in json.loads(r.rejected).items():
+            rejected[reason] = rejected.get(reason, 0) + n
+    schema = from_arrow_schema(checked_schema(source, resolved=owners is not None))
+    good_schema = StructType([f for f in schema.fields if f.name not in (REASONS_COL, RAW_COL)])
+    good = tuple(sorted((r.fid, r.file) for r in staged if r.rows > 0))
+    bad = sorted(r.rejected_file for r in staged if r.rejected_file)
+    return Staged(
+        _read(spark, good_schema, [p for _, p in good]),
+        _read(spark, schema, bad),
+        good,
+        rejected,
+        sum(r.rows for r in staged),
+    )
+
+
+def _read(spark: SparkSession, schema: StructType, paths: Sequence[str]) -> DataFrame:
     if not paths:
         return spark.createDataFrame([], schema)
     return spark.read.schema(schema).parquet(*paths).select(*[F.col(c) for c in schema.fieldNames()])
+
+
+def write_drops(drops: DataFrame, path: str) -> str | None:
+    """The positions ``(_fid, _pos)`` of the rows to leave out, as one small Parquet file (None: none)."""
+    table = drops.select(F.col("_fid").cast("int"), F.col("_pos").cast("long")).toArrow()
+    if table.num_rows == 0:
+        return None
+    pq.write_table(table.cast(DROPS_SCHEMA), path)
+    return path
+
+
+def publisher(
+    spark: SparkSession, staged: Staged, spec: SourceSpec, month: str, schema: StructType, drops: str | None
+) -> Callable[[str], Any]:
+    """The ``stage`` of :func:`pipelines.core.delta.write_files`: one task per staged file writes its good
+    rows, less ``drops``, as the table's files (columns of ``schema``, partition columns last)."""
+    names = [f.name for f in schema.fields if f.name not in spec.partition_by] + list(spec.partition_by)
+    arrow = _arrow_schema(StructType([schema[n] for n in names]))
+
+    def stage(folder: str) -> None:
+        plan = PublishPlan(
+            month=month,
+            staged=staged.files,
+            drops=drops,
+            schema=arrow,
+            partition_by=tuple(spec.partition_by),
+            event_column=spec.event_column,
+            event_month_column=spec.event_month_column,
+            delivery_column=spec.delivery_column,
+            target=folder,
+        )
+        n = len(plan.staged)
+        if n:
+            spark.range(0, n, 1, n).mapInArrow(publish_files(plan), PUBLISHED_DDL).collect()
+
+    return stage
+
+
+__all__ = ["Staged", "arrow_readable", "publisher", "stage_checked", "write_drops"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
 from features.calendar import add_months, month_start
@@ -17,6 +17,24 @@ from pipelines.core.lake import Lake
 from pipelines.ingest.spec import SourceSpec
 
 MAX_REPEATED = 200_000  # repeated keys collected and broadcast; beyond that, joined by a shuffle
+POSITIONS_DDL = "_fid int, _pos long"
+
+
+def _position() -> Column:
+    return F.struct("_fid", "_block", "_pos")
+
+
+def _repeated(good: DataFrame, keys: list[str], max_repeated: int) -> tuple[DataFrame, list[Row] | None]:
+    """The keys that repeat, each with its copies (``_n``) and the positions of its first and last
+    delivered copy (``_first``, ``_keep``), and the same collected while at most ``max_repeated`` (None:
+    more, left for a shuffle join)."""
+    repeated = (
+        good.groupBy(*keys)
+        .agg(F.count("*").alias("_n"), F.min(_position()).alias("_first"), F.max(_position()).alias("_keep"))
+        .where(F.col("_n") > 1)
+    )
+    found = repeated.limit(max_repeated + 1).collect()
+    return repeated, (found if len(found) <= max_repeated else None)
 
 
 def dedupe_repeated(good: DataFrame, keys: list[str], *, max_repeated: int = MAX_REPEATED) -> DataFrame:
@@ -26,24 +44,40 @@ def dedupe_repeated(good: DataFrame, keys: list[str], *, max_repeated: int = MAX
     every other copy of those keys is filtered out. Usually few: collected and broadcast (more than
     ``max_repeated``: joined by a shuffle instead).
     """
-    position = F.struct("_fid", "_block", "_pos")
-    repeated = (
-        good.groupBy(*keys)
-        .agg(F.count("*").alias("_n"), F.max(position).alias("_keep"))
-        .where(F.col("_n") > 1)
-        .select(*keys, "_keep")
-    )
-    found = repeated.limit(max_repeated + 1).collect()
-    if not found:
+    repeated, found = _repeated(good, keys, max_repeated)
+    if found == []:
         return good
-    if len(found) <= max_repeated:
+    if found is not None:
         repeated = F.broadcast(good.sparkSession.createDataFrame(found, repeated.schema))
-    joined = good.join(repeated, keys, "left")
-    return joined.where(F.col("_keep").isNull() | (position == F.col("_keep"))).drop("_keep")
+    joined = good.join(repeated.select(*keys, "_keep"), keys, "left")
+    return joined.where(F.col("_keep").isNull() | (F.col("_keep") == _position())).drop("_keep")
 
 
-def drop_loaded_elsewhere(lake: Lake, df: DataFrame, spec: SourceSpec, month: str) -> DataFrame:
-    """Rows already loaded from another month's delivery are duplicates, not new rows.
+def repeated_positions(good: DataFrame, keys: list[str], *, max_repeated: int = MAX_REPEATED) -> DataFrame:
+    """The rows :func:`dedupe_repeated` leaves out, as their positions ``(_fid, _pos)``: for a key
+    delivered twice, its first copy, known from the aggregation alone; a key delivered more often
+    needs its rows read again."""
+    spark = good.sparkSession
+    repeated, found = _repeated(good, keys, max_repeated)
+    if found is None:  # many: by a shuffle join
+        many = repeated
+    else:
+        twice = [(r._first._fid, r._first._pos) for r in found if r._n == 2]
+        more = [r for r in found if r._n > 2]
+        out = spark.createDataFrame(twice, POSITIONS_DDL)
+        if not more:
+            return out
+        many = F.broadcast(spark.createDataFrame(more, repeated.schema))
+    dropped = good.join(many.select(*keys, "_keep"), keys).where(F.col("_keep") != _position())
+    dropped = dropped.select("_fid", "_pos")
+    return dropped if found is None else out.unionByName(dropped)
+
+
+def _loaded_elsewhere(
+    lake: Lake, df: DataFrame, spec: SourceSpec, month: str
+) -> list[tuple[DataFrame, DataFrame | None]]:
+    """``df`` in parts, each with the keys already loaded from other deliveries it must not repeat (None:
+    nothing to check).
 
     CDRs: only late records (event month M-1, against M-1's own delivery, within the late window) and,
     when M+1 was loaded first, records of M it delivered late can repeat; everything else passes without
@@ -51,10 +85,10 @@ def drop_loaded_elsewhere(lake: Lake, df: DataFrame, spec: SourceSpec, month: st
     """
     keys, source = list(spec.keys), spec.name
     if spec.cross_delivery == "none" or not lake.exists(source):
-        return df
+        return [(df, None)]
     if spec.cross_delivery == "all_deliveries":
         existing = lake.read(source).where(F.col(spec.partition_by[0]) != month).select(*keys)
-        return df.join(existing, keys, "left_anti")
+        return [(df, existing)]
     assert spec.event_column and spec.delivery_column and spec.event_month_column
     event_month, delivery_month = F.col(spec.event_month_column), F.col(spec.delivery_column)
     previous = add_months(month, -1)
@@ -62,10 +96,10 @@ def drop_loaded_elsewhere(lake: Lake, df: DataFrame, spec: SourceSpec, month: st
     late_zone = dt.datetime.combine(
         month_start(month) - dt.timedelta(days=lake.cfg.ingest.late_days), dt.time()
     )
-    late = df.where(event_month < month)
-    current = df.where(event_month >= month)
+    late, late_loaded = df.where(event_month < month), None
+    current, current_loaded = df.where(event_month >= month), None
     if (previous, previous) in held:
-        loaded = (
+        late_loaded = (
             lake.read(source)
             .where(
                 (event_month == previous)
@@ -74,8 +108,32 @@ def drop_loaded_elsewhere(lake: Lake, df: DataFrame, spec: SourceSpec, month: st
             )
             .select(*keys)
         )
-        late = late.join(loaded, keys, "left_anti")
     if any(e == month and d not in (None, month) for e, d in held):
         loaded = lake.read(source).where((event_month == month) & (delivery_month != month))
-        current = current.join(loaded.select(*keys), keys, "left_anti")
-    return late.unionByName(current)
+        current_loaded = loaded.select(*keys)
+    return [(late, late_loaded), (current, current_loaded)]
+
+
+def drop_loaded_elsewhere(lake: Lake, df: DataFrame, spec: SourceSpec, month: str) -> DataFrame:
+    """Rows already loaded from another month's delivery are duplicates, not new rows
+    (:func:`_loaded_elsewhere` says which deliveries each row is checked against)."""
+    keys = list(spec.keys)
+    parts = [
+        part if loaded is None else part.join(loaded, keys, "left_anti")
+        for part, loaded in _loaded_elsewhere(lake, df, spec, month)
+    ]
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.unionByName(part)
+    return out
+
+
+def loaded_elsewhere_positions(lake: Lake, df: DataFrame, spec: SourceSpec, month: str) -> DataFrame:
+    """The rows :func:`drop_loaded_elsewhere` leaves out, as their positions ``(_fid, _pos)`` (``df``
+    holds the keys, the positions and the partition columns)."""
+    keys = list(spec.keys)
+    out = df.sparkSession.createDataFrame([], POSITIONS_DDL)
+    for part, loaded in _loaded_elsewhere(lake, df, spec, month):
+        if loaded is not None:
+            out = out.unionByName(part.join(loaded, keys, "left_semi").select("_fid", "_pos"))
+    return out

@@ -49,9 +49,13 @@ def _where(mask: pa.Array, values: pa.Array, kind: pa.DataType) -> pa.Array:
     return pc.if_else(pc.fill_null(mask, False), values, pa.nulls(len(values), kind))
 
 
+_WS_CHARS = "".join(chr(i) for i in range(0x21))
+
+
 def _strip(text: pa.Array) -> pa.Array:
-    """Spark's number casts: surrounding control characters and spaces, and a leading plus, dropped."""
-    return pc.replace_substring_regex(text, rf"^{_WS}\+?|{_WS}$", "")
+    """Spark's number casts: surrounding control characters and spaces, and a leading plus, dropped
+    (the text matched the number's pattern: one sign at most, no space after it)."""
+    return pc.utf8_ltrim(pc.utf8_trim(text, _WS_CHARS), "+")
 
 
 def _python_values(text: pa.Array, parse, kind: pa.DataType) -> pa.Array:
@@ -94,13 +98,59 @@ def _parse_decimal(text: pa.Array) -> pa.Array:
     return pc.if_else(plain, fast, slow)
 
 
-def _parse_timestamp(text: pa.Array, fmt: str, width: int) -> pa.Array:
+def _parse_timestamp_exact(text: pa.Array, fmt: str, width: int) -> pa.Array:
     head = pc.utf8_slice_codeunits(text, 0, width)
     # in seconds: Arrow prints the seconds of a finer unit with a fraction
     parsed = pc.strptime(head, format=fmt, unit="s", error_is_null=True)
     # strptime rolls 02-30 over into March and takes second 60: only a value that prints back is real
     exact = pc.equal(pc.strftime(parsed, format=fmt), head)
     return pc.cast(_where(exact, parsed, pa.timestamp("s")), pa.timestamp("us"))
+
+
+def _digits(chars: np.ndarray, starts: np.ndarray, at: int, width: int) -> np.ndarray:
+    out = np.zeros(len(starts), dtype=np.int64)
+    for i in range(at, at + width):
+        out = out * 10 + (chars[starts + i].astype(np.int64) - 48)
+    return out
+
+
+def _parse_timestamp(text: pa.Array, fmt: str, width: int) -> pa.Array:
+    """Text already in the contract's layout (``YYYY-MM-DD[ HH:MM:SS...]``, else null) as a timestamp;
+    null where the date or time does not exist.
+
+    The digits are read straight from the text's buffer; a value the fast reading is not sure of (an
+    impossible field, a year far from ours) goes through strptime and must print back unchanged."""
+    text = pc.cast(text, pa.string()) if not isinstance(text, pa.Array) else text
+    n = len(text)
+    valid = np.asarray(text.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    if not valid.any():
+        return pa.nulls(n, pa.timestamp("us"))
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32, count=text.offset + n + 1)[text.offset :]
+    data = text.buffers()[2]
+    chars = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    starts = offsets[:-1][valid].astype(np.int64)
+    year, month, day = (_digits(chars, starts, at, width) for at, width in ((0, 4), (5, 2), (8, 2)))
+    seconds = np.zeros(len(starts), dtype=np.int64)
+    ok = (year >= 1900) & (year < 2200) & (month >= 1) & (month <= 12) & (day >= 1)
+    if width > 10:
+        hour, minute, second = (_digits(chars, starts, at, 2) for at in (11, 14, 17))
+        ok &= (hour < 24) & (minute < 60) & (second < 60)
+        seconds = hour * 3600 + minute * 60 + second
+    month_start = (year - 1970) * 12 + np.clip(month, 1, 12) - 1
+    first = month_start.astype("datetime64[M]").astype("datetime64[D]")
+    after = (month_start + 1).astype("datetime64[M]").astype("datetime64[D]")
+    ok &= day <= (after - first).astype(np.int64)
+    epoch = (first.astype(np.int64) + day - 1) * 86400 + seconds
+    values = np.zeros(n, dtype=np.int64)
+    values[valid] = epoch * 1_000_000
+    known = np.zeros(n, dtype=bool)
+    known[valid] = ok
+    fast = pa.array(values, pa.timestamp("us"), mask=~known)
+    unsure = valid & ~known
+    if not unsure.any():
+        return fast
+    slow = _parse_timestamp_exact(_where(pa.array(unsure), text, pa.string()), fmt, width)
+    return pc.if_else(pa.array(known), fast, slow)
 
 
 def parse_column(raw: pa.Array, kind: str) -> pa.Array:
@@ -142,6 +192,28 @@ def _reasons(checks: list[tuple[np.ndarray, str]], n: int) -> tuple[pa.Array, np
     return pa.ListArray.from_arrays(pa.array(offsets), values), counts > 0
 
 
+_REPLACEMENT_BYTES = REPLACEMENT_CHAR.encode()
+
+
+def _holds(text: pa.Array, needle: bytes) -> bool:
+    """Whether any value may hold ``needle``: one search of the column's bytes (a slice's neighbours
+    included: a false yes only costs the exact check)."""
+    data = text.buffers()[2]
+    return data is not None and data.to_pybytes().find(needle) >= 0
+
+
+def _without_blanks(text: pa.Array) -> pa.Array:
+    """Values of spaces only (or empty) as null, as Spark's trim then empty check does."""
+    if not pc.any(pc.starts_with(text, " ")).as_py() and not _holds_empty(text):
+        return text
+    blank = pc.equal(pc.utf8_trim(text, " "), "")
+    return _where(pc.invert(blank), text, pa.string())
+
+
+def _holds_empty(text: pa.Array) -> bool:
+    return bool(pc.any(pc.equal(pc.binary_length(text), 0)).as_py())
+
+
 def _mask(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
 
@@ -164,12 +236,13 @@ def check_columns(
     typed: dict[str, pa.Array] = {}
     for col in contract:
         text = raw[col.name]
-        blank = pc.equal(pc.utf8_trim(text, " "), "")
-        norm = _where(pc.invert(blank), text, pa.string())
+        norm = _without_blanks(text)
         value = parse_column(norm, col.kind)
         typed[col.name] = value
         present = pc.is_valid(norm)
-        checks.append((_mask(pc.match_substring(text, REPLACEMENT_CHAR)), f"{C.INVALID_ENCODING}:{col.name}"))
+        if _holds(text, _REPLACEMENT_BYTES):
+            undecodable = _mask(pc.match_substring(text, REPLACEMENT_CHAR))
+            checks.append((undecodable, f"{C.INVALID_ENCODING}:{col.name}"))
         if not col.nullable:
             checks.append((~_mask(present), f"{C.MISSING_REQUIRED}:{col.name}"))
         checks.append((_mask(pc.and_(present, pc.is_null(value))), f"{C.UNPARSEABLE}:{col.name}"))

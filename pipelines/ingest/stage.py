@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -36,8 +37,13 @@ from pipelines.core.lake import Lake
 from pipelines.core.manifest import recorded_run
 from pipelines.core.privacy import PHONE_COLUMNS, pseudonym_key, pseudonymise_rows
 from pipelines.core.runner import one_line
-from pipelines.ingest.arrow_load import arrow_readable, read_checked
-from pipelines.ingest.dedupe import dedupe_repeated, drop_loaded_elsewhere
+from pipelines.ingest.arrow_load import arrow_readable, publisher, stage_checked, write_drops
+from pipelines.ingest.dedupe import (
+    dedupe_repeated,
+    drop_loaded_elsewhere,
+    loaded_elsewhere_positions,
+    repeated_positions,
+)
 from pipelines.ingest.files import (
     LandingFile,
     MissingDeliveryError,
@@ -46,6 +52,7 @@ from pipelines.ingest.files import (
     extra_columns,
     list_delivery,
 )
+from pipelines.ingest.owners import owners_from
 from pipelines.ingest.quality import (
     GateFailedError,
     SourceReport,
@@ -56,7 +63,12 @@ from pipelines.ingest.quality import (
 )
 from pipelines.ingest.read import block_stats, quarantine_rows, read_delivery, unreadable_file
 from pipelines.ingest.spec import INGEST_ORDER, SOURCE_SPECS, LoadStats, SourceSpec
-from pipelines.ingest.subscribers import count_msisdn_conflicts, read_msisdn_intervals, with_subscriber
+from pipelines.ingest.subscribers import (
+    count_msisdn_conflicts,
+    read_msisdn_intervals,
+    unknown_as_text,
+    with_subscriber,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,35 +173,84 @@ def ingest_source(
     PHASES.pop((source, month), None)
     scratch = contextlib.ExitStack()  # the Arrow path's staged files, removed when the source is done
     with scratch:
-        checked, staged = _checked_rows(lake, files, source, month, scratch)
-        return _resolve_and_finish(
-            lake, spec, report, checked, files, override_gates=override_gates, staged=staged
+        # the tasks write with pyarrow's local filesystem: a lake on a cluster's shared folder, not S3
+        local = urlparse(lake.path(source)).scheme in ("", "file")
+        if cfg.ingest.path == "arrow" and local and arrow_readable(files):
+            done = _ingest_arrow(lake, spec, report, files, scratch, override_gates=override_gates)
+            if done is not None:
+                return done
+        raw = read_delivery(lake.spark, files, source, local_timezone=cfg.ingest.local_timezone)
+        checked = validate_rows(raw, source=source, month=month, late_days=cfg.ingest.late_days)
+        return _resolve_and_finish(lake, spec, report, checked, files, override_gates=override_gates)
+
+
+def _ingest_arrow(
+    lake: Lake, spec: SourceSpec, report: SourceReport, files: Sequence[LandingFile],
+    scratch: contextlib.ExitStack, *, override_gates: bool,
+) -> SourceReport | None:  # fmt: skip
+    """The Arrow path (:mod:`pipelines.ingest.arrow_load`); None when a file needs the Spark path."""
+    cfg, spark, source, month = lake.cfg, lake.spark, spec.name, report.month
+    owners = None
+    if spec.resolves_subscriber:
+        with _phase(source, month, "intervals"):
+            intervals = read_msisdn_intervals(lake, add_months(month, 1))
+            intervals = intervals.persist(StorageLevel.MEMORY_AND_DISK)
+            try:
+                report.msisdn_conflicts = count_msisdn_conflicts(intervals, month)
+                held = intervals.select("msisdn", "subscriber_id", "valid_from", "valid_to")
+                owners = owners_from(held.toArrow())
+            finally:
+                intervals.unpersist()
+    target = scratch.enter_context(scratch_folder(lake.path(source), "ingest"))
+    with _phase(source, month, "parse_check"):
+        staged = stage_checked(
+            spark, files, source=source, month=month, late_days=cfg.ingest.late_days, target=target,
+            key=pseudonym_key(cfg.privacy), owners=owners,
+        )  # fmt: skip
+    if staged is None:
+        return None
+    # what _finish_source reads for the quarantine: the rejected rows alone
+    checked = unknown_as_text(staged.rejected_rows) if spec.resolves_subscriber else staged.rejected_rows
+    blocks = None  # one task per file: a row's position is its record number in the file, from 0
+    if staged.rejected:
+        blocks = spark.createDataFrame(
+            [(fid, 0, fid, 0, 0) for fid, _ in staged.files],
+            "_fid int, _block long, _pid int, _first long, _offset long",
         )
+    keys = list(spec.keys)
 
-
-def _checked_rows(
-    lake: Lake, files: Sequence[LandingFile], source: str, month: str, scratch: contextlib.ExitStack
-) -> tuple[DataFrame, bool]:
-    """The delivery's rows typed and checked, and whether they are staged Parquet: written by Arrow tasks
-    where the path allows, else the JVM's read and validation."""
-    cfg, spark = lake.cfg, lake.spark
-    if cfg.ingest.path == "arrow" and arrow_readable(files):
-        target = scratch.enter_context(scratch_folder(lake.path(source), "ingest"))
-        with _phase(source, month, "parse_check"):
-            staged = read_checked(
-                spark, files, source=source, month=month, late_days=cfg.ingest.late_days, target=target
+    def publish(check: Callable[[DataFrame], Any]) -> WriteResult:
+        good = staged.good_rows
+        place = [c for c in ("_fid", "_block", "_pos", spec.event_column) if c and c not in keys]
+        keyed = _add_partition_columns(good.select(*keys, *place), spec, month, keep_place=True)
+        with _phase(source, month, "dedupe"):
+            drops = repeated_positions(keyed, keys).unionByName(
+                loaded_elsewhere_positions(lake, keyed, spec, month)
             )
-        if staged is not None:
-            return staged, True
-    raw = read_delivery(spark, files, source, local_timezone=cfg.ingest.local_timezone)
-    return validate_rows(raw, source=source, month=month, late_days=cfg.ingest.late_days), False
+            dropped = write_drops(drops, f"{target.removeprefix('file://')}/drops.parquet")
+        schema = _add_partition_columns(good, spec, month).select(*spec.silver_columns()).schema
+        with _phase(source, month, "silver"):
+            return lake.write_files(
+                schema,
+                source,
+                publisher(spark, staged, spec, month, schema, dropped),
+                partitions=spec.replaced_partitions(month),
+                partition_by=spec.partition_by,
+                before_commit=check,
+            )
+
+    return _finish_source(
+        lake, spec, report, checked, files, override_gates,
+        counted=(staged.rejected, staged.good, blocks), publish=publish,
+    )  # fmt: skip
 
 
 def _resolve_and_finish(
     lake: Lake, spec: SourceSpec, report: SourceReport, checked: DataFrame, files: Sequence[LandingFile], *,
-    override_gates: bool, staged: bool,
+    override_gates: bool,
 ) -> SourceReport:  # fmt: skip
-    """Pseudonymise and resolve numbers, then :func:`_finish_source` (a failed read names its file)."""
+    """The Spark path: pseudonymise and resolve numbers, then :func:`_finish_source` (a failed read names
+    its file)."""
     cfg, spark, source, month = lake.cfg, lake.spark, spec.name, report.month
     key = pseudonym_key(cfg.privacy)
     if key is not None:  # before anything is resolved, stored or counted: no clear number goes further
@@ -203,10 +264,8 @@ def _resolve_and_finish(
             report.msisdn_conflicts = count_msisdn_conflicts(intervals, month)
         checked = with_subscriber(checked, intervals)
     # the checked rows are read three times (statistics, duplicates, silver write) and live only for this
-    # source: cached uncompressed in memory while the delivery is small enough, else on local disk; staged
-    # Parquet is read again instead (each pass reads only its columns, and no row enters the JVM's heap)
-    if not staged:
-        checked = cache_checked(spark, checked, files, cfg.ingest.memory_cache_max_mb)
+    # source: cached uncompressed in memory while the delivery is small enough, else on local disk
+    checked = cache_checked(spark, checked, files, cfg.ingest.memory_cache_max_mb)
     try:
         return _finish_source(lake, spec, report, checked, files, override_gates)
     except (GateFailedError, UnreadableFileError):
@@ -251,6 +310,10 @@ def cache_checked(
             spark.conf.set(CACHE_COMPRESSED, compressed)
 
 
+Counted = tuple[dict[str, int], int, DataFrame | None]  # rejected rows by reason, good rows, blocks
+Publish = Callable[[Callable[[DataFrame], Any]], WriteResult]  # writes silver, gated by the check given
+
+
 def _finish_source(
     lake: Lake,
     spec: SourceSpec,
@@ -258,16 +321,22 @@ def _finish_source(
     checked: DataFrame,
     files: Sequence[LandingFile],
     override_gates: bool,
+    *,
+    counted: Counted | None = None,
+    publish: Publish | None = None,
 ) -> SourceReport:
-    """Count and locate the rejected rows, drop duplicates, write silver (gated), quarantine and quality."""
+    """Count and locate the rejected rows, drop duplicates, write silver (gated), quarantine and quality.
+
+    ``counted`` and ``publish``: the Arrow path's counts and silver write (by default Spark's, from
+    ``checked``)."""
     source, month, cfg = spec.name, report.month, lake.cfg
-    with _phase(source, month, "block_stats"):
-        quarantine_by_reason, good_count, blocks = block_stats(checked)
+    if counted is None:
+        with _phase(source, month, "block_stats"):
+            counted = block_stats(checked)
+    quarantine_by_reason, good_count, blocks = counted
     rows_quarantined = sum(quarantine_by_reason.values())
-    good = checked.where(F.size(REASONS_COL) == 0).drop(REASONS_COL, RAW_COL)
-    with _phase(source, month, "dedupe"):
-        deduped = _add_partition_columns(dedupe_repeated(good, list(spec.keys)), spec, month)
-    deduped = drop_loaded_elsewhere(lake, deduped, spec, month)
+    if publish is None:
+        publish = _spark_publish(lake, spec, month, checked, good_count)
     trailing = None
     if spec.event_column:
         trailing = read_trailing_daily_mean(
@@ -288,8 +357,7 @@ def _finish_source(
 
     report = dataclasses.replace(report, quarantine_by_reason=quarantine_by_reason)
     try:
-        with _phase(source, month, "silver"):
-            stats, failures = _write_silver(lake, spec, month, deduped, good_count, check).checked
+        stats, failures = publish(check).checked
     except GateFailedError as exc:
         write_quality(lake, report_with_stats(report, spec, exc.stats, exc.failures, overridden=False))
         raise
@@ -316,8 +384,24 @@ def _finish_source(
     return report
 
 
-def _add_partition_columns(df: DataFrame, spec: SourceSpec, month: str) -> DataFrame:
-    df = df.drop("_fid", "_block", "_pid", "_pos")
+def _spark_publish(lake: Lake, spec: SourceSpec, month: str, checked: DataFrame, good_count: int) -> Publish:
+    def publish(check: Callable[[DataFrame], Any]) -> WriteResult:
+        source = spec.name
+        good = checked.where(F.size(REASONS_COL) == 0).drop(REASONS_COL, RAW_COL)
+        with _phase(source, month, "dedupe"):
+            deduped = _add_partition_columns(dedupe_repeated(good, list(spec.keys)), spec, month)
+        deduped = drop_loaded_elsewhere(lake, deduped, spec, month)
+        with _phase(source, month, "silver"):
+            return _write_silver(lake, spec, month, deduped, good_count, check)
+
+    return publish
+
+
+def _add_partition_columns(
+    df: DataFrame, spec: SourceSpec, month: str, *, keep_place: bool = False
+) -> DataFrame:
+    if not keep_place:
+        df = df.drop("_fid", "_block", "_pid", "_pos")
     if spec.event_column:
         assert spec.event_month_column is not None
         df = df.withColumn(spec.event_month_column, F.date_format(spec.event_column, "yyyy-MM"))

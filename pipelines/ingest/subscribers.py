@@ -77,11 +77,13 @@ def with_subscriber(validated: DataFrame, intervals: DataFrame) -> DataFrame:
     """Resolve CDR numbers as of event time; a good row whose number belongs to nobody is quarantined."""
     resolved = resolve_msisdn(validated, intervals)
     unknown = (F.size(REASONS_COL) == 0) & F.col("subscriber_id").isNull()
-    # the row parsed cleanly, so its raw values are its typed values as text
+    reasons = F.when(unknown, F.array(F.lit(C.UNKNOWN_MSISDN))).otherwise(F.col(REASONS_COL))
+    return unknown_as_text(resolved.withColumn(REASONS_COL, reasons))
+
+
+def unknown_as_text(resolved: DataFrame) -> DataFrame:
+    """The raw values of a row quarantined only for its unknown number: it parsed cleanly, so they are
+    its typed values as text."""
+    only_unknown = (F.size(REASONS_COL) == 1) & (F.col(REASONS_COL)[0] == C.UNKNOWN_MSISDN)
     as_text = F.struct(*[F.col(c).cast("string").alias(c) for c in C.columns("cdr")])
-    return resolved.withColumns(
-        {
-            REASONS_COL: F.when(unknown, F.array(F.lit(C.UNKNOWN_MSISDN))).otherwise(F.col(REASONS_COL)),
-            RAW_COL: F.when(unknown, as_text).otherwise(F.col(RAW_COL)),
-        }
-    )
+    return resolved.withColumn(RAW_COL, F.when(only_unknown, as_text).otherwise(F.col(RAW_COL)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import os
 import uuid
 from collections.abc import Iterator, Sequence
@@ -23,10 +24,12 @@ import pyarrow.parquet as pq
 
 from features import contract as C
 from pipelines.core.arrow import BatchFn
+from pipelines.core.privacy import PHONE_COLUMNS, PSEUDONYMISERS, PseudonymKey
 from pipelines.ingest.kernels import ARROW_TYPES, RAW_COL, REASONS_COL, check_columns
+from pipelines.ingest.owners import Owners, resolve
 
 BLOCK_BYTES = 64 << 20  # text parsed per batch: bounds a task's memory whatever the file's size
-STAGED_DDL = "fid int, file string, rows long"
+STAGED_DDL = "fid int, file string, rejected_file string, rows long, rejected string"
 
 
 class MultilineMalformedError(RuntimeError):
@@ -46,10 +49,13 @@ class TaskPlan:
     multiline: tuple[bool, ...]  # per file, whether values may hold line breaks (or gzip: unknown)
     order: tuple[int, ...]  # the files in the order the tasks take them
     target: str  # the staging folder (a local path: executors share it with the driver)
+    key: PseudonymKey | None = None  # phone numbers replaced by their pseudonyms (privacy)
+    owners: Owners | None = None  # CDR numbers resolved to their holder at event time
 
 
-def checked_schema(source: str) -> pa.Schema:
-    """The staged rows' schema: what ``validate_rows`` over ``read_delivery`` gives, as Arrow."""
+def checked_schema(source: str, *, resolved: bool = False) -> pa.Schema:
+    """The staged rows' schema: what ``validate_rows`` over ``read_delivery`` gives, as Arrow (``resolved``:
+    with the numbers' holder, as :func:`pipelines.ingest.subscribers.with_subscriber` adds it)."""
     contract = C.CONTRACT[source]
     raw = pa.struct([pa.field(c.name, pa.string()) for c in contract])
     return pa.schema(
@@ -59,10 +65,26 @@ def checked_schema(source: str) -> pa.Schema:
             pa.field("_pid", pa.int32()),
             pa.field("_pos", pa.int64()),
             *[pa.field(c.name, ARROW_TYPES[c.kind]) for c in contract],
+            *([pa.field("subscriber_id", pa.string())] if resolved else []),
             pa.field(REASONS_COL, pa.list_(pa.string())),
             pa.field(RAW_COL, raw),
         ]
     )
+
+
+def pseudonymised(values: pa.Array, column: str, key: PseudonymKey) -> pa.Array:
+    """``values`` as :func:`pipelines.core.privacy.pseudonymise_rows` turns them: each distinct number
+    hashed once, blanks and nulls kept."""
+    one = PSEUDONYMISERS[column]
+    distinct = pc.drop_null(pc.unique(values))
+    hashed = pa.array([one(v, key) if v.strip() else v for v in distinct.to_pylist()], pa.string())
+    return hashed.take(pc.index_in(values, distinct))
+
+
+def _rejected_counts(reasons: pa.Array) -> dict[str, int]:
+    """Rows per first reason."""
+    first = pc.list_element(reasons.filter(pc.greater(pc.list_value_length(reasons), 0)), 0)
+    return {str(v["values"]): int(v["counts"]) for v in pc.value_counts(first).to_pylist()}
 
 
 def _text(column: pa.Array) -> pa.Array:
@@ -87,8 +109,41 @@ def _malformed_rows(bad: list[tuple[int, str]], header: Sequence[str]) -> dict[s
     return out
 
 
-def check_file(plan: TaskPlan, fid: int, writer: pq.ParquetWriter) -> int:
-    """Parse, check and write one file's rows; the number of rows."""
+class _Staging:
+    """One file's staged rows: the good ones (no reasons, no raw text) and, opened at the first, the
+    rejected ones, each as one Parquet file (uncompressed: read back once or twice, then removed)."""
+
+    def __init__(self, folder: str, fid: int, schema: pa.Schema) -> None:
+        stem = f"{folder.rstrip('/')}/part-{fid:05d}-{uuid.uuid4().hex[:8]}"
+        self.good_path, self.rejected_path = f"{stem}.parquet", f"{stem}.rejected.parquet"
+        self.schema = schema
+        self.good_schema = pa.schema([f for f in schema if f.name not in (REASONS_COL, RAW_COL)])
+        self.good = pq.ParquetWriter(self.good_path, self.good_schema, compression="none")
+        self.rejected: pq.ParquetWriter | None = None
+
+    def write(self, batch: pa.RecordBatch, rejected: np.ndarray) -> None:
+        if not rejected.all():
+            self.good.write_batch(batch.filter(pa.array(~rejected)).select(self.good_schema.names))
+        if rejected.any():
+            if self.rejected is None:
+                self.rejected = pq.ParquetWriter(self.rejected_path, self.schema, compression="none")
+            self.rejected.write_batch(batch.filter(pa.array(rejected)))
+
+    def close(self) -> None:
+        self.good.close()
+        if self.rejected is not None:
+            self.rejected.close()
+
+    def remove(self) -> None:
+        self.close()
+        for path in (self.good_path, self.rejected_path):
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def check_file(plan: TaskPlan, fid: int, staging: _Staging, counts: dict[str, int]) -> int:
+    """Parse, check and stage one file's rows; the number of rows (``counts``: rejected rows by first
+    reason, added to)."""
     header = plan.columns[fid]
     multiline = plan.multiline[fid]
     wanted = C.columns(plan.source)
@@ -112,7 +167,7 @@ def check_file(plan: TaskPlan, fid: int, writer: pq.ParquetWriter) -> int:
             null_values=[""],
         ),
     )
-    schema = checked_schema(plan.source)
+    schema = checked_schema(plan.source, resolved=plan.owners is not None)
     done = 0  # records of the file before this batch (good and malformed)
     used = 0  # malformed records already put back (the parser may run a block ahead of the batches)
     empty = {c: pa.array([], pa.string()) for c in wanted}
@@ -145,41 +200,75 @@ def check_file(plan: TaskPlan, fid: int, writer: pq.ParquetWriter) -> int:
                 for c in wanted
             }
             malformed = is_bad
-        typed, reasons, raw_struct, _ = check_columns(
+        typed, reasons, raw_struct, rejected = check_columns(
             raw, malformed, source=plan.source, month=plan.month, late_days=plan.late_days
         )
+        if plan.key is not None:  # before anything is resolved or stored: no clear number goes further
+            phones = PHONE_COLUMNS.get(plan.source, ())
+            typed = {c: pseudonymised(v, c, plan.key) if c in phones else v for c, v in typed.items()}
+            raw_struct = pa.StructArray.from_arrays(
+                [
+                    pseudonymised(raw_struct.field(c), c, plan.key) if c in phones else raw_struct.field(c)
+                    for c in wanted
+                ],
+                names=list(wanted),
+                mask=pa.array(~rejected, pa.bool_()),
+            )
+        holder = []
+        if plan.owners is not None:  # a good row whose number nobody held then is quarantined
+            subscriber = resolve(plan.owners, typed["msisdn"], typed["event_ts"])
+            unknown = pc.and_(pa.array(~rejected), pc.is_null(subscriber))
+            reasons = pc.if_else(unknown, pa.scalar([C.UNKNOWN_MSISDN], reasons.type), reasons)
+            rejected = rejected | np.asarray(unknown.to_numpy(zero_copy_only=False), dtype=bool)
+            holder = [subscriber]
+        for reason, count in _rejected_counts(reasons).items():
+            counts[reason] = counts.get(reason, 0) + count
         columns = [
             pa.array(np.full(n, fid, dtype=np.int32)),
             pa.array(np.zeros(n, dtype=np.int64)),
             pa.array(np.full(n, fid, dtype=np.int32)),
             pa.array(np.arange(done, done + n, dtype=np.int64)),
             *[typed[c] for c in wanted],
+            *holder,
             reasons,
             raw_struct,
         ]
-        writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
+        staging.write(pa.RecordBatch.from_arrays(columns, schema=schema), rejected)
         done += n
     return done
 
 
 def check_files(plan: TaskPlan) -> BatchFn:
     """The ``mapInArrow`` function over ``spark.range``: row ``i`` is the file ``plan.order[i]``, staged as
-    one file and named in one row (``STAGED_DDL``); ``rows`` -1: the file needs the Spark path
-    (:class:`MultilineMalformedError`)."""
-    out = pa.schema([("fid", pa.int32()), ("file", pa.string()), ("rows", pa.int64())])
-    schema = checked_schema(plan.source)
+    one file and named in one row (``STAGED_DDL``: its rows and, as JSON, its rejected rows by first
+    reason); ``rows`` -1: the file needs the Spark path (:class:`MultilineMalformedError`)."""
+    out = pa.schema(
+        [
+            ("fid", pa.int32()),
+            ("file", pa.string()),
+            ("rejected_file", pa.string()),
+            ("rows", pa.int64()),
+            ("rejected", pa.string()),
+        ]
+    )
+    schema = checked_schema(plan.source, resolved=plan.owners is not None)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for fid in (plan.order[i] for i in batch.column(0).to_pylist()):
-                path = f"{plan.target.rstrip('/')}/part-{fid:05d}-{uuid.uuid4().hex[:8]}.parquet"
+                staging = _Staging(plan.target, fid, schema)
+                counts: dict[str, int] = {}
                 try:
-                    with pq.ParquetWriter(path, schema) as writer:
-                        rows = check_file(plan, fid, writer)
+                    rows = check_file(plan, fid, staging, counts)
+                    staging.close()
+                    good = staging.good_path
+                    rejected = staging.rejected_path if staging.rejected is not None else ""
                 except (MultilineMalformedError, pa.ArrowInvalid, UnicodeDecodeError):
                     # e.g. a malformed record holding undecodable bytes: the parser cannot hand it over
-                    os.remove(path)
-                    path, rows = "", -1
-                yield pa.RecordBatch.from_pydict({"fid": [fid], "file": [path], "rows": [rows]}, schema=out)
+                    staging.remove()
+                    good, rejected, rows = "", "", -1
+                row = {"fid": [fid], "file": [good], "rejected_file": [rejected], "rows": [rows],
+                       "rejected": [json.dumps(counts)]}  # fmt: skip
+                yield pa.RecordBatch.from_pydict(row, schema=out)
 
     return run

@@ -44,7 +44,7 @@ from pipelines.core.delta.table import (
     table_version,
 )
 from pipelines.core.delta.vacuum import vacuum
-from pipelines.core.delta.write import WriteConflictError, write_delta, write_rows
+from pipelines.core.delta.write import WriteConflictError, write_delta, write_files, write_rows
 
 __all__ = [
     "STAGING_DIR",
@@ -77,5 +77,6 @@ __all__ = [
     "vacuum",
     "vanished_file",
     "write_delta",
+    "write_files",
     "write_rows",
 ]

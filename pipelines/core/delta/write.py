@@ -190,6 +190,61 @@ def write_rows(
         return _write_bridge(path, plan, mode, replace_partitions, None, stage, commit_guard)
 
 
+def write_files(
+    spark: SparkSession,
+    schema: T.StructType,
+    path: str,
+    stage: Callable[[str], None],
+    *,
+    mode: WriteMode = "append",
+    partition_by: Sequence[str] = (),
+    replace_partitions: Mapping[str, Sequence[Any]] | None = None,
+    before_commit: Callable[[DataFrame], Any] | None = None,
+    engine: Engine = "auto",
+    commit_guard: Callable[[], None] | None = None,
+) -> WriteResult:
+    """Commit the Parquet files ``stage(folder)`` writes like :func:`write_delta` commits a DataFrame.
+
+    ``stage`` writes files of ``schema`` (the partition columns as ``col=value`` folders, not in the
+    files) under the local folder it is given; Python tasks that already hold the rows as Arrow write the
+    table's files themselves instead of handing the rows to the JVM. ``before_commit`` is called with
+    the staged files read back. The native engine commits the staged rows through Spark.
+    """
+    with _table_lock(path):
+        plan = _plan_write(schema, path, mode, partition_by, replace_partitions, False)
+        fields = {f.name: f for f in schema.fields}
+        missing = [f.name for f in plan.target.fields if f.name not in fields]
+        if missing:
+            raise MissingColumnsError(missing, f"write to {path}")
+
+        def read_back(spark_staging: str) -> DataFrame:
+            return spark.read.schema(plan.target).parquet(spark_staging)
+
+        if resolve_engine(spark, engine) == "native":
+            fs, root = _fs(path)
+            txn = uuid.uuid4().hex
+            folder = f"{root.rstrip('/')}/{STAGING_DIR}/{txn}"
+            try:
+                fs.create_dir(folder, recursive=True)
+                stage(folder)
+                df = read_back(f"{path.rstrip('/')}/{STAGING_DIR}/{txn}")
+                return _write_delta(
+                    df, path, mode=mode, partition_by=plan.partition_by,
+                    replace_partitions=replace_partitions, engine="native", before_commit=before_commit,
+                    commit_guard=commit_guard,
+                )  # fmt: skip
+            finally:
+                with contextlib.suppress(OSError):
+                    fs.delete_dir(folder)
+
+        def staged(staging: str, spark_staging: str) -> Any:
+            _fs(path)[0].create_dir(staging, recursive=True)
+            stage(staging)
+            return None if before_commit is None else before_commit(read_back(spark_staging))
+
+        return _write_bridge(path, plan, mode, replace_partitions, None, staged, commit_guard)
+
+
 @dataclass(frozen=True)
 class _WritePlan:
     exists: bool

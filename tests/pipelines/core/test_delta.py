@@ -14,6 +14,7 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.testing import assertDataFrameEqual
 
 from features.errors import MissingColumnsError, SchemaMismatchError
@@ -25,6 +26,7 @@ from pipelines.core.delta import (
     table_version,
     vacuum,
     write_delta,
+    write_files,
     write_rows,
 )
 
@@ -339,3 +341,47 @@ def test_commit_is_one_transaction_with_metadata(spark, tmp_path: Path):
 def test_read_missing_table_is_clear(spark, tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="no Delta table"):
         read_delta(spark, str(tmp_path / "nothing"))
+
+
+def test_files_written_by_python_tasks_commit_like_rows_written_by_spark(spark, tmp_path: Path):
+    """write_files: the caller writes the Parquet files (``col=value`` folders); the layer checks them,
+    lets a gate read them back, and commits them in one transaction, or nothing."""
+    path = str(tmp_path / "t")
+    first = spark.createDataFrame(rows("2024-01", ["a", "b"]) + rows("2024-02", ["c"]), SCHEMA)
+    write_delta(first, path, partition_by=["month"])
+    data = pa.schema([f for f in to_arrow_schema(SCHEMA, timezone="UTC") if f.name != "month"])
+
+    def stage_months(months: dict[str, list[str]]):
+        def stage(folder: str) -> None:
+            for month, ids in months.items():
+                os.makedirs(f"{folder}/month={month}")
+                part = [dict(zip(SCHEMA.fieldNames(), r, strict=True)) for r in rows(month, ids, calls=7)]
+                table = pa.Table.from_pylist(part, to_arrow_schema(SCHEMA, timezone="UTC")).select(data.names)
+                pq.write_table(table, f"{folder}/month={month}/part-0.parquet")
+
+        return stage
+
+    seen: list[list[str]] = []
+
+    def refuse(staged):
+        seen.append(sorted(f"{r.month}:{r.subscriber_id}" for r in staged.collect()))
+        raise RuntimeError("gate failed")
+
+    with pytest.raises(RuntimeError, match="gate failed"):
+        write_files(spark, SCHEMA, path, stage_months({"2024-01": ["x", "y"]}), mode="overwrite",
+                    replace_partitions={"month": ["2024-01"]}, before_commit=refuse)  # fmt: skip
+    assert seen == [["2024-01:x", "2024-01:y"]]
+    assert table_version(path) == 0
+    assert not any((tmp_path / "t" / "_staging").glob("*/*")), "staging left behind"
+    with pytest.raises(ValueError, match="outside the partitions"):
+        write_files(spark, SCHEMA, path, stage_months({"2024-02": ["z"]}), mode="overwrite",
+                    replace_partitions={"month": ["2024-01"]})  # fmt: skip
+    assert table_version(path) == 0
+    result = write_files(
+        spark, SCHEMA, path, stage_months({"2024-01": ["x", "y"]}), mode="overwrite",
+        replace_partitions={"month": ["2024-01"]}, before_commit=lambda staged: staged.count(),
+    )  # fmt: skip
+    assert (result.version, result.rows_added, result.checked) == (1, 2, 2)
+    expected = spark.createDataFrame(rows("2024-01", ["x", "y"], calls=7) + rows("2024-02", ["c"]), SCHEMA)
+    assertDataFrameEqual(read_delta(spark, path), expected)
+    assert DeltaTable(path).to_pyarrow_table().num_rows == 3

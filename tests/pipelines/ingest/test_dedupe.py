@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines.ingest.dedupe import dedupe_repeated
+from pipelines.ingest.dedupe import dedupe_repeated, repeated_positions
 
 
 @pytest.mark.parametrize("max_repeated", [200_000, 0])  # broadcast, and the shuffle join beyond the limit
@@ -25,6 +25,12 @@ def test_duplicates_keep_the_last_delivered_copy(spark, max_repeated):
         ("b", "b-only"),
         ("c", "c-later-block"),
     ]
+    # the Arrow path's form: the positions of the rows left out, the same rows
+    dropped = repeated_positions(good, ["record_id"], max_repeated=max_repeated)
+    assert sorted((r._fid, r._pos) for r in dropped.collect()) == [(0, 2), (0, 5), (0, 9)]
+    twice = good.where(F.col("record_id") != "c")
+    dropped = repeated_positions(twice, ["record_id"], max_repeated=max_repeated)
+    assert [(r._fid, r._pos) for r in dropped.collect()] == [(0, 5)]
 
 
 def test_late_cdrs_land_in_the_previous_month_without_duplicates(ingested, truth):
