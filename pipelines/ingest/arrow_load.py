@@ -7,6 +7,7 @@ Spark reads back only the keys to find duplicates; a second pass of tasks writes
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from pipelines.ingest.owners import Owners
 from pipelines.ingest.publish import DROPS_SCHEMA, PUBLISHED_DDL, PublishPlan, publish_files
 from pipelines.ingest.spec import SourceSpec
 from pipelines.ingest.tasks import STAGED_DDL, TaskPlan, check_files, checked_schema
+
+log = logging.getLogger(__name__)
 
 
 def arrow_readable(files: Sequence[LandingFile]) -> bool:
@@ -78,7 +81,9 @@ def stage_checked(
     )
     os.makedirs(plan.target, exist_ok=True)
     staged = spark.range(0, len(files), 1, len(files)).mapInArrow(check_files(plan), STAGED_DDL).collect()
-    if any(r.rows < 0 for r in staged):
+    refused = [r.error for r in staged if r.rows < 0]
+    if refused:
+        log.warning("%s %s: the Spark path reads this delivery (%s)", source, month, "; ".join(refused))
         return None
     rejected: dict[str, int] = {}
     for r in staged:
@@ -103,20 +108,35 @@ def _read(spark: SparkSession, schema: StructType, paths: Sequence[str]) -> Data
     return spark.read.schema(schema).parquet(*paths).select(*[F.col(c) for c in schema.fieldNames()])
 
 
-def write_drops(drops: DataFrame, path: str) -> str | None:
-    """The positions ``(_fid, _pos)`` of the rows to leave out, as one small Parquet file (None: none)."""
-    table = drops.select(F.col("_fid").cast("int"), F.col("_pos").cast("long")).toArrow()
+def write_drops(drops: DataFrame, path: str) -> tuple[str | None, int]:
+    """The positions ``(_fid, _pos)`` of the rows to leave out, as one small Parquet file (None: none),
+    and how many distinct rows they name."""
+    positions = drops.select(F.col("_fid").cast("int"), F.col("_pos").cast("long")).distinct()
+    table = positions.toArrow()
     if table.num_rows == 0:
-        return None
+        return None, 0
     pq.write_table(table.cast(DROPS_SCHEMA), path)
-    return path
+    return path, table.num_rows
+
+
+class PublishMismatchError(RuntimeError):
+    """The silver files do not hold the good rows less the duplicates: nothing is committed."""
 
 
 def publisher(
-    spark: SparkSession, staged: Staged, spec: SourceSpec, month: str, schema: StructType, drops: str | None
+    spark: SparkSession,
+    staged: Staged,
+    spec: SourceSpec,
+    month: str,
+    schema: StructType,
+    drops: str | None,
+    expected_rows: int,
 ) -> Callable[[str], Any]:
     """The ``stage`` of :func:`pipelines.core.delta.write_files`: one task per staged file writes its good
-    rows, less ``drops``, as the table's files (columns of ``schema``, partition columns last)."""
+    rows, less ``drops``, as the table's files (columns of ``schema``, partition columns last).
+
+    Only the files the tasks report stay (a failed attempt's are removed), and they must hold
+    ``expected_rows`` rows."""
     names = [f.name for f in schema.fields if f.name not in spec.partition_by] + list(spec.partition_by)
     arrow = _arrow_schema(StructType([schema[n] for n in names]))
 
@@ -133,8 +153,19 @@ def publisher(
             target=folder,
         )
         n = len(plan.staged)
-        if n:
-            spark.range(0, n, 1, n).mapInArrow(publish_files(plan), PUBLISHED_DDL).collect()
+        done = spark.range(0, n, 1, n).mapInArrow(publish_files(plan), PUBLISHED_DDL).collect() if n else []
+        reported = {os.path.normpath(f) for r in done for f in json.loads(r.files)}
+        for root, _, names in os.walk(folder):
+            for name in names:
+                path = os.path.normpath(os.path.join(root, name))
+                if path not in reported:
+                    os.remove(path)
+        rows = sum(r.rows for r in done)
+        if rows != expected_rows:
+            raise PublishMismatchError(
+                f"{spec.name} {month}: {rows} rows written to silver, {expected_rows} expected (the good "
+                "rows less the duplicates); nothing committed"
+            )
 
     return stage
 

@@ -120,7 +120,9 @@ def _parse_timestamp(text: pa.Array, fmt: str, width: int) -> pa.Array:
 
     The digits are read straight from the text's buffer; a value the fast reading is not sure of (an
     impossible field, a year far from ours) goes through strptime and must print back unchanged."""
-    text = pc.cast(text, pa.string()) if not isinstance(text, pa.Array) else text
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    text = pc.cast(text, pa.string())  # int32 offsets, whatever string type came in
     n = len(text)
     valid = np.asarray(text.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     if not valid.any():

@@ -7,6 +7,7 @@ write_files`), and Spark reads back only what the gates measure.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 
 from pipelines.core.arrow import BatchFn
 
-PUBLISHED_DDL = "fid int, rows long"
+PUBLISHED_DDL = "fid int, rows long, files string"
 DROPS_SCHEMA = pa.schema([("_fid", pa.int32()), ("_pos", pa.int64())])
 _BATCH_ROWS = 256 * 1024  # staged rows read at a time: bounds a task's memory whatever the file's size
 
@@ -57,18 +58,23 @@ def event_months(ts: pa.Array) -> pa.Array:
     ).cast(pa.string())
 
 
-def publish_file(plan: PublishPlan, fid: int, path: str) -> int:
-    """Write one staged file of good rows as table files, less the dropped ones; the rows written."""
+def publish_file(plan: PublishPlan, fid: int, path: str) -> tuple[int, list[str]]:
+    """Write one staged file of good rows as table files, less the dropped ones; the rows and the files
+    written (a retried task's first attempt may have left others: the driver commits only these)."""
     made = (plan.event_month_column, plan.delivery_column)  # columns the pass adds; the rest are read
     read = [f.name for f in plan.schema if f.name not in made]
     if plan.event_column and plan.event_column not in read:
         read.append(plan.event_column)
     dropped = _dropped(plan, fid)
     written = 0
+    files: list[str] = []
 
     def batches() -> Iterator[pa.RecordBatch]:
+        with pq.ParquetFile(path) as source:
+            yield from published(source)
+
+    def published(source: pq.ParquetFile) -> Iterator[pa.RecordBatch]:
         nonlocal written
-        source = pq.ParquetFile(path)
         for batch in source.iter_batches(_BATCH_ROWS, columns=[*read, "_pos"]):
             rows = batch
             if dropped is not None:
@@ -97,19 +103,21 @@ def publish_file(plan: PublishPlan, fid: int, path: str) -> int:
         existing_data_behavior="overwrite_or_ignore",
         use_threads=False,  # one task, one core: Spark runs the files side by side
         file_options=ds.ParquetFileFormat().make_write_options(compression="snappy"),
+        file_visitor=lambda written_file: files.append(written_file.path),
     )
-    return written
+    return written, files
 
 
 def publish_files(plan: PublishPlan) -> BatchFn:
     """The ``mapInArrow`` function over ``spark.range``: row ``i`` publishes ``plan.staged[i]`` and is
     answered by one row (``PUBLISHED_DDL``)."""
-    out = pa.schema([("fid", pa.int32()), ("rows", pa.int64())])
+    out = pa.schema([("fid", pa.int32()), ("rows", pa.int64()), ("files", pa.string())])
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for fid, path in (plan.staged[i] for i in batch.column(0).to_pylist()):
-                rows = publish_file(plan, fid, path)
-                yield pa.RecordBatch.from_pydict({"fid": [fid], "rows": [rows]}, schema=out)
+                rows, files = publish_file(plan, fid, path)
+                row = {"fid": [fid], "rows": [rows], "files": [json.dumps(files)]}
+                yield pa.RecordBatch.from_pydict(row, schema=out)
 
     return run

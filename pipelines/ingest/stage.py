@@ -75,6 +75,8 @@ log = logging.getLogger(__name__)
 # seconds per phase of the latest ingest of each (source, month) in this process: the benchmark's view
 # of where the time goes (Spark is lazy: a phase holds the jobs it starts)
 PHASES: dict[tuple[str, str], dict[str, float]] = {}
+# the path (arrow or spark) of the latest ingest of each (source, month) in this process
+PATHS: dict[tuple[str, str], str] = {}
 
 
 @contextlib.contextmanager
@@ -176,9 +178,11 @@ def ingest_source(
         # the tasks write with pyarrow's local filesystem: a lake on a cluster's shared folder, not S3
         local = urlparse(lake.path(source)).scheme in ("", "file")
         if cfg.ingest.path == "arrow" and local and arrow_readable(files):
+            PATHS[(source, month)] = "arrow"
             done = _ingest_arrow(lake, spec, report, files, scratch, override_gates=override_gates)
             if done is not None:
                 return done
+        PATHS[(source, month)] = "spark"
         raw = read_delivery(lake.spark, files, source, local_timezone=cfg.ingest.local_timezone)
         checked = validate_rows(raw, source=source, month=month, late_days=cfg.ingest.late_days)
         return _resolve_and_finish(lake, spec, report, checked, files, override_gates=override_gates)
@@ -227,13 +231,13 @@ def _ingest_arrow(
             drops = repeated_positions(keyed, keys).unionByName(
                 loaded_elsewhere_positions(lake, keyed, spec, month)
             )
-            dropped = write_drops(drops, f"{target.removeprefix('file://')}/drops.parquet")
+            dropped, n_dropped = write_drops(drops, f"{target.removeprefix('file://')}/drops.parquet")
         schema = _add_partition_columns(good, spec, month).select(*spec.silver_columns()).schema
         with _phase(source, month, "silver"):
             return lake.write_files(
                 schema,
                 source,
-                publisher(spark, staged, spec, month, schema, dropped),
+                publisher(spark, staged, spec, month, schema, dropped, staged.good - n_dropped),
                 partitions=spec.replaced_partitions(month),
                 partition_by=spec.partition_by,
                 before_commit=check,

@@ -9,11 +9,11 @@ Parquet file. The rows never cross into the JVM: the task yields one small row (
 from __future__ import annotations
 
 import csv
-import itertools
+import functools
 import json
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,12 +29,31 @@ from pipelines.ingest.kernels import ARROW_TYPES, RAW_COL, REASONS_COL, check_co
 from pipelines.ingest.owners import Owners, resolve
 
 BLOCK_BYTES = 64 << 20  # text parsed per batch: bounds a task's memory whatever the file's size
-STAGED_DDL = "fid int, file string, rejected_file string, rows long, rejected string"
+STAGED_DDL = "fid int, file string, rejected_file string, rows long, rejected string, error string"
 
 
-class MultilineMalformedError(RuntimeError):
+class SparkPathNeededError(RuntimeError):
+    """The CSV reader cannot hand this file over as the checks need it: the source goes the Spark path."""
+
+
+class MultilineMalformedError(SparkPathNeededError):
     """A file whose values hold line breaks also holds malformed records: their record numbers are only
     known to the whole-record parser, so the source goes the Spark path."""
+
+
+def _blocks(open_reader: Callable[[], pcsv.CSVStreamingReader]) -> Iterator[pa.RecordBatch | None]:
+    """The reader's batches, then None; what the reader itself refuses (e.g. a malformed record holding
+    undecodable bytes) as :class:`SparkPathNeededError` (the checks' own errors are not caught here)."""
+    reader = None
+    try:
+        reader = open_reader()
+        yield from reader
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise SparkPathNeededError(str(exc)) from exc
+    finally:
+        if reader is not None:
+            reader.close()
+    yield None
 
 
 @dataclass(frozen=True)
@@ -153,7 +172,8 @@ def check_file(plan: TaskPlan, fid: int, staging: _Staging, counts: dict[str, in
         bad.append((row.number, row.text))
         return "skip"
 
-    reader = pcsv.open_csv(
+    reader = functools.partial(
+        pcsv.open_csv,
         plan.paths[fid],
         read_options=pcsv.ReadOptions(
             column_names=list(header), skip_rows=1, use_threads=False, block_size=BLOCK_BYTES
@@ -171,7 +191,7 @@ def check_file(plan: TaskPlan, fid: int, staging: _Staging, counts: dict[str, in
     done = 0  # records of the file before this batch (good and malformed)
     used = 0  # malformed records already put back (the parser may run a block ahead of the batches)
     empty = {c: pa.array([], pa.string()) for c in wanted}
-    for batch in itertools.chain(reader, [None]):  # None: malformed records after the last good one
+    for batch in _blocks(reader):  # None: malformed records after the last good one
         raw = empty if batch is None else {c: _text(batch.column(c)) for c in wanted}
         if multiline:  # the JVM's whole-record parser turns a quoted CRLF into LF: one rule for all
             raw = {c: pc.replace_substring(v, "\r\n", "\n") for c, v in raw.items()}
@@ -241,7 +261,8 @@ def check_file(plan: TaskPlan, fid: int, staging: _Staging, counts: dict[str, in
 def check_files(plan: TaskPlan) -> BatchFn:
     """The ``mapInArrow`` function over ``spark.range``: row ``i`` is the file ``plan.order[i]``, staged as
     one file and named in one row (``STAGED_DDL``: its rows and, as JSON, its rejected rows by first
-    reason); ``rows`` -1: the file needs the Spark path (:class:`MultilineMalformedError`)."""
+    reason); ``rows`` -1: the file needs the Spark path (:class:`SparkPathNeededError`, said in
+    ``error``)."""
     out = pa.schema(
         [
             ("fid", pa.int32()),
@@ -249,6 +270,7 @@ def check_files(plan: TaskPlan) -> BatchFn:
             ("rejected_file", pa.string()),
             ("rows", pa.int64()),
             ("rejected", pa.string()),
+            ("error", pa.string()),
         ]
     )
     schema = checked_schema(plan.source, resolved=plan.owners is not None)
@@ -258,17 +280,20 @@ def check_files(plan: TaskPlan) -> BatchFn:
             for fid in (plan.order[i] for i in batch.column(0).to_pylist()):
                 staging = _Staging(plan.target, fid, schema)
                 counts: dict[str, int] = {}
+                error = ""
                 try:
                     rows = check_file(plan, fid, staging, counts)
                     staging.close()
                     good = staging.good_path
                     rejected = staging.rejected_path if staging.rejected is not None else ""
-                except (MultilineMalformedError, pa.ArrowInvalid, UnicodeDecodeError):
-                    # e.g. a malformed record holding undecodable bytes: the parser cannot hand it over
+                except SparkPathNeededError as exc:
                     staging.remove()
-                    good, rejected, rows = "", "", -1
+                    good, rejected, rows, error = "", "", -1, f"{plan.paths[fid]}: {exc}"[:500]
+                except BaseException:
+                    staging.remove()
+                    raise
                 row = {"fid": [fid], "file": [good], "rejected_file": [rejected], "rows": [rows],
-                       "rejected": [json.dumps(counts)]}  # fmt: skip
+                       "rejected": [json.dumps(counts)], "error": [error]}  # fmt: skip
                 yield pa.RecordBatch.from_pydict(row, schema=out)
 
     return run

@@ -208,14 +208,11 @@ def write_files(
     ``stage`` writes files of ``schema`` (the partition columns as ``col=value`` folders, not in the
     files) under the local folder it is given; Python tasks that already hold the rows as Arrow write the
     table's files themselves instead of handing the rows to the JVM. ``before_commit`` is called with
-    the staged files read back. The native engine commits the staged rows through Spark.
+    the staged files read back. The native engine commits the staged rows through Spark (the rows then
+    pass through the JVM once).
     """
     with _table_lock(path):
         plan = _plan_write(schema, path, mode, partition_by, replace_partitions, False)
-        fields = {f.name: f for f in schema.fields}
-        missing = [f.name for f in plan.target.fields if f.name not in fields]
-        if missing:
-            raise MissingColumnsError(missing, f"write to {path}")
 
         def read_back(spark_staging: str) -> DataFrame:
             return spark.read.schema(plan.target).parquet(spark_staging)

@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 from features import contract as C
 from features.cleaning import RAW_COL, REASONS_COL, validate_rows
 from pipelines.ingest.kernels import check_columns
+from pipelines.ingest.stage import PATHS
 from tests.pipelines.ingest.conftest import MONTHS
 
 # text a writer might put in a field: numbers in every form Spark's casts take or refuse, dates and times
@@ -79,6 +80,21 @@ def test_the_arrow_checks_type_and_reject_every_edge_value_as_the_spark_checks_d
     assert sum(1 for r in expected if r[-2]) > len(rows) // 3, "the edge values reject rows"
 
 
+def test_the_arrow_checks_read_sliced_columns_as_whole_ones():
+    """A batch's columns can be slices of larger buffers (an offset into them): the checks that read the
+    text's bytes directly must start at the slice."""
+    names = C.columns("cdr")
+    rows = [_cdr_valid() | {c: text} for c in names for text in EDGE_TEXT]
+    whole = {c: pa.array(["pad"] * 7 + [r[c] for r in rows], pa.string()) for c in names}
+    sliced = {c: v.slice(7) for c, v in whole.items()}
+    copied = {c: pa.array([r[c] for r in rows], pa.string()) for c in names}
+    got = check_columns(sliced, None, source="cdr", month="2024-03", late_days=7)
+    expected = check_columns(copied, None, source="cdr", month="2024-03", late_days=7)
+    assert all(got[0][c].equals(expected[0][c]) for c in names)
+    assert got[1].equals(expected[1]) and got[2].equals(expected[2])
+    assert sum(len(r) > 0 for r in expected[1].to_pylist()) > len(rows) // 3
+
+
 def _cdr_valid() -> dict[str, str]:
     return {
         "record_id": "R1", "msisdn": "37060000001", "event_ts": "2024-03-02 10:00:00", "event_type": "voice",
@@ -112,11 +128,41 @@ def test_the_arrow_and_spark_paths_load_the_same_tables_row_for_row(ingested, sp
     from tests.conftest import cfg_at
 
     other = "spark" if ingested.lake.cfg.ingest.path == "arrow" else "arrow"
+    arrow_side = dict(PATHS)  # the latest ingest of each source-month: the fixture's, on the default path
     cfg = cfg_at(tmp_path / "lake", landing, f"ingest.path={other}")
     for month in MONTHS:
         ingest_month(spark, cfg, month)
+    if other == "arrow":
+        arrow_side = dict(PATHS)
+    # the comparison is between the paths: the CSV deliveries went the Arrow way (none fell back)
+    assert {m: arrow_side.get(("cdr", m)) for m in MONTHS} == dict.fromkeys(MONTHS, "arrow")
+    assert sum(arrow_side.get((s, m)) == "arrow" for s in C.SOURCES for m in MONTHS) >= 4 * len(MONTHS)
     lake = Lake(spark, cfg)
     for table in (*C.SOURCES, "quarantine", "data_quality"):
         assert _rows(ingested.lake, table) == _rows(lake, table), table
     quarantined = lake.read("quarantine").where(F.col("source") == "cdr").count()
     assert quarantined > 0, "the landing holds rejected CDRs: the comparison covers row numbers and reasons"
+
+
+@pytest.mark.slow
+def test_the_paths_pseudonymise_and_resolve_numbers_alike(spark, landing, tmp_path, monkeypatch):
+    """With privacy.pseudonymise the Arrow tasks hash the numbers before resolving them: the same CDRs,
+    quarantine rows (raw values of unknown numbers included) and reports as the Spark path."""
+    from pipelines.core.lake import Lake
+    from pipelines.ingest import ingest_month
+    from tests.conftest import cfg_at
+
+    monkeypatch.setenv("CHURNLAKE_PSEUDONYM_KEY", "k" * 32)
+    lakes = []
+    for path in ("arrow", "spark"):
+        cfg = cfg_at(tmp_path / path, landing, f"ingest.path={path}", "privacy.pseudonymise=true")
+        ingest_month(spark, cfg, MONTHS[0], sources=["subscriptions", "cdr"])
+        assert PATHS[("cdr", MONTHS[0])] == path
+        lakes.append(Lake(spark, cfg))
+    arrow, plain = lakes
+    for table in ("subscriptions", "cdr", "quarantine", "data_quality"):
+        assert _rows(arrow, table) == _rows(plain, table), table
+    numbers = [r.msisdn for r in arrow.read("cdr").select("msisdn").limit(5).collect()]
+    assert numbers and all(len(n) == 64 for n in numbers), "numbers are pseudonyms"
+    unknown = arrow.read("quarantine").where(F.col("reason") == C.UNKNOWN_MSISDN).count()
+    assert unknown > 0, "the landing holds numbers nobody held: their raw values are compared too"
