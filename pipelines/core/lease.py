@@ -238,7 +238,8 @@ class _Registry:
             self.wake.clear()
             for h in items:
                 with self.lock:
-                    if h.path in self.held and not h.lost:
+                    # the same lease, not one released meanwhile and taken again by another thread
+                    if self.held.get(h.path) is h and not h.lost:
                         renew(h)
 
 
