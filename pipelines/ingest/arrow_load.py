@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,10 +86,7 @@ def stage_checked(
     if refused:
         log.warning("%s %s: the Spark path reads this delivery (%s)", source, month, "; ".join(refused))
         return None
-    rejected: dict[str, int] = {}
-    for r in staged:
-        for reason, n in json.loads(r.rejected).items():
-            rejected[reason] = rejected.get(reason, 0) + n
+    rejected = sum((Counter(json.loads(r.rejected)) for r in staged), Counter())
     schema = from_arrow_schema(checked_schema(source, resolved=owners is not None))
     good_schema = StructType([f for f in schema.fields if f.name not in (REASONS_COL, RAW_COL)])
     good = tuple(sorted((r.fid, r.file) for r in staged if r.rows > 0))
@@ -97,7 +95,7 @@ def stage_checked(
         _read(spark, good_schema, [p for _, p in good]),
         _read(spark, schema, bad),
         good,
-        rejected,
+        dict(rejected),
         sum(r.rows for r in staged),
     )
 
@@ -155,8 +153,8 @@ def publisher(
         n = len(plan.staged)
         done = spark.range(0, n, 1, n).mapInArrow(publish_files(plan), PUBLISHED_DDL).collect() if n else []
         reported = {os.path.normpath(f) for r in done for f in json.loads(r.files)}
-        for root, _, names in os.walk(folder):
-            for name in names:
+        for root, _, written in os.walk(folder):
+            for name in written:
                 path = os.path.normpath(os.path.join(root, name))
                 if path not in reported:
                     os.remove(path)

@@ -62,34 +62,29 @@ def publish_file(plan: PublishPlan, fid: int, path: str) -> tuple[int, list[str]
     """Write one staged file of good rows as table files, less the dropped ones; the rows and the files
     written (a retried task's first attempt may have left others: the driver commits only these)."""
     made = (plan.event_month_column, plan.delivery_column)  # columns the pass adds; the rest are read
-    read = [f.name for f in plan.schema if f.name not in made]
-    if plan.event_column and plan.event_column not in read:
-        read.append(plan.event_column)
+    read = [f.name for f in plan.schema if f.name not in made]  # the event column is a data column
     dropped = _dropped(plan, fid)
     written = 0
     files: list[str] = []
 
     def batches() -> Iterator[pa.RecordBatch]:
-        with pq.ParquetFile(path) as source:
-            yield from published(source)
-
-    def published(source: pq.ParquetFile) -> Iterator[pa.RecordBatch]:
         nonlocal written
-        for batch in source.iter_batches(_BATCH_ROWS, columns=[*read, "_pos"]):
-            rows = batch
-            if dropped is not None:
-                rows = batch.filter(pc.invert(pc.is_in(batch.column("_pos"), value_set=dropped)))
-            if rows.num_rows == 0:
-                continue
-            values = {c: rows.column(c) for c in read}
-            if plan.event_month_column:
-                values[plan.event_month_column] = event_months(values[plan.event_column])
-            if plan.delivery_column:
-                values[plan.delivery_column] = pa.repeat(pa.scalar(plan.month), rows.num_rows)
-            written += rows.num_rows
-            yield pa.RecordBatch.from_arrays(
-                [values[f.name].cast(f.type) for f in plan.schema], schema=plan.schema
-            )
+        with pq.ParquetFile(path) as source:
+            for batch in source.iter_batches(_BATCH_ROWS, columns=[*read, "_pos"]):
+                rows = batch
+                if dropped is not None:
+                    rows = batch.filter(pc.invert(pc.is_in(batch.column("_pos"), value_set=dropped)))
+                if rows.num_rows == 0:
+                    continue
+                values = {c: rows.column(c) for c in read}
+                if plan.event_month_column:
+                    values[plan.event_month_column] = event_months(values[plan.event_column])
+                if plan.delivery_column:
+                    values[plan.delivery_column] = pa.repeat(pa.scalar(plan.month), rows.num_rows)
+                written += rows.num_rows
+                yield pa.RecordBatch.from_arrays(
+                    [values[f.name].cast(f.type) for f in plan.schema], schema=plan.schema
+                )
 
     ds.write_dataset(
         batches(),

@@ -196,15 +196,12 @@ def _ingest_arrow(
     cfg, spark, source, month = lake.cfg, lake.spark, spec.name, report.month
     owners = None
     if spec.resolves_subscriber:
-        with _phase(source, month, "intervals"):
-            intervals = read_msisdn_intervals(lake, add_months(month, 1))
-            intervals = intervals.persist(StorageLevel.MEMORY_AND_DISK)
-            try:
-                report.msisdn_conflicts = count_msisdn_conflicts(intervals, month)
-                held = intervals.select("msisdn", "subscriber_id", "valid_from", "valid_to")
-                owners = owners_from(held.toArrow())
-            finally:
-                intervals.unpersist()
+        intervals = _msisdn_intervals(lake, report)
+        try:
+            held = intervals.select("msisdn", "subscriber_id", "valid_from", "valid_to")
+            owners = owners_from(held.toArrow())
+        finally:
+            intervals.unpersist()
     target = scratch.enter_context(scratch_folder(lake.path(source), "ingest"))
     with _phase(source, month, "parse_check"):
         staged = stage_checked(
@@ -255,17 +252,13 @@ def _resolve_and_finish(
 ) -> SourceReport:  # fmt: skip
     """The Spark path: pseudonymise and resolve numbers, then :func:`_finish_source` (a failed read names
     its file)."""
-    cfg, spark, source, month = lake.cfg, lake.spark, spec.name, report.month
+    cfg, spark, source = lake.cfg, lake.spark, spec.name
     key = pseudonym_key(cfg.privacy)
     if key is not None:  # before anything is resolved, stored or counted: no clear number goes further
         checked = pseudonymise_rows(checked, source, key, raw_col=RAW_COL)
     intervals = None
     if spec.resolves_subscriber:
-        # read twice (the conflict count, then the broadcast join): built once from the snapshots
-        with _phase(source, month, "intervals"):
-            intervals = read_msisdn_intervals(lake, add_months(month, 1))
-            intervals = intervals.persist(StorageLevel.MEMORY_AND_DISK)
-            report.msisdn_conflicts = count_msisdn_conflicts(intervals, month)
+        intervals = _msisdn_intervals(lake, report)
         checked = with_subscriber(checked, intervals)
     # the checked rows are read three times (statistics, duplicates, silver write) and live only for this
     # source: cached uncompressed in memory while the delivery is small enough, else on local disk
@@ -285,6 +278,16 @@ def _resolve_and_finish(
         checked.unpersist()
         if intervals is not None:
             intervals.unpersist()
+
+
+def _msisdn_intervals(lake: Lake, report: SourceReport) -> DataFrame:
+    """Who held each number when, built once from the snapshots and persisted (read twice: the conflict
+    count, then the resolution); the conflicts counted into ``report``. The caller unpersists it."""
+    with _phase(report.source, report.month, "intervals"):
+        intervals = read_msisdn_intervals(lake, add_months(report.month, 1))
+        intervals = intervals.persist(StorageLevel.MEMORY_AND_DISK)
+        report.msisdn_conflicts = count_msisdn_conflicts(intervals, report.month)
+    return intervals
 
 
 CACHE_COMPRESSED = "spark.sql.inMemoryColumnarStorage.compressed"

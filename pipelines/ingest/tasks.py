@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -160,7 +161,7 @@ class _Staging:
                 os.remove(path)
 
 
-def check_file(plan: TaskPlan, fid: int, staging: _Staging, counts: dict[str, int]) -> int:
+def check_file(plan: TaskPlan, fid: int, staging: _Staging, counts: Counter[str]) -> int:
     """Parse, check and stage one file's rows; the number of rows (``counts``: rejected rows by first
     reason, added to)."""
     header = plan.columns[fid]
@@ -226,10 +227,14 @@ def check_file(plan: TaskPlan, fid: int, staging: _Staging, counts: dict[str, in
         if plan.key is not None:  # before anything is resolved or stored: no clear number goes further
             phones = PHONE_COLUMNS.get(plan.source, ())
             typed = {c: pseudonymised(v, c, plan.key) if c in phones else v for c, v in typed.items()}
+            # the raw values show only on rejected rows: only theirs are hashed
+            shown = pa.array(rejected)
             raw_struct = pa.StructArray.from_arrays(
                 [
-                    pseudonymised(raw_struct.field(c), c, plan.key) if c in phones else raw_struct.field(c)
-                    for c in wanted
+                    pseudonymised(pc.if_else(shown, f, pa.scalar(None, f.type)), c, plan.key)
+                    if c in phones
+                    else f
+                    for c, f in ((c, raw_struct.field(c)) for c in wanted)
                 ],
                 names=list(wanted),
                 mask=pa.array(~rejected, pa.bool_()),
@@ -241,8 +246,7 @@ def check_file(plan: TaskPlan, fid: int, staging: _Staging, counts: dict[str, in
             reasons = pc.if_else(unknown, pa.scalar([C.UNKNOWN_MSISDN], reasons.type), reasons)
             rejected = rejected | np.asarray(unknown.to_numpy(zero_copy_only=False), dtype=bool)
             holder = [subscriber]
-        for reason, count in _rejected_counts(reasons).items():
-            counts[reason] = counts.get(reason, 0) + count
+        counts.update(_rejected_counts(reasons))
         columns = [
             pa.array(np.full(n, fid, dtype=np.int32)),
             pa.array(np.zeros(n, dtype=np.int64)),
@@ -279,7 +283,7 @@ def check_files(plan: TaskPlan) -> BatchFn:
         for batch in batches:
             for fid in (plan.order[i] for i in batch.column(0).to_pylist()):
                 staging = _Staging(plan.target, fid, schema)
-                counts: dict[str, int] = {}
+                counts: Counter[str] = Counter()
                 error = ""
                 try:
                     rows = check_file(plan, fid, staging, counts)
