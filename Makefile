@@ -42,7 +42,7 @@ java: ## Check for Java 17/21 (installs openjdk-17-jre-headless with apt when ro
 	@bash scripts/ensure_java.sh
 
 test: install ## Run the test suite (real local Spark, Delta tables and MLflow in temp folders)
-	$(PY) -m pytest -q -m "not thorough and not e2e" tests
+	$(PY) -m pytest -q --durations=20 -m "not thorough and not e2e" tests
 
 test-e2e: install ## Run the end-to-end loop over months and the standalone-cluster test (CI runs them too)
 	$(PY) -m pytest -q -m e2e tests

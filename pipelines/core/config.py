@@ -162,6 +162,7 @@ class IngestConf(Params):
     parallel_sources: int = Field(default=BASE, ge=1, le=4)
     memory_cache_max_mb: int = Field(default=BASE, ge=0)
     path: Literal["arrow", "spark"] = BASE
+    driver_max_rows: int = Field(default=BASE, ge=0)
     gates: GatesConf = Field(default_factory=GatesConf)
 
 

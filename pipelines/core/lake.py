@@ -114,6 +114,15 @@ class Lake:
         driver needs whole; see :func:`pipelines.core.delta.read_arrow`."""
         return delta.read_arrow(self.path(name), columns=columns, partitions=partitions)
 
+    @_table_errors()
+    def count_rows(self, name: str) -> int | None:
+        """The table's rows from its log's file statistics, read in this process (None: not recorded, or
+        only the native connector reads the table)."""
+        try:
+            return delta.count_rows(self.path(name))
+        except delta.UnsupportedTableError:
+            return None
+
     def read_rows(self, name: str, *, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Every row of a small table (run records) as dicts, read in this process; through Spark where
         only the native connector reads the table."""

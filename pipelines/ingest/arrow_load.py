@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -106,15 +108,24 @@ def _read(spark: SparkSession, schema: StructType, paths: Sequence[str]) -> Data
     return spark.read.schema(schema).parquet(*paths).select(*[F.col(c) for c in schema.fieldNames()])
 
 
-def write_drops(drops: DataFrame, path: str) -> tuple[str | None, int]:
+def write_drops(drops: Sequence[pa.Table], path: str) -> tuple[str | None, int]:
     """The positions ``(_fid, _pos)`` of the rows to leave out, as one small Parquet file (None: none),
     and how many distinct rows they name."""
-    positions = drops.select(F.col("_fid").cast("int"), F.col("_pos").cast("long")).distinct()
-    table = positions.toArrow()
+    if not drops:
+        return None, 0
+    table = pa.concat_tables([t.select(["_fid", "_pos"]).cast(DROPS_SCHEMA) for t in drops])
+    table = table.group_by(["_fid", "_pos"]).aggregate([])
     if table.num_rows == 0:
         return None, 0
-    pq.write_table(table.cast(DROPS_SCHEMA), path)
+    pq.write_table(table, path)
     return path, table.num_rows
+
+
+def keys_and_places(staged: Staged, keys: Sequence[str]) -> pa.Table:
+    """The staged good rows' keys and places (``_fid``, ``_pos``), read in this process (at least one
+    staged file)."""
+    paths = [p.removeprefix("file://") for _, p in staged.files]
+    return ds.dataset(paths, format="parquet").to_table(columns=[*keys, "_fid", "_pos"])
 
 
 class PublishMismatchError(RuntimeError):
@@ -168,4 +179,4 @@ def publisher(
     return stage
 
 
-__all__ = ["Staged", "arrow_readable", "publisher", "stage_checked", "write_drops"]
+__all__ = ["Staged", "arrow_readable", "keys_and_places", "publisher", "stage_checked", "write_drops"]

@@ -8,7 +8,10 @@ against the previous delivery; care contacts: against every other delivery).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
@@ -18,6 +21,8 @@ from pipelines.ingest.spec import SourceSpec
 
 MAX_REPEATED = 200_000  # repeated keys collected and broadcast; beyond that, joined by a shuffle
 POSITIONS_DDL = "_fid int, _pos long"
+POSITIONS_SCHEMA = pa.schema([("_fid", pa.int32()), ("_pos", pa.int64())])
+_POS_BITS = 40  # a place packed as one integer: file id above, record number below (a trillion records)
 
 
 def _position() -> Column:
@@ -71,6 +76,33 @@ def repeated_positions(good: DataFrame, keys: list[str], *, max_repeated: int = 
     dropped = good.join(many.select(*keys, "_keep"), keys).where(F.col("_keep") != _position())
     dropped = dropped.select("_fid", "_pos")
     return dropped if found is None else out.unionByName(dropped)
+
+
+def repeated_positions_arrow(keyed: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """:func:`repeated_positions` in this process, over a table of the keys and the places ``_fid``,
+    ``_pos`` (one block per file, as the Arrow path stages them): every copy of a repeated key but the
+    last delivered, as ``(_fid, _pos)``.
+
+    One hash aggregation of packed places, then a join with the few keys that repeat: a delivery's keys
+    in the driver cost a fraction of Spark's shuffle of them on a small cluster (``ingest.
+    driver_max_rows`` says up to where).
+    """
+    keys = list(keys)
+    place = pc.add(pc.shift_left(keyed["_fid"].cast(pa.int64()), _POS_BITS), keyed["_pos"].cast(pa.int64()))
+    table = keyed.select(keys).append_column("_place", place)
+    counted = table.group_by(keys).aggregate([("_place", "count"), ("_place", "max")])
+    repeated = counted.filter(pc.greater(counted["_place_count"], 1))
+    if repeated.num_rows == 0:
+        return POSITIONS_SCHEMA.empty_table()
+    joined = table.join(repeated.select([*keys, "_place_max"]), keys)
+    dropped = joined.filter(pc.not_equal(joined["_place"], joined["_place_max"]))["_place"]
+    return pa.table(
+        [
+            pc.shift_right(dropped, _POS_BITS).cast(pa.int32()),
+            pc.bit_wise_and(dropped, (1 << _POS_BITS) - 1),
+        ],
+        schema=POSITIONS_SCHEMA,
+    )
 
 
 def _loaded_elsewhere(
@@ -128,12 +160,18 @@ def drop_loaded_elsewhere(lake: Lake, df: DataFrame, spec: SourceSpec, month: st
     return out
 
 
-def loaded_elsewhere_positions(lake: Lake, df: DataFrame, spec: SourceSpec, month: str) -> DataFrame:
+def loaded_elsewhere_positions(lake: Lake, df: DataFrame, spec: SourceSpec, month: str) -> DataFrame | None:
     """The rows :func:`drop_loaded_elsewhere` leaves out, as their positions ``(_fid, _pos)`` (``df``
-    holds the keys, the positions and the partition columns)."""
+    holds the keys, the positions and the partition columns); None when no other delivery can hold them."""
     keys = list(spec.keys)
-    out = df.sparkSession.createDataFrame([], POSITIONS_DDL)
-    for part, loaded in _loaded_elsewhere(lake, df, spec, month):
-        if loaded is not None:
-            out = out.unionByName(part.join(loaded, keys, "left_semi").select("_fid", "_pos"))
+    found = [
+        part.join(loaded, keys, "left_semi").select("_fid", "_pos")
+        for part, loaded in _loaded_elsewhere(lake, df, spec, month)
+        if loaded is not None
+    ]
+    if not found:
+        return None
+    out = found[0]
+    for part in found[1:]:
+        out = out.unionByName(part)
     return out

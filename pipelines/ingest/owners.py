@@ -1,18 +1,24 @@
 """CDR numbers resolved to the subscriber who held them at the event's time, in Arrow: what
 :func:`features.cleaning.resolve_msisdn` does as a broadcast join, done inside an ingest task.
 
-The holds (:func:`features.cleaning.compute_msisdn_intervals`: never overlapping for one number) are
-sorted by number and start; an event's holder is the last hold of its number starting on or before the
-event's day, if that hold has not ended before it.
+The holds (:func:`features.cleaning.compute_msisdn_intervals`: never overlapping for one number; or
+:func:`holds_from_snapshots`, the same in this process) are sorted by number and start; an event's holder
+is the last hold of its number starting on or before the event's day, if that hold has not ended before it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from features.cleaning import OPEN_END
+from pipelines.core.privacy import mask_number
 
 _DAY_BITS = 23  # a day as days since 1970 plus 2**22: every date32 from year 1 to 9999 fits
 _DAY_OFFSET = 1 << 22
@@ -71,3 +77,139 @@ def resolve(owners: Owners, msisdn: pa.Array, event_ts: pa.Array) -> pa.Array:
     safe = np.maximum(at, 0)
     hit = known & (at >= 0) & ((owners.keys[safe] >> _DAY_BITS) == code_np) & (day <= owners.last_day[safe])
     return owners.subscriber_id.take(pa.array(safe, mask=~hit))
+
+
+SNAPSHOT_COLUMNS = ["msisdn", "subscriber_id", "month", "activation_date", "deactivation_date"]
+HOLDS_SCHEMA = pa.schema(
+    [
+        ("msisdn", pa.string()),
+        ("subscriber_id", pa.string()),
+        ("valid_from", pa.date32()),
+        ("valid_to", pa.date32()),
+        ("conflict", pa.bool_()),
+    ]
+)
+_PAIR = ["msisdn", "subscriber_id"]
+_OPEN_END_DAY = (OPEN_END - pd.Timestamp(0).date()).days
+
+
+def holds_from_snapshots(
+    snapshots: pa.Table, *, latest_month: str, damaged_listings: pa.Table | None = None
+) -> pa.Table:
+    """:func:`features.cleaning.compute_msisdn_intervals` in this process, on the snapshots' columns
+    ``msisdn, subscriber_id, month, activation_date, deactivation_date`` (and the damaged listings'
+    ``subscriber_id, msisdn, month``): the same holds, row for row (see that function for the rules).
+
+    Days are counted as integers since 1970, so the open end (9999-12-31) needs no timestamp."""
+    subs = _frame(snapshots, SNAPSHOT_COLUMNS)
+    latest = _month_number(latest_month)
+    subs = subs[(subs["month"] <= latest) & subs["msisdn"].notna() & subs["subscriber_id"].notna()]
+    pairs = (
+        subs.groupby(_PAIR, sort=False)
+        .agg(
+            _first=("month", "min"),
+            _activation=("activation_date", "min"),
+            _deactivation=("deactivation_date", "max"),
+        )
+        .reset_index()
+    )
+    listed = subs[[*_PAIR, "month"]]
+    if damaged_listings is not None and damaged_listings.num_rows:
+        damaged = _frame(damaged_listings, [*_PAIR, "month"])
+        damaged = damaged[damaged["month"] <= latest].merge(pairs[_PAIR], on=_PAIR)
+        listed = pd.concat([listed, damaged], ignore_index=True)
+    last = listed.groupby(_PAIR, sort=False)["month"].max().rename("_last").reset_index()
+    pairs = pairs.merge(last, on=_PAIR)
+    first_day = _month_days(pairs["_first"], end=False)
+    activation = pairs["_activation"]
+    later = activation.notna() & (activation > first_day)  # the greater of the two, a missing one skipped
+    valid_from = first_day.where(~later, activation)
+    is_first = pairs["_first"] == pairs.groupby("subscriber_id")["_first"].transform("min")
+    valid_from = valid_from.where(~is_first, activation)
+    still_listed = pd.Series(pd.NA, index=pairs.index, dtype="Int64").where(
+        pairs["_last"] >= latest, _month_days(pairs["_last"], end=True)
+    )
+    claimed_to = pairs["_deactivation"].fillna(still_listed).fillna(_OPEN_END_DAY)
+    held = pd.DataFrame(
+        {"msisdn": pairs["msisdn"], "subscriber_id": pairs["subscriber_id"], "valid_from": valid_from,
+         "_claimed_to": claimed_to}
+    ).sort_values(["msisdn", "valid_from", "subscriber_id"], na_position="first", kind="stable")  # fmt: skip
+    next_from = held.groupby("msisdn", sort=False)["valid_from"].shift(-1)
+    claimed = held["_claimed_to"]
+    cut = next_from - 1
+    valid_to = claimed.where(next_from.isna() | (claimed <= cut), cut)
+    conflict = (claimed >= next_from).fillna(False).astype(bool)
+    return pa.table(
+        [
+            pa.array(held["msisdn"], pa.string()),
+            pa.array(held["subscriber_id"], pa.string()),
+            _dates(held["valid_from"]),
+            _dates(valid_to),
+            pa.array(conflict, pa.bool_()),
+        ],
+        schema=HOLDS_SCHEMA,
+    )
+
+
+def damaged_from_quarantine(quarantined: pa.Table, snapshots: pa.Table) -> pa.Table:
+    """:func:`pipelines.ingest.subscribers.damaged_listings` in this process: from quarantined snapshot
+    rows (``raw_values`` JSON, ``month``), ``subscriber_id, msisdn, month`` with the number the subscriber
+    holds in the good snapshots, equal to the quarantined one or to its mask."""
+    held: dict[str, list[str]] = {}
+    pairs = snapshots.select(["subscriber_id", "msisdn"]).group_by(["subscriber_id", "msisdn"]).aggregate([])
+    for subscriber, number in zip(*pairs.to_pydict().values(), strict=True):
+        if subscriber is not None and number is not None:
+            held.setdefault(subscriber, []).append(number)
+    out: list[tuple[str, str, str]] = []
+    for raw, month in zip(
+        quarantined["raw_values"].to_pylist(), quarantined["month"].to_pylist(), strict=True
+    ):
+        subscriber, number = _json_text(raw, "subscriber_id"), _json_text(raw, "msisdn")
+        if subscriber is None or number is None:
+            continue
+        out += [(subscriber, n, month) for n in held.get(subscriber, ()) if number in (n, mask_number(n))]
+    names = ["subscriber_id", "msisdn", "month"]
+    return pa.table([pa.array([r[i] for r in out], pa.string()) for i in range(3)], names=names)
+
+
+def _json_text(raw: str | None, key: str) -> str | None:
+    """Spark's ``get_json_object(raw, '$.key')``: the value's text, null where absent or unreadable."""
+    try:
+        values: Any = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    value = values.get(key) if isinstance(values, dict) else None
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _frame(table: pa.Table, columns: list[str]) -> pd.DataFrame:
+    """``columns`` as pandas columns: dates as nullable day counts (no timestamps: 9999-12-31 fits), the
+    month as a month number (``yyyy-MM`` -> months since 1970: numbers aggregate fast where text does not)."""
+    table = table.select(columns)
+    out = []
+    for name, column in zip(columns, table.columns, strict=True):
+        if pa.types.is_date32(column.type):
+            column = pc.cast(column, pa.int32()).cast(pa.int64())
+        elif name == "month":
+            year = pc.cast(pc.utf8_slice_codeunits(column, 0, 4), pa.int64())
+            month = pc.cast(pc.utf8_slice_codeunits(column, 5, 7), pa.int64())
+            column = pc.add(pc.multiply(pc.subtract(year, 1970), 12), pc.subtract(month, 1))
+        out.append(column)
+    return pa.table(out, names=columns).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+
+
+def _month_number(month: str) -> int:
+    return (int(month[:4]) - 1970) * 12 + int(month[5:7]) - 1
+
+
+def _month_days(months: pd.Series, *, end: bool) -> pd.Series:
+    """The first (or last) day of each month (months since 1970), as days since 1970."""
+    first = np.asarray(months, dtype=np.int64).astype("datetime64[M]")
+    days = ((first + 1) if end else first).astype("datetime64[D]").astype(np.int64) - (1 if end else 0)
+    return pd.Series(days, index=months.index, dtype="Int64")
+
+
+def _dates(days: pd.Series) -> pa.Array:
+    return pa.array(days.astype("Int64"), pa.int32()).cast(pa.date32())

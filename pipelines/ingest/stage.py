@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -37,12 +39,19 @@ from pipelines.core.lake import Lake
 from pipelines.core.manifest import recorded_run
 from pipelines.core.privacy import PHONE_COLUMNS, pseudonym_key, pseudonymise_rows
 from pipelines.core.runner import one_line
-from pipelines.ingest.arrow_load import arrow_readable, publisher, stage_checked, write_drops
+from pipelines.ingest.arrow_load import (
+    arrow_readable,
+    keys_and_places,
+    publisher,
+    stage_checked,
+    write_drops,
+)
 from pipelines.ingest.dedupe import (
     dedupe_repeated,
     drop_loaded_elsewhere,
     loaded_elsewhere_positions,
     repeated_positions,
+    repeated_positions_arrow,
 )
 from pipelines.ingest.files import (
     LandingFile,
@@ -52,7 +61,13 @@ from pipelines.ingest.files import (
     extra_columns,
     list_delivery,
 )
-from pipelines.ingest.owners import owners_from
+from pipelines.ingest.owners import (
+    SNAPSHOT_COLUMNS,
+    Owners,
+    damaged_from_quarantine,
+    holds_from_snapshots,
+    owners_from,
+)
 from pipelines.ingest.quality import (
     GateFailedError,
     SourceReport,
@@ -65,6 +80,8 @@ from pipelines.ingest.read import block_stats, quarantine_rows, read_delivery, u
 from pipelines.ingest.spec import INGEST_ORDER, SOURCE_SPECS, LoadStats, SourceSpec
 from pipelines.ingest.subscribers import (
     count_msisdn_conflicts,
+    latest_snapshot,
+    log_msisdn_conflicts,
     read_msisdn_intervals,
     unknown_as_text,
     with_subscriber,
@@ -194,14 +211,7 @@ def _ingest_arrow(
 ) -> SourceReport | None:  # fmt: skip
     """The Arrow path (:mod:`pipelines.ingest.arrow_load`); None when a file needs the Spark path."""
     cfg, spark, source, month = lake.cfg, lake.spark, spec.name, report.month
-    owners = None
-    if spec.resolves_subscriber:
-        intervals = _msisdn_intervals(lake, report)
-        try:
-            held = intervals.select("msisdn", "subscriber_id", "valid_from", "valid_to")
-            owners = owners_from(held.toArrow())
-        finally:
-            intervals.unpersist()
+    owners = _owners(lake, report) if spec.resolves_subscriber else None
     target = scratch.enter_context(scratch_folder(lake.path(source), "ingest"))
     with _phase(source, month, "parse_check"):
         staged = stage_checked(
@@ -225,9 +235,15 @@ def _ingest_arrow(
         place = [c for c in ("_fid", "_block", "_pos", spec.event_column) if c and c not in keys]
         keyed = _add_partition_columns(good.select(*keys, *place), spec, month, keep_place=True)
         with _phase(source, month, "dedupe"):
-            drops = repeated_positions(keyed, keys).unionByName(
-                loaded_elsewhere_positions(lake, keyed, spec, month)
-            )
+            drops: list[pa.Table] = []
+            if staged.files:  # the repeated keys in the driver while they fit (ingest.driver_max_rows)
+                if staged.good <= cfg.ingest.driver_max_rows:
+                    drops.append(repeated_positions_arrow(keys_and_places(staged, keys), keys))
+                else:
+                    drops.append(repeated_positions(keyed, keys).toArrow())
+                elsewhere = loaded_elsewhere_positions(lake, keyed, spec, month)
+                if elsewhere is not None:
+                    drops.append(elsewhere.toArrow())
             dropped, n_dropped = write_drops(drops, f"{target.removeprefix('file://')}/drops.parquet")
         schema = _add_partition_columns(good, spec, month).select(*spec.silver_columns()).schema
         with _phase(source, month, "silver"):
@@ -278,6 +294,34 @@ def _resolve_and_finish(
         checked.unpersist()
         if intervals is not None:
             intervals.unpersist()
+
+
+def _owners(lake: Lake, report: SourceReport) -> Owners:
+    """Who held each number when, for the Arrow tasks: built in the driver from the snapshots while they
+    hold at most ``ingest.driver_max_rows`` rows (the same holds as Spark's, without a Spark job), else
+    by Spark (:func:`_msisdn_intervals`); the conflicts counted into ``report``."""
+    if (lake.count_rows("subscriptions") or math.inf) > lake.cfg.ingest.driver_max_rows:
+        intervals = _msisdn_intervals(lake, report)
+        try:
+            return owners_from(
+                intervals.select("msisdn", "subscriber_id", "valid_from", "valid_to").toArrow()
+            )
+        finally:
+            intervals.unpersist()
+    with _phase(report.source, report.month, "intervals"):
+        latest = latest_snapshot(lake, add_months(report.month, 1))
+        snapshots = lake.read_arrow("subscriptions", columns=SNAPSHOT_COLUMNS)
+        damaged = None
+        if lake.exists("quarantine"):
+            quarantined = lake.read_arrow(
+                "quarantine", columns=["raw_values", "month"], partitions={"source": ["subscriptions"]}
+            )
+            damaged = damaged_from_quarantine(quarantined, snapshots)
+        holds = holds_from_snapshots(snapshots, latest_month=latest, damaged_listings=damaged)
+        claimed = holds.filter(holds["conflict"])
+        some = sorted(set(claimed["msisdn"].to_pylist()))[:5]
+        report.msisdn_conflicts = log_msisdn_conflicts(claimed.num_rows, some, report.month)
+        return owners_from(holds)
 
 
 def _msisdn_intervals(lake: Lake, report: SourceReport) -> DataFrame:

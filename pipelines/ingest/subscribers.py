@@ -7,6 +7,7 @@ who held it when. A good CDR whose number nobody held at that time is quarantine
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -19,10 +20,15 @@ from pipelines.core.privacy import mask_column, mask_number
 log = logging.getLogger(__name__)
 
 
+def latest_snapshot(lake: Lake, month: str) -> str:
+    """The latest snapshot month loaded up to ``month`` (``month`` when none is)."""
+    loaded = [m for (m,) in lake.partition_values("subscriptions", "month") if m is not None and m <= month]
+    return max(loaded, default=month)
+
+
 def read_msisdn_intervals(lake: Lake, month: str) -> DataFrame:
     """Who held each number when: from the subscription snapshots loaded up to ``month``."""
-    loaded = [m for (m,) in lake.partition_values("subscriptions", "month") if m <= month]
-    latest = max(loaded, default=month)
+    latest = latest_snapshot(lake, month)
     snapshots = lake.read("subscriptions")
     damaged = None
     if lake.exists("quarantine"):
@@ -62,15 +68,20 @@ def count_msisdn_conflicts(intervals: DataFrame, month: str) -> int:
         F.count("*").alias("n"), F.slice(F.sort_array(F.collect_set("msisdn")), 1, 5).alias("some")
     )
     found = conflicts.first()
-    if found.n:
+    return log_msisdn_conflicts(int(found.n), found.some, month)
+
+
+def log_msisdn_conflicts(n: int, some: Sequence[str], month: str) -> int:
+    """``n`` numbers claimed twice at once, warned with ``some`` of them (masked)."""
+    if n:
         log.warning(
             "cdr %s: %d number(s) claimed by two subscribers at once in the snapshots (the later "
             "activation owns the events): %s",
             month,
-            found.n,
-            ", ".join(str(mask_number(m)) for m in found.some),
+            n,
+            ", ".join(str(mask_number(m)) for m in some),
         )
-    return int(found.n)
+    return n
 
 
 def with_subscriber(validated: DataFrame, intervals: DataFrame) -> DataFrame:

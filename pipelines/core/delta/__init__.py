@@ -26,7 +26,7 @@ from pipelines.core.delta.damage import (
     vanished_file,
 )
 from pipelines.core.delta.files import check_schema, file_stats
-from pipelines.core.delta.read import data_files, read_arrow, read_delta
+from pipelines.core.delta.read import count_rows, data_files, read_arrow, read_delta
 from pipelines.core.delta.table import (
     STAGING_DIR,
     Engine,
@@ -59,6 +59,7 @@ __all__ = [
     "WriteResult",
     "check_schema",
     "check_writable",
+    "count_rows",
     "data_files",
     "file_stats",
     "native_delta_available",

@@ -112,6 +112,14 @@ def read_arrow(
     return arrow_decimals_as_double(table)
 
 
+def count_rows(path: str, *, version: int | None = None) -> int | None:
+    """The rows of the table's snapshot, from the log's file statistics alone (None: a file has none)."""
+    actions = pa.table(_readable_table(path, version).get_add_actions(flatten=True))
+    if "num_records" not in actions.column_names or actions["num_records"].null_count:
+        return None
+    return int(pc.sum(actions["num_records"]).as_py() or 0)
+
+
 def data_files(
     path: str, partitions: Mapping[str, Sequence[str]], *, version: int | None = None
 ) -> list[str]:

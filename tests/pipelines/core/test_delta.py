@@ -19,6 +19,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from features.errors import MissingColumnsError, SchemaMismatchError
 from pipelines.core.delta import (
+    count_rows,
     data_files,
     read_arrow,
     read_delta,
@@ -236,6 +237,7 @@ def test_read_arrow_prunes_partitions_and_rounds_decimals_as_spark_does(spark, t
     assert sum(pq.read_metadata(f.removeprefix("file://")).num_rows for f in files) == 1
     assert data_files(path, {"month": ["2024-03"]}) == []
     assert read_arrow(path).num_rows == 4
+    assert count_rows(path) == 4  # from the log's statistics: the replaced partition's old file not counted
     with pytest.raises(FileNotFoundError, match="no Delta table"):
         read_arrow(str(tmp_path / "missing"))
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
+import pyarrow as pa
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines.ingest.dedupe import dedupe_repeated, repeated_positions
+from pipelines.ingest.dedupe import dedupe_repeated, repeated_positions, repeated_positions_arrow
 
 
 @pytest.mark.parametrize("max_repeated", [200_000, 0])  # broadcast, and the shuffle join beyond the limit
@@ -31,6 +34,40 @@ def test_duplicates_keep_the_last_delivered_copy(spark, max_repeated):
     twice = good.where(F.col("record_id") != "c")
     dropped = repeated_positions(twice, ["record_id"], max_repeated=max_repeated)
     assert [(r._fid, r._pos) for r in dropped.collect()] == [(0, 5)]
+
+
+def test_the_driver_finds_the_same_repeated_keys_as_spark(spark):
+    """The Arrow path's key pass in the driver (pyarrow) and by Spark's shuffle leave out the same rows:
+    keys of two columns, some once, some twice, some many times, across files (one block per file)."""
+    rng = random.Random(5)
+    rows = []
+    for fid in range(4):
+        for pos in range(rng.randint(200, 400)):
+            rows.append((f"s{rng.randint(0, 300)}", f"2024-0{rng.randint(1, 3)}", fid, 0, pos + 10**9 * fid))
+    good = spark.createDataFrame(
+        rows, "subscriber_id string, bill_month string, _fid int, _block long, _pos long"
+    )
+    keys = ["subscriber_id", "bill_month"]
+    by_spark = sorted((r._fid, r._pos) for r in repeated_positions(good, keys).collect())
+    table = pa.table({n: [r[i] for r in rows] for i, n in enumerate(good.columns)}).drop_columns(["_block"])
+    table = table.cast(
+        pa.schema([(n, pa.string()) for n in keys] + [("_fid", pa.int32()), ("_pos", pa.int64())])
+    )
+    by_driver = repeated_positions_arrow(table, keys)
+    assert by_driver.schema.names == ["_fid", "_pos"]
+    assert sorted(zip(*by_driver.to_pydict().values(), strict=True)) == by_spark
+    counts: dict[tuple[str, str], int] = {}
+    for r in rows:
+        counts[r[:2]] = counts.get(r[:2], 0) + 1
+    assert len(by_spark) == sum(n - 1 for n in counts.values()) > 0
+    assert max(counts.values()) > 2, "keys delivered more than twice are covered"
+    # the last delivered copy stays: the highest file, then the highest record number in it
+    last = {}
+    for r in rows:
+        last[r[:2]] = max(last.get(r[:2], (-1, -1)), (r[2], r[4]))
+    assert not set(last.values()) & set(by_spark)
+    none = repeated_positions_arrow(table.slice(0, 1), keys)
+    assert none.num_rows == 0 and none.schema.names == ["_fid", "_pos"]
 
 
 def test_late_cdrs_land_in_the_previous_month_without_duplicates(ingested, truth):

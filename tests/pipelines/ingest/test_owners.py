@@ -85,3 +85,74 @@ def test_pseudonyms_made_in_arrow_are_the_pseudonyms_spark_makes(spark, column):
     got = pseudonymised(pa.array(values, pa.string()), column, key).to_pylist()
     assert got == expected
     assert got[0] == got[2] != values[0] and got[3] is None and got[4] == "  "
+
+
+def _random_snapshots(rng: random.Random) -> tuple[list[dict], list[tuple]]:
+    """Snapshots where numbers are recycled, lines vanish or change number, starts are missing or equal,
+    two lines claim one number at once; and damaged (quarantined) listings, some of pairs never listed."""
+    from tests.features.test_cleaning import listed
+
+    months = [f"2024-{m:02d}" for m in range(1, 7)]
+    rows, damaged = [], []
+    for n in range(40):
+        number = f"3706{n:04d}"
+        for _ in range(rng.randint(1, 3)):
+            holder = f"S{rng.randint(1, 60):03d}"
+            start = rng.randrange(len(months))
+            activation = rng.choice(
+                [None, dt.date(2023, 11, 20), dt.date(2024, 1 + start, rng.randint(1, 28))]
+            )
+            end = rng.randint(start, len(months) - 1)
+            gone = dt.date(2024, 1 + end, rng.randint(1, 28)) if rng.random() < 0.3 else None
+            for k in range(start, end + 1):
+                if rng.random() < 0.1:  # the row was quarantined: a damaged listing instead
+                    damaged.append((holder, rng.choice([number, "*" * 6 + number[-2:]]), months[k]))
+                    continue
+                rows.append(listed(months[k], holder, number, activation, gone if k == end else None))
+    damaged += [("S999", "37060000", "2024-03"), ("S001", None, "2024-02")]
+    return rows, damaged
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_driver_builds_the_holds_spark_builds(spark, seed):
+    """:func:`holds_from_snapshots` (the Arrow path's, in the driver) against
+    :func:`compute_msisdn_intervals` (Spark's): the same holds row for row, conflicts included."""
+    from features.cleaning import compute_msisdn_intervals
+    from pipelines.ingest.owners import damaged_from_quarantine, holds_from_snapshots
+    from pipelines.ingest.subscribers import damaged_listings
+    from tests.features.frames import frame
+    from tests.features.test_cleaning import SNAPSHOT_SCHEMA, _snapshots
+
+    rng = random.Random(seed)
+    if seed == 0:  # the hand-made cases of the cleaning tests
+        snapshots = _snapshots(spark)
+        quarantined = spark.createDataFrame(
+            [("S1", "3706", "2024-02"), ("S3", "3707", "2024-04"), ("S3", "9999", "2024-05")],
+            "subscriber_id string, msisdn string, month string",
+        )
+    else:
+        rows, bad = _random_snapshots(rng)
+        snapshots = frame(spark, SNAPSHOT_SCHEMA, rows)
+        quarantined = spark.createDataFrame(bad, "subscriber_id string, msisdn string, month string")
+    damaged = damaged_listings(quarantined, snapshots)
+    conflicts = 0
+    # the quarantine holds raw values as JSON text
+    as_json = quarantined.select(F.to_json(F.struct("subscriber_id", "msisdn")).alias("raw_values"), "month")
+    found = damaged_from_quarantine(as_json.toArrow(), snapshots.toArrow())
+    assert sorted(tuple(r.values()) for r in found.to_pylist()) == sorted(tuple(r) for r in damaged.collect())
+    assert found.num_rows > 0
+    for latest in ("2024-03", "2024-06"):
+        for with_damaged in (False, True):
+            by_spark = compute_msisdn_intervals(
+                snapshots, latest_month=latest, damaged_listings=damaged if with_damaged else None
+            )
+            by_driver = holds_from_snapshots(
+                snapshots.toArrow(),
+                latest_month=latest,
+                damaged_listings=damaged.toArrow() if with_damaged else None,
+            )
+            expected = sorted(tuple(r) for r in by_spark.collect())
+            got = sorted(tuple(r.values()) for r in by_driver.to_pylist())
+            assert got == expected, (latest, with_damaged)
+            conflicts += sum(r[4] for r in expected)
+    assert conflicts > 0, "the cases include numbers claimed twice at once"
