@@ -98,11 +98,16 @@ def holds_from_snapshots(
 ) -> pa.Table:
     """:func:`features.cleaning.compute_msisdn_intervals` in this process, on the snapshots' columns
     ``msisdn, subscriber_id, month, activation_date, deactivation_date`` (and the damaged listings'
-    ``subscriber_id, msisdn, month``): the same holds, row for row (see that function for the rules).
+    ``subscriber_id, msisdn, month``): the same holds, row for row (see that function for the rules), for
+    snapshots whose ``msisdn`` and ``subscriber_id`` are never null (the landing contract requires both:
+    a row without is quarantined; here it is left out).
 
-    Days are counted as integers since 1970, so the open end (9999-12-31) needs no timestamp."""
-    subs = _frame(snapshots, SNAPSHOT_COLUMNS)
-    latest = _month_number(latest_month)
+    Numbers and subscribers are handled as their ranks among the distinct values (the order of the text),
+    days as integers since 1970 (the open end, 9999-12-31, needs no timestamp), months as months since
+    1970: pandas aggregates numbers fast and small, where text is neither."""
+    codes = {c: _sorted_distinct(snapshots[c]) for c in _PAIR}
+    subs = _frame(snapshots, SNAPSHOT_COLUMNS, codes)
+    latest = _month_numbers(pa.array([latest_month]))[0].as_py()
     subs = subs[(subs["month"] <= latest) & subs["msisdn"].notna() & subs["subscriber_id"].notna()]
     pairs = (
         subs.groupby(_PAIR, sort=False)
@@ -115,7 +120,7 @@ def holds_from_snapshots(
     )
     listed = subs[[*_PAIR, "month"]]
     if damaged_listings is not None and damaged_listings.num_rows:
-        damaged = _frame(damaged_listings, [*_PAIR, "month"])
+        damaged = _frame(damaged_listings, [*_PAIR, "month"], codes).dropna()  # unknown pairs match nothing
         damaged = damaged[damaged["month"] <= latest].merge(pairs[_PAIR], on=_PAIR)
         listed = pd.concat([listed, damaged], ignore_index=True)
     last = listed.groupby(_PAIR, sort=False)["month"].max().rename("_last").reset_index()
@@ -141,8 +146,7 @@ def holds_from_snapshots(
     conflict = (claimed >= next_from).fillna(False).astype(bool)
     return pa.table(
         [
-            pa.array(held["msisdn"], pa.string()),
-            pa.array(held["subscriber_id"], pa.string()),
+            *[codes[c].take(pa.array(held[c].to_numpy(dtype=np.int64))) for c in _PAIR],
             _dates(held["valid_from"]),
             _dates(valid_to),
             pa.array(conflict, pa.bool_()),
@@ -155,19 +159,25 @@ def damaged_from_quarantine(quarantined: pa.Table, snapshots: pa.Table) -> pa.Ta
     """:func:`pipelines.ingest.subscribers.damaged_listings` in this process: from quarantined snapshot
     rows (``raw_values`` JSON, ``month``), ``subscriber_id, msisdn, month`` with the number the subscriber
     holds in the good snapshots, equal to the quarantined one or to its mask."""
-    held: dict[str, list[str]] = {}
-    pairs = snapshots.select(["subscriber_id", "msisdn"]).group_by(["subscriber_id", "msisdn"]).aggregate([])
-    for subscriber, number in zip(*pairs.to_pydict().values(), strict=True):
-        if subscriber is not None and number is not None:
-            held.setdefault(subscriber, []).append(number)
-    out: list[tuple[str, str, str]] = []
+    found = []
     for raw, month in zip(
         quarantined["raw_values"].to_pylist(), quarantined["month"].to_pylist(), strict=True
     ):
         subscriber, number = _json_text(raw, "subscriber_id"), _json_text(raw, "msisdn")
-        if subscriber is None or number is None:
-            continue
-        out += [(subscriber, n, month) for n in held.get(subscriber, ()) if number in (n, mask_number(n))]
+        if subscriber is not None and number is not None:
+            found.append((subscriber, number, month))
+    held: dict[str, list[str]] = {}
+    if found:  # the numbers of the subscribers the quarantine names
+        named = pa.array(sorted({f[0] for f in found}), pa.string())
+        pairs = snapshots.filter(pc.is_in(snapshots["subscriber_id"], value_set=named))
+        distinct = pairs.group_by(["subscriber_id", "msisdn"]).aggregate([])
+        holders, numbers = distinct["subscriber_id"].to_pylist(), distinct["msisdn"].to_pylist()
+        for subscriber, n in zip(holders, numbers, strict=True):
+            if n is not None:
+                held.setdefault(subscriber, []).append(n)
+    out = [
+        (s, n, month) for s, number, month in found for n in held.get(s, ()) if number in (n, mask_number(n))
+    ]
     names = ["subscriber_id", "msisdn", "month"]
     return pa.table([pa.array([r[i] for r in out], pa.string()) for i in range(3)], names=names)
 
@@ -184,24 +194,34 @@ def _json_text(raw: str | None, key: str) -> str | None:
     return json.dumps(value, separators=(",", ":"))
 
 
-def _frame(table: pa.Table, columns: list[str]) -> pd.DataFrame:
-    """``columns`` as pandas columns: dates as nullable day counts (no timestamps: 9999-12-31 fits), the
-    month as a month number (``yyyy-MM`` -> months since 1970: numbers aggregate fast where text does not)."""
-    table = table.select(columns)
+def _sorted_distinct(column: pa.ChunkedArray) -> pa.Array:
+    """The column's distinct values, nulls left out, in the order of their text (a value's code is its
+    index here, so codes sort as the text does: ties between holders break as Spark breaks them)."""
+    distinct = pc.drop_null(pc.unique(column))
+    return distinct.take(pc.sort_indices(distinct))
+
+
+def _frame(table: pa.Table, columns: list[str], codes: dict[str, pa.Array]) -> pd.DataFrame:
+    """``columns`` as nullable integer pandas columns: text as its code in ``codes`` (null: not there),
+    dates as days since 1970, ``month`` (``yyyy-MM``) as months since 1970."""
     out = []
-    for name, column in zip(columns, table.columns, strict=True):
-        if pa.types.is_date32(column.type):
-            column = pc.cast(column, pa.int32()).cast(pa.int64())
+    for name in columns:
+        column = table[name]
+        if name in codes:
+            column = pc.index_in(column, value_set=codes[name])
+        elif pa.types.is_date32(column.type):
+            column = pc.cast(column, pa.int32())
         elif name == "month":
-            year = pc.cast(pc.utf8_slice_codeunits(column, 0, 4), pa.int64())
-            month = pc.cast(pc.utf8_slice_codeunits(column, 5, 7), pa.int64())
-            column = pc.add(pc.multiply(pc.subtract(year, 1970), 12), pc.subtract(month, 1))
-        out.append(column)
+            column = _month_numbers(column)
+        out.append(pc.cast(column, pa.int64()))
     return pa.table(out, names=columns).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
 
-def _month_number(month: str) -> int:
-    return (int(month[:4]) - 1970) * 12 + int(month[5:7]) - 1
+def _month_numbers(months: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """``yyyy-MM`` as months since 1970-01."""
+    year = pc.cast(pc.utf8_slice_codeunits(months, 0, 4), pa.int64())
+    month = pc.cast(pc.utf8_slice_codeunits(months, 5, 7), pa.int64())
+    return pc.add(pc.multiply(pc.subtract(year, 1970), 12), pc.subtract(month, 1))
 
 
 def _month_days(months: pd.Series, *, end: bool) -> pd.Series:

@@ -15,7 +15,6 @@ import contextlib
 import contextvars
 import dataclasses
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +32,7 @@ from features import contract as C
 from features.calendar import add_months
 from features.cleaning import RAW_COL, REASONS_COL, validate_rows
 from features.errors import MissingColumnsError
+from pipelines.core import delta
 from pipelines.core.config import Config
 from pipelines.core.delta import WriteResult, scratch_folder
 from pipelines.core.lake import Lake
@@ -299,15 +299,22 @@ def _resolve_and_finish(
 def _owners(lake: Lake, report: SourceReport) -> Owners:
     """Who held each number when, for the Arrow tasks: built in the driver from the snapshots while they
     hold at most ``ingest.driver_max_rows`` rows (the same holds as Spark's, without a Spark job), else
-    by Spark (:func:`_msisdn_intervals`); the conflicts counted into ``report``."""
-    if (lake.count_rows("subscriptions") or math.inf) > lake.cfg.ingest.driver_max_rows:
-        intervals = _msisdn_intervals(lake, report)
+    by Spark; the conflicts counted into ``report``."""
+    rows = lake.count_rows("subscriptions")
+    if rows is not None and rows <= lake.cfg.ingest.driver_max_rows:
         try:
-            return owners_from(
-                intervals.select("msisdn", "subscriber_id", "valid_from", "valid_to").toArrow()
-            )
-        finally:
-            intervals.unpersist()
+            return _driver_owners(lake, report)
+        except delta.UnsupportedTableError:  # a table only the native connector reads
+            pass
+    intervals = _msisdn_intervals(lake, report)
+    try:
+        return owners_from(intervals.select("msisdn", "subscriber_id", "valid_from", "valid_to").toArrow())
+    finally:
+        intervals.unpersist()
+
+
+def _driver_owners(lake: Lake, report: SourceReport) -> Owners:
+    """:func:`read_msisdn_intervals` and :func:`count_msisdn_conflicts` in this process."""
     with _phase(report.source, report.month, "intervals"):
         latest = latest_snapshot(lake, add_months(report.month, 1))
         snapshots = lake.read_arrow("subscriptions", columns=SNAPSHOT_COLUMNS)

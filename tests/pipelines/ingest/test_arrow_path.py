@@ -142,13 +142,15 @@ def test_the_arrow_and_spark_paths_load_the_same_tables_row_for_row(ingested, sp
         assert _rows(ingested.lake, table) == _rows(lake, table), table
     quarantined = lake.read("quarantine").where(F.col("source") == "cdr").count()
     assert quarantined > 0, "the landing holds rejected CDRs: the comparison covers row numbers and reasons"
+    damaged = lake.read("quarantine").where(F.col("source") == "subscriptions").count()
+    assert damaged > 0, "quarantined snapshot rows extend the holds the driver builds: compared too"
 
 
 @pytest.mark.slow
 def test_the_paths_pseudonymise_and_resolve_numbers_alike(spark, landing, tmp_path, monkeypatch):
     """With privacy.pseudonymise the Arrow tasks hash the numbers before resolving them: the same CDRs,
     quarantine rows (raw values of unknown numbers included) and reports as the Spark path (the Arrow
-    side's repeated keys found by Spark's shuffle, not in the driver)."""
+    side's repeated keys and number holds found by Spark's shuffles, not in the driver)."""
     from pipelines.core.lake import Lake
     from pipelines.ingest import ingest_month
     from tests.conftest import cfg_at
@@ -156,7 +158,7 @@ def test_the_paths_pseudonymise_and_resolve_numbers_alike(spark, landing, tmp_pa
     monkeypatch.setenv("CHURNLAKE_PSEUDONYM_KEY", "k" * 32)
     lakes = []
     for path in ("arrow", "spark"):
-        # the Arrow side's repeated keys found by Spark's shuffle (the session's other tests: the driver)
+        # the Arrow side's repeated keys and number holds by Spark (the session's other tests: the driver)
         cfg = cfg_at(
             tmp_path / path, landing, f"ingest.path={path}", "privacy.pseudonymise=true",
             "ingest.driver_max_rows=0",
