@@ -17,11 +17,11 @@ from pyspark.sql import functions as F
 
 from features.calendar import add_months, month_start
 from pipelines.core.lake import Lake
+from pipelines.ingest.publish import DROPS_SCHEMA
 from pipelines.ingest.spec import SourceSpec
 
 MAX_REPEATED = 200_000  # repeated keys collected and broadcast; beyond that, joined by a shuffle
 POSITIONS_DDL = "_fid int, _pos long"
-POSITIONS_SCHEMA = pa.schema([("_fid", pa.int32()), ("_pos", pa.int64())])
 _POS_BITS = 40  # a place packed as one integer: file id above, record number below (a trillion records)
 
 
@@ -93,7 +93,7 @@ def repeated_positions_arrow(keyed: pa.Table, keys: Sequence[str]) -> pa.Table:
     counted = table.group_by(keys).aggregate([("_place", "count"), ("_place", "max")])
     repeated = counted.filter(pc.greater(counted["_place_count"], 1))
     if repeated.num_rows == 0:
-        return POSITIONS_SCHEMA.empty_table()
+        return DROPS_SCHEMA.empty_table()
     joined = table.join(repeated.select([*keys, "_place_max"]), keys)
     dropped = joined.filter(pc.not_equal(joined["_place"], joined["_place_max"]))["_place"]
     return pa.table(
@@ -101,7 +101,7 @@ def repeated_positions_arrow(keyed: pa.Table, keys: Sequence[str]) -> pa.Table:
             pc.shift_right(dropped, _POS_BITS).cast(pa.int32()),
             pc.bit_wise_and(dropped, (1 << _POS_BITS) - 1),
         ],
-        schema=POSITIONS_SCHEMA,
+        schema=DROPS_SCHEMA,
     )
 
 
