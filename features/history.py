@@ -64,9 +64,13 @@ def history_reach(windows: Sequence[int]) -> int:
 
 
 _SUMS = ("n", "sx", "sxx", "sy", "sxy")
-# the lags family's one column: every partial sum in the order of _part_names (one array, not 227
-# columns: a column count that wide made the families' combine several times slower to compile and run)
-PARTS = "_history_parts"
+
+
+def parts_column(windows: Sequence[int]) -> str:
+    """The lags family's one column: every partial sum in the order of ``_part_names`` (one array, not one
+    column per sum: 226 columns made the families' combine about twice as slow). Named after the windows,
+    so reading it with other windows than it was built with fails instead of reading the wrong sums."""
+    return "_history_parts_" + "_".join(map(str, windows))
 
 
 def _part_names(windows: Sequence[int]) -> list[str]:
@@ -93,7 +97,7 @@ def compute_history_lags(
     keys = population.select("subscriber_id")
     names = _part_names(windows)
     if history is None or reach == 0:
-        return keys.select("subscriber_id", F.lit(None).cast("array<double>").alias(PARTS))
+        return keys.select("subscriber_id", F.lit(None).cast("array<double>").alias(parts_column(windows)))
     months = [add_months(month, -k) for k in range(1, reach + 1)]
     rows = history.where(F.col("month").isin(*months)).withColumn(
         "_k",
@@ -101,7 +105,7 @@ def compute_history_lags(
             F.months_between(F.to_date(F.lit(f"{month}-01")), F.to_date(F.concat("month", F.lit("-01"))))
         ),
     )
-    # SQL text: one JVM call for the whole aggregation (a Column per term cost ~1,500 calls)
+    # SQL text: one JVM call for the whole aggregation instead of several per Column operation
     k = "CAST(`_k` AS DOUBLE)"
     terms: dict[str, str] = {}
     for w in long:
@@ -120,7 +124,7 @@ def compute_history_lags(
         # the month of the maximum (the latest of equal ones)
         terms[_part(c, "peak_k", reach + 1)] = f"max_by({k}, struct(CAST({_q(c)} AS DOUBLE), -{k}))"
     array = ", ".join(terms[name] for name in names)
-    parts = rows.groupBy("subscriber_id").agg(F.expr(f"array({array})").alias(PARTS))
+    parts = rows.groupBy("subscriber_id").agg(F.expr(f"array({array})").alias(parts_column(windows)))
     return keys.join(parts, "subscriber_id", "left")
 
 
@@ -137,10 +141,11 @@ class _Parts:
     """The partial sums of :func:`compute_history_lags` by name (SQL text)."""
 
     def __init__(self, windows: Sequence[int]) -> None:
+        self.column = parts_column(windows)
         self.index = {name: i for i, name in enumerate(_part_names(windows))}
 
     def __call__(self, name: str) -> str:
-        return f"{_q(PARTS)}[{self.index[name]}]"
+        return f"{_q(self.column)}[{self.index[name]}]"
 
 
 class _Window:
@@ -170,7 +175,7 @@ def with_history_features(
 ) -> DataFrame:
     """The window statistics (see the module) from M's columns and the partial sums of
     :func:`compute_history_lags`, which are dropped. Built as SQL text: one JVM call for the whole
-    projection instead of one per Column operation (about 2,000 calls)."""
+    projection instead of several per Column operation."""
     reach = history_reach(windows)
     long = [w for w in windows if w > 1]
     parts = _Parts(windows)
@@ -201,7 +206,7 @@ def with_history_features(
             out[avg_col(measure, w)] = window.mean()
             out[slope_col(measure, w)] = window.slope()
     # a column another family already wrote (the usage family's N-month mean, N = trend_months) stays
-    kept = [c for c in df.columns if c != PARTS]
+    kept = [c for c in df.columns if c != parts.column]
     return df.selectExpr(*map(_q, kept), *[f"{v} AS {_q(k)}" for k, v in out.items() if k not in kept])
 
 

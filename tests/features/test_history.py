@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pyspark.errors import AnalysisException
 from pyspark.testing import assertDataFrameEqual
 
 from features.columns import (
@@ -108,3 +109,46 @@ def test_an_earlier_month_row_moves_only_its_windows(spark, k):
     ]
     a = {r.subscriber_id: r[avg_col(MEASURE, 3)] for r in _history_features(spark, changed).collect()}
     assert a["A"] != 6.0 and a["B"] == 4.0
+
+
+def test_each_long_window_reads_its_own_months(spark):
+    """Windows 3 and 6 side by side (their partial sums travel in one array, found by position)."""
+    history = frame(
+        spark,
+        SCHEMA,
+        [
+            rows("A", "2023-09", 1000.0),  # M-6: outside the 6-month window
+            rows("A", "2023-10", 20.0),
+            rows("A", "2023-11", 10.0),
+            # no row for 2023-12
+            rows("A", "2024-01", 8.0),
+            rows("A", "2024-02", 6.0),
+        ],
+    )
+    current = frame(spark, SCHEMA, [rows("A", MONTH, 4.0)]).drop("month")
+    windows = (1, 3, 6)
+    lags = compute_history_lags(current.select("subscriber_id"), history, month=MONTH, windows=windows)
+    got = with_history_features(
+        current.join(lags, "subscriber_id"), windows=windows, baseline_windows=(3, 6)
+    ).first()
+    assert (got[history_months_col(3)], got[history_months_col(6)]) == (3, 5)
+    assert got[avg_col(MEASURE, 3)] == pytest.approx(6.0)
+    assert got[avg_col(MEASURE, 6)] == pytest.approx(48 / 5)
+    # x = -5, -4, -2, -1, 0 and y = 20, 10, 8, 6, 4: (5 * -162 - (-12) * 48) / (5 * 46 - 12 ** 2)
+    assert got[slope_col(MEASURE, 3)] == pytest.approx(-2.0)
+    assert got[slope_col(MEASURE, 6)] == pytest.approx(-234 / 86)
+    assert (got[max_col(MEASURE, 3)], got[max_col(MEASURE, 6)]) == (8.0, 20.0)
+    assert got[ratio_avg_col(MEASURE, 6)] == pytest.approx(4 / 9.6)
+    assert got[ratio_max_col(MEASURE, 6)] == pytest.approx(0.2)
+    assert got[decline_col(MEASURE)] == 5
+    # a history column that is 1 in every row: the mean 1 and the slope 0 over each window
+    other = HISTORY_COLUMNS[0] if HISTORY_COLUMNS[0] != OUT else HISTORY_COLUMNS[1]
+    measure = other.removesuffix("_m0")
+    assert got[avg_col(measure, 6)] == pytest.approx(1.0) and got[slope_col(measure, 6)] == pytest.approx(0.0)
+
+
+def test_reading_the_sums_with_other_windows_fails(spark):
+    current = frame(spark, SCHEMA, CURRENT).drop("month")
+    lags = compute_history_lags(current.select("subscriber_id"), None, month=MONTH, windows=(1, 3))
+    with pytest.raises(AnalysisException):
+        with_history_features(current.join(lags, "subscriber_id"), windows=(1, 6), baseline_windows=(6,))
