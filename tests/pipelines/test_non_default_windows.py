@@ -8,6 +8,7 @@ offer matching must read those names, not the default ``_3m`` ones written as li
 from __future__ import annotations
 
 import fnmatch
+import shutil
 
 import pytest
 from pyspark.sql import functions as F
@@ -29,21 +30,24 @@ def test_the_default_reason_patterns_follow_the_window():
 
 
 @pytest.fixture(scope="module")
-def windowed(spark, landing, tmp_path_factory):
+def windowed(spark, feature_lake, tmp_path_factory):
     from pipelines.build_features import build_features_month
     from pipelines.core.config import load_config
     from pipelines.core.lake import Lake
-    from pipelines.ingest import ingest_month
     from pipelines.match_offers import match_offers_month
     from pipelines.score import score_month
     from pipelines.train import train_month
 
-    root = tmp_path_factory.mktemp("windows")
+    # the session's feature lake ingested the six months with the same ingest settings: its silver tables
+    # are copied, the features and labels built again with the windows under test
+    root = tmp_path_factory.mktemp("windows") / "lake"
+    built = shutil.ignore_patterns("features_monthly", "labels_monthly")
+    shutil.copytree(feature_lake.cfg.lake_root, root, ignore=built)
     cfg = load_config(
         [TEST_CONF],
         [
             f"lake.root={root}",
-            f"landing.root={landing}",
+            f"landing.root={feature_lake.cfg.landing_root}",
             "features.trend_months=4",
             "features.contagion_months=2",
             # the long windows are configured on their own: no 3-month one either
@@ -54,7 +58,6 @@ def windowed(spark, landing, tmp_path_factory):
         ],
     )
     for month in MONTHS:
-        ingest_month(spark, cfg, month)
         build_features_month(spark, cfg, month)
     trained = train_month(spark, cfg, RUN)
     # the version just trained, promoted or not: the gates judge quality, this test judges names
