@@ -133,6 +133,11 @@ def _q(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+def _value(column: str) -> str:
+    """M's own value of a history column (x = 0)."""
+    return f"CAST({_q(column)} AS DOUBLE)"
+
+
 def _ratio(value: str, base: str) -> str:
     return f"(CASE WHEN {base} != 0 THEN {value} / {base} END)"
 
@@ -153,7 +158,7 @@ class _Window:
     as SQL text."""
 
     def __init__(self, parts: _Parts, column: str, w: int) -> None:
-        self.y0 = f"CAST({_q(column)} AS DOUBLE)"
+        self.y0 = _value(column)
         part = {stat: f"coalesce({parts(_part(column, stat, w))}, 0D)" for stat in _SUMS}
         self.n = f"({part['n']} + CASE WHEN {self.y0} IS NOT NULL THEN 1D ELSE 0D END)"
         self.sx, self.sxx, self.sxy = part["sx"], part["sxx"], part["sxy"]
@@ -193,7 +198,7 @@ def with_history_features(
             out[ratio_avg_col(measure, w)] = _ratio(window.y0, window.mean())
             out[ratio_max_col(measure, w)] = _ratio(window.y0, window.top)
         peak_k = parts(_part(column, "peak_k", reach + 1))
-        y0 = f"CAST({_q(column)} AS DOUBLE)"
+        y0 = _value(column)
         longest_max = parts(_part(column, "max", max(windows)))
         # M at (or above) the longest window's maximum: 0 months since the peak
         out[decline_col(measure)] = (
