@@ -44,7 +44,7 @@ java: ## Check for Java 17/21 (installs openjdk-17-jre-headless with apt when ro
 test: install ## Run the test suite (real local Spark, Delta tables and MLflow in temp folders)
 	$(PY) -m pytest -q --durations=20 -m "not thorough and not e2e" tests
 
-test-e2e: install ## Run the end-to-end loop over months and the standalone-cluster test (CI runs them too)
+test-e2e: install ## Run the end-to-end loop over months, the whole-job subprocess tests and the standalone-cluster test (CI runs them too)
 	$(PY) -m pytest -q -m e2e tests
 
 test-fast: install ## Run the tests not marked slow (no multi-month lakes, no job subprocesses)

@@ -221,6 +221,7 @@ def test_feature_plan_holds_few_memory_consumers_per_task(built, spark):
     assert max(per_task) <= 7, per_task
 
 
+@pytest.mark.e2e  # the whole job in a subprocess with its own JVM
 def test_feature_build_runs_at_the_smallest_documented_driver_memory(built, tmp_path):
     """docs/configuration.md: 1g of driver is enough for the local feature build (4m page of base.yml)."""
     import shutil

@@ -1,5 +1,7 @@
 """``monthly`` fired twice at once on a small fresh lake: one run completes, the other stops with exit
-status 75 and one line naming the lease and its holder (real jobs in subprocesses, real Spark)."""
+status 75 and one line naming the lease and its holder (real jobs in subprocesses, real Spark).
+
+Whole monthly runs in subprocesses, beside the kill tests: ``make test-e2e``."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 from pipelines.core.delta import read_arrow
 from tests.conftest import ROOT, cfg_at, job_args
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 STAGES_RUN = ("ingest", "build_features", "housekeeping")  # no champion: nothing else runs
 
