@@ -68,6 +68,7 @@ def run(ctx: RunContext) -> ScoreResult:
     from pipelines.score.batch import (
         FamilyPayload,
         reason_batches,
+        reasons_input,
         score_batches,
         score_files,
         scoring_input,
@@ -146,7 +147,7 @@ def run(ctx: RunContext) -> ScoreResult:
     top = features.orderBy(F.rand(1)).limit(max(1, subscribers // 10))  # a 10 % actionable share
     t_reasons = timed(
         lambda: (
-            scoring_input(spark, top)
+            reasons_input(spark, top)
             .mapInArrow(reason_batches(payload, cfg.score), REASONS_SCHEMA)
             .write.mode("overwrite")
             .parquet(str(out / "reasons"))

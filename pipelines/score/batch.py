@@ -85,6 +85,12 @@ def _score_fn(
     return partial(score_frame, _family(payload), params=params, trend_months=trend_months)
 
 
+def reasons_input(spark: SparkSession, rows: DataFrame) -> DataFrame:
+    """The actionable rows dealt round-robin to one partition per core: a row's reasons (its SHAP values)
+    cost the same whatever the row, and the actionable rows bunch in some of the month's files."""
+    return rows.repartition(spark.sparkContext.defaultParallelism)
+
+
 def scoring_input(spark: SparkSession, features: DataFrame) -> DataFrame:
     """At least one partition per core (a month is often one or two files; a task scores with one thread)."""
     parallelism = spark.sparkContext.defaultParallelism

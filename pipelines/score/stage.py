@@ -53,6 +53,7 @@ from pipelines.core.tables import MONITORING_SCHEMA
 from pipelines.score.batch import (
     FamilyPayload,
     reason_batches,
+    reasons_input,
     score_batches,
     score_files,
     scoring_input,
@@ -157,9 +158,9 @@ def score_month(
                 ranked = _ranked(scored, params).persist(StorageLevel.MEMORY_AND_DISK)
                 try:
                     actionable = ranked.where("actionable").select("subscriber_id")
-                    reasons = features.join(actionable, "subscriber_id", "left_semi").mapInArrow(
-                        reason_batches(payload, params), REASONS_SCHEMA
-                    )
+                    reasons = reasons_input(
+                        spark, features.join(actionable, "subscriber_id", "left_semi")
+                    ).mapInArrow(reason_batches(payload, params), REASONS_SCHEMA)
                     this_month = {"score_month": [month]}
                     warning_list = _warning_list(ranked, reasons, month, model, feature_version)
                     lake.replace(warning_list, "warning_list", this_month)

@@ -89,6 +89,15 @@ def test_reasons_are_the_serving_models_contributions_in_configured_families(sco
     assert explained["churn_type"].nunique() >= 2  # more than one driver in the month
 
 
+def test_the_reasons_pass_deals_bunched_rows_to_every_core(spark):
+    from pipelines.score.batch import reasons_input
+
+    bunched = spark.range(1001).coalesce(1)  # the actionable rows of one file
+    sizes = reasons_input(spark, bunched).rdd.glom().map(len).collect()
+    assert len(sizes) == spark.sparkContext.defaultParallelism == 2
+    assert sorted(sizes) == [500, 501]
+
+
 def test_bands_deciles_ranks_and_the_actionable_share_are_consistent(scored):
     lake, cfg = scored.lake, scored.cfg
     w = _warning(lake)
