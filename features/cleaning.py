@@ -125,8 +125,8 @@ def validate_rows(
     if event_col:
         ts = F.col(f"__v_{event_col}")
         checks.append(F.when(ts >= F.lit(next_start), F.lit(C.FUTURE_EVENT)))
-        if source == "cdr":
-            checks.append(F.when(ts < F.lit(oldest), F.lit(C.TOO_OLD_EVENT)))
+        # the contract's rule for every event, care contacts too (only CDRs are documented to run late)
+        checks.append(F.when(ts < F.lit(oldest), F.lit(C.TOO_OLD_EVENT)))
     # The reasons as one text first: ``concat_ws`` skips the nulls and, unlike ``array_compact`` (a lambda
     # function), is code-generated, so the whole projection stays compiled.
     checked = parsed.select(*parsed.columns, F.concat_ws(",", *checks).alias("__reasons"))

@@ -64,8 +64,12 @@ def prepaid_inactive_subscribers(
     """Lines of ``prepaid`` with no top-up and a run of ``days`` days without outgoing CDRs in the window.
 
     Only the window's CDRs (``event_ts`` in it) and bills (``bill_month`` in it) are read; a subscriber with
-    neither is inactive for the whole window.
+    neither is inactive for the whole window. The label matures at the end of ``last_month``: CDRs delivered
+    after it (``delivery_month``, when present: the last days' late records) are not read, so a rebuild
+    after later deliveries gives the same label.
     """
+    if "delivery_month" in cdr.columns:
+        cdr = cdr.where(F.col("delivery_month") <= last_month)
     start, end = month_start(first_month), month_end(last_month)
     length = (end - start).days + 1
     day = F.to_date("event_ts")

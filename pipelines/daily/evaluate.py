@@ -4,17 +4,17 @@ A warned line is a hit when it is deactivated for a counted reason (``churn.coun
 ``daily.horizon_days`` after its first warning of the trigger in the evaluated days; the lead time is the
 days from that warning to the deactivation. The reference is the monthly list: the share of the lines at or
 above ``score.at_risk_band`` of the score months used that left within the same horizon from the first
-evaluated day. A trigger whose precision is not above it adds no lift over the monthly list (``lift`` <= 1).
-Days whose horizon has not closed in the loaded snapshots are left out.
+evaluated day that used their list. A trigger whose precision is not above it adds no lift over the
+monthly list (``lift`` <= 1). Days whose horizon has not closed in the loaded snapshots are left out.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from features.calendar import month_end
@@ -22,6 +22,7 @@ from models.params import RISK_BANDS
 from pipelines.core.config import Config
 from pipelines.core.lake import Lake
 from pipelines.core.manifest import recorded_run
+from pipelines.daily.history import monthly_month
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,26 @@ def trigger_precision(
     )
 
 
+def reference_lines(warning_list: DataFrame, starts: Mapping[str, str], at_risk: Sequence[str]) -> DataFrame:
+    """``subscriber_id, value_tier, start``: the at-risk lines of the monthly lists in ``starts`` (score
+    month -> the first evaluated day that used its list), each line once, from the first list that had it
+    at risk, as a warned line counts from its first warning (pure). Measured from the first day of the
+    range instead, a later month's list would have less than the horizon to be right in."""
+    if not starts:
+        return warning_list.sparkSession.createDataFrame(
+            [], "subscriber_id string, value_tier string, start date"
+        )
+    start = F.create_map(*[v for m, d in starts.items() for v in (F.lit(m), F.lit(dt.date.fromisoformat(d)))])
+    first = Window.partitionBy("subscriber_id").orderBy("start")
+    return (
+        warning_list.where(F.col("score_month").isin(*starts) & F.col("risk_band").isin(*at_risk))
+        .select("subscriber_id", "value_tier", F.element_at(start, F.col("score_month")).alias("start"))
+        .withColumn("_n", F.row_number().over(first))
+        .where("_n = 1")
+        .drop("_n")
+    )
+
+
 def evaluate_daily(spark: SparkSession, cfg: Config, days: Sequence[str]) -> list[dict]:
     """Measure the triggers of ``days`` (those whose horizon closed) and replace ``daily_evaluation``
     (``ValueError`` without a day)."""
@@ -112,14 +133,14 @@ def evaluate_daily(spark: SparkSession, cfg: Config, days: Sequence[str]) -> lis
                 f"{covered}, the horizon is {horizon} days)"
             )
         warnings = lake.read("daily_warnings").where(F.col("day").isin(mature))
-        months = [r.score_month for r in warnings.select("score_month").distinct().collect()]
         at_risk = list(RISK_BANDS[RISK_BANDS.index(cfg.score.at_risk_band) :])
-        reference = (
-            lake.read("warning_list")
-            .where(F.col("score_month").isin(months) & F.col("risk_band").isin(*at_risk))
-            .select("subscriber_id", "value_tier", F.lit(dt.date.fromisoformat(min(mature))).alias("start"))
-            .dropDuplicates(["subscriber_id"])
-        )
+        starts: dict[str, str] = {}
+        for day in sorted(mature):
+            try:
+                starts.setdefault(monthly_month(lake, dt.date.fromisoformat(day)), day)
+            except LookupError:  # no list scored before that day: nothing warned it, nothing to compare
+                continue
+        reference = reference_lines(lake.read("warning_list"), starts, at_risk)
         table = trigger_precision(warnings, gone, reference, horizon_days=horizon)
         out = table.select(
             F.lit(min(mature)).alias("first_day"),

@@ -3,7 +3,8 @@
 A month before the day's month comes from the monthly silver tables once it is delivered (its delivery
 supersedes its days: corrected, complete, and never counted twice), else from the daily tables; the day's
 own month always from the daily tables delivered up to the day (a backfill must not read the month's
-delivery, which holds records known only later); either way only events dated up to the end of the day.
+delivery, which holds records known only later, nor the earlier months' late records it carries); either
+way only events dated up to the end of the day.
 The monthly view of a line (snapshot, features, warning list) is the latest month before the day's month.
 """
 
@@ -68,10 +69,18 @@ def _events(
     parts = []
     extra = [F.lit(None).cast("date").alias("delivered")] if delivered_day else []
     if delivered:
+        table = lake.read(monthly)
+        # late records of an earlier month travel in a later month's delivery: one of the day's month or
+        # after was not known on the day (a live run read the earlier month before it landed)
+        known = (
+            F.col(delivery_column) < day.strftime("%Y-%m")
+            if delivery_column in table.columns
+            else F.lit(True)
+        )
         parts.append(
-            lake.read(monthly)
-            .where(_in_window(F.col(ts), first, day) & event_month.isin(delivered))
-            .select(*columns, *extra)
+            table.where(_in_window(F.col(ts), first, day) & event_month.isin(delivered) & known).select(
+                *columns, *extra
+            )
         )
     daily = daily_table(source)
     if lake.exists(daily):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import mmap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from isal import igzip
 
 from features import contract as C
 from features.errors import MissingColumnsError
+
+log = logging.getLogger(__name__)
 
 
 class IncompleteDeliveryError(RuntimeError):
@@ -136,6 +139,12 @@ def list_delivery(folder: Path, source: str, *, allow_incomplete: bool) -> tuple
     files = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith(("_", ".")) or path.is_dir():
+            # hidden and underscore names are a writer's bookkeeping (_SUCCESS, Hadoop's .crc files), never
+            # data; a data-looking one is named, as its rows are not loaded
+            if path.name.startswith(("_", ".")) and path.name.endswith(C.DATA_SUFFIXES):
+                log.warning(
+                    "%s: %s is not read (a name starting with _ or . is not a data file)", folder, path.name
+                )
             continue
         if not path.name.endswith(C.DATA_SUFFIXES):
             raise UnreadableFileError(f"{path}: not a CSV, CSV.gz or Parquet file")

@@ -262,8 +262,7 @@ def check_columns(
     if event_col:
         ts = typed[event_col]
         checks.append((_mask(pc.greater_equal(ts, pa.scalar(next_start, TIMESTAMP_TYPE))), C.FUTURE_EVENT))
-        if source == "cdr":
-            checks.append((_mask(pc.less(ts, pa.scalar(oldest, TIMESTAMP_TYPE))), C.TOO_OLD_EVENT))
+        checks.append((_mask(pc.less(ts, pa.scalar(oldest, TIMESTAMP_TYPE))), C.TOO_OLD_EVENT))
     reasons, rejected = _reasons(checks, n)
     names = [c.name for c in contract]
     raw_struct = pa.StructArray.from_arrays(

@@ -215,3 +215,23 @@ def test_prepaid_inactivity_uses_only_the_window(spark):
     got = _labels(spark, inactive=inactive(29))
     expected = EXPECTED | {"idle": label("idle", True, "prepaid_inactivity")}
     assertDataFrameEqual(got, frame(spark, LABEL_SCHEMA, list(expected.values())))
+
+
+def test_prepaid_inactivity_reads_what_was_delivered_by_the_windows_end(spark):
+    """The label matures at the end of the window: a late record of its last day, delivered with the next
+    month, does not count (a rebuild after that delivery gives the same label)."""
+    cdr = spark.createDataFrame(
+        [
+            ("late", T(2024, 3, 1, 9), "out", "2024-03"),
+            ("late", T(2024, 3, 31, 9), "out", "2024-04"),
+            ("known", T(2024, 3, 1, 9), "out", "2024-03"),
+            ("known", T(2024, 3, 31, 9), "out", "2024-03"),
+        ],
+        "subscriber_id string, event_ts timestamp, direction string, delivery_month string",
+    )
+    bills = spark.createDataFrame([], "subscriber_id string, bill_month string, topup_count int")
+    prepaid = spark.createDataFrame([("late",), ("known",)], "subscriber_id string")
+    got = prepaid_inactive_subscribers(
+        prepaid, cdr, bills, first_month="2024-03", last_month="2024-03", days=30
+    )
+    assertDataFrameEqual(got, spark.createDataFrame([("late",)], "subscriber_id string"))

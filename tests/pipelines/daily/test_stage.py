@@ -19,7 +19,7 @@ from pipelines.core.config import load_config
 from pipelines.core.lake import Lake
 from pipelines.daily import daily_warnings_day
 from pipelines.daily.evaluate import evaluate_daily
-from pipelines.daily.history import care_contacts
+from pipelines.daily.history import care_contacts, out_events_by_day
 from pipelines.daily.ingest import ingest_day
 from tests.conftest import TEST_CONF, cfg_at
 
@@ -360,7 +360,8 @@ def test_a_rerun_replaces_the_day(day_run):
 
 def test_the_days_own_month_never_comes_from_its_monthly_delivery(spark, tmp_path):
     """A backfill of D, after D's month was delivered: the earlier month from its delivery, D's own month
-    only from the daily tables up to D (here none), never the delivery holding records known later."""
+    only from the daily tables up to D (here none), never the delivery holding records known later, nor
+    the earlier month's late records that travel in it."""
     lake = Lake(spark, cfg_at(tmp_path / "lake", tmp_path / "landing"))
     rows = [
         {
@@ -374,6 +375,12 @@ def test_the_days_own_month_never_comes_from_its_monthly_delivery(spark, tmp_pat
             "contact_id": "m6",
             "subscriber_id": "s1",
             "contact_ts": dt.datetime(2024, 6, 5, 9),
+        },
+        {  # May's, late: delivered with June
+            "month": "2024-06",
+            "contact_id": "late5",
+            "subscriber_id": "s1",
+            "contact_ts": dt.datetime(2024, 5, 30, 9),
         },
     ]
     lake.write(
@@ -389,6 +396,105 @@ def test_the_days_own_month_never_comes_from_its_monthly_delivery(spark, tmp_pat
     got = care_contacts(lake, dt.date(2024, 5, 28), DAY).toPandas()
     assert list(got["contact_ts"].dt.date) == [dt.date(2024, 5, 31)]
     assert got["delivered"].isna().all()
+    cdr = [
+        {"delivery_month": d, "record_id": r, "event_ts": ts}
+        for d, r, ts in (
+            ("2024-05", "c5", dt.datetime(2024, 5, 29, 9)),
+            ("2024-06", "late5", dt.datetime(2024, 5, 30, 9)),
+            ("2024-06", "c6", dt.datetime(2024, 6, 5, 9)),
+        )
+    ]
+    lake.write(
+        _frame(
+            spark,
+            [{**r, "event_month": r["event_ts"].strftime("%Y-%m"), "subscriber_id": "s1", "direction": "out"}
+             for r in cdr],
+            "delivery_month string, record_id string, event_ts timestamp, event_month string, "
+            "subscriber_id string, direction string",
+        ),
+        "cdr",
+        partition_by=["event_month", "delivery_month"],
+    )  # fmt: skip
+    days = out_events_by_day(lake, dt.date(2024, 5, 28), DAY).toPandas()
+    assert list(days["event_date"]) == [dt.date(2024, 5, 29)]
+
+
+def test_each_monthly_list_is_measured_from_the_first_day_that_used_it(spark):
+    """Days of September use August's list, days of October September's: a line at risk only on
+    September's list is measured from October's first evaluated day, so a departure on 20 November is within
+    a 61-day horizon (it was not, measured from 1 September); a line on both lists counts once, from the
+    first."""
+    from pipelines.daily.evaluate import reference_lines, trigger_precision
+
+    lists = _frame(
+        spark,
+        [
+            {"score_month": "2024-08", "subscriber_id": "a", "value_tier": "high", "risk_band": "high"},
+            {"score_month": "2024-08", "subscriber_id": "low", "value_tier": "high", "risk_band": "low"},
+            {"score_month": "2024-08", "subscriber_id": "both", "value_tier": "high", "risk_band": "medium"},
+            {"score_month": "2024-09", "subscriber_id": "both", "value_tier": "high", "risk_band": "high"},
+            {"score_month": "2024-09", "subscriber_id": "x", "value_tier": "high", "risk_band": "high"},
+            {"score_month": "2024-07", "subscriber_id": "old", "value_tier": "high", "risk_band": "high"},
+        ],
+        "score_month string, subscriber_id string, value_tier string, risk_band string",
+    )
+    starts = {"2024-08": "2024-09-03", "2024-09": "2024-10-02"}
+    reference = reference_lines(lists, starts, ["medium", "high"])
+    got = sorted((r.subscriber_id, r.start) for r in reference.collect())
+    sept, octo = dt.date(2024, 9, 3), dt.date(2024, 10, 2)
+    assert got == [("a", sept), ("both", sept), ("x", octo)]
+    days = _frame(
+        spark,
+        [
+            {"day": "2024-09-03", "score_month": "2024-08", "subscriber_id": "a", "triggers": ["silence"],
+             "value_tier": "high", "contact_allowed": True},
+            {"day": "2024-10-02", "score_month": "2024-09", "subscriber_id": "x", "triggers": ["silence"],
+             "value_tier": "high", "contact_allowed": True},
+        ],
+        "day string, score_month string, subscriber_id string, triggers array<string>, value_tier string, "
+        "contact_allowed boolean",
+    )  # fmt: skip
+    gone = _frame(
+        spark,
+        [{"subscriber_id": "x", "deactivation_date": dt.date(2024, 11, 20)}],
+        "subscriber_id string, deactivation_date date",
+    )
+    table = trigger_precision(days, gone, reference, horizon_days=61)
+    row = table.where(F.col("value_tier") == "all").first()
+    assert (row.lines, row.hits, row.reference_precision) == (2, 1, pytest.approx(1 / 3))
+
+
+def test_evaluation_measures_each_trigger_against_the_lists_lines(spark, day_run, tmp_path):
+    """p1 (port-out warned) and q2 (on the list, not warned) port out within the horizon: port_out's
+    precision is 1 of its 3 lines, the reference 2 of the list's 15 lines."""
+    import shutil
+
+    root = tmp_path / "lake"
+    shutil.copytree(day_run[0].cfg.lake_root, root)
+    cfg = cfg_at(root, tmp_path / "landing")
+    lake = Lake(spark, cfg)
+    gone = [
+        {"month": "2024-08", "subscriber_id": s, "status": "deactivated", "deactivation_date": d,
+         "deactivation_reason": "port_out"}
+        for s, d in (("p1", dt.date(2024, 7, 1)), ("q2", dt.date(2024, 7, 15)))
+    ]  # fmt: skip
+    lake.write(
+        _frame(
+            spark,
+            gone,
+            "month string, subscriber_id string, msisdn string, customer_id string, household_id string, "
+            "status string, activation_date date, deactivation_date date, contract_end_date date, "
+            "deactivation_reason string",
+        ),
+        "subscriptions",
+        mode="append",
+        merge_schema=True,
+    )
+    rows = evaluate_daily(spark, cfg, [DAY.isoformat()])
+    port_out = next(r for r in rows if (r["trigger"], r["value_tier"]) == ("port_out", "all"))
+    assert (port_out["lines"], port_out["hits"], port_out["median_lead_days"]) == (3, 1, 21.0)
+    assert port_out["reference_precision"] == pytest.approx(2 / 15)
+    assert port_out["lift"] == pytest.approx((1 / 3) / (2 / 15))
 
 
 def test_evaluating_no_day_is_a_clear_error(spark, tmp_path):

@@ -95,6 +95,19 @@ def test_the_arrow_checks_read_sliced_columns_as_whole_ones():
     assert sum(len(r) > 0 for r in expected[1].to_pylist()) > len(rows) // 3
 
 
+def test_a_care_contact_more_than_the_late_days_before_its_month_is_too_old_on_both_paths(spark):
+    """The contract's rule for every event: care contacts too, not only CDRs (March's delivery, 7 days)."""
+    valid = {
+        "contact_id": "K1", "subscriber_id": "S1", "contact_ts": "2024-03-02 10:00:00", "channel": "app",
+        "category": "billing", "resolved": "true",
+    }  # fmt: skip
+    dated = ("2024-02-22 23:59:59", "2024-02-23 00:00:00", "2023-06-01 10:00:00", "2024-03-31 23:59:59")
+    rows = [valid | {"contact_ts": ts} for ts in dated]
+    want = [[C.TOO_OLD_EVENT], [], [C.TOO_OLD_EVENT], []]
+    assert [r[-2] for r in _spark_checked(spark, "care", rows)] == want
+    assert [r[-2] for r in _arrow_checked(spark, "care", rows)] == want
+
+
 def _cdr_valid() -> dict[str, str]:
     return {
         "record_id": "R1", "msisdn": "37060000001", "event_ts": "2024-03-02 10:00:00", "event_type": "voice",

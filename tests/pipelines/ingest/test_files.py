@@ -173,6 +173,18 @@ def test_files_are_listed_in_delivery_order_with_their_extra_columns(tmp_path):
     assert extra_columns(files, "cdr") == {"a.csv": ["extract_system"]}
 
 
+def test_a_data_file_named_like_bookkeeping_is_not_read_and_is_named(tmp_path, caplog):
+    folder = cdr_folder(tmp_path / "landing")
+    write_csv(folder / "b.csv", cdr_rows(2))
+    write_csv(folder / "_held_back.csv", cdr_rows(2))
+    (folder / ".b.csv.crc").write_bytes(b"crc")
+    with caplog.at_level("WARNING", logger="pipelines.ingest.files"):
+        files, _ = list_delivery(folder, "cdr", allow_incomplete=False)
+    assert [f.name for f in files] == ["b.csv"]
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "_held_back.csv is not read" in warned[0]
+
+
 def test_the_text_size_of_a_delivery_counts_gzip_and_parquet_as_their_text(tmp_path):
     _, first = csv_delivery(tmp_path, "part-000.csv", cdr_rows(400))
     folder = first.parent
