@@ -69,18 +69,13 @@ def _events(
     parts = []
     extra = [F.lit(None).cast("date").alias("delivered")] if delivered_day else []
     if delivered:
-        table = lake.read(monthly)
         # late records of an earlier month travel in a later month's delivery: one of the day's month or
         # after was not known on the day (a live run read the earlier month before it landed)
-        known = (
-            F.col(delivery_column) < day.strftime("%Y-%m")
-            if delivery_column in table.columns
-            else F.lit(True)
-        )
+        known = F.col(delivery_column) < day.strftime("%Y-%m")
         parts.append(
-            table.where(_in_window(F.col(ts), first, day) & event_month.isin(delivered) & known).select(
-                *columns, *extra
-            )
+            lake.read(monthly)
+            .where(_in_window(F.col(ts), first, day) & event_month.isin(delivered) & known)
+            .select(*columns, *extra)
         )
     daily = daily_table(source)
     if lake.exists(daily):

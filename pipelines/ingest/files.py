@@ -138,10 +138,12 @@ def list_delivery(folder: Path, source: str, *, allow_incomplete: bool) -> tuple
     required = set(C.columns(source))
     files = []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(("_", ".")) or path.is_dir():
+        if path.is_dir():
+            continue
+        if path.name.startswith(("_", ".")):
             # hidden and underscore names are a writer's bookkeeping (_SUCCESS, Hadoop's .crc files), never
             # data; a data-looking one is named, as its rows are not loaded
-            if path.name.startswith(("_", ".")) and path.name.endswith(C.DATA_SUFFIXES):
+            if path.name.endswith(C.DATA_SUFFIXES):
                 log.warning(
                     "%s: %s is not read (a name starting with _ or . is not a data file)", folder, path.name
                 )
