@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 
 
 def arrow_readable(files: Sequence[LandingFile]) -> bool:
-    """Whether the Arrow path reads these files (CSV, plain or gzip); Parquet landing goes the Spark path."""
-    return all(f.fmt == "csv" for f in files)
+    """Whether the Arrow path reads these files (CSV, plain or gzip); Parquet landing (and a delivery of
+    no files) goes the Spark path."""
+    return bool(files) and all(f.fmt == "csv" for f in files)
 
 
 @dataclass(frozen=True)

@@ -124,10 +124,14 @@ def _check_parquet_types(path: Path, schema: pa.Schema, source: str) -> None:
             raise UnreadableFileError(f"{path}: column {name} has type {kind}, not a contract type")
 
 
-def list_delivery(folder: Path, source: str, *, allow_incomplete: bool) -> tuple[list[LandingFile], bool]:
+def list_delivery(
+    folder: Path, source: str, *, allow_incomplete: bool, allow_empty: bool = False
+) -> tuple[list[LandingFile], bool]:
     """Check a month folder and every file's columns.
 
     Returns the files in delivery order (modification time, then name) and whether it was incomplete.
+    A folder without data files is refused unless ``allow_empty`` (an optional source's month with
+    nothing to deliver, such as a month without campaigns): then the list is empty.
     """
     incomplete = not (folder / C.SUCCESS_MARKER).exists()
     if incomplete and not allow_incomplete:
@@ -186,8 +190,11 @@ def list_delivery(folder: Path, source: str, *, allow_incomplete: bool) -> tuple
                 types=_contract_types(schema, source) if schema is not None else (),
             )
         )
-    if not files:
-        raise UnreadableFileError(f"{folder}: no data files")
+    if not files and not allow_empty:
+        raise UnreadableFileError(
+            f"{folder}: no data files (a delivery of {source} holds at least one, a header-only CSV for a "
+            "month without rows)"
+        )
     # in delivery order: a later file's copy of a record wins
     return sorted(files, key=lambda f: (f.mtime, f.name)), incomplete
 

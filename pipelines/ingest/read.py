@@ -87,11 +87,21 @@ def read_delivery(
             F.monotonically_increasing_id().alias("_mid"),
         )
         frames.append(df)
+    if not frames:  # a delivery of no files (an optional source's empty month): no rows
+        return spark.createDataFrame([], _text_schema(wanted))
     out = frames[0]
     for df in frames[1:]:
         out = out.unionByName(df)
     # position within the Spark partition (monotonically_increasing_id = partition << 33 | index)
     return out.withColumn("_pos", F.col("_mid") - F.shiftleft(F.col("_pid").cast("long"), 33)).drop("_mid")
+
+
+def _text_schema(columns: Sequence[str]) -> T.StructType:
+    """The schema of :func:`read_delivery`'s rows."""
+    fields = [T.StructField(c, T.StringType()) for c in columns]
+    place = [(MALFORMED_COL, T.BooleanType()), ("_fid", T.IntegerType()), ("_block", T.LongType()),
+             ("_pid", T.IntegerType()), ("_pos", T.LongType())]  # fmt: skip
+    return T.StructType(fields + [T.StructField(name, kind) for name, kind in place])
 
 
 def parquet_as_contract_text(
@@ -133,7 +143,7 @@ def parquet_as_contract_text(
 
 def file_names(files: Sequence[LandingFile]) -> Column:
     """The files' names as an array literal: ``_fid`` indexes it."""
-    return F.array(*[F.lit(f.name) for f in files])
+    return F.array(*[F.lit(f.name) for f in files]).cast("array<string>")
 
 
 def unreadable_file(exc: Exception, files: Sequence[LandingFile]) -> UnreadableFileError | None:

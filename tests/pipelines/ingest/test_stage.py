@@ -78,3 +78,36 @@ def test_a_large_delivery_is_cached_on_disk_and_a_small_one_in_memory(spark, tmp
     cached.unpersist()
     # the setting it changes while defining the cache is restored
     assert spark.conf.get("spark.sql.inMemoryColumnarStorage.compressed", "true") == "true"
+
+
+def test_an_optional_source_delivered_without_files_has_no_rows_that_month(spark, make_cfg, tmp_path):
+    from pipelines.core.lake import Lake
+    from pipelines.ingest import UnreadableFileError
+    from tests.pipelines.ingest.deliveries import MONTH, cdr_folder, subscriptions, write_csv
+
+    landing = tmp_path / "landing"
+    folder = landing / "campaign_outcomes" / f"month={MONTH}"
+    folder.mkdir(parents=True)
+    (folder / "_SUCCESS").touch()
+    outcome = {"campaign_month": MONTH, "subscriber_id": "S1", "offer_id": "O1", "channel": "sms",
+               "contacted": "true", "accepted": "false", "contact_ts": "", "feedback_code": ""}  # fmt: skip
+    cfg = make_cfg(f"landing.root={landing}", "ingest.gates.enabled=false")
+    lake = Lake(spark, cfg)
+    # the first delivery ever holds nothing: the table exists, empty
+    ingest_month(spark, cfg, MONTH, sources=["campaign_outcomes"])
+    assert lake.read("campaign_outcomes").count() == 0
+    write_csv(folder / "part-0.csv", [outcome], columns=list(C.columns("campaign_outcomes")))
+    ingest_month(spark, cfg, MONTH, sources=["campaign_outcomes"])
+    assert [(r.subscriber_id, r.offer_id) for r in lake.read("campaign_outcomes").collect()] == [("S1", "O1")]
+    # redelivered as nothing (no campaign after all): the month's earlier rows go, nothing is quarantined
+    (folder / "part-0.csv").unlink()
+    report = ingest_month(spark, cfg, MONTH, sources=["campaign_outcomes"])["campaign_outcomes"]
+    assert (report.files, report.rows_read, report.rows_loaded, report.rows_quarantined) == (0, 0, 0, 0)
+    assert lake.read("campaign_outcomes").count() == 0
+    quality = lake.read("data_quality").where(F.col("source") == "campaign_outcomes").collect()
+    assert [(q.month, q.rows_read, q.publishable) for q in quality] == [(MONTH, 0, True)]
+    # a required source's folder without data files is refused, naming the folder
+    subscriptions(landing)
+    cdr_folder(landing)
+    with pytest.raises(UnreadableFileError, match=r"cdr/month=2024-03: no data files"):
+        ingest_month(spark, cfg, MONTH, sources=["cdr"])
