@@ -232,6 +232,31 @@ def refit_as_of(lake: Lake, result: TrainResult) -> ModelFamily:
     return family
 
 
+def comparable_champion(
+    name: str, champion: tuple[ModelFamily, str], test_month: str
+) -> tuple[ModelFamily, str | None]:
+    """The family the gates compare a new one with, and a decision line when it is not the champion.
+
+    The champion is a refit on every matured month; rerun as of the month that promoted it, the test
+    month is one of them, and a model scored on labels it was fitted on would look better than it is.
+    Then the comparison goes through the version it refitted (``refit_of``), fitted without them."""
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.core.tracking import load_family
+
+    family, version = champion
+    tags = MlflowClient().get_model_version(name, version).tags
+    if test_month not in tags.get("refit_months", "").split(",") or not tags.get("refit_of"):
+        return family, None
+    fitted = load_family(name, tags["refit_of"])
+    if fitted is None:
+        return family, None
+    return fitted[0], (
+        f"champion: version {version} was refitted on the test month {test_month}; compared through "
+        f"version {fitted[1]}, the fit it repeated, which did not see that month's labels"
+    )
+
+
 def log_refit(lake: Lake, result: TrainResult, name: str) -> str:
     """Register the refitted family in the active run, tagged with the version and run that are its
     evidence: its new version."""
@@ -324,7 +349,10 @@ def train_month(
         set_alias(name, CHALLENGER, result.version)
         champion = load_family(name, CHAMPION)
         # the champion's family scores the same test rows (its baselines are not compared)
-        old = None if champion is None or champion[1] == result.version else champion[0].predict_proba(test)
+        old, through = None, None
+        if champion is not None and champion[1] != result.version:
+            compared, through = comparable_champion(name, champion, result.window.test_month)
+            old = compared.predict_proba(test)
         labelled = labelled_rows(test, result.family.spec, "promotion gates")
         evidence = gate_evidence(
             labelled.y,
@@ -337,6 +365,8 @@ def train_month(
             sample_weight=labelled.w,
         )
         ok, decision = promotion_decision(evidence, cfg.train.promotion, has_champion=old is not None)
+        if through is not None:
+            decision.insert(len(decision) - 1, through)
         if promote is not None:
             decision.append(f"gates {'passed' if ok else 'failed'}; overridden: promote={promote} ({reason})")
             ok = promote

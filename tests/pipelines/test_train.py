@@ -307,6 +307,37 @@ def test_gates_keep_the_champion_against_a_worse_model(trained):
     assert text.splitlines() == second.decision
 
 
+def test_a_rerun_of_the_promoting_month_compares_through_the_fit_the_champion_repeated(
+    trained, spark, tmp_path
+):
+    """Rerun as of 2024-05, the month that promoted version 1 as its refit (version 2, fitted on 2024-01..03):
+    the test month 2024-03 is one of the champion's fitted months, so the gates compare through version 1,
+    fitted without its labels. The same rows and seed fit the same model again: no difference."""
+    cfg = trained.cfg
+    root = tmp_path / "lake"
+    shutil.copytree(cfg.lake_root, root)
+    rerun = train_month(spark, cfg_at(root, cfg.landing_root), "2024-05")
+    through = (
+        "champion: version 2 was refitted on the test month 2024-03; compared through version 1, the fit it "
+        "repeated, which did not see that month's labels"
+    )
+    assert rerun.decision.index(through) == len(rerun.decision) - 2  # the verdict stays last
+    (versus_all,) = [line for line in rerun.decision if line.startswith("all: AUC ") and "champion's" in line]
+    new, old = re.search(r"AUC (\d\.\d+) against the champion's (\d\.\d+)", versus_all).groups()
+    assert new == old and "difference +0.0000" in versus_all
+    # scored by the refit itself, the champion would have looked better than the same fit on those rows
+    from sklearn.metrics import roc_auc_score
+
+    from models.family import labelled_rows
+    from pipelines.core.tracking import configure_mlflow, load_family
+
+    configure_mlflow(cfg)
+    champion = load_family(cfg.train.registered_model, "2")[0]
+    labelled = labelled_rows(rerun.test_frame, rerun.family.spec, "test")
+    refit_auc = roc_auc_score(labelled.y, champion.predict_proba(labelled.frame), sample_weight=labelled.w)
+    assert refit_auc > float(new)
+
+
 def test_mlflow_run_holds_cohort_children_params_and_charts(trained):
     import mlflow
     from mlflow.tracking import MlflowClient
