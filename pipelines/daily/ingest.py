@@ -80,7 +80,11 @@ def ingest_day(lake: Lake, source: str, day: str, *, allow_incomplete: bool = Fa
         log.info("%s %s: no daily delivery", source, day)
         return None
     month, scope = day[:7], day_scope(source, day)
-    files, incomplete = list_delivery(folder, source, allow_incomplete=allow_incomplete)
+    # a quiet day may bring no care contact or port request (a folder with only _SUCCESS); a day
+    # without a single CDR is a failed export
+    files, incomplete = list_delivery(
+        folder, source, allow_incomplete=allow_incomplete, allow_empty=source != "cdr"
+    )
     raw = read_delivery(lake.spark, files, source, local_timezone=cfg.ingest.local_timezone)
     checked = validate_rows(raw, source=source, month=month, late_days=cfg.ingest.late_days)
     checked = with_day_window(checked, source=source, day=day, late_days=cfg.ingest.late_days)

@@ -497,6 +497,29 @@ def test_evaluation_measures_each_trigger_against_the_lists_lines(spark, day_run
     assert port_out["lift"] == pytest.approx((1 / 3) / (2 / 15))
 
 
+def test_a_day_folder_without_files_is_a_quiet_day_except_for_cdrs(spark, tmp_path):
+    from pipelines.ingest import UnreadableFileError
+
+    lake = Lake(spark, cfg_at(tmp_path / "lake", tmp_path / "landing"))
+    day = DAY.isoformat()
+    for source in ("care", "port_requests", "cdr"):
+        folder = tmp_path / "landing" / source / f"day={day}"
+        folder.mkdir(parents=True)
+        (folder / "_SUCCESS").touch()
+    for source in ("care", "port_requests"):
+        report = ingest_day(lake, source, day)
+        assert report is not None
+        assert (report.files, report.rows_read, report.rows_loaded, report.daily_counts) == (
+            0,
+            0,
+            0,
+            {day: 0},
+        )
+        assert lake.read(f"{source}_daily").count() == 0
+    with pytest.raises(UnreadableFileError, match=rf"cdr/day={day}: no data files"):
+        ingest_day(lake, "cdr", day)
+
+
 def test_evaluating_no_day_is_a_clear_error(spark, tmp_path):
     with pytest.raises(ValueError, match="no day given"):
         evaluate_daily(spark, cfg_at(tmp_path / "lake", tmp_path / "landing"), [])
