@@ -130,8 +130,9 @@ def list_delivery(
     """Check a month folder and every file's columns.
 
     Returns the files in delivery order (modification time, then name) and whether it was incomplete.
-    A folder without data files is refused unless ``allow_empty`` (an optional source's month with
-    nothing to deliver, such as a month without campaigns): then the list is empty.
+    A folder without data files is refused unless ``allow_empty`` and it is complete (``_SUCCESS``) and
+    holds no data-looking file that is not read: an optional source's month with nothing to deliver, such
+    as a month without campaigns. Then the list is empty.
     """
     incomplete = not (folder / C.SUCCESS_MARKER).exists()
     if incomplete and not allow_incomplete:
@@ -141,6 +142,7 @@ def list_delivery(
         )
     required = set(C.columns(source))
     files = []
+    unread = []
     for path in sorted(folder.iterdir()):
         if path.is_dir():
             continue
@@ -148,6 +150,7 @@ def list_delivery(
             # hidden and underscore names are a writer's bookkeeping (_SUCCESS, Hadoop's .crc files), never
             # data; a data-looking one is named, as its rows are not loaded
             if path.name.endswith(C.DATA_SUFFIXES):
+                unread.append(path.name)
                 log.warning(
                     "%s: %s is not read (a name starting with _ or . is not a data file)", folder, path.name
                 )
@@ -170,8 +173,12 @@ def list_delivery(
                 _check_gzip(path)
             multiline = has_quoted_line_break(path)
         repeated = sorted({c for c in cols if cols.count(c) > 1})
-        if repeated:
-            raise UnreadableFileError(f"{path}: column {', '.join(repeated)} appears twice in the header")
+        # a contract column twice is ambiguous; an extra column twice is ignored like any extra column
+        # (Parquet readers need unique names)
+        refused = repeated if fmt == "parquet" else [c for c in repeated if c in required]
+        if refused:
+            raise UnreadableFileError(f"{path}: column {', '.join(refused)} appears twice in the header")
+        cols = unique_names(cols)
         missing = sorted(required - set(cols))
         if missing:
             raise MissingColumnsError(missing, f"{path}")
@@ -190,13 +197,34 @@ def list_delivery(
                 types=_contract_types(schema, source) if schema is not None else (),
             )
         )
-    if not files and not allow_empty:
-        raise UnreadableFileError(
-            f"{folder}: no data files (a delivery of {source} holds at least one, a header-only CSV for a "
-            "month without rows)"
-        )
+    if not files:
+        if unread:
+            why = f"{', '.join(unread)} not read: a name starting with _ or . is not a data file"
+        elif not allow_empty:
+            why = f"a delivery of {source} holds at least one, a header-only CSV for a month without rows"
+        elif incomplete:
+            why = f"no {C.SUCCESS_MARKER} either: a delivery of nothing counts only when complete"
+        else:
+            return [], incomplete
+        raise UnreadableFileError(f"{folder}: no data files ({why})")
     # in delivery order: a later file's copy of a record wins
     return sorted(files, key=lambda f: (f.mtime, f.name)), incomplete
+
+
+def unique_names(columns: Sequence[str]) -> list[str]:
+    """``columns`` with each repeated name's later copies renamed ``<name>#2``, ``#3``... (a CSV reader
+    needs unique names; only extra columns may repeat, and they are not read)."""
+    taken = set(columns)
+    out: list[str] = []
+    for name in columns:
+        if name in out:
+            k = 2
+            while f"{name}#{k}" in taken:
+                k += 1
+            name = f"{name}#{k}"
+            taken.add(name)
+        out.append(name)
+    return out
 
 
 def extra_columns(files: Sequence[LandingFile], source: str) -> dict[str, list[str]]:

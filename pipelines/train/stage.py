@@ -235,25 +235,31 @@ def refit_as_of(lake: Lake, result: TrainResult) -> ModelFamily:
 def comparable_champion(
     name: str, champion: tuple[ModelFamily, str], test_month: str
 ) -> tuple[ModelFamily, str | None]:
-    """The family the gates compare a new one with, and a decision line when it is not the champion.
+    """The family the gates compare a new one with, and a decision line when the comparison is not the
+    plain one.
 
-    The champion is a refit on every matured month; rerun as of the month that promoted it, the test
-    month is one of them, and a model scored on labels it was fitted on would look better than it is.
-    Then the comparison goes through the version it refitted (``refit_of``), fitted without them."""
+    The champion is a refit on every matured month of its window. Rerun as of the month that promoted it,
+    the test month is that window's last, and a model scored on labels it was fitted on looks better than
+    it is: the comparison goes through the version it refitted (``refit_of``), whose test month it was.
+    Run as of an earlier month, the test month was fitted on by both: the champion stays, and a line
+    says the comparison favours it."""
     from mlflow.tracking import MlflowClient
 
     from pipelines.core.tracking import load_family
 
     family, version = champion
     tags = MlflowClient().get_model_version(name, version).tags
-    if test_month not in tags.get("refit_months", "").split(",") or not tags.get("refit_of"):
+    months = [m for m in tags.get("refit_months", "").split(",") if m]
+    if test_month not in months:
         return family, None
-    fitted = load_family(name, tags["refit_of"])
+    seen = f"champion: version {version} was fitted on the test month {test_month}"
+    repeated = tags.get("refit_of") if months[-1] == test_month else None
+    fitted = load_family(name, repeated) if repeated else None
     if fitted is None:
-        return family, None
+        return family, f"{seen}: compared with it all the same, the comparison favours it"
     return fitted[0], (
-        f"champion: version {version} was refitted on the test month {test_month}; compared through "
-        f"version {fitted[1]}, the fit it repeated, which did not see that month's labels"
+        f"{seen} (its refit); compared through version {fitted[1]}, the fit it repeated, for which "
+        "that month was the test month"
     )
 
 

@@ -318,10 +318,11 @@ def test_a_rerun_of_the_promoting_month_compares_through_the_fit_the_champion_re
     shutil.copytree(cfg.lake_root, root)
     rerun = train_month(spark, cfg_at(root, cfg.landing_root), "2024-05")
     through = (
-        "champion: version 2 was refitted on the test month 2024-03; compared through version 1, the fit it "
-        "repeated, which did not see that month's labels"
+        "champion: version 2 was fitted on the test month 2024-03 (its refit); compared through version 1, "
+        "the fit it repeated, for which that month was the test month"
     )
-    assert rerun.decision.index(through) == len(rerun.decision) - 2  # the verdict stays last
+    # before the verdict, which stays last (a promoted rerun would also have its "served" line there)
+    assert rerun.decision.index(through) == len(rerun.decision) - 2
     (versus_all,) = [line for line in rerun.decision if line.startswith("all: AUC ") and "champion's" in line]
     new, old = re.search(r"AUC (\d\.\d+) against the champion's (\d\.\d+)", versus_all).groups()
     assert new == old and "difference +0.0000" in versus_all

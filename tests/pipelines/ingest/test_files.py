@@ -84,6 +84,19 @@ def test_a_column_twice_in_the_header_names_the_file_and_the_column(spark, make_
         ingest_cdr(spark, make_cfg, landing)
 
 
+@pytest.mark.parametrize("path", ["arrow", "spark"])
+def test_an_extra_column_twice_in_the_header_is_ignored_like_any_extra_column(
+    spark, make_cfg, tmp_path, path
+):
+    rows = [{**row, "note": f"n{i}"} for i, row in enumerate(cdr_rows(5))]
+    landing = tmp_path / "landing"
+    subscriptions(landing)
+    write_csv(cdr_folder(landing) / "twice.csv", rows, columns=[*CDR_COLUMNS, "note", "note"])
+    lake, report = ingest_cdr(spark, make_cfg, landing, f"ingest.path={path}")
+    assert (report.rows_loaded, report.extra_columns) == (5, {"twice.csv": ["note", "note#2"]})
+    assert sorted(r.record_id for r in lake.read("cdr").collect()) == sorted(r["record_id"] for r in rows)
+
+
 def test_a_truncated_gzip_fails_its_source_with_one_line_and_a_data_quality_row(spark, make_cfg, tmp_path):
     landing = tmp_path / "landing"
     subscriptions(landing)

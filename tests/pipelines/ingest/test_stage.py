@@ -89,25 +89,47 @@ def test_an_optional_source_delivered_without_files_has_no_rows_that_month(spark
     folder = landing / "campaign_outcomes" / f"month={MONTH}"
     folder.mkdir(parents=True)
     (folder / "_SUCCESS").touch()
-    outcome = {"campaign_month": MONTH, "subscriber_id": "S1", "offer_id": "O1", "channel": "sms",
-               "contacted": "true", "accepted": "false", "contact_ts": "", "feedback_code": ""}  # fmt: skip
-    cfg = make_cfg(f"landing.root={landing}", "ingest.gates.enabled=false")
+    outcomes = [
+        {"campaign_month": MONTH, "subscriber_id": f"S{i}", "offer_id": "O1", "channel": "sms",
+         "contacted": "true", "accepted": "false", "contact_ts": "", "feedback_code": ""}
+        for i in range(30)
+    ]  # fmt: skip
+    outcomes[0]["contacted"] = "maybe"  # a bad row: 1 in 30, under the gate's quarantine rate
+    cfg = make_cfg(f"landing.root={landing}")  # the gates judge the empty month too
     lake = Lake(spark, cfg)
     # the first delivery ever holds nothing: the table exists, empty
     ingest_month(spark, cfg, MONTH, sources=["campaign_outcomes"])
     assert lake.read("campaign_outcomes").count() == 0
-    write_csv(folder / "part-0.csv", [outcome], columns=list(C.columns("campaign_outcomes")))
+    write_csv(folder / "part-0.csv", outcomes, columns=list(C.columns("campaign_outcomes")))
     ingest_month(spark, cfg, MONTH, sources=["campaign_outcomes"])
-    assert [(r.subscriber_id, r.offer_id) for r in lake.read("campaign_outcomes").collect()] == [("S1", "O1")]
-    # redelivered as nothing (no campaign after all): the month's earlier rows go, nothing is quarantined
+    assert lake.read("campaign_outcomes").count() == 29
+
+    def quarantined() -> list[int]:
+        return [
+            r.row_number
+            for r in lake.read("quarantine").where(F.col("source") == "campaign_outcomes").collect()
+        ]
+
+    assert quarantined() == [1]
+    # redelivered as nothing (no campaign after all): the month's rows and quarantine go
     (folder / "part-0.csv").unlink()
     report = ingest_month(spark, cfg, MONTH, sources=["campaign_outcomes"])["campaign_outcomes"]
     assert (report.files, report.rows_read, report.rows_loaded, report.rows_quarantined) == (0, 0, 0, 0)
-    assert lake.read("campaign_outcomes").count() == 0
+    assert lake.read("campaign_outcomes").count() == 0 and quarantined() == []
     quality = lake.read("data_quality").where(F.col("source") == "campaign_outcomes").collect()
-    assert [(q.month, q.rows_read, q.publishable) for q in quality] == [(MONTH, 0, True)]
+    assert [(q.month, q.rows_read, q.publishable, q.gate_failures) for q in quality] == [
+        (MONTH, 0, True, "[]")
+    ]
+    # nothing counts only as a complete delivery, and not when a data file was left unread for its name
+    (folder / "_SUCCESS").unlink()
+    with pytest.raises(UnreadableFileError, match=r"no data files \(no _SUCCESS either"):
+        ingest_month(spark, cfg, MONTH, sources=["campaign_outcomes"], allow_incomplete=True)
+    (folder / "_SUCCESS").touch()
+    (folder / "_part-0.csv").write_text("campaign_month\n")
+    with pytest.raises(UnreadableFileError, match=r"no data files \(_part-0\.csv not read"):
+        ingest_month(spark, cfg, MONTH, sources=["campaign_outcomes"])
     # a required source's folder without data files is refused, naming the folder
     subscriptions(landing)
     cdr_folder(landing)
-    with pytest.raises(UnreadableFileError, match=r"cdr/month=2024-03: no data files"):
+    with pytest.raises(UnreadableFileError, match=r"cdr/month=2024-03: no data files \(a delivery of cdr"):
         ingest_month(spark, cfg, MONTH, sources=["cdr"])
