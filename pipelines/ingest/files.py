@@ -178,7 +178,7 @@ def list_delivery(
         refused = repeated if fmt == "parquet" else [c for c in repeated if c in required]
         if refused:
             raise UnreadableFileError(f"{path}: column {', '.join(refused)} appears twice in the header")
-        cols = unique_names(cols)
+        cols = unique_names(cols, required)
         missing = sorted(required - set(cols))
         if missing:
             raise MissingColumnsError(missing, f"{path}")
@@ -211,18 +211,23 @@ def list_delivery(
     return sorted(files, key=lambda f: (f.mtime, f.name)), incomplete
 
 
-def unique_names(columns: Sequence[str]) -> list[str]:
-    """``columns`` with each repeated name's later copies renamed ``<name>#2``, ``#3``... (a CSV reader
-    needs unique names; only extra columns may repeat, and they are not read)."""
-    taken = set(columns)
+def unique_names(columns: Sequence[str], contract: set[str]) -> list[str]:
+    """``columns`` with each extra column whose name repeats another's, regardless of case, renamed
+    ``<name>#2``, ``#3``...: Spark resolves names regardless of case, and a reader needs them unique. Only
+    extra columns repeat (a contract column twice is refused) and they are not read; the contract's
+    columns keep their names."""
+    taken = {c.casefold() for c in columns}
+    kept = {c.casefold() for c in columns if c in contract}
     out: list[str] = []
     for name in columns:
-        if name in out:
+        key = name.casefold()
+        if name not in contract and key in kept:
             k = 2
-            while f"{name}#{k}" in taken:
+            while f"{key}#{k}" in taken:
                 k += 1
-            name = f"{name}#{k}"
-            taken.add(name)
+            name, key = f"{name}#{k}", f"{key}#{k}"
+            taken.add(key)
+        kept.add(key)
         out.append(name)
     return out
 

@@ -241,8 +241,8 @@ def comparable_champion(
     The champion is a refit on every matured month of its window. Rerun as of the month that promoted it,
     the test month is that window's last, and a model scored on labels it was fitted on looks better than
     it is: the comparison goes through the version it refitted (``refit_of``), whose test month it was.
-    Run as of an earlier month, the test month was fitted on by both: the champion stays, and a line
-    says the comparison favours it."""
+    Run as of an earlier month, both saw the test month (the version it refitted fitted or validated on
+    it): the champion stays, and a line says the comparison favours it."""
     from mlflow.tracking import MlflowClient
 
     from pipelines.core.tracking import load_family

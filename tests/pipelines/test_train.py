@@ -321,8 +321,8 @@ def test_a_rerun_of_the_promoting_month_compares_through_the_fit_the_champion_re
         "champion: version 2 was fitted on the test month 2024-03 (its refit); compared through version 1, "
         "the fit it repeated, for which that month was the test month"
     )
-    # before the verdict, which stays last (a promoted rerun would also have its "served" line there)
-    assert rerun.decision.index(through) == len(rerun.decision) - 2
+    # before the verdict, which stays last (refused by a calibration row here: no "served" line)
+    assert not rerun.promoted and rerun.decision.index(through) == len(rerun.decision) - 2
     (versus_all,) = [line for line in rerun.decision if line.startswith("all: AUC ") and "champion's" in line]
     new, old = re.search(r"AUC (\d\.\d+) against the champion's (\d\.\d+)", versus_all).groups()
     assert new == old and "difference +0.0000" in versus_all

@@ -32,6 +32,7 @@ from tests.pipelines.ingest.deliveries import (
     cdr_rows,
     csv_delivery,
     ingest_cdr,
+    loaded_rows,
     quarantined,
     subscriptions,
     typed_frame,
@@ -88,13 +89,23 @@ def test_a_column_twice_in_the_header_names_the_file_and_the_column(spark, make_
 def test_an_extra_column_twice_in_the_header_is_ignored_like_any_extra_column(
     spark, make_cfg, tmp_path, path
 ):
-    rows = [{**row, "note": f"n{i}"} for i, row in enumerate(cdr_rows(5))]
-    landing = tmp_path / "landing"
-    subscriptions(landing)
-    write_csv(cdr_folder(landing) / "twice.csv", rows, columns=[*CDR_COLUMNS, "note", "note"])
-    lake, report = ingest_cdr(spark, make_cfg, landing, f"ingest.path={path}")
-    assert (report.rows_loaded, report.extra_columns) == (5, {"twice.csv": ["note", "note#2"]})
-    assert sorted(r.record_id for r in lake.read("cdr").collect()) == sorted(r["record_id"] for r in rows)
+    """Extra columns repeated exactly or in another case (``NOTE``, and ``MSISDN`` beside the contract's
+    ``msisdn``), before, between and after the contract's: the rows load as without them."""
+    rows = [{**row, "note": f"n{i}", "NOTE": "x", "MSISDN": "999"} for i, row in enumerate(cdr_rows(5))]
+    header = ["note", *CDR_COLUMNS[:3], "MSISDN", "NOTE", *CDR_COLUMNS[3:], "note"]
+    tables = []
+    for name, columns in (("plain", CDR_COLUMNS), ("extra", header)):
+        landing = tmp_path / name / "landing"
+        subscriptions(landing)
+        delivered = [{c: r[c] for c in columns} for r in rows]
+        write_csv(cdr_folder(landing) / "part.csv", delivered, columns=columns)
+        lake, report = ingest_cdr(
+            spark, make_cfg, landing, f"ingest.path={path}", f"lake.root={tmp_path / name}"
+        )
+        tables.append(loaded_rows(lake))
+        assert report.rows_loaded == 5 and report.rows_quarantined == 0
+    assert report.extra_columns == {"part.csv": ["MSISDN#2", "NOTE#2", "note", "note#3"]}
+    assert tables[1] == tables[0] and len(tables[0]) == 5
 
 
 def test_a_truncated_gzip_fails_its_source_with_one_line_and_a_data_quality_row(spark, make_cfg, tmp_path):
