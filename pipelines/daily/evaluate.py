@@ -134,13 +134,14 @@ def evaluate_daily(spark: SparkSession, cfg: Config, days: Sequence[str]) -> lis
             )
         warnings = lake.read("daily_warnings").where(F.col("day").isin(mature))
         at_risk = list(RISK_BANDS[RISK_BANDS.index(cfg.score.at_risk_band) :])
-        firsts: dict[str, str] = {}  # the days of a month share their list: looked up once per month
-        for day in sorted(mature):
-            firsts.setdefault(day[:7], day)
         starts: dict[str, str] = {}
-        for first in firsts.values():
+        looked_up: set[str] = set()  # the days of a month share their list: looked up once per month
+        for day in sorted(mature):
+            if day[:7] in looked_up:
+                continue
+            looked_up.add(day[:7])
             try:
-                starts.setdefault(monthly_month(lake, dt.date.fromisoformat(first)), first)
+                starts.setdefault(monthly_month(lake, dt.date.fromisoformat(day)), day)
             except LookupError:  # no list scored before that month: nothing warned it, nothing to compare
                 continue
         reference = reference_lines(lake.read("warning_list"), starts, at_risk)

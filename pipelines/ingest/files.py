@@ -205,6 +205,7 @@ def list_delivery(
         elif incomplete:
             why = f"no {C.SUCCESS_MARKER} either: a delivery of nothing counts only when complete"
         else:
+            log.warning("%s: the delivery holds no data files: no rows", folder)
             return [], incomplete
         raise UnreadableFileError(f"{folder}: no data files ({why})")
     # in delivery order: a later file's copy of a record wins

@@ -189,8 +189,6 @@ def ingest_source(
     except (UnreadableFileError, MissingColumnsError) as exc:
         write_quality(lake, SourceReport(source, month, gate_failures=[one_line(exc)]))
         raise
-    if not files:
-        log.warning("%s %s: the delivery holds no data files: no rows this month", source, month)
     report = SourceReport(source, month, files=len(files), incomplete_delivery=incomplete)
     report.extra_columns = extra_columns(files, source)
     PHASES.pop((source, month), None)
