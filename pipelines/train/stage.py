@@ -232,6 +232,12 @@ def refit_as_of(lake: Lake, result: TrainResult) -> ModelFamily:
     return family
 
 
+# tags of a refitted (served) version: the version whose test metrics are its evidence, and the months
+# it was refitted on (written by log_refit, read by comparable_champion)
+REFIT_OF_TAG = "refit_of"
+REFIT_MONTHS_TAG = "refit_months"
+
+
 def comparable_champion(
     name: str, champion: tuple[ModelFamily, str], test_month: str
 ) -> tuple[ModelFamily, str | None]:
@@ -249,11 +255,11 @@ def comparable_champion(
 
     family, version = champion
     tags = MlflowClient().get_model_version(name, version).tags
-    months = [m for m in tags.get("refit_months", "").split(",") if m]
+    months = [m for m in tags.get(REFIT_MONTHS_TAG, "").split(",") if m]
     if test_month not in months:
         return family, None
     seen = f"champion: version {version} was fitted on the test month {test_month}"
-    repeated = tags.get("refit_of") if months[-1] == test_month else None
+    repeated = tags.get(REFIT_OF_TAG) if months[-1] == test_month else None
     fitted = load_family(name, repeated) if repeated else None
     if fitted is None:
         return family, f"{seen}: compared with it all the same, the comparison favours it"
@@ -284,9 +290,9 @@ def log_refit(lake: Lake, result: TrainResult, name: str) -> str:
     )
     client = MlflowClient()
     tags = {
-        "refit_of": result.version,
+        REFIT_OF_TAG: result.version,
         "evidence": f"version {result.version}, run {result.run_id}: test month {result.window.test_month}",
-        "refit_months": ",".join(result.window.months),
+        REFIT_MONTHS_TAG: ",".join(result.window.months),
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
