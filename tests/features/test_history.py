@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import pyarrow as pa
 import pytest
 from pyspark.errors import AnalysisException
 from pyspark.testing import assertDataFrameEqual
@@ -15,7 +18,16 @@ from features.columns import (
     ratio_max_col,
     slope_col,
 )
-from features.history import HISTORY_COLUMNS, compute_history_lags, with_history_features
+from features.history import (
+    BASELINE_COLUMNS,
+    HISTORY_COLUMNS,
+    _part_names,
+    compute_history_lags,
+    history_partial_sums,
+    history_reach,
+    parts_column,
+    with_history_features,
+)
 from tests.features.frames import frame
 
 MONTH = "2024-03"
@@ -152,3 +164,60 @@ def test_reading_the_sums_with_other_windows_fails(spark):
     lags = compute_history_lags(current.select("subscriber_id"), None, month=MONTH, windows=(1, 3))
     with pytest.raises(AnalysisException):
         with_history_features(current.join(lags, "subscriber_id"), windows=(1, 6), baseline_windows=(6,))
+
+
+def _naive_parts(rows: list[dict], windows: tuple[int, ...]) -> dict[str, list[float | None]]:
+    """The partial sums of each subscriber's rows, one row at a time (Spark's aggregate semantics)."""
+    reach = history_reach(windows)
+    out: dict[str, list[float | None]] = {}
+    for sid in sorted({r["subscriber_id"] for r in rows}):
+        mine = [r for r in rows if r["subscriber_id"] == sid]
+        parts: dict[str, float | None] = {}
+        for w in windows[1:]:
+            inside = [r for r in mine if r["_k"] <= w - 1]
+            parts[f"__rows{w}"] = float(len(inside))
+            for c in HISTORY_COLUMNS:
+                known = [(-r["_k"], r[c]) for r in inside if r[c] is not None]
+                sums = {
+                    "n": float(len(known)),
+                    "sx": sum(x for x, _ in known),
+                    "sxx": sum(x * x for x, _ in known),
+                    "sy": sum(y for _, y in known),
+                    "sxy": sum(x * y for x, y in known),
+                    "max": max((y for _, y in known), default=None),
+                }
+                for stat, value in sums.items():
+                    parts[f"{c}__{stat}{w}"] = value if known or stat == "n" else None
+        for c in BASELINE_COLUMNS.values():
+            known = [r for r in mine if r[c] is not None]
+            peak = min(known, key=lambda r: (-r[c], r["_k"])) if known else min(mine, key=lambda r: r["_k"])
+            parts[f"{c}__peak_k{reach + 1}"] = float(peak["_k"])
+        out[sid] = [parts[name] for name in _part_names(windows)]
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_partial_sums_equal_a_row_by_row_computation(seed):
+    """Random histories: months missing, unknown values, equal maxima (the latest month is the peak)."""
+    rng = random.Random(seed)
+    windows = (1, 3, 6, 12)
+    rows = []
+    for s in range(60):
+        for k in rng.sample(range(1, 12), rng.randint(1, 11)):
+            rows.append(
+                {
+                    "subscriber_id": f"S{s:03d}",
+                    "_k": k,
+                    **{c: rng.choice([None, 0.0, 2.0, 2.0, rng.uniform(-5, 50)]) for c in HISTORY_COLUMNS},
+                }
+            )
+    rng.shuffle(rows)
+    got = history_partial_sums(pa.Table.from_pylist(rows), windows).to_pylist()
+    want = _naive_parts(rows, windows)
+    assert sorted(r["subscriber_id"] for r in got) == sorted(want)
+    assert any(v is None for parts in want.values() for v in parts)
+    for r in got:
+        parts = r[parts_column(windows)]
+        expected = want[r["subscriber_id"]]
+        assert [v is None for v in parts] == [v is None for v in expected]
+        assert [v for v in parts if v is not None] == pytest.approx([v for v in expected if v is not None])
