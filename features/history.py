@@ -4,7 +4,7 @@ The CDR window of a month is a few months long (``features.cdr_months``); readin
 every month would multiply the build's cost by four. The measures a long window needs are already in
 the rows of earlier months, each built with what was known at the end of its month, so the window of M
 is M's own measure and the rows of M-1..M-K+1 (``history``), reduced to partial sums per window in
-one aggregation (a pivot of every month's value made a plan too large for a small driver). Months are
+Python tasks (a pivot of every month's value made a plan too large for a small driver). Months are
 therefore built in order; a month missing from the lake (before the lake's first month, or never
 built) is simply not in the window, and ``history_months_Nm`` (months with a row, M included) says
 how much of the window exists.
@@ -96,9 +96,10 @@ def compute_history_lags(
     ``features.build.combine_families``; M's own values are added after the combine, by
     :func:`with_history_features`).
 
-    The sums are computed by :func:`history_partial_sums` in Python tasks (``mapInArrow``, each task the
-    whole of its subscribers' rows): as one Spark aggregation of ~230 conditional sums, the generated code
-    cost more than the rest of the families together on 100,000 subscribers.
+    The sums are computed by :func:`history_partial_sums` in Python tasks (``mapInArrow`` over the rows
+    partitioned and sorted by subscriber, so a task holds a bounded chunk of whole subscribers, never its
+    whole partition): as one Spark aggregation of ~230 conditional sums, the generated code cost more than
+    the rest of the families together on 100,000 subscribers.
     """
     reach = history_reach(windows)
     keys = population.select("subscriber_id")
@@ -116,24 +117,39 @@ def compute_history_lags(
             StructField(column, ArrayType(DoubleType())),
         ]
     )
-    # a subscriber's rows in one task: the sums are per subscriber
-    parts = rows.repartition("subscriber_id").mapInArrow(_PartialSums(tuple(windows)), schema)
-    return keys.join(parts, "subscriber_id", "left")
+    # a subscriber's rows in one task, next to each other: the sums are per subscriber
+    rows = rows.repartition("subscriber_id").sortWithinPartitions("subscriber_id")
+    return keys.join(rows.mapInArrow(PartialSums(tuple(windows)), schema), "subscriber_id", "left")
 
 
 LAG = "_k"
 
 
-class _PartialSums:
-    """The ``mapInArrow`` function of :func:`compute_history_lags`: a task's rows at once (a
-    subscriber's rows may be in different batches of it)."""
+class PartialSums:
+    """The ``mapInArrow`` function of :func:`compute_history_lags`, over rows sorted by subscriber: the
+    sums of each chunk of at least ``chunk_rows`` rows that ends where a subscriber ends (a subscriber's
+    rows may be split between batches)."""
 
-    def __init__(self, windows: tuple[int, ...]) -> None:
+    def __init__(self, windows: tuple[int, ...], chunk_rows: int = 500_000) -> None:
         self.windows = windows
+        self.chunk_rows = chunk_rows
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        held = [b for b in batches if b.num_rows]
-        if held:
+        held: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in batches:
+            held.append(batch)
+            rows += batch.num_rows
+            if rows < self.chunk_rows:
+                continue
+            table = pa.Table.from_batches(held)
+            ids = table.column("subscriber_id")
+            # the last subscriber's rows may go on in the next batch: they wait for it
+            last = pc.equal(ids, ids[-1]).to_numpy(zero_copy_only=False).argmax()
+            if last:
+                yield from history_partial_sums(table.slice(0, last), self.windows).to_batches()
+            held, rows = table.slice(last).to_batches(), table.num_rows - last
+        if rows:
             yield from history_partial_sums(pa.Table.from_batches(held), self.windows).to_batches()
 
 
@@ -148,6 +164,8 @@ def history_partial_sums(rows: pa.Table, windows: Sequence[int]) -> pa.Table:
     keys = pc.unique(ids)
     group = pc.index_in(ids, keys).to_numpy()
     g = len(keys)
+    if g == 0:
+        return pa.table({"subscriber_id": keys, parts_column(windows): pa.array([], pa.list_(pa.float64()))})
     lag = rows.column(LAG).to_numpy().astype(np.float64)
     x = -lag
     index = {name: i for i, name in enumerate(_part_names(windows))}
@@ -169,7 +187,8 @@ def history_partial_sums(rows: pa.Table, windows: Sequence[int]) -> pa.Table:
             none = n == 0
             xi, yi = np.where(inside, x, 0.0), np.where(inside, y, 0.0)
             top = np.full(g, -np.inf)
-            np.maximum.at(top, group[inside], y[inside])
+            with np.errstate(invalid="ignore"):  # NaN is the maximum, as in Spark
+                np.maximum.at(top, group[inside], y[inside])
             for stat, value in (
                 ("n", n),
                 ("sx", count(xi)),
@@ -182,8 +201,9 @@ def history_partial_sums(rows: pa.Table, windows: Sequence[int]) -> pa.Table:
                 values[:, i] = value
                 missing[:, i] = none & (stat != "n")
         if c in BASELINE_COLUMNS.values():
-            # first row per subscriber, ordered by known first, the value descending, the lag ascending
-            order = np.lexsort((lag, -np.where(known, y, 0.0), ~known, group))
+            # first row per subscriber, ordered by known first, NaN first (Spark orders it above every
+            # number), the value descending, the lag ascending
+            order = np.lexsort((lag, -np.where(known, y, 0.0), ~(known & np.isnan(y)), ~known, group))
             first = order[np.r_[True, np.diff(group[order]) != 0]]
             values[group[first], index[_part(c, "peak_k", reach + 1)]] = lag[first]
     flat = pa.array(values.ravel(), mask=missing.ravel())

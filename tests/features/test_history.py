@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pyarrow as pa
@@ -21,6 +22,7 @@ from features.columns import (
 from features.history import (
     BASELINE_COLUMNS,
     HISTORY_COLUMNS,
+    PartialSums,
     _part_names,
     compute_history_lags,
     history_partial_sums,
@@ -166,6 +168,21 @@ def test_reading_the_sums_with_other_windows_fails(spark):
         with_history_features(current.join(lags, "subscriber_id"), windows=(1, 6), baseline_windows=(6,))
 
 
+def _top(values: list[float]) -> float:
+    """Spark's maximum: NaN above every number."""
+    return math.nan if any(math.isnan(v) for v in values) else max(values)
+
+
+def _peak_k(rows: list[dict], column: str) -> int:
+    """The latest month of the largest known value (NaN above every number), else the latest month."""
+    known = [r for r in rows if r[column] is not None]
+    if not known:
+        return min(r["_k"] for r in rows)
+    return max(
+        known, key=lambda r: (math.isnan(r[column]), r[column] if r[column] == r[column] else 0, -r["_k"])
+    )["_k"]
+
+
 def _naive_parts(rows: list[dict], windows: tuple[int, ...]) -> dict[str, list[float | None]]:
     """The partial sums of each subscriber's rows, one row at a time (Spark's aggregate semantics)."""
     reach = history_reach(windows)
@@ -184,40 +201,108 @@ def _naive_parts(rows: list[dict], windows: tuple[int, ...]) -> dict[str, list[f
                     "sxx": sum(x * x for x, _ in known),
                     "sy": sum(y for _, y in known),
                     "sxy": sum(x * y for x, y in known),
-                    "max": max((y for _, y in known), default=None),
+                    "max": _top([y for _, y in known]) if known else None,
                 }
                 for stat, value in sums.items():
                     parts[f"{c}__{stat}{w}"] = value if known or stat == "n" else None
         for c in BASELINE_COLUMNS.values():
-            known = [r for r in mine if r[c] is not None]
-            peak = min(known, key=lambda r: (-r[c], r["_k"])) if known else min(mine, key=lambda r: r["_k"])
-            parts[f"{c}__peak_k{reach + 1}"] = float(peak["_k"])
+            parts[f"{c}__peak_k{reach + 1}"] = float(_peak_k(mine, c))
         out[sid] = [parts[name] for name in _part_names(windows)]
     return out
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_partial_sums_equal_a_row_by_row_computation(seed):
-    """Random histories: months missing, unknown values, equal maxima (the latest month is the peak)."""
+def _random_rows(seed: int, subscribers: int = 60) -> list[dict]:
+    """Random histories: months missing, a month twice, unknown values, NaN, equal maxima."""
     rng = random.Random(seed)
-    windows = (1, 3, 6, 12)
     rows = []
-    for s in range(60):
-        for k in rng.sample(range(1, 12), rng.randint(1, 11)):
+    for s in range(subscribers):
+        months = rng.sample(range(1, 12), rng.randint(1, 11))
+        for k in months + months[:1] * (s % 5 == 0):
+            choices = [None, 0.0, 2.0, 2.0, rng.uniform(-5, 50), math.nan if s % 7 == 0 else 1.0]
             rows.append(
-                {
-                    "subscriber_id": f"S{s:03d}",
-                    "_k": k,
-                    **{c: rng.choice([None, 0.0, 2.0, 2.0, rng.uniform(-5, 50)]) for c in HISTORY_COLUMNS},
-                }
+                {"subscriber_id": f"S{s:03d}", "_k": k, **{c: rng.choice(choices) for c in HISTORY_COLUMNS}}
             )
     rng.shuffle(rows)
-    got = history_partial_sums(pa.Table.from_pylist(rows), windows).to_pylist()
-    want = _naive_parts(rows, windows)
-    assert sorted(r["subscriber_id"] for r in got) == sorted(want)
+    return rows
+
+
+def _same_parts(got: dict[str, list], want: dict[str, list]) -> None:
+    assert sorted(got) == sorted(want)
+    for sid, expected in want.items():
+        parts = got[sid]
+        assert [v is None for v in parts] == [v is None for v in expected], sid
+        known = [v for v in expected if v is not None]
+        assert [v for v in parts if v is not None] == pytest.approx(known, nan_ok=True), sid
+
+
+WINDOWS = (1, 3, 6, 12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_partial_sums_equal_a_row_by_row_computation(seed):
+    rows = _random_rows(seed)
+    got = history_partial_sums(pa.Table.from_pylist(rows), WINDOWS).to_pylist()
+    want = _naive_parts(rows, WINDOWS)
     assert any(v is None for parts in want.values() for v in parts)
-    for r in got:
-        parts = r[parts_column(windows)]
-        expected = want[r["subscriber_id"]]
-        assert [v is None for v in parts] == [v is None for v in expected]
-        assert [v for v in parts if v is not None] == pytest.approx([v for v in expected if v is not None])
+    assert any(v != v for parts in want.values() for v in parts if v is not None)  # NaN
+    _same_parts({r["subscriber_id"]: r[parts_column(WINDOWS)] for r in got}, want)
+
+
+def test_partial_sums_of_sorted_batches_in_chunks():
+    """A task's batches, sorted by subscriber, summed in chunks that never split a subscriber."""
+    rows = sorted(_random_rows(3), key=lambda r: r["subscriber_id"])
+    table = pa.Table.from_pylist(rows)
+    batches = table.to_batches(max_chunksize=4)
+    out = pa.Table.from_batches(list(PartialSums(WINDOWS, chunk_rows=9)(iter(batches)))).to_pylist()
+    assert len(out) == len({r["subscriber_id"] for r in rows})  # each subscriber once
+    _same_parts({r["subscriber_id"]: r[parts_column(WINDOWS)] for r in out}, _naive_parts(rows, WINDOWS))
+    assert history_partial_sums(table.slice(0, 0), WINDOWS).num_rows == 0
+
+
+def _spark_parts(history, month: str, windows: tuple[int, ...]):
+    """The sums as one Spark aggregation (the implementation before the Python tasks): an oracle of
+    Spark's own aggregate semantics."""
+    from pyspark.sql import functions as F
+
+    long = [w for w in windows if w > 1]
+    reach = history_reach(windows)
+    q = "`{}`".format
+    rows = history.withColumn(
+        "_k",
+        F.round(
+            F.months_between(F.to_date(F.lit(f"{month}-01")), F.to_date(F.concat("month", F.lit("-01"))))
+        ),
+    )
+    k = "CAST(`_k` AS DOUBLE)"
+    terms = {}
+    for w in long:
+        inside = f"{k} <= {w - 1}"
+        terms[f"__rows{w}"] = f"sum(CASE WHEN {inside} THEN 1D ELSE 0D END)"
+        for c in HISTORY_COLUMNS:
+            y = f"(CASE WHEN {inside} THEN CAST({q(c)} AS DOUBLE) END)"
+            x = f"(CASE WHEN {y} IS NOT NULL THEN -{k} END)"
+            terms[f"{c}__n{w}"] = f"CAST(count({y}) AS DOUBLE)"
+            terms[f"{c}__sx{w}"] = f"sum({x})"
+            terms[f"{c}__sxx{w}"] = f"sum({x} * {x})"
+            terms[f"{c}__sy{w}"] = f"sum({y})"
+            terms[f"{c}__sxy{w}"] = f"sum({x} * {y})"
+            terms[f"{c}__max{w}"] = f"max({y})"
+    for c in BASELINE_COLUMNS.values():
+        terms[f"{c}__peak_k{reach + 1}"] = f"max_by({k}, struct(CAST({q(c)} AS DOUBLE), -{k}))"
+    array = ", ".join(terms[name] for name in _part_names(windows))
+    parts = rows.groupBy("subscriber_id").agg(F.expr(f"array({array})").alias("parts"))
+    return {r.subscriber_id: list(r.parts) for r in parts.collect()}
+
+
+def test_partial_sums_as_spark_aggregates_them(spark):
+    """The Spark family against Spark's own aggregation of the same rows (NaN, a month twice, nulls)."""
+    rows = [
+        dict(r, month=f"2024-{3 - r['_k']:02d}" if r["_k"] < 3 else f"2023-{15 - r['_k']:02d}")
+        for r in _random_rows(4)
+    ]
+    history = frame(spark, SCHEMA, [{k: v for k, v in r.items() if k != "_k"} for r in rows])
+    population = history.select("subscriber_id").distinct()
+    got = compute_history_lags(population, history, month=MONTH, windows=WINDOWS).collect()
+    _same_parts(
+        {r.subscriber_id: list(r[parts_column(WINDOWS)]) for r in got}, _spark_parts(history, MONTH, WINDOWS)
+    )
