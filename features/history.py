@@ -165,7 +165,9 @@ def history_partial_sums(rows: pa.Table, windows: Sequence[int]) -> pa.Table:
     group = pc.index_in(ids, keys).to_numpy()
     g = len(keys)
     if g == 0:
-        return pa.table({"subscriber_id": keys, parts_column(windows): pa.array([], pa.list_(pa.float64()))})
+        return pa.Table.from_pydict(
+            {"subscriber_id": keys, parts_column(windows): pa.array([], pa.list_(pa.float64()))}
+        )
     lag = rows.column(LAG).to_numpy().astype(np.float64)
     x = -lag
     index = {name: i for i, name in enumerate(_part_names(windows))}
@@ -208,7 +210,9 @@ def history_partial_sums(rows: pa.Table, windows: Sequence[int]) -> pa.Table:
             values[group[first], index[_part(c, "peak_k", reach + 1)]] = lag[first]
     flat = pa.array(values.ravel(), mask=missing.ravel())
     offsets = pa.array(np.arange(0, len(flat) + 1, len(index), dtype=np.int32))
-    return pa.table({"subscriber_id": keys, parts_column(windows): pa.ListArray.from_arrays(offsets, flat)})
+    return pa.Table.from_pydict(
+        {"subscriber_id": keys, parts_column(windows): pa.ListArray.from_arrays(offsets, flat)}
+    )
 
 
 def _q(name: str) -> str:
