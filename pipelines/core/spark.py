@@ -118,3 +118,67 @@ def _apply_settings(spark: SparkSession, settings: dict[str, str]) -> None:
                 key,
                 value,
             )
+
+
+class FolderNotSharedError(RuntimeError):
+    """The driver and Spark's executors do not see the same folder (a cluster with a lake on the driver's
+    own disk)."""
+
+
+def hosts_seeing(spark: SparkSession, path: str) -> dict[str, bool]:
+    """Per executor host, whether the local file ``path`` exists there (on every task that ran there); a
+    few tasks per core, so that every executor most likely runs one."""
+    slots = max(1, spark.sparkContext.defaultParallelism)
+
+    def seen(_: object) -> tuple[str, bool]:
+        import os
+        import socket
+
+        return socket.gethostname(), os.path.exists(path)
+
+    hosts: dict[str, bool] = {}
+    for host, found in spark.sparkContext.parallelize(range(2 * slots), 2 * slots).map(seen).collect():
+        hosts[host] = hosts.get(host, True) and found
+    return dict(sorted(hosts.items()))
+
+
+_SHARED: set[tuple[str, str]] = set()  # (application, folder) checked
+
+
+def check_folder_shared(spark: SparkSession, folder: str) -> None:
+    """Raise :class:`FolderNotSharedError` when a cluster's executors do not see the local ``folder`` the
+    driver sees (once per application and folder).
+
+    Python tasks write the lake's staged files with pyarrow's local filesystem and the driver commits
+    them: on a cluster the lake must be a folder every node mounts at the same path. Without this check,
+    files written to an executor's own disk surface as a missing path at commit time. Local masters and
+    non-file URIs (object stores) need no check.
+    """
+    import uuid
+    from urllib.parse import urlparse
+
+    sc = spark.sparkContext
+    parsed = urlparse(folder)
+    if sc.master.startswith("local") or parsed.scheme not in ("", "file"):
+        return
+    local = parsed.path if parsed.scheme else folder
+    key = (sc.applicationId, local)
+    if key in _SHARED:
+        return
+    os.makedirs(local, exist_ok=True)
+    probe = os.path.join(local, f"_shared-probe-{uuid.uuid4().hex}")
+    with open(probe, "w") as out:
+        out.write("written by the driver\n")
+    try:
+        hosts = hosts_seeing(spark, probe)
+    finally:
+        os.remove(probe)
+    missing = [host for host, seen in hosts.items() if not seen]
+    if missing:
+        raise FolderNotSharedError(
+            f"{local} is on the driver's disk only: executors on {', '.join(missing)} do not see it. On a "
+            "cluster, lake.root must be a folder every node mounts at the same path (NFS, a shared volume) "
+            "or an object store URI"
+        )
+    log.info("executors on %s see %s", ", ".join(hosts), local)
+    _SHARED.add(key)

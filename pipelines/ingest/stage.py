@@ -39,6 +39,7 @@ from pipelines.core.lake import Lake
 from pipelines.core.manifest import recorded_run
 from pipelines.core.privacy import PHONE_COLUMNS, pseudonym_key, pseudonymise_rows
 from pipelines.core.runner import one_line
+from pipelines.core.spark import check_folder_shared
 from pipelines.ingest.arrow_load import (
     arrow_readable,
     keys_and_places,
@@ -213,6 +214,7 @@ def _ingest_arrow(
 ) -> SourceReport | None:  # fmt: skip
     """The Arrow path (:mod:`pipelines.ingest.arrow_load`); None when a file needs the Spark path."""
     cfg, spark, source, month = lake.cfg, lake.spark, spec.name, report.month
+    check_folder_shared(spark, cfg.lake_root)  # the tasks write the staged files themselves
     owners = _owners(lake, report) if spec.resolves_subscriber else None
     target = scratch.enter_context(scratch_folder(lake.path(source), "ingest"))
     with _phase(source, month, "parse_check"):

@@ -49,6 +49,7 @@ from pipelines.core.errors import InputNotReadyError
 from pipelines.core.lake import Lake, decimals_as_double
 from pipelines.core.manifest import recorded_run
 from pipelines.core.registry import ResolvedModel, resolve_model
+from pipelines.core.spark import check_folder_shared
 from pipelines.core.tables import MONITORING_SCHEMA
 from pipelines.score.batch import (
     FamilyPayload,
@@ -119,6 +120,7 @@ def scored_rows(
     input cost more than the scoring). Tables only the native Delta connector reads go through Spark.
     """
     trend_months = lake.cfg.features.trend_months
+    check_folder_shared(spark, lake.cfg.lake_root)  # the tasks write the scored rows themselves
     try:
         files = delta.data_files(lake.path("features_monthly"), {"month": [month]}, version=version)
     except delta.UnsupportedTableError:

@@ -379,6 +379,7 @@ def train_month(
         ok, decision = promotion_decision(evidence, cfg.train.promotion, has_champion=old is not None)
         if through is not None:
             decision.insert(len(decision) - 1, through)
+        verdict_at = len(decision) - 1  # the gates' verdict; an override's line follows it, the last word
         if promote is not None:
             decision.append(f"gates {'passed' if ok else 'failed'}; overridden: promote={promote} ({reason})")
             ok = promote
@@ -389,8 +390,8 @@ def train_month(
             result.served = refit_as_of(lake, result)
             with mlflow.start_run(run_id=result.run_id):
                 result.served_version = log_refit(lake, result, name)
-            decision.insert(  # before the verdict, which stays last
-                len(decision) - 1,
+            decision.insert(  # before the gates' verdict
+                verdict_at,
                 f"served: version {result.served_version}, refitted on {', '.join(result.window.months)} "
                 f"with the iterations of version {result.version} (whose test metrics are the evidence)",
             )

@@ -339,6 +339,53 @@ def test_a_rerun_of_the_promoting_month_compares_through_the_fit_the_champion_re
     assert refit_auc > float(new)
 
 
+def test_a_champion_refitted_past_the_test_month_is_compared_as_it_is_and_an_override_has_the_last_word(
+    trained, spark, tmp_path
+):
+    """The champion (version 2) tagged as refitted on 2024-01..04: the test month 2024-03 is one of its
+    fitted months but not its last, so the version it refitted saw that month too (it validated on it). No
+    fair comparison exists: the gates compare with the champion itself and say that it favours it. A
+    ``promote=True`` override then serves the new fit; the gates' verdict and the override stay last."""
+    from mlflow.tracking import MlflowClient
+    from sklearn.metrics import roc_auc_score
+
+    from models.family import labelled_rows
+    from pipelines.core.tracking import configure_mlflow, load_family
+    from pipelines.train.stage import REFIT_MONTHS_TAG
+
+    root = tmp_path / "lake"
+    shutil.copytree(trained.cfg.lake_root, root)
+    cfg = cfg_at(root, trained.cfg.landing_root)
+    configure_mlflow(cfg)
+    name = cfg.train.registered_model
+    MlflowClient().set_model_version_tag(name, "2", REFIT_MONTHS_TAG, "2024-01,2024-02,2024-03,2024-04")
+    rerun = train_month(spark, cfg, "2024-05", promote=True, reason="test")
+
+    favours = (
+        "champion: version 2 was fitted on the test month 2024-03: compared with it all the same, the "
+        "comparison favours it"
+    )
+    served = (
+        f"served: version {rerun.served_version}, refitted on 2024-01, 2024-02, 2024-03 with the iterations "
+        f"of version {rerun.version} (whose test metrics are the evidence)"
+    )
+    assert rerun.promoted and rerun.served_version is not None
+    gates = rerun.decision[-2]
+    assert gates.startswith(("promoted: ", "not promoted: "))
+    assert rerun.decision[-1] == f"gates {'passed' if gates.startswith('promoted') else 'failed'}; " + (
+        "overridden: promote=True (test)"
+    )
+    assert rerun.decision[-4:-2] == [favours, served]
+    # compared with version 2 itself, which learnt the test month's labels: its AUC on those rows
+    (versus_all,) = [line for line in rerun.decision if line.startswith("all: AUC ") and "champion's" in line]
+    old = float(re.search(r"against the champion's (\d\.\d+)", versus_all).group(1))
+    labelled = labelled_rows(rerun.test_frame, rerun.family.spec, "test")
+    refit = load_family(name, "2")[0]
+    auc = roc_auc_score(labelled.y, refit.predict_proba(labelled.frame), sample_weight=labelled.w)
+    assert old == pytest.approx(auc, abs=5e-5)
+    assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == rerun.served_version
+
+
 def test_mlflow_run_holds_cohort_children_params_and_charts(trained):
     import mlflow
     from mlflow.tracking import MlflowClient

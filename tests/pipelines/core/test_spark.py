@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 from pipelines.core.config import load_config
-from pipelines.core.spark import _apply_settings
+from pipelines.core.spark import _apply_settings, check_folder_shared, hosts_seeing
 from tests.conftest import TEST_CONF
 
 
@@ -35,3 +36,18 @@ def test_spark_settings_can_be_set_from_the_command_line():
     assert cfg.spark.conf["spark.sql.adaptive.enabled"] == "true"
     assert cfg.spark.conf["spark.x"] == "4"
     assert cfg.spark.conf["spark.buffer.pageSize"] == "4m"  # base.yml's entry stays
+
+
+def test_the_executors_report_whether_they_see_a_file(spark, tmp_path):
+    here = tmp_path / "written-by-the-driver"
+    here.write_text("x")
+    assert hosts_seeing(spark, str(here)) == {socket.gethostname(): True}
+    assert hosts_seeing(spark, str(tmp_path / "absent")) == {socket.gethostname(): False}
+
+
+def test_a_local_master_needs_no_shared_folder_check(spark, tmp_path):
+    """One machine's executors share its disk: no probe job, no probe file (a cluster's is checked in
+    tests/pipelines/test_cluster.py)."""
+    folder = tmp_path / "lake"
+    check_folder_shared(spark, str(folder))
+    assert not folder.exists()
