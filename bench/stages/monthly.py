@@ -1,5 +1,6 @@
-"""The whole monthly run of the size's last month (ingest to offers; training is not due), per
-subscriber."""
+"""The whole monthly run of the size's last month (ingest to offers), per subscriber. Training is due in
+it: in the whole bench the lake's last training is the train stage's, as of 2024-05, more than
+``train.every_months`` earlier (run alone, no champion exists yet)."""
 
 from __future__ import annotations
 

@@ -364,6 +364,14 @@ class Config(Params):
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def local_path(uri: str) -> str | None:
+    """The local file system path of a plain path or ``file://`` URI (no trailing slash); None for any
+    other scheme (an object store)."""
+    if "://" in uri and not uri.startswith("file://"):
+        return None
+    return uri.removeprefix("file://").rstrip("/") or "/"
+
+
 def _absolute(path: str) -> str:
     if "://" in path:
         return path

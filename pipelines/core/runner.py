@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core import interrupt, lease
-from pipelines.core.config import Config, ConfigError, effective_config_yaml, load_config
+from pipelines.core.config import Config, ConfigError, effective_config_yaml, load_config, local_path
 from pipelines.core.privacy import PseudonymKeyError, pseudonym_key
 
 log = logging.getLogger("churnlake")
@@ -72,10 +72,10 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 def log_file_path(cfg: Config, stage: str) -> Path | None:
     """``<lake.root>/_logs/<stage>-<time>-<pid>.log`` for a lake on a local file system (else None)."""
-    root = str(cfg.lake_root)
-    if "://" in root and not root.startswith("file:"):
+    root = local_path(str(cfg.lake_root))
+    if root is None:
         return None
-    folder = Path(root.removeprefix("file://")) / "_logs"
+    folder = Path(root) / "_logs"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return folder / f"{stage}-{stamp}-{os.getpid()}.log"
 

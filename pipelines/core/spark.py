@@ -7,13 +7,14 @@ SQL settings the pipeline relies on (UTC, Arrow, microsecond Parquet timestamps)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 
 from pyspark.sql import SparkSession
 
-from pipelines.core.config import PROJECT_ROOT, Config
+from pipelines.core.config import PROJECT_ROOT, Config, local_path
 
 log = logging.getLogger(__name__)
 
@@ -142,43 +143,50 @@ def hosts_seeing(spark: SparkSession, path: str) -> dict[str, bool]:
     return dict(sorted(hosts.items()))
 
 
-_SHARED: set[tuple[str, str]] = set()  # (application, folder) checked
+def on_cluster(spark: SparkSession) -> bool:
+    """True when Spark's executors may run on other machines than the driver (a non-local master)."""
+    return not spark.sparkContext.master.startswith("local")
 
 
-def check_folder_shared(spark: SparkSession, folder: str) -> None:
-    """Raise :class:`FolderNotSharedError` when a cluster's executors do not see the local ``folder`` the
-    driver sees (once per application and folder).
-
-    Python tasks write the lake's staged files with pyarrow's local filesystem and the driver commits
-    them: on a cluster the lake must be a folder every node mounts at the same path. Without this check,
-    files written to an executor's own disk surface as a missing path at commit time. Local masters and
-    non-file URIs (object stores) need no check.
-    """
-    import uuid
-    from urllib.parse import urlparse
-
-    sc = spark.sparkContext
-    parsed = urlparse(folder)
-    if sc.master.startswith("local") or parsed.scheme not in ("", "file"):
+def check_seen(spark: SparkSession, path: str, what: str) -> None:
+    """On a cluster, raise :class:`FolderNotSharedError` unless the executors see the local file ``path``
+    the driver sees (``what``: the folder it stands for, named in the message). A local master or an
+    object store path needs no check."""
+    local = local_path(path)
+    if local is None or not on_cluster(spark):
         return
-    local = parsed.path if parsed.scheme else folder
-    key = (sc.applicationId, local)
-    if key in _SHARED:
-        return
-    os.makedirs(local, exist_ok=True)
-    probe = os.path.join(local, f"_shared-probe-{uuid.uuid4().hex}")
-    with open(probe, "w") as out:
-        out.write("written by the driver\n")
-    try:
-        hosts = hosts_seeing(spark, probe)
-    finally:
-        os.remove(probe)
+    hosts = hosts_seeing(spark, local)
     missing = [host for host, seen in hosts.items() if not seen]
     if missing:
         raise FolderNotSharedError(
-            f"{local} is on the driver's disk only: executors on {', '.join(missing)} do not see it. On a "
-            "cluster, lake.root must be a folder every node mounts at the same path (NFS, a shared volume) "
-            "or an object store URI"
+            f"{what} is on the driver's disk only: executors on {', '.join(missing)} do not see {local}. "
+            "On a cluster, lake.root and landing.root must be folders every node mounts at the same path "
+            "(NFS, a shared volume) or object store URIs"
         )
-    log.info("executors on %s see %s", ", ".join(hosts), local)
-    _SHARED.add(key)
+    log.info("executors on %s see %s", ", ".join(hosts), what)
+
+
+def check_folder_shared(spark: SparkSession, folder: str) -> None:
+    """On a cluster, raise :class:`FolderNotSharedError` unless the executors see the local ``folder``
+    (a path or ``file://`` URI) as the driver does: a probe file the driver writes there, looked for by a
+    few tasks per core.
+
+    Python tasks write the lake's staged files with pyarrow's local filesystem and the driver commits
+    them: files written to an executor's own disk would surface as a missing path at commit. Checked at
+    each call (executors can join later), not cached; executors that join after it are not checked.
+    Local masters and object stores need no check.
+    """
+    import uuid
+
+    local = local_path(folder)
+    if local is None or not on_cluster(spark):
+        return
+    os.makedirs(local, exist_ok=True)
+    probe = os.path.join(local, f"_shared-probe-{uuid.uuid4().hex}")
+    try:
+        with open(probe, "w") as out:
+            out.write("written by the driver\n")
+        check_seen(spark, probe, local)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(probe)

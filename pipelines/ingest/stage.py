@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pyarrow as pa
 from pyspark import StorageLevel
@@ -33,13 +32,13 @@ from features.calendar import add_months
 from features.cleaning import RAW_COL, REASONS_COL, validate_rows
 from features.errors import MissingColumnsError
 from pipelines.core import delta
-from pipelines.core.config import Config
+from pipelines.core.config import Config, local_path
 from pipelines.core.delta import WriteResult, scratch_folder
 from pipelines.core.lake import Lake
 from pipelines.core.manifest import recorded_run
 from pipelines.core.privacy import PHONE_COLUMNS, pseudonym_key, pseudonymise_rows
 from pipelines.core.runner import one_line
-from pipelines.core.spark import check_folder_shared
+from pipelines.core.spark import check_folder_shared, check_seen
 from pipelines.ingest.arrow_load import (
     arrow_readable,
     keys_and_places,
@@ -196,7 +195,7 @@ def ingest_source(
     scratch = contextlib.ExitStack()  # the Arrow path's staged files, removed when the source is done
     with scratch:
         # the tasks write with pyarrow's local filesystem: a lake on a cluster's shared folder, not S3
-        local = urlparse(lake.path(source)).scheme in ("", "file")
+        local = local_path(lake.path(source)) is not None
         if cfg.ingest.path == "arrow" and local and arrow_readable(files):
             PATHS[(source, month)] = "arrow"
             done = _ingest_arrow(lake, spec, report, files, scratch, override_gates=override_gates)
@@ -214,7 +213,10 @@ def _ingest_arrow(
 ) -> SourceReport | None:  # fmt: skip
     """The Arrow path (:mod:`pipelines.ingest.arrow_load`); None when a file needs the Spark path."""
     cfg, spark, source, month = lake.cfg, lake.spark, spec.name, report.month
-    check_folder_shared(spark, cfg.lake_root)  # the tasks write the staged files themselves
+    # the tasks read the landing files and write the staged ones themselves
+    if files:
+        check_seen(spark, files[0].path, cfg.landing_root)
+    check_folder_shared(spark, cfg.lake_root)
     owners = _owners(lake, report) if spec.resolves_subscriber else None
     target = scratch.enter_context(scratch_folder(lake.path(source), "ingest"))
     with _phase(source, month, "parse_check"):

@@ -176,11 +176,12 @@ def test_the_monthly_job_on_a_standalone_cluster_equals_the_local_run(cluster, l
     env.pop("PYSPARK_GATEWAY_PORT", None)
     out = subprocess.run(submit, capture_output=True, text=True, timeout=1800, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    # before their Python tasks wrote the lake's files, the executors were seen to see the driver's lake
+    # before their Python tasks read the landing files and wrote the lake's, the executors were seen to see
+    # both folders
     (job_log,) = (tmp_path / "lake" / "_logs").glob("monthly-*.log")
-    assert f"INFO pipelines.core.spark: executors on {socket.gethostname()} see {tmp_path / 'lake'}\n" in (
-        job_log.read_text()
-    )
+    seen = f"INFO pipelines.core.spark: executors on {socket.gethostname()} see"
+    for folder in (tmp_path / "lake", local_cfg.landing_root):
+        assert f"{seen} {folder}\n" in job_log.read_text(), folder
     # the application really ran on the cluster's executors
     apps = list((logs / "work").glob("app-*"))
     assert apps, "no application ran on the worker"

@@ -5,8 +5,17 @@ from __future__ import annotations
 import logging
 import socket
 
+import pytest
+
+from pipelines.core import spark as session
 from pipelines.core.config import load_config
-from pipelines.core.spark import _apply_settings, check_folder_shared, hosts_seeing
+from pipelines.core.spark import (
+    FolderNotSharedError,
+    _apply_settings,
+    check_folder_shared,
+    check_seen,
+    hosts_seeing,
+)
 from tests.conftest import TEST_CONF
 
 
@@ -51,3 +60,22 @@ def test_a_local_master_needs_no_shared_folder_check(spark, tmp_path):
     folder = tmp_path / "lake"
     check_folder_shared(spark, str(folder))
     assert not folder.exists()
+
+
+def test_on_a_cluster_the_executors_must_see_the_lake_and_the_landing_files(
+    spark, tmp_path, monkeypatch, caplog
+):
+    """The local session's tasks taken for a cluster's (the one predicate replaced): the probe the driver
+    writes is seen and removed; a file they do not see stops the job, naming the host."""
+    monkeypatch.setattr(session, "on_cluster", lambda _: True)
+    lake = tmp_path / "lake"
+    with caplog.at_level(logging.INFO, logger="pipelines.core.spark"):
+        check_folder_shared(spark, f"file://{lake}/")
+    assert [r.getMessage() for r in caplog.records] == [f"executors on {socket.gethostname()} see {lake}"]
+    assert lake.is_dir() and not list(lake.iterdir())  # the probe removed
+    with pytest.raises(
+        FolderNotSharedError, match=r"^/landing is on the driver's disk only: executors on "
+    ) as e:
+        check_seen(spark, str(tmp_path / "landing" / "absent.csv"), "/landing")
+    assert f"executors on {socket.gethostname()} do not see {tmp_path}/landing/absent.csv. " in str(e.value)
+    check_seen(spark, "s3://bucket/landing/x.csv", "s3://bucket/landing")  # an object store: not checked
