@@ -160,8 +160,8 @@ def check_seen(spark: SparkSession, path: str, what: str) -> None:
     if missing:
         raise FolderNotSharedError(
             f"{what} is on the driver's disk only: executors on {', '.join(missing)} do not see {local}. "
-            "On a cluster, lake.root and landing.root must be folders every node mounts at the same path "
-            "(NFS, a shared volume) or object store URIs"
+            "On a cluster, landing.root and lake.root must be folders every node mounts at the same path "
+            "(NFS, a shared volume); lake.root may also be an object store URI"
         )
     log.info("executors on %s see %s", ", ".join(hosts), what)
 
@@ -188,5 +188,5 @@ def check_folder_shared(spark: SparkSession, folder: str) -> None:
             out.write("written by the driver\n")
         check_seen(spark, probe, local)
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # never masks the check's own error
             os.remove(probe)

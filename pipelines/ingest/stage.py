@@ -214,8 +214,7 @@ def _ingest_arrow(
     """The Arrow path (:mod:`pipelines.ingest.arrow_load`); None when a file needs the Spark path."""
     cfg, spark, source, month = lake.cfg, lake.spark, spec.name, report.month
     # the tasks read the landing files and write the staged ones themselves
-    if files:
-        check_seen(spark, files[0].path, cfg.landing_root)
+    check_seen(spark, files[0].path, cfg.landing_root)  # arrow_readable: at least one file
     check_folder_shared(spark, cfg.lake_root)
     owners = _owners(lake, report) if spec.resolves_subscriber else None
     target = scratch.enter_context(scratch_folder(lake.path(source), "ingest"))
