@@ -87,6 +87,9 @@ def _part_names(windows: Sequence[int]) -> list[str]:
     return names
 
 
+LAG = "_k"  # the partial sums' input column: months before M
+
+
 def compute_history_lags(
     population: DataFrame, history: DataFrame | None, *, month: str, windows: Sequence[int]
 ) -> DataFrame:
@@ -120,9 +123,6 @@ def compute_history_lags(
     # a subscriber's rows in one task, next to each other: the sums are per subscriber
     rows = rows.repartition("subscriber_id").sortWithinPartitions("subscriber_id")
     return keys.join(rows.mapInArrow(PartialSums(tuple(windows)), schema), "subscriber_id", "left")
-
-
-LAG = "_k"
 
 
 class PartialSums:
@@ -177,14 +177,15 @@ def history_partial_sums(rows: pa.Table, windows: Sequence[int]) -> pa.Table:
     def count(weights: np.ndarray) -> np.ndarray:
         return np.bincount(group, weights=weights, minlength=g)
 
+    within = {w: lag <= w - 1 for w in long}
     for w in long:
-        values[:, index[_part("", "rows", w)]] = count((lag <= w - 1).astype(np.float64))
+        values[:, index[_part("", "rows", w)]] = count(within[w].astype(np.float64))
     for c in HISTORY_COLUMNS:
         column = rows.column(c)
         known = pc.is_valid(column).to_numpy(zero_copy_only=False)
         y = pc.fill_null(column, 0.0).to_numpy(zero_copy_only=False).astype(np.float64)
         for w in long:
-            inside = known & (lag <= w - 1)
+            inside = known & within[w]
             n = count(inside.astype(np.float64))
             none = n == 0
             xi, yi = np.where(inside, x, 0.0), np.where(inside, y, 0.0)

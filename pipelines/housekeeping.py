@@ -27,7 +27,7 @@ from pyspark.sql import types as T
 
 from features.calendar import add_months, month_end, month_start, parse_month
 from pipelines.core import delta
-from pipelines.core.config import Config, HousekeepingConf
+from pipelines.core.config import Config, HousekeepingConf, local_path
 from pipelines.core.lake import Lake
 from pipelines.core.manifest import recorded_run
 
@@ -201,10 +201,10 @@ def prune_logs(cfg: Config, *, now: dt.datetime) -> int:
     """Remove job log files (``<lake.root>/_logs/*.log``) beyond the newest ``keep_logs`` or older than
     ``keep_logs_days`` before ``now``; returns how many went."""
     hk = cfg.lake.housekeeping
-    root = str(cfg.lake_root)
-    if "://" in root and not root.startswith("file:"):
+    root = local_path(str(cfg.lake_root))
+    if root is None:
         return 0
-    folder = Path(root.removeprefix("file://")) / "_logs"
+    folder = Path(root) / "_logs"
     if not folder.is_dir():
         return 0
     files = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime, reverse=True)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.core.config import Config
+from pipelines.core.config import Config, local_path
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +112,13 @@ def describe(holder: dict[str, Any]) -> str:
 
 
 def lease_root(cfg: Config) -> Path:
-    root = str(cfg.lake_root)
-    if "://" in root and not root.startswith("file:"):
+    root = local_path(str(cfg.lake_root))
+    if root is None:
         raise LeaseUnavailableError(
-            f"lake.root {root} is not a local file system: leases need an atomic create there "
+            f"lake.root {cfg.lake_root} is not a local file system: leases need an atomic create there "
             "(set lake.lease.enabled=false only where the scheduler guarantees one writer)"
         )
-    return Path(root.removeprefix("file://")) / LEASES_DIR
+    return Path(root) / LEASES_DIR
 
 
 def _now() -> float:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
+import uuid
 
 from pyspark.sql import SparkSession
 
@@ -132,9 +134,6 @@ def hosts_seeing(spark: SparkSession, path: str) -> dict[str, bool]:
     slots = max(1, spark.sparkContext.defaultParallelism)
 
     def seen(_: object) -> tuple[str, bool]:
-        import os
-        import socket
-
         return socket.gethostname(), os.path.exists(path)
 
     hosts: dict[str, bool] = {}
@@ -176,8 +175,6 @@ def check_folder_shared(spark: SparkSession, folder: str) -> None:
     each call (executors can join later), not cached; executors that join after it are not checked.
     Local masters and object stores need no check.
     """
-    import uuid
-
     local = local_path(folder)
     if local is None or not on_cluster(spark):
         return
