@@ -107,8 +107,12 @@ class ModelFamily:
         """The encoded features and the cohort code (a constant, so unused, in a cohort's own model)."""
         return encode(self.encoder, frame, self.spec.cohorts.names, cohort)
 
+    def serving_booster_name(self, cohort: str) -> str:
+        """The booster serving ``cohort``: its own or the pooled one."""
+        return cohort if self.serving[cohort] == "cohort" else POOLED
+
     def _serving_booster(self, name: str) -> lgb.Booster:
-        return self.boosters[name if self.serving[name] == "cohort" else POOLED]
+        return self.boosters[self.serving_booster_name(name)]
 
     def raw_score(self, frame: pd.DataFrame) -> np.ndarray:
         """Uncalibrated churn probability of the model serving each row's cohort."""

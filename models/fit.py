@@ -435,12 +435,18 @@ def drift_reference(family: ModelFamily, frame: pd.DataFrame, probability: np.nd
     )
 
 
-def refit_family(family: ModelFamily, train: pd.DataFrame) -> ModelFamily:
+def refit_family(family: ModelFamily, train: pd.DataFrame, *, baselines: bool = True) -> ModelFamily:
     """The served family refitted on ``train`` (every matured month, the validation and test months
-    included): each booster grows the iterations early stopping gave it, the logistic baseline is refitted
-    on the same rows; the encoder, serving choice, calibrators and drift reference are the gated family's
-    (the training stage then takes the refit's own scores of the run month, unlabelled, as its reference)
-    (the gated family's metrics stay the evidence: nothing is left to evaluate the refit on)."""
+    included): each booster grows the iterations early stopping gave it; the encoder, serving choice,
+    calibrators and drift reference are the gated family's (the training stage then takes the refit's own
+    scores of the run month, unlabelled, as its reference) (the gated family's metrics stay the evidence:
+    nothing is left to evaluate the refit on).
+
+    ``baselines``: the boosters that serve no cohort (the pooled one when every cohort's own model beats
+    it, a cohort's own when the pooled one serves it) and the logistic baseline are refitted on the same
+    rows too, as the backtest needs to compare them at the horizon. Without, they stay the gated family's,
+    with the calibrators fitted on their own scores: scoring never reads them, and they were more than a
+    third of the refit's time. The served probabilities are the same either way."""
     spec, p = family.spec, family.spec.params
     rows = labelled_rows(train, spec, "refit_family")
     sample, rate = _downsample(rows, p.row_budget, p.seed)
@@ -453,11 +459,17 @@ def refit_family(family: ModelFamily, train: pd.DataFrame) -> ModelFamily:
     }
     data = lgb.Dataset(x, sample.y, weight=sample.w, **layout).construct()
     params = {**lgb_params(p), "metric": "binary_logloss"}
-    boosters = {}
-    for name, gated in family.boosters.items():
+    serving = {family.serving_booster_name(name) for name in family.serving}
+    refitted = [name for name in family.boosters if baselines or name in serving]
+    boosters = dict(family.boosters)
+    for name in refitted:
         subset = data if name == POOLED else data.subset(np.flatnonzero(cohort == name).tolist())
-        boosters[name] = lgb.train(params, subset, gated.num_trees())
-    logistic = fit_logistic(x, sample.y, sample.w, layout["categorical_feature"], p.logistic_c)
+        boosters[name] = lgb.train(params, subset, family.boosters[name].num_trees())
+    logistic = (
+        fit_logistic(x, sample.y, sample.w, layout["categorical_feature"], p.logistic_c)
+        if baselines
+        else family.logistic
+    )
     months = sorted(map(str, train["month"].unique())) if "month" in train.columns else []
     report = {
         **family.report,
@@ -466,7 +478,9 @@ def refit_family(family: ModelFamily, train: pd.DataFrame) -> ModelFamily:
             "rows_fitted": len(sample.y),
             "downsample_rate": rate,
             "months": months,
-            "iterations": {name: b.num_trees() for name, b in boosters.items()},
+            "iterations": {name: boosters[name].num_trees() for name in refitted},
+            # kept as the gated family fitted them (``baselines=False``)
+            "kept": [n for n in family.boosters if n not in refitted] + ([] if baselines else ["logistic"]),
         },
     }
     return ModelFamily(

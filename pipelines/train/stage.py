@@ -209,8 +209,9 @@ def fit_as_of(lake: Lake, run_month: str) -> TrainResult:
 
 def refit_as_of(lake: Lake, result: TrainResult) -> ModelFamily:
     """The gated family refitted on every labelled row of its window (fit, validation and test months):
-    what serves, trained on the freshest matured months."""
-    family = refit_family(result.family, result.frame)
+    what serves, trained on the freshest matured months (the baselines that serve no cohort stay the gated
+    family's: scoring never reads them; the backtest refits them)."""
+    family = refit_family(result.family, result.frame, baselines=False)
     # The drift reference is the refit's own scores (it ranks and spreads them differently from the gated
     # family: a reference of the gated scores made every month drift, PSI ~0.75) of rows it was not fitted
     # on: the run month's subscribers, unlabelled, the first month it serves. The test month, which the
@@ -451,7 +452,8 @@ def backtest(spark: SparkSession, cfg: Config, months: Sequence[str]) -> list[Tr
     with recorded_run(lake, "train", months[-1], scope=f"backtest {months[0]}..{months[-1]}") as run:
         for month in months:
             result = fit_as_of(lake, month)
-            result.served = refit_family(result.family, result.frame)  # no drift reference: never serves
+            # no drift reference (never serves); the baselines too, compared with it at the horizon
+            result.served = refit_family(result.family, result.frame, baselines=True)
             horizon = read_training_frame(lake, [month], result.family.spec)
             if horizon.empty:
                 raise InputNotReadyError(

@@ -181,6 +181,42 @@ def test_a_tiny_cohort_is_served_by_the_pooled_model():
     np.testing.assert_allclose(family.raw_score(test)[rows], pooled)
 
 
+def test_a_refit_without_baselines_serves_the_same_and_keeps_the_gated_baselines():
+    """Refitted for serving (``baselines=False``), only the boosters that serve a cohort grow again: the
+    served probabilities equal the full refit's, while the pooled booster (when every cohort's own model
+    serves) and the logistic baseline stay the gated family's objects. The full refit (the backtest's)
+    refits them on the new rows."""
+    from models.fit import refit_family
+
+    train, valid, more = _frame(8000, 7), _frame(3000, 8), _frame(6000, 9)
+    spec = ModelSpec(id_columns=["subscriber_id"], params=FAST.model_copy(update={"serve": "cohort"}))
+    gated = fit_family(train, spec=spec, valid=valid)
+    assert set(gated.serving.values()) == {"cohort"}
+    rows = pd.concat([train, valid, more], ignore_index=True)
+    served, full = refit_family(gated, rows, baselines=False), refit_family(gated, rows)
+    test = _frame(2000, 10)
+    np.testing.assert_array_equal(served.predict_proba(test), full.predict_proba(test))
+    assert not np.array_equal(served.predict_proba(test), gated.predict_proba(test))
+    assert served.boosters["pooled"] is gated.boosters["pooled"] and served.logistic is gated.logistic
+    for which in ("pooled", "logistic"):
+        np.testing.assert_array_equal(served.baseline_proba(test, which), gated.baseline_proba(test, which))
+        assert not np.array_equal(full.baseline_proba(test, which), gated.baseline_proba(test, which))
+    cohorts = sorted(gated.serving)
+    assert sorted(served.report["refit"]["iterations"]) == cohorts
+    assert served.report["refit"]["kept"] == ["pooled", "logistic"] and full.report["refit"]["kept"] == []
+    assert sorted(full.report["refit"]["iterations"]) == sorted(gated.boosters)
+    # served by the pooled model, a cohort's own booster is the one kept
+    pooled = fit_family(
+        train,
+        spec=ModelSpec(id_columns=["subscriber_id"], params=FAST.model_copy(update={"serve": "pooled"})),
+        valid=valid,
+    )
+    refit = refit_family(pooled, rows, baselines=False)
+    assert refit.report["refit"]["kept"] == [*[c for c in pooled.boosters if c != "pooled"], "logistic"]
+    assert refit.boosters["pooled"] is not pooled.boosters["pooled"]
+    np.testing.assert_array_equal(refit.predict_proba(test), refit_family(pooled, rows).predict_proba(test))
+
+
 def test_config_can_force_the_pooled_or_the_cohort_models():
     train, valid = _frame(8000, 7), _frame(3000, 8)
     pooled = fit_family(

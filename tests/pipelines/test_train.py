@@ -191,7 +191,12 @@ def test_the_served_family_is_refitted_on_every_matured_month_and_no_later_label
     refit = served.report["refit"]
     assert refit["months"] == ["2024-01", "2024-02", "2024-03"] == list(first.window.months)
     assert refit["rows"] == sum(first.rows.values())
-    assert refit["iterations"] == {k: b.num_trees() for k, b in gated.boosters.items()}
+    # the boosters that serve grow the gated iterations again; the baselines serving no cohort are kept
+    serving = {gated.serving_booster_name(c) for c in gated.serving}
+    assert refit["iterations"] == {k: b.num_trees() for k, b in gated.boosters.items() if k in serving}
+    assert refit["kept"] == [*[k for k in gated.boosters if k not in serving], "logistic"]
+    assert served.logistic is gated.logistic
+    assert all((served.boosters[k] is gated.boosters[k]) == (k not in serving) for k in gated.boosters)
     assert served.serving == gated.serving and served.calibrators is gated.calibrators
     frame = read_training_frame(lake, ["2024-03"], gated.spec)
     assert not np.array_equal(served.raw_score(frame), gated.raw_score(frame))
