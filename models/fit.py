@@ -445,8 +445,9 @@ def refit_family(family: ModelFamily, train: pd.DataFrame, *, baselines: bool = 
     ``baselines``: the boosters that serve no cohort (the pooled one when every cohort's own model beats
     it, a cohort's own when the pooled one serves it) and the logistic baseline are refitted on the same
     rows too, as the backtest needs to compare them at the horizon. Without, they stay the gated family's,
-    with the calibrators fitted on their own scores: scoring never reads them, and they were more than a
-    third of the refit's time. The served probabilities are the same either way."""
+    with the calibrators fitted on their own scores: no line is scored with them (the drift monitor ranks
+    its features by the pooled booster's gain: the gated one's, as for the gated version), and they were
+    more than a third of the refit's time. The served probabilities are the same either way."""
     spec, p = family.spec, family.spec.params
     rows = labelled_rows(train, spec, "refit_family")
     sample, rate = _downsample(rows, p.row_budget, p.seed)

@@ -210,7 +210,7 @@ def fit_as_of(lake: Lake, run_month: str) -> TrainResult:
 def refit_as_of(lake: Lake, result: TrainResult) -> ModelFamily:
     """The gated family refitted on every labelled row of its window (fit, validation and test months):
     what serves, trained on the freshest matured months (the baselines that serve no cohort stay the gated
-    family's: scoring never reads them; the backtest refits them)."""
+    family's: no line is scored with them; the backtest refits them)."""
     family = refit_family(result.family, result.frame, baselines=False)
     # The drift reference is the refit's own scores (it ranks and spreads them differently from the gated
     # family: a reference of the gated scores made every month drift, PSI ~0.75) of rows it was not fitted

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -205,16 +207,15 @@ def test_a_refit_without_baselines_serves_the_same_and_keeps_the_gated_baselines
     assert sorted(served.report["refit"]["iterations"]) == cohorts
     assert served.report["refit"]["kept"] == ["pooled", "logistic"] and full.report["refit"]["kept"] == []
     assert sorted(full.report["refit"]["iterations"]) == sorted(gated.boosters)
-    # served by the pooled model, a cohort's own booster is the one kept
-    pooled = fit_family(
-        train,
-        spec=ModelSpec(id_columns=["subscriber_id"], params=FAST.model_copy(update={"serve": "pooled"})),
-        valid=valid,
-    )
-    refit = refit_family(pooled, rows, baselines=False)
-    assert refit.report["refit"]["kept"] == [*[c for c in pooled.boosters if c != "pooled"], "logistic"]
-    assert refit.boosters["pooled"] is not pooled.boosters["pooled"]
-    np.testing.assert_array_equal(refit.predict_proba(test), refit_family(pooled, rows).predict_proba(test))
+    # the pooled model serving one cohort (as when it wins that cohort's choose slice): that cohort's own
+    # booster is the one kept, the pooled one grows again
+    mixed = copy.copy(gated)
+    mixed.serving = {**gated.serving, "new": "pooled"}
+    refit = refit_family(mixed, rows, baselines=False)
+    assert refit.report["refit"]["kept"] == ["new", "logistic"]
+    assert refit.boosters["new"] is gated.boosters["new"]
+    assert refit.boosters["pooled"] is not gated.boosters["pooled"]
+    np.testing.assert_array_equal(refit.predict_proba(test), refit_family(mixed, rows).predict_proba(test))
 
 
 def test_config_can_force_the_pooled_or_the_cohort_models():
