@@ -14,9 +14,10 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import unquote, urlparse
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from features.params import BASE, BASE_CONF, ChurnParams, CohortParams, FeatureParams, Params
 from models.metrics import ProfitParams
@@ -75,6 +76,18 @@ class LandingConf(Params):
     defaults_section: ClassVar[str | None] = "landing"
 
     root: str = BASE
+
+    @field_validator("root")
+    @classmethod
+    def _files(cls, root: str) -> str:
+        # the jobs list and read the deliveries as files (ingest's tasks with pyarrow's local file system)
+        if landing_path(root) is None:
+            raise ValueError(
+                f"{root!r}: the landing zone must be a plain path or a file:// URI of this machine (on a "
+                "cluster, a folder mounted at the same path on every machine); object stores are not read: "
+                "copy or mount the deliveries there"
+            )
+        return root
 
 
 class SparkConf(Params):
@@ -337,7 +350,9 @@ class Config(Params):
 
     @property
     def landing_root(self) -> str:
-        return _absolute(self.landing.root)
+        """The landing zone's local path (a ``file://`` URI as its path)."""
+        root = self.landing.root
+        return _absolute(landing_path(root) or root)
 
     def table_path(self, name: str) -> str:
         """Folder of a table under the lake root; unknown table names are errors."""
@@ -370,6 +385,17 @@ def local_path(uri: str) -> str | None:
     if "://" in uri and not uri.startswith("file://"):
         return None
     return uri.removeprefix("file://").rstrip("/") or "/"
+
+
+def landing_path(root: str) -> str | None:
+    """The local path of a landing root: a plain path as it is, a ``file://`` URI of this machine (no
+    host, or ``localhost``) as its path; None for anything else (an object store, another host)."""
+    if "://" not in root:
+        return root
+    url = urlparse(root)
+    if url.scheme != "file" or url.netloc not in ("", "localhost"):
+        return None
+    return unquote(url.path).rstrip("/") or "/"
 
 
 def _absolute(path: str) -> str:

@@ -82,6 +82,19 @@ def test_mlflow_defaults_under_lake_root():
     assert cfg.mlflow_tracking_uri == "sqlite:////srv/lake/mlflow/mlflow.db"
 
 
+@pytest.mark.parametrize(
+    "root", ["/srv/landing", "file:///srv/landing/", "file://localhost/srv/landing", "file:///srv/land%69ng"]
+)
+def test_landing_root_is_a_path_or_file_uri(root: str):
+    assert load_config([], [f"landing.root={root}"]).landing_root == "/srv/landing"
+
+
+@pytest.mark.parametrize("root", ["s3://bucket/landing", "file://otherhost/srv/landing"])
+def test_landing_root_elsewhere_is_refused_naming_the_key(root: str):
+    with pytest.raises(ConfigError, match=rf"--set landing\.root: landing\.root: .*'{root}'.*not read"):
+        load_config([], [f"landing.root={root}"])
+
+
 def test_shipped_overlays_are_valid():
     root = BASE_CONF.parent
     for name in ("local.yml", "cluster.yml", "test.yml"):
