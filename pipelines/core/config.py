@@ -395,7 +395,7 @@ def landing_path(root: str) -> str | None:
     url = urlparse(root)
     if url.scheme != "file" or url.netloc not in ("", "localhost"):
         return None
-    return unquote(url.path).rstrip("/") or "/"
+    return local_path(unquote(url.path))
 
 
 def _absolute(path: str) -> str:
