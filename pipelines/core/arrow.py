@@ -98,6 +98,8 @@ def parquet_writer(fn: BatchFn, ddl: str, target: str) -> BatchFn:
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
+    from pipelines.core.spark import require_seen
+
     schema = arrow_schema(ddl)
     out = arrow_schema(STAGED_DDL)
 
@@ -118,7 +120,8 @@ def parquet_writer(fn: BatchFn, ddl: str, target: str) -> BatchFn:
                 if batch.num_rows == 0:
                     continue
                 if writer is None:
-                    fs.create_dir(root, recursive=True)
+                    if isinstance(fs, pafs.LocalFileSystem):  # made by the driver: never this host's own
+                        require_seen(root, "the write's staging folder")
                     writer = pq.ParquetWriter(path, schema, filesystem=fs)
                 writer.write_batch(batch)
                 rows += batch.num_rows
@@ -136,7 +139,11 @@ def write_staged(source: DataFrame, fn: BatchFn, ddl: str, target: str) -> DataF
     (:func:`parquet_writer`), and return them read back: a DataFrame over exactly the files the tasks
     reported (none: an empty frame of ``ddl``). ``target`` is a scratch folder the caller removes
     (:func:`pipelines.core.delta.scratch_folder`)."""
+    import pyarrow.fs as pafs
+
     target = target if "://" in target else f"file://{target}"
+    fs, root = pafs.FileSystem.from_uri(target)
+    fs.create_dir(root, recursive=True)  # here, where the driver can see it; the tasks check they do
     staged = source.mapInArrow(parquet_writer(fn, ddl, target), STAGED_DDL).collect()
     files = [r.file for r in staged if r.file]
     spark = source.sparkSession

@@ -165,6 +165,19 @@ def check_seen(spark: SparkSession, path: str, what: str) -> None:
     log.info("executors on %s see %s", ", ".join(hosts), what)
 
 
+def require_seen(path: str, what: str) -> None:
+    """In a Python task: raise :class:`FolderNotSharedError` unless this machine sees ``path`` (a local
+    file or folder the driver made or listed before the tasks started; ``what`` says which, for the
+    message). The driver's checks probe the executors running when a job starts; this one covers those
+    that joined later, which would otherwise read nothing or write on their own disk."""
+    if not os.path.exists(path):
+        raise FolderNotSharedError(
+            f"the executor on {socket.gethostname()} does not see {path} ({what}). On a cluster, "
+            "landing.root and lake.root must be folders every node mounts at the same path (NFS, a shared "
+            "volume); lake.root may also be an object store URI"
+        )
+
+
 def check_folder_shared(spark: SparkSession, folder: str) -> None:
     """On a cluster, raise :class:`FolderNotSharedError` unless the executors see the local ``folder``
     (a path or ``file://`` URI) as the driver does: a probe file the driver writes there, looked for by a
@@ -172,8 +185,8 @@ def check_folder_shared(spark: SparkSession, folder: str) -> None:
 
     Python tasks write the lake's staged files with pyarrow's local filesystem and the driver commits
     them: files written to an executor's own disk would surface as a missing path at commit. Checked at
-    each call (executors can join later), not cached; executors that join after it are not checked.
-    Local masters and object stores need no check.
+    each call (executors can join later), not cached; the tasks check again for executors that join after
+    it (:func:`require_seen`). Local masters and object stores need no check.
     """
     local = local_path(folder)
     if local is None or not on_cluster(spark):

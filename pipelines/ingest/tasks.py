@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from features import contract as C
 from pipelines.core.arrow import BatchFn
 from pipelines.core.privacy import PHONE_COLUMNS, PSEUDONYMISERS, PseudonymKey
+from pipelines.core.spark import require_seen
 from pipelines.ingest.kernels import ARROW_TYPES, RAW_COL, REASONS_COL, check_columns
 from pipelines.ingest.owners import Owners, resolve
 
@@ -134,6 +135,7 @@ class _Staging:
     rejected ones, each as one Parquet file (uncompressed: read back once or twice, then removed)."""
 
     def __init__(self, folder: str, fid: int, schema: pa.Schema) -> None:
+        require_seen(folder, "ingest's staging folder")  # made by the driver: never this host's own
         stem = f"{folder.rstrip('/')}/part-{fid:05d}-{uuid.uuid4().hex[:8]}"
         self.good_path, self.rejected_path = f"{stem}.parquet", f"{stem}.rejected.parquet"
         self.schema = schema
@@ -168,6 +170,7 @@ def check_file(plan: TaskPlan, fid: int, staging: _Staging, counts: Counter[str]
     multiline = plan.multiline[fid]
     wanted = C.columns(plan.source)
     bad: list[tuple[int, str]] = []
+    require_seen(plan.paths[fid], "a landing file the driver listed")
 
     def invalid(row: pcsv.InvalidRow) -> str:
         bad.append((row.number, row.text))

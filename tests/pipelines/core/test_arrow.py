@@ -3,15 +3,19 @@ folder it writes into is gone afterwards."""
 
 from __future__ import annotations
 
+import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 
-from pipelines.core.arrow import write_staged
+from pipelines.core.arrow import parquet_writer, write_staged
 from pipelines.core.delta import scratch_folder
+from pipelines.core.spark import FolderNotSharedError
 
 DDL = "id long, twice double, tag string"
 
@@ -54,3 +58,21 @@ def test_rows_written_by_the_tasks_are_read_back_and_nothing_else(spark, tmp_pat
 def test_no_rows_at_all_give_an_empty_frame_of_the_schema(spark, tmp_path: Path):
     got = write_staged(spark.range(0), _twice, DDL, str(tmp_path / "scratch"))
     assert got.count() == 0 and got.schema.simpleString() == "struct<id:bigint,twice:double,tag:string>"
+
+
+def test_the_driver_makes_the_folder_the_tasks_write_into(spark, tmp_path: Path):
+    got = write_staged(spark.range(2, numPartitions=1), _twice, DDL, str(tmp_path / "new" / "scratch"))
+    assert sorted(tuple(r) for r in got.collect()) == [(0, 0.0, "t0"), (1, 2.0, "t1")]
+
+
+def test_a_task_that_does_not_see_the_folder_stops_naming_its_host(tmp_path: Path):
+    """An executor that joined after the driver's check (the folder the driver made is not on its disk)
+    writes nothing there of its own: its rows would be missing when the driver commits."""
+    run = parquet_writer(_twice, DDL, f"file://{tmp_path}/gone")
+    ids = pa.RecordBatch.from_pydict({"id": pa.array([0, 1], pa.int64())})
+    expected = (
+        f"the executor on {socket.gethostname()} does not see {tmp_path}/gone (the write's staging folder)"
+    )
+    with pytest.raises(FolderNotSharedError, match=f"^{re.escape(expected)}"):
+        list(run(iter([ids])))
+    assert not (tmp_path / "gone").exists()

@@ -6,14 +6,19 @@ both whole paths, and silver, quarantine and data_quality must agree row for row
 
 from __future__ import annotations
 
+import re
+import socket
+
 import pyarrow as pa
 import pytest
 from pyspark.sql import functions as F
 
 from features import contract as C
 from features.cleaning import RAW_COL, REASONS_COL, validate_rows
+from pipelines.core.spark import FolderNotSharedError
 from pipelines.ingest.kernels import check_columns
 from pipelines.ingest.stage import PATHS
+from pipelines.ingest.tasks import TaskPlan, check_files
 from tests.pipelines.ingest.conftest import MONTHS
 
 # text a writer might put in a field: numbers in every form Spark's casts take or refuse, dates and times
@@ -188,3 +193,31 @@ def test_the_paths_pseudonymise_and_resolve_numbers_alike(spark, landing, tmp_pa
     assert quality.duplicates > 0, "the delivery repeats records: the shuffle's key pass is compared too"
     unknown = arrow.read("quarantine").where(F.col("reason") == C.UNKNOWN_MSISDN).count()
     assert unknown > 0, "the landing holds numbers nobody held: their raw values are compared too"
+
+
+def test_a_task_that_does_not_see_the_staging_folder_or_its_landing_file_stops_naming_its_host(tmp_path):
+    """An executor that joined after the driver's checks: it neither writes a staging folder of its own nor
+    reads a file it cannot see, and says which host and path."""
+    names = C.columns("care")
+    landing = tmp_path / "care.csv"
+    landing.write_text(",".join(names) + "\n")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    ids = pa.RecordBatch.from_pydict({"id": pa.array([0], pa.int64())})
+
+    def run(path, target) -> list[pa.RecordBatch]:
+        plan = TaskPlan(
+            source="care", month="2024-03", late_days=7, paths=(str(path),), columns=(tuple(names),),
+            multiline=(False,), order=(0,), target=str(target),
+        )  # fmt: skip
+        return list(check_files(plan)(iter([ids])))
+
+    host = re.escape(f"the executor on {socket.gethostname()} does not see")
+    with pytest.raises(FolderNotSharedError, match=rf"^{host} {tmp_path}/gone \(ingest's staging folder\)"):
+        run(landing, tmp_path / "gone")
+    assert not (tmp_path / "gone").exists()
+    with pytest.raises(FolderNotSharedError, match=rf"^{host} {tmp_path}/absent.csv \(a landing file the"):
+        run(tmp_path / "absent.csv", staging)
+    assert list(staging.iterdir()) == []  # the task's own staged file removed
+    (out,) = run(landing, staging)  # seen: the header-only file staged, no rows
+    assert (out.column("rows").to_pylist(), out.column("error").to_pylist()) == ([0], [""])
