@@ -36,18 +36,19 @@ class ProfitParams(Params):
     beta: float = Field(default=BASE, gt=0)
 
 
-def _arrays(y_true, y_score, weight=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def label_vectors(y_true, y_score, weight=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, scores and weights (ones when None) as float vectors of one length, or a ValueError."""
     y = np.asarray(y_true, dtype=float)
     s = np.asarray(y_score, dtype=float)
     w = np.ones_like(y) if weight is None else np.asarray(weight, dtype=float)
-    if y.shape != s.shape or y.shape != w.shape:
+    if y.ndim != 1 or y.shape != s.shape or y.shape != w.shape:
         raise ValueError(f"labels {y.shape}, scores {s.shape} and weights {w.shape} differ in shape")
     return y, s, w
 
 
 def lift_at(y_true, y_score, fraction: float, sample_weight=None) -> float:
     """Churn rate among the top ``fraction`` by score over the overall churn rate (ties split evenly)."""
-    y, s, w = _arrays(y_true, y_score, sample_weight)
+    y, s, w = label_vectors(y_true, y_score, sample_weight)
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     base = np.sum(w * y) / np.sum(w)
@@ -78,7 +79,7 @@ def equal_frequency_bins(w_sorted: np.ndarray, n_bins: int) -> np.ndarray:
 
 def expected_calibration_error(y_true, y_prob, n_bins: int = 10, sample_weight=None) -> float:
     """Weighted mean |observed rate - mean probability| over equal-frequency probability bins."""
-    y, p, w = _arrays(y_true, y_prob, sample_weight)
+    y, p, w = label_vectors(y_true, y_prob, sample_weight)
     order = np.argsort(p, kind="stable")
     y, p, w = y[order], p[order], w[order]
     # each bin's |churners - expected churners|, over all the weight
@@ -112,7 +113,7 @@ def calibration_fit(y_true, y_prob, sample_weight=None, max_iter: int = 100) -> 
     NaN when undefined: one class only, a constant probability, or no convergence (the probabilities
     separate the classes perfectly, so the slope grows without bound).
     """
-    y, p, w = _arrays(y_true, y_prob, sample_weight)
+    y, p, w = label_vectors(y_true, y_prob, sample_weight)
     nan = CalibrationFit(float("nan"), float("nan"), float("nan"))
     total = np.sum(w)
     rate = np.sum(w * y) / total if total > 0 else 0.0
@@ -171,7 +172,7 @@ def empc(y_true, y_score, params: ProfitParams | None = None, sample_weight=None
     per customer (d, f: incentive and contact cost over CLV). Only ROC convex hull points can be
     optimal, each on an interval of g; the integral over Beta(alpha, beta) is exact on each interval.
     """
-    y, s, w = _arrays(y_true, y_score, sample_weight)
+    y, s, w = label_vectors(y_true, y_score, sample_weight)
     pi1 = float(np.sum(w * y) / np.sum(w))
     if pi1 in (0.0, 1.0):
         raise ValueError("EMPC needs both churners and non-churners")
@@ -229,7 +230,7 @@ def classification_metrics(
     y_true, y_prob, *, profit: ProfitParams | None = None, lift_fractions=(0.05, 0.1), sample_weight=None
 ) -> dict[str, float]:
     """Every metric the reports use, by name (NaN where a metric is undefined, such as one class only)."""
-    y, p, w = _arrays(y_true, y_prob, sample_weight)
+    y, p, w = label_vectors(y_true, y_prob, sample_weight)
     # sorted once by probability (stable: tied rows keep their order, so every metric is what it is on the
     # rows as given): each sort inside (sklearn's curves, lift, calibration bins) then finds sorted runs
     order = np.argsort(p, kind="stable")

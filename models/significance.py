@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from models.metrics import CalibrationFit, equal_frequency_bins
+from models.metrics import CalibrationFit, equal_frequency_bins, label_vectors
 
 # resampled draws of this many cells at a time (int64: 32 MB), whatever the number of rows
 _BLOCK_CELLS = 4_000_000
@@ -97,17 +97,8 @@ def _auc(placed: _Placed, churner_weights: np.ndarray, below: np.ndarray, tied: 
     return np.sum(c * (strictly + at_most) / 2, axis=1) / (c.sum(axis=1) * below.sum(axis=1))
 
 
-def _vectors(y_true, y_score, sample_weight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    y = np.asarray(y_true, dtype=float)
-    s = np.asarray(y_score, dtype=float)
-    w = np.ones_like(y) if sample_weight is None else np.asarray(sample_weight, dtype=float)
-    if y.ndim != 1 or y.shape != s.shape or y.shape != w.shape:
-        raise ValueError(f"labels {y.shape}, scores {s.shape} and weights {w.shape} differ in shape")
-    return y, s, w
-
-
 def _checked(y_true, y_score, sample_weight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    y, s, w = _vectors(y_true, y_score, sample_weight)
+    y, s, w = label_vectors(y_true, y_score, sample_weight)
     if not np.isin(y, (0.0, 1.0)).all():
         raise ValueError("labels must be 0 or 1")
     if not 0 < np.sum(y) < len(y):
@@ -221,7 +212,7 @@ def calibration_error_p_value(
     """
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
-    y, p, w = _vectors(y_true, y_prob, sample_weight)
+    y, p, w = label_vectors(y_true, y_prob, sample_weight)
     if not len(y):
         raise ValueError("no rows")
     order = np.argsort(p, kind="stable")

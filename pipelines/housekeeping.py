@@ -218,7 +218,7 @@ def prune_logs(cfg: Config, *, now: dt.datetime) -> int:
 
 
 def _prune_mlflow(cfg: Config, *, now: dt.datetime) -> str:
-    """MLflow runs and non-champion model versions past their retention, by the tracking layer."""
+    """MLflow runs and model versions past their retention (never an aliased or promoted one)."""
     from pipelines.core import tracking
 
     if not tracking.store_exists(cfg):  # nothing trained yet: no store to create just to find it empty

@@ -409,20 +409,16 @@ def drift_since(lake: Lake, champion: str, last: str, month: str) -> str | None:
 
 
 def champion_version(cfg: Config) -> str | None:
-    from pipelines.core.tracking import CHAMPION, alias_version, configure_mlflow
+    from pipelines.core.tracking import champion_of
 
-    configure_mlflow(cfg)
-    return alias_version(cfg.train.registered_model, CHAMPION)
+    return champion_of(cfg, cfg.train.registered_model)
 
 
 def uplift_version(cfg: Config) -> str | None:
     """The uplift model version matching would target by (None: the rule), part of its fingerprint."""
-    from pipelines.core.tracking import CHAMPION, alias_version, configure_mlflow, store_exists
+    from pipelines.core.tracking import champion_of
 
-    if not cfg.uplift.enabled or not store_exists(cfg):
-        return None
-    configure_mlflow(cfg)
-    return alias_version(cfg.uplift.registered_model, CHAMPION)
+    return champion_of(cfg, cfg.uplift.registered_model) if cfg.uplift.enabled else None
 
 
 def train_due(lake: Lake, month: str, *, force: bool = False) -> str | None:

@@ -134,7 +134,9 @@ def uplift_month(spark: SparkSession, cfg: Config, month: str) -> UpliftReport:
                     "arm",
                 )
         offer_ids = [o.id for o in cfg.offers.offers]
-        before = _champion_version(cfg)  # the alias the decision replaces: moved only if still there
+        from pipelines.core.tracking import champion_of
+
+        before = champion_of(cfg, cfg.uplift.registered_model)  # moved later only if still there
         candidate = fit_uplift(fitted, offer_ids, p)
         report.covered = candidate.covered()
         if not report.covered:
@@ -205,16 +207,6 @@ def _flags(report: UpliftReport) -> dict[str, Any]:
             "compared": c.compared,
         }
     return flags
-
-
-def _champion_version(cfg: Config) -> str | None:
-    """The version ``uplift.registered_model@champion`` points at now, or None."""
-    from pipelines.core.tracking import CHAMPION, alias_version, configure_mlflow, store_exists
-
-    if not store_exists(cfg):
-        return None
-    configure_mlflow(cfg)
-    return alias_version(cfg.uplift.registered_model, CHAMPION)
 
 
 def _track(

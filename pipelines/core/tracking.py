@@ -357,6 +357,15 @@ def alias_version(name: str, alias: str) -> str | None:
         return None
 
 
+def champion_of(cfg: Config, name: str) -> str | None:
+    """The version ``name@champion`` points at now, or None (no such model or alias, or no store yet: none
+    is created just to find it empty)."""
+    if not store_exists(cfg):
+        return None
+    configure_mlflow(cfg)
+    return alias_version(name, CHAMPION)
+
+
 def set_alias(name: str, alias: str, version: str) -> None:
     """Point ``alias`` at ``version`` whatever it held (``challenger``: no gate compared against it)."""
     MlflowClient().set_registered_model_alias(name, alias, version)

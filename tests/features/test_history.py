@@ -164,7 +164,7 @@ def test_each_long_window_reads_its_own_months(spark):
 def test_reading_the_sums_with_other_windows_fails(spark):
     current = frame(spark, SCHEMA, CURRENT).drop("month")
     lags = compute_history_lags(current.select("subscriber_id"), None, month=MONTH, windows=(1, 3))
-    with pytest.raises(AnalysisException):
+    with pytest.raises(AnalysisException, match=r"_history_parts_1_6"):
         with_history_features(current.join(lags, "subscriber_id"), windows=(1, 6), baseline_windows=(6,))
 
 

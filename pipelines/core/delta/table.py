@@ -18,7 +18,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from pipelines.core.delta.damage import check_log_folder, open_table
+from pipelines.core.delta.damage import _fs, check_log_folder, open_table
 
 STAGING_DIR = "_staging"
 WriteMode = Literal["append", "overwrite"]
@@ -67,10 +67,6 @@ def resolve_engine(spark: SparkSession, engine: Engine) -> Literal["bridge", "na
     if engine == "native" and not available:
         raise RuntimeError("lake.engine=native but the io.delta classes are not on the Spark classpath")
     return "native" if available else "bridge"
-
-
-def _fs(path: str) -> tuple[pafs.FileSystem, str]:
-    return pafs.FileSystem.from_uri(path if "://" in path else f"file://{path}")
 
 
 @contextlib.contextmanager

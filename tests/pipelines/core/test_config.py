@@ -4,7 +4,7 @@ from typing import Any, ClassVar
 
 import pytest
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from features.params import BASE_CONF
 from pipelines.core.config import Config, ConfigError, load_config, parse_override
@@ -73,8 +73,9 @@ def test_config_is_frozen_and_hash_stable():
     b = load_config()
     assert a.config_hash() == b.config_hash()
     assert a.config_hash() != load_config([], ["churn.window_months=2"]).config_hash()
-    with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError on frozen models
+    with pytest.raises(ValidationError, match="frozen_instance"):
         a.churn.gap_months = 3  # type: ignore[misc]
+    assert a.churn.gap_months == load_config().churn.gap_months
 
 
 def test_mlflow_defaults_under_lake_root():
@@ -96,9 +97,17 @@ def test_landing_root_elsewhere_is_refused_naming_the_key(root: str):
 
 
 def test_shipped_overlays_are_valid():
+    """Every overlay in conf/ loads, and its own values are the ones in force."""
     root = BASE_CONF.parent
-    for name in ("local.yml", "cluster.yml", "test.yml"):
-        load_config([root / name])
+    overlays = {p.name: load_config([p]) for p in sorted(root.glob("*.yml")) if p != BASE_CONF}
+    assert sorted(overlays) == ["cluster.yml", "demo.yml", "local.yml", "test.yml"]
+    assert overlays["local.yml"].spark.master == "local[2]"
+    cluster = overlays["cluster.yml"]
+    assert (cluster.lake_root, cluster.landing_root) == ("/mnt/lake", "/mnt/landing")
+    demo = overlays["demo.yml"]
+    assert (demo.offers.min_band, demo.offers.holdout_rate, demo.offers.budget) == ("low", 0.3, 8000.0)
+    assert demo.sample_data.drivers.contagion == 0.3
+    assert overlays["test.yml"].spark.shuffle_partitions == 2
 
 
 def _key_mismatches(

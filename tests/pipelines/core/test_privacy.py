@@ -56,8 +56,9 @@ def test_the_key_comes_from_the_named_environment_variable_only():
         pseudonym_key(cfg.privacy, {})
     with pytest.raises(PseudonymKeyError, match="shorter than 16 bytes"):
         pseudonym_key(cfg.privacy, {"MY_KEY": "short"})
-    key = pseudonym_key(cfg.privacy, {"MY_KEY": KEY})
+    key = pseudonym_key(cfg.privacy, {"MY_KEY": KEY, "CHURNLAKE_PSEUDONYM_KEY": "another-key-of-16-bytes"})
     assert key is not None and KEY not in repr(key)
+    assert key.digest("x") == hmac.new(KEY.encode(), b"x", hashlib.sha256).hexdigest()  # MY_KEY's, no other
 
 
 def test_a_missing_key_stops_a_job_at_start(tmp_path, monkeypatch, capsys):

@@ -156,7 +156,12 @@ def test_the_same_seed_writes_the_same_files_and_another_seed_does_not(tmp_path:
     generate(tmp_path / "c", GenerateOptions(**{**opts.__dict__, "seed": 6}))
     for source in ("subscriptions", "cdr", "billing", "care"):
         for month in opts.months:
-            for path in data_files(tmp_path / "a", source, month):
+            files = data_files(tmp_path / "a", source, month)
+            names = [p.relative_to(tmp_path / "a") for p in files]
+            assert names and names == [
+                p.relative_to(tmp_path / "b") for p in data_files(tmp_path / "b", source, month)
+            ]
+            for path in files:
                 same = tmp_path / "b" / path.relative_to(tmp_path / "a")
                 read = gzip.open if path.name.endswith(".gz") else open
                 with read(path, "rb") as x, read(same, "rb") as y:
