@@ -1,6 +1,7 @@
 """Job: train the LightGBM cohort family as of a run month; MLflow tracking, registry and promotion gates.
 
-python jobs/train.py --month 2024-06 [--promote | --no-promote --reason TEXT] [--conf ...] [--set k=v ...]
+python jobs/train.py --month 2024-06 [--promote | --no-promote] [--reason TEXT] [--conf ...] [--set k=v ...]
+    (--reason is required with --promote or --no-promote)
 python jobs/train.py --backtest 2024-05..2024-10 [--markdown FILE]   # rolling origin, model_performance
 """
 

@@ -41,7 +41,9 @@ def label_vectors(y_true, y_score, weight=None) -> tuple[np.ndarray, np.ndarray,
     y = np.asarray(y_true, dtype=float)
     s = np.asarray(y_score, dtype=float)
     w = np.ones_like(y) if weight is None else np.asarray(weight, dtype=float)
-    if y.ndim != 1 or y.shape != s.shape or y.shape != w.shape:
+    if y.ndim != 1:
+        raise ValueError(f"labels must be a vector, got shape {y.shape}")
+    if y.shape != s.shape or y.shape != w.shape:
         raise ValueError(f"labels {y.shape}, scores {s.shape} and weights {w.shape} differ in shape")
     return y, s, w
 

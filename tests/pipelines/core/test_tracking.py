@@ -17,6 +17,7 @@ from pipelines.core.tracking import (
     CHALLENGER,
     CHAMPION,
     alias_version,
+    champion_of,
     configure_mlflow,
     family_signature,
     load_family,
@@ -109,4 +110,11 @@ def test_a_logged_family_loads_back_by_version_and_alias(store: Store):
     np.testing.assert_allclose(model.predict(EXAMPLE), [0.1, 0.4])
     set_alias(name, CHAMPION, second)
     assert load_family(name, CHAMPION)[1] == "2"
+    assert champion_of(store.cfg, name) == "2" and champion_of(store.cfg, "no-such-model") is None
     assert load_family(name, "7") is None and load_family(name, "retired") is None
+
+
+def test_looking_up_a_champion_creates_no_store(make_cfg, tmp_path: Path):
+    cfg = make_cfg()
+    assert champion_of(cfg, cfg.train.registered_model) is None
+    assert not (tmp_path / "lake" / "mlflow").exists()

@@ -212,11 +212,11 @@ def test_a_task_that_does_not_see_the_staging_folder_or_its_landing_file_stops_n
         )  # fmt: skip
         return list(check_files(plan)(iter([ids])))
 
-    host = re.escape(f"the executor on {socket.gethostname()} does not see")
-    with pytest.raises(FolderNotSharedError, match=rf"^{host} {tmp_path}/gone \(ingest's staging folder\)"):
+    host, tmp = re.escape(f"the executor on {socket.gethostname()} does not see"), re.escape(str(tmp_path))
+    with pytest.raises(FolderNotSharedError, match=rf"^{host} {tmp}/gone \(ingest's staging folder\)"):
         run(landing, tmp_path / "gone")
     assert not (tmp_path / "gone").exists()
-    with pytest.raises(FolderNotSharedError, match=rf"^{host} {tmp_path}/absent.csv \(a landing file the"):
+    with pytest.raises(FolderNotSharedError, match=rf"^{host} {tmp}/absent\.csv \(a landing file the"):
         run(tmp_path / "absent.csv", staging)
     assert list(staging.iterdir()) == []  # the task's own staged file removed
     (out,) = run(landing, staging)  # seen: the header-only file staged, no rows
