@@ -328,7 +328,8 @@ def score_monitoring(
     the score or one of the ``drift_top_features`` best monitored features above its threshold. The
     monthly run retrains after ``drift_months`` such months in a row (:func:`sustained_drift`)."""
     rows: list[tuple[Any, ...]] = []
-    reference = "out-of-sample test month"
+    # a refitted champion's reference is its own scores of another month (pipelines.train.stage.refit_as_of)
+    reference = family.report.get("refit", {}).get("drift_reference", "out-of-sample test month")
 
     def add(kind: str, cohort: str, name: str, value: float | None, threshold=None, warning=False) -> None:
         rows.append(

@@ -217,13 +217,16 @@ def refit_as_of(lake: Lake, result: TrainResult) -> ModelFamily:
     # on: the run month's subscribers, unlabelled, the first month it serves. The test month, which the
     # refit learnt from, only when the run month has no features yet.
     reference = run_month_features(lake, result.window.run_month)
+    described = f"run month {result.window.run_month} (unlabelled, not fitted on)"
     if reference.empty:
         log.warning(
             "train as of %s: no features of the run month; the refit's drift reference is its test month",
             result.window.run_month,
         )
         reference = result.test_frame
+        described = f"test month {result.window.test_month} (fitted on by the refit)"
     family.drift = drift_reference(family, reference, family.predict_proba(reference))
+    family.report["refit"]["drift_reference"] = described  # named in score_monitoring.reference
     log.info(
         "train as of %s: refitted on %s (%d rows)",
         result.window.run_month,

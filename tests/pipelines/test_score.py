@@ -191,6 +191,8 @@ def test_monitoring_holds_the_distribution_and_the_psi_of_each_monitored_column(
     assert dist["all"] == len(w) and dist.drop("all").sum() == len(w)
     mean = m[(m["kind"] == "distribution") & (m["name"] == "mean_probability")].set_index("cohort")["value"]
     assert mean["all"] == pytest.approx(w["churn_probability"].mean())
+    # the champion is the refit: its reference is its scores of the month it was trained as of
+    assert set(m["reference"]) == {f"run month {result.window.run_month} (unlabelled, not fitted on)"}
     psi = m[m["kind"] == "psi"].set_index("name")
     profile = result.served.drift
     assert list(psi.index) == profile.columns
