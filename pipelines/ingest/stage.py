@@ -194,6 +194,10 @@ def ingest_source(
     PHASES.pop((source, month), None)
     scratch = contextlib.ExitStack()  # the Arrow path's staged files, removed when the source is done
     with scratch:
+        # either path's tasks read the landing files and write the lake's (cluster: shared folders)
+        if files:
+            check_seen(lake.spark, files[0].path, cfg.landing_root)
+        check_folder_shared(lake.spark, cfg.lake_root)
         # the tasks write with pyarrow's local filesystem: a lake on a cluster's shared folder, not S3
         local = local_path(lake.path(source)) is not None
         if cfg.ingest.path == "arrow" and local and arrow_readable(files):
@@ -213,9 +217,6 @@ def _ingest_arrow(
 ) -> SourceReport | None:  # fmt: skip
     """The Arrow path (:mod:`pipelines.ingest.arrow_load`); None when a file needs the Spark path."""
     cfg, spark, source, month = lake.cfg, lake.spark, spec.name, report.month
-    # the tasks read the landing files and write the staged ones themselves
-    check_seen(spark, files[0].path, cfg.landing_root)  # arrow_readable: at least one file
-    check_folder_shared(spark, cfg.lake_root)
     owners = _owners(lake, report) if spec.resolves_subscriber else None
     target = scratch.enter_context(scratch_folder(lake.path(source), "ingest"))
     with _phase(source, month, "parse_check"):

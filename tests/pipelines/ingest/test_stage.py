@@ -7,17 +7,20 @@ record of what it planted (``tests/pipelines/ingest/counts.py``), never from ing
 from __future__ import annotations
 
 import gzip
+import logging
 import shutil
+import socket
 
 import pytest
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from features import contract as C
+from pipelines.core import spark as session
 from pipelines.ingest import list_delivery
-from pipelines.ingest.stage import cache_checked, ingest_month
+from pipelines.ingest.stage import PATHS, cache_checked, ingest_month
 from tests.pipelines.ingest.counts import DELIVERY_COLUMN
-from tests.pipelines.ingest.deliveries import cdr_rows, csv_delivery
+from tests.pipelines.ingest.deliveries import MONTH, cdr_rows, csv_delivery, ingest_cdr, loaded_rows
 
 
 @pytest.mark.parametrize("month", ["2024-02", "2024-03"])
@@ -135,3 +138,23 @@ def test_an_optional_source_delivered_without_files_has_no_rows_that_month(spark
     cdr_folder(landing)
     with pytest.raises(UnreadableFileError, match=r"cdr/month=2024-03: no data files \(a delivery of cdr"):
         ingest_month(spark, cfg, MONTH, sources=["cdr"])
+
+
+@pytest.mark.parametrize("path", ["arrow", "spark"])
+def test_on_a_cluster_either_path_first_checks_the_executors_see_the_landing_and_the_lake(
+    spark, make_cfg, tmp_path, monkeypatch, caplog, path
+):
+    """Both paths' tasks read the landing files and write the lake's: the local session's executors taken
+    for a cluster's (the one predicate replaced), each check runs and finds its folder seen."""
+    landing, _ = csv_delivery(tmp_path, "part-000.csv", cdr_rows(48))
+    monkeypatch.setattr(session, "on_cluster", lambda _: True)
+    with caplog.at_level(logging.INFO, logger="pipelines.core.spark"):
+        lake, report = ingest_cdr(spark, make_cfg, landing, f"ingest.path={path}")
+    assert PATHS[("cdr", MONTH)] == path
+    seen = {r.getMessage() for r in caplog.records if r.name == "pipelines.core.spark"}
+    host = socket.gethostname()
+    assert {
+        f"executors on {host} see {lake.cfg.landing_root}",
+        f"executors on {host} see {lake.cfg.lake_root}",
+    } <= seen
+    assert report.rows_loaded == len(loaded_rows(lake)) == 48
