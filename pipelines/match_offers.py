@@ -20,7 +20,8 @@ as a randomised experiment that keeps measuring every offer.
    reported beside a greedy by value, a greedy by value per unit of cost and the LP bound; otherwise by
    Lagrangian prices iterated in Spark (one small aggregation per iteration), with the bound on the gap;
 6. draws each offer's **control group** among its picked lines (explored and optimised alike):
-   ``offers.holdout_rate`` of them by the lowest hashes of salt, month and unit, at least
+   ``offers.holdout_rate`` of them, stratified by arm, cohort and risk band (a systematic draw over the
+   lines ordered by stratum and the hash of salt, month and unit, from a random start), at least
    ``offers.min_control_lines`` where the offer has enough lines (:func:`models.offers.control_size`);
    the control lines get no offer and count as contacted for the cool-down;
 7. replaces the ``score_month = M`` partition of ``offer_assignments`` (``arm``: ``optimised`` or
@@ -122,7 +123,10 @@ def match_offers_month(spark: SparkSession, cfg: Config, month: str) -> MatchRep
                 )
             values = (
                 candidate_values(base, params, effects, uplift)
-                .join(base.select("subscriber_id", "unit", "programme_holdout"), "subscriber_id")
+                .join(
+                    base.select("subscriber_id", "unit", "programme_holdout", "cohort", "risk_band"),
+                    "subscriber_id",
+                )
                 .withColumn(
                     "reason",
                     F.when(
@@ -445,7 +449,12 @@ def with_holdout(
 ) -> DataFrame:
     """Every line's status, offer index, arm and exclusion reason; each offer's control group is drawn
     among its picked lines (``controls``: its size per offer index; by household: a household's lines
-    share one draw against ``holdout_rate``)."""
+    share one draw against ``holdout_rate``).
+
+    The draw is stratified: an offer's lines ordered by arm, cohort, risk band and their hash, every
+    (n / c)-th is taken from a start drawn for the offer and month (systematic sampling with a random
+    start). Exactly c lines, each stratum its proportional share to within one line, and every line the
+    same chance c / n."""
     draw = uniform_hash(F.lit(params.holdout_salt), F.lit(month), F.col("unit"))
     if params.randomise_by == "household":
         is_control = F.col("_draw") < F.lit(params.holdout_rate)
@@ -456,10 +465,18 @@ def with_holdout(
             else F.create_map(F.lit(-1), F.lit(0)),
             F.col("offer_index"),
         )
-        rank = F.row_number().over(Window.partitionBy("offer_index").orderBy("_draw", "subscriber_id"))
-        is_control = rank <= F.coalesce(size, F.lit(0))
+        c = F.coalesce(size, F.lit(0)).cast("long")
+        n = F.count(F.lit(1)).over(Window.partitionBy("offer_index"))
+        order = Window.partitionBy("offer_index").orderBy(
+            "arm", "cohort", "risk_band", "_draw", "subscriber_id"
+        )
+        pos = (F.row_number().over(order) - 1).cast("long")
+        offer = F.concat(F.lit("offer:"), F.col("offer_index").cast("string"))
+        start = F.floor(uniform_hash(F.lit(params.holdout_salt), F.lit(month), offer) * n)  # in [0, n)
+        # integers below 2^53: the doubles' quotients floor exactly
+        is_control = F.floor(((pos + 1) * c + start) / n) > F.floor((pos * c + start) / n)
     chosen = (
-        picked.join(values.select("subscriber_id", "unit"), "subscriber_id")
+        picked.join(values.select("subscriber_id", "unit", "cohort", "risk_band"), "subscriber_id")
         .withColumn("_draw", draw)
         .withColumn("_holdout", is_control)
         .select("subscriber_id", "offer_index", "expected_net_value", "arm", "_holdout")

@@ -5,6 +5,7 @@ against hashes computed here. The stage on a generated, scored lake is in ``test
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import numpy as np
@@ -251,38 +252,52 @@ def test_repair_cuts_each_offer_to_capacity_then_keeps_the_best_prefix_within_th
 
 
 VALUES_DDL = (
-    "subscriber_id string, reason string, offer_values array<double>, unit string, programme_holdout boolean"
+    "subscriber_id string, reason string, offer_values array<double>, unit string, "
+    "programme_holdout boolean, cohort string, risk_band string"
 )
 PICKS_DDL = "subscriber_id string, offer_index int, expected_net_value double, arm string"
 
 
-def test_each_offers_control_group_is_its_lowest_hashes_with_halves_rounded_up(spark):
+def _uniform(*parts: str) -> float:
+    """``uniform_hash`` computed here: the first 13 hex digits of the SHA-256 of the parts joined by |."""
+    return int(hashlib.sha256("|".join(parts).encode()).hexdigest()[:13], 16) / 16**13
+
+
+def _systematic(
+    lines: list[tuple[str, str, str, str]], c: int, salt: str, month: str, offer: int
+) -> set[str]:
+    """The control lines of one offer computed here: (subscriber, arm, cohort, band) ordered by arm, cohort,
+    band and hash; every (n / c)-th from the offer's drawn start."""
+    ordered = sorted(lines, key=lambda x: (x[1], x[2], x[3], _uniform(salt, month, x[0]), x[0]))
+    n = len(ordered)
+    start = int(_uniform(salt, month, f"offer:{offer}") * n)
+    return {x[0] for p, x in enumerate(ordered) if ((p + 1) * c + start) // n > (p * c + start) // n}
+
+
+def test_each_offers_control_group_is_a_systematic_draw_over_its_strata_with_halves_rounded_up(spark):
     params = OfferParams(holdout_rate=0.5, holdout_salt="pepper", min_control_lines=0)
     offers = {0: 5, 1: 4}  # picked lines per offer index
-    values, picked, i = [], [], 0
+    values, picked, strata, i = [], [], {}, 0
     for offer, n in offers.items():
         for _ in range(n):
-            values.append((f"s{i}", None, [1.0 + i, 1.0 + i], f"s{i}", False))
-            picked.append((f"s{i}", offer, 1.0 + i, "explore" if i == 0 else "optimised"))
+            cohort, band = ("new", "early")[i % 2], ("high", "medium")[i % 3 == 0]
+            values.append((f"s{i}", None, [1.0 + i, 1.0 + i], f"s{i}", False, cohort, band))
+            arm = "explore" if i == 0 else "optimised"
+            picked.append((f"s{i}", offer, 1.0 + i, arm))
+            strata.setdefault(offer, []).append((f"s{i}", arm, cohort, band))
             i += 1
     values += [
-        ("x_consent", "no_consent", None, "x_consent", False),
-        ("x_unpicked", None, [1.0, 3.0], "x_unpicked", False),
-        ("x_programme", "programme_holdout", [2.0, 1.0], "x_programme", True),
+        ("x_consent", "no_consent", None, "x_consent", False, "new", "low"),
+        ("x_unpicked", None, [1.0, 3.0], "x_unpicked", False, "new", "high"),
+        ("x_programme", "programme_holdout", [2.0, 1.0], "x_programme", True, "early", "high"),
     ]
     picks = spark.createDataFrame(picked, PICKS_DDL)
     sizes, under = control_sizes(picks, params)
     assert sizes == {0: 3, 1: 2} and under == []
     out = with_holdout(spark.createDataFrame(values, VALUES_DDL), picks, MONTH, params, sizes).toPandas()
     got = out.set_index("subscriber_id")
-
-    def key(s: str) -> str:
-        return hashlib.sha256(f"pepper|{MONTH}|{s}".encode()).hexdigest()
-
-    held = set()
-    for offer, k in sizes.items():
-        ids = sorted((s for s, o, *_ in picked if o == offer), key=key)
-        held |= set(ids[:k])
+    held = set().union(*(_systematic(strata[o], k, "pepper", MONTH, o) for o, k in sizes.items()))
+    assert len(held) == 5
     assert set(got.index[got["status"] == "holdout"]) == held | {"x_programme"}
     assert set(got.index[got["status"] == "assigned"]) == {s for s, *_ in picked} - held
     assert (got.loc[list(held), "exclusion_reason"] == "holdout").all()
@@ -302,6 +317,31 @@ def test_each_offers_control_group_is_its_lowest_hashes_with_halves_rounded_up(s
     assert unpicked["_best_index"] == 1
 
 
+def test_the_control_group_takes_each_stratum_s_share_and_gives_every_line_the_same_chance(spark):
+    """One offer's 40 lines in three strata (by cohort and band: 20, 12 and 8 lines), 30% held out, over
+    24 months: every month 12 controls, each stratum's share to within one line (6, 3.6, 2.4), and no line
+    always or never held out (a fixed start would hold out the same positions every month)."""
+    params = OfferParams(holdout_rate=0.3, holdout_salt="salt", min_control_lines=0)
+    layout = [("new", "high")] * 20 + [("new", "medium")] * 12 + [("early", "high")] * 8
+    values = [(f"s{i:02d}", None, [1.0], f"s{i:02d}", False, c, b) for i, (c, b) in enumerate(layout)]
+    lines = [(v[0], "optimised", v[5], v[6]) for v in values]
+    picks = spark.createDataFrame([(v[0], 0, 1.0, "optimised") for v in values], PICKS_DDL)
+    frame = spark.createDataFrame(values, VALUES_DDL)
+    times_held = dict.fromkeys((v[0] for v in values), 0)
+    for m in range(24):
+        month = f"{2024 + m // 12}-{m % 12 + 1:02d}"
+        out = with_holdout(frame, picks, month, params, {0: 12}).toPandas()
+        held = list(out.loc[out["status"] == "holdout", "subscriber_id"])
+        assert len(held) == 12 and set(held) == _systematic(lines, 12, "salt", month, 0)
+        for stratum in sorted(set(layout)):
+            share = 0.3 * layout.count(stratum)
+            got = sum(layout[int(s[1:])] == stratum for s in held)
+            assert math.floor(share) <= got <= math.ceil(share), (month, stratum, got)
+        for s in held:
+            times_held[s] += 1
+    assert min(times_held.values()) > 0 and max(times_held.values()) < 24
+
+
 def test_by_household_the_lines_of_a_household_share_their_arm(spark):
     offers = (
         Offer(id="a", channel="sms", cost=1.0, effect=0.1),
@@ -312,7 +352,7 @@ def test_by_household_the_lines_of_a_household_share_their_arm(spark):
     for h in range(40):
         for line in range(3):
             s = f"h{h}-{line}"
-            values.append((s, None, [1.0, 1.0], f"h:{h}", False))
+            values.append((s, None, [1.0, 1.0], f"h:{h}", False, "new", "high"))
             picked.append((s, line % 2, 1.0, "optimised"))
     drawn = with_holdout(
         spark.createDataFrame(values, VALUES_DDL), spark.createDataFrame(picked, PICKS_DDL), MONTH, params, {}
