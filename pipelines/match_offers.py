@@ -451,13 +451,16 @@ def with_holdout(
     among its picked lines (``controls``: its size per offer index; by household: a household's lines
     share one draw against ``holdout_rate``).
 
-    The draw is stratified: an offer's lines ordered by arm, cohort, risk band and their hash, every
-    (n / c)-th is taken from a start drawn for the offer and month (systematic sampling with a random
-    start). Exactly c lines, each stratum its proportional share to within one line, and every line the
-    same chance c / n."""
+    By line (``randomise_by: subscriber``) the draw is stratified: an offer's lines ordered by arm,
+    cohort, risk band and their hash, every (n / c)-th is taken from a start drawn for the offer and month
+    (systematic sampling with a random start). Exactly c lines, each stratum its proportional share to
+    within one line, and every line the same chance c / n."""
     draw = uniform_hash(F.lit(params.holdout_salt), F.lit(month), F.col("unit"))
+    chosen = picked.join(
+        values.select("subscriber_id", "unit", "cohort", "risk_band"), "subscriber_id"
+    ).withColumn("_draw", draw)
     if params.randomise_by == "household":
-        is_control = F.col("_draw") < F.lit(params.holdout_rate)
+        chosen = chosen.withColumn("_holdout", F.col("_draw") < F.lit(params.holdout_rate))
     else:
         size = F.element_at(
             F.create_map(*[F.lit(x) for i, c in controls.items() for x in (i, c)])
@@ -465,22 +468,22 @@ def with_holdout(
             else F.create_map(F.lit(-1), F.lit(0)),
             F.col("offer_index"),
         )
-        c = F.coalesce(size, F.lit(0)).cast("long")
-        n = F.count(F.lit(1)).over(Window.partitionBy("offer_index"))
         order = Window.partitionBy("offer_index").orderBy(
             "arm", "cohort", "risk_band", "_draw", "subscriber_id"
         )
-        pos = (F.row_number().over(order) - 1).cast("long")
         offer = F.concat(F.lit("offer:"), F.col("offer_index").cast("string"))
-        start = F.floor(uniform_hash(F.lit(params.holdout_salt), F.lit(month), offer) * n)  # in [0, n)
-        # integers below 2^53: the doubles' quotients floor exactly
-        is_control = F.floor(((pos + 1) * c + start) / n) > F.floor((pos * c + start) / n)
-    chosen = (
-        picked.join(values.select("subscriber_id", "unit", "cohort", "risk_band"), "subscriber_id")
-        .withColumn("_draw", draw)
-        .withColumn("_holdout", is_control)
-        .select("subscriber_id", "offer_index", "expected_net_value", "arm", "_holdout")
-    )
+        chosen = (
+            chosen.withColumn("_c", F.coalesce(size, F.lit(0)).cast("long"))
+            .withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy("offer_index")))
+            .withColumn("_pos", (F.row_number().over(order) - 1).cast("long"))
+            .withColumn(
+                "_start",  # in [0, n)
+                F.floor(uniform_hash(F.lit(params.holdout_salt), F.lit(month), offer) * F.col("_n")),
+            )
+            # integer division: a multiple of n falls in (pos * c + start, (pos + 1) * c + start]
+            .withColumn("_holdout", F.expr("((_pos + 1) * _c + _start) div _n > (_pos * _c + _start) div _n"))
+        )
+    chosen = chosen.select("subscriber_id", "offer_index", "expected_net_value", "arm", "_holdout")
     best = F.array_max(_filled("offer_values"))
     best_index = (F.array_position(_filled("offer_values"), best) - 1).cast("int")
     candidate = F.col("reason").isNull()

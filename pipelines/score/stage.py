@@ -329,7 +329,12 @@ def score_monitoring(
     monthly run retrains after ``drift_months`` such months in a row (:func:`sustained_drift`)."""
     rows: list[tuple[Any, ...]] = []
     # a refitted champion's reference is its own scores of another month (pipelines.train.stage.refit_as_of)
-    reference = family.report.get("refit", {}).get("drift_reference", "out-of-sample test month")
+    refit = family.report.get("refit")
+    reference = (
+        "out-of-sample test month"
+        if refit is None
+        else refit.get("drift_reference", "the refit's own scores (month not recorded)")
+    )
 
     def add(kind: str, cohort: str, name: str, value: float | None, threshold=None, warning=False) -> None:
         rows.append(
